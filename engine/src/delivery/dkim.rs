@@ -1,0 +1,106 @@
+//! DKIM signing at send time with mail-auth: relaxed/relaxed, RSA-SHA256 or
+//! Ed25519-SHA256 (the algorithm follows the key). Keys are picked by the domain of the
+//! message's From header.
+
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
+use std::collections::HashMap;
+
+/// Headers signed when present (RFC 6376 §5.4.1 recommendations).
+const SIGNED_HEADERS: [&str; 14] = [
+    "From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "Sender", "MIME-Version",
+    "Content-Type", "Content-Transfer-Encoding", "In-Reply-To", "References", "List-Unsubscribe",
+];
+
+enum Signer {
+    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
+    Ed25519(DkimSigner<Ed25519Key, Done>),
+}
+
+/// A configured key.
+pub struct KeySpec<'a> {
+    pub domain: &'a str,
+    pub selector: &'a str,
+    /// PKCS#8 PEM (RSA or Ed25519).
+    pub pem: &'a str,
+}
+
+/// Signers by lower-case From domain.
+#[derive(Default)]
+pub struct Signers {
+    by_domain: HashMap<String, (Signer, String)>,
+}
+
+impl Signers {
+    pub fn new(keys: &[KeySpec<'_>]) -> Result<Self, String> {
+        let mut by_domain = HashMap::new();
+        for k in keys {
+            let der = pem_to_der(k.pem).map_err(|e| format!("DKIM key for {}: {e}", k.domain))?;
+            let (signer, alg) = if let Ok(key) = RsaKey::<Sha256>::from_key_der(rustls::pki_types::PrivateKeyDer::Pkcs8(der.as_slice().into())) {
+                (Signer::Rsa(configure(DkimSigner::from_key(key), k)), "rsa-sha256")
+            } else if let Ok(key) = Ed25519Key::from_pkcs8_maybe_unchecked_der(&der) {
+                (Signer::Ed25519(configure(DkimSigner::from_key(key), k)), "ed25519-sha256")
+            } else {
+                return Err(format!("DKIM key for {}: neither an RSA nor an Ed25519 PKCS#8 key", k.domain));
+            };
+            let label = format!("d={} s={} a={alg}", k.domain, k.selector);
+            by_domain.insert(k.domain.to_ascii_lowercase(), (signer, label));
+        }
+        Ok(Signers { by_domain })
+    }
+
+    /// Returns the message to send (signature header prepended when a key matches) and a
+    /// note for the attempt event saying what was done.
+    pub fn sign(&self, message: &[u8]) -> (Vec<u8>, String) {
+        let Some(domain) = from_domain(message) else {
+            return (message.to_vec(), "unsigned: no From domain".into());
+        };
+        let Some((signer, label)) = self.by_domain.get(&domain) else {
+            return (message.to_vec(), format!("unsigned: no key for {domain}"));
+        };
+        let signature = match signer {
+            Signer::Rsa(s) => s.sign(message),
+            Signer::Ed25519(s) => s.sign(message),
+        };
+        match signature {
+            Ok(sig) => {
+                let header = sig.to_header();
+                let mut out = Vec::with_capacity(header.len() + message.len());
+                out.extend_from_slice(header.as_bytes());
+                out.extend_from_slice(message);
+                (out, format!("signed {label}"))
+            }
+            Err(e) => (message.to_vec(), format!("unsigned: signing failed: {e}")),
+        }
+    }
+}
+
+fn configure<T: mail_auth::common::crypto::SigningKey<Hasher = Sha256>>(
+    signer: DkimSigner<T, mail_auth::dkim::NeedDomain>,
+    k: &KeySpec<'_>,
+) -> DkimSigner<T, Done> {
+    signer
+        .domain(k.domain)
+        .selector(k.selector)
+        .headers(SIGNED_HEADERS)
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed)
+}
+
+/// The lower-case domain of the first From address.
+pub fn from_domain(message: &[u8]) -> Option<String> {
+    let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
+    let addr = parsed.from()?.first()?.address()?;
+    let domain = addr.rsplit_once('@')?.1.trim();
+    (!domain.is_empty()).then(|| domain.to_ascii_lowercase())
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+    if body.is_empty() {
+        return Err("empty PEM".into());
+    }
+    base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| format!("bad PEM: {e}"))
+}

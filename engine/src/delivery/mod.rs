@@ -1,0 +1,151 @@
+//! One delivery attempt: route (MX), sign (DKIM, at the last moment), send (SMTP).
+//!
+//! [`Deliverer::attempt`] never fails: every way an attempt can end becomes an
+//! [`Attempt`] with an SMTP reply (real, or synthetic for local and network trouble) and a
+//! [`Class`], which the worker turns into an event and maybe a retry.
+
+pub mod dkim;
+pub mod mx;
+pub mod smtp;
+
+use herald_schemas::{MessageAccepted, SmtpReply};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How an SMTP reply code is treated (RFC 5321 §4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Success,
+    /// 4xx, or no answer at all: try again later.
+    Temporary,
+    /// 5xx: do not try again.
+    Permanent,
+}
+
+pub fn classify(code: u16) -> Class {
+    match code {
+        200..=299 => Class::Success,
+        500..=599 => Class::Permanent,
+        _ => Class::Temporary,
+    }
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub mx_host: Option<String>,
+    pub mx_ip: Option<IpAddr>,
+    pub tls: bool,
+    pub reply: SmtpReply,
+    pub class: Class,
+    pub dkim: String,
+    pub duration: Duration,
+}
+
+pub fn local_reply(code: u16, enhanced: &str, text: impl Into<String>) -> SmtpReply {
+    SmtpReply { code, enhanced: Some(enhanced.to_owned()), text: text.into() }
+}
+
+/// Settings of outbound delivery.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub helo_name: String,
+    /// Port of every MX (25 in production; tests point it at a sink).
+    pub mx_port: u16,
+    pub connect_timeout: Duration,
+    /// Per-command timeout (RFC 5321 §4.5.3.2 suggests minutes; the default is 5 min).
+    pub command_timeout: Duration,
+}
+
+pub struct Deliverer {
+    settings: DeliverySettings,
+    mx: mx::MxResolver,
+    signers: dkim::Signers,
+    tls: smtp::Tls,
+}
+
+impl Deliverer {
+    pub fn new(settings: DeliverySettings, mx: mx::MxResolver, signers: dkim::Signers) -> Result<Self, String> {
+        Ok(Deliverer { settings, mx, signers, tls: smtp::Tls::opportunistic()? })
+    }
+
+    /// Delivers `msg` once.
+    pub async fn attempt(&self, msg: &MessageAccepted) -> Attempt {
+        let started = Instant::now();
+        let (data, dkim) = self.signers.sign(msg.body.bytes());
+        let mut attempt = Attempt {
+            mx_host: None,
+            mx_ip: None,
+            tls: false,
+            reply: local_reply(451, "4.4.0", "no attempt made"),
+            class: Class::Temporary,
+            dkim,
+            duration: Duration::ZERO,
+        };
+        match self.mx.route(&msg.recipient_domain).await {
+            Err(trouble) => {
+                attempt.reply = local_reply(451, "4.4.3", format!("DNS lookup of MX failed: {trouble}"));
+            }
+            Ok(mx::Route::NullMx) => {
+                attempt.reply = local_reply(556, "5.1.10", format!("{} publishes a null MX: it accepts no mail", msg.recipient_domain));
+                attempt.class = Class::Permanent;
+            }
+            Ok(mx::Route::NoSuchDomain) => {
+                attempt.reply = local_reply(550, "5.1.2", format!("domain {} does not exist (NXDOMAIN)", msg.recipient_domain));
+                attempt.class = Class::Permanent;
+            }
+            Ok(mx::Route::Hosts(hosts)) => self.try_hosts(&hosts, msg, &data, &mut attempt).await,
+        }
+        attempt.duration = started.elapsed();
+        attempt
+    }
+
+    /// Tries the MX hosts in preference order, each of their addresses in turn, until one
+    /// gives a transaction answer (RFC 5321 §5.1). Connection trouble and 4xx greetings
+    /// move on to the next address.
+    async fn try_hosts(&self, hosts: &[String], msg: &MessageAccepted, data: &[u8], attempt: &mut Attempt) {
+        for host in hosts {
+            let ips = match self.mx.addresses(host).await {
+                Ok(ips) => ips,
+                Err(trouble) => {
+                    attempt.mx_host = Some(host.clone());
+                    attempt.reply = local_reply(451, "4.4.3", format!("cannot resolve MX host {host}: {trouble}"));
+                    continue;
+                }
+            };
+            for ip in ips {
+                attempt.mx_host = Some(host.clone());
+                attempt.mx_ip = Some(ip);
+                let addr = SocketAddr::new(ip, self.settings.mx_port);
+                let envelope = smtp::Envelope { from: &msg.envelope_sender, to: &msg.recipient, data };
+                match smtp::send(addr, host, &self.settings, &self.tls, &envelope).await {
+                    smtp::Sent::Transaction { reply, tls } => {
+                        attempt.tls = tls;
+                        attempt.class = classify(reply.code);
+                        attempt.reply = reply;
+                        return;
+                    }
+                    smtp::Sent::Unavailable { reply, tls } => {
+                        attempt.tls = tls;
+                        attempt.reply = reply;
+                        attempt.class = Class::Temporary;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_classes() {
+        assert_eq!(classify(250), Class::Success);
+        assert_eq!(classify(451), Class::Temporary);
+        assert_eq!(classify(421), Class::Temporary);
+        assert_eq!(classify(550), Class::Permanent);
+        assert_eq!(classify(0), Class::Temporary);
+    }
+}

@@ -1,0 +1,17 @@
+//! Herald's engine: everything between ingestion and the outside world.
+//!
+//! - [`log`]: the event log trait and its backends (embedded redb, Kafka);
+//! - [`store`]: the projection store trait and its backends (embedded redb, CQL);
+//! - [`submit`]: appending accepted messages (used by every ingestion path);
+//! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
+//! - [`projector`]: turning the log into the read models queries use;
+//! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
+
+pub mod delivery;
+pub mod log;
+pub mod projector;
+pub mod retry;
+pub mod routing;
+pub mod store;
+pub mod submit;
+pub mod worker;

@@ -1,0 +1,158 @@
+//! The CQL projection store (ScyllaDB, or Apache Cassandra, which speaks the same
+//! protocol). Schema: `ops/cql/schema.cql`, applied at start (`IF NOT EXISTS`).
+//!
+//! Idempotence: an event row is looked up before it is written and counted; since every
+//! `(account, message_id, seq)` comes from exactly one log partition, read by exactly one
+//! projector task, there is no race between the look-up and the write. A crash between the
+//! row write and the counter update loses at most that batch's increments (counters may
+//! undercount by one batch per crash; statuses are always exact).
+
+use super::{Kind, MessageView, ProjectionStore, Projected, Stats, StoreError};
+use async_trait::async_trait;
+use herald_schemas::{AccountId, MessageId, Timestamp};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::prepared::PreparedStatement;
+
+/// The schema, shipped for operators under `ops/cql/` and applied by [`CqlStore::connect`].
+pub const SCHEMA: &str = include_str!("../../../ops/cql/schema.cql");
+
+fn err<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Cql(e.to_string())
+}
+
+pub struct CqlStore {
+    session: Session,
+    exists: PreparedStatement,
+    insert: PreparedStatement,
+    count: [PreparedStatement; 4],
+    select_events: PreparedStatement,
+    select_counts: PreparedStatement,
+}
+
+impl CqlStore {
+    /// Connects to `nodes`, applies the schema with `keyspace` substituted for `herald`.
+    pub async fn connect(nodes: &[String], keyspace: &str) -> Result<Self, StoreError> {
+        let session = SessionBuilder::new().known_nodes(nodes).build().await.map_err(err)?;
+        for statement in SCHEMA.split(';').map(strip_comments).filter(|s| !s.is_empty()) {
+            let statement = statement.replace("herald.", &format!("{keyspace}.")).replace(
+                "KEYSPACE IF NOT EXISTS herald ",
+                &format!("KEYSPACE IF NOT EXISTS {keyspace} "),
+            );
+            session.query_unpaged(statement, &[]).await.map_err(err)?;
+        }
+        session.await_schema_agreement().await.map_err(err)?;
+        let ks = keyspace;
+        let prepare = |cql: String| {
+            let session = &session;
+            async move { session.prepare(cql).await.map_err(err) }
+        };
+        let counter = |col: &str| format!("UPDATE {ks}.hourly_counts SET {col} = {col} + 1 WHERE account = ? AND hour = ?");
+        Ok(CqlStore {
+            exists: prepare(format!("SELECT seq FROM {ks}.message_events WHERE account = ? AND message_id = ? AND seq = ?")).await?,
+            insert: prepare(format!(
+                "INSERT INTO {ks}.message_events (account, message_id, seq, recipient, kind, at, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            count: [
+                prepare(counter("accepted")).await?,
+                prepare(counter("delivered")).await?,
+                prepare(counter("deferred")).await?,
+                prepare(counter("failed")).await?,
+            ],
+            select_events: prepare(format!(
+                "SELECT seq, recipient, kind, at, detail FROM {ks}.message_events WHERE account = ? AND message_id = ?"
+            ))
+            .await?,
+            select_counts: prepare(format!(
+                "SELECT accepted, delivered, deferred, failed FROM {ks}.hourly_counts WHERE account = ? AND hour >= ? AND hour < ?"
+            ))
+            .await?,
+            session,
+        })
+    }
+}
+
+fn strip_comments(s: &str) -> String {
+    s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n").trim().to_owned()
+}
+
+fn counter_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Accepted => 0,
+        Kind::Delivered => 1,
+        Kind::Deferred => 2,
+        Kind::Failed => 3,
+    }
+}
+
+#[async_trait]
+impl ProjectionStore for CqlStore {
+    async fn apply(&self, batch: &[Projected]) -> Result<(), StoreError> {
+        let writes = batch.iter().map(|p| async move {
+            let key = (p.account.0.as_str(), p.message_id.0.as_str(), p.seq as i32);
+            let found = self.session.execute_unpaged(&self.exists, key).await.map_err(err)?;
+            let rows = found.into_rows_result().map_err(err)?;
+            if rows.rows_num() > 0 {
+                return Ok(());
+            }
+            let detail = serde_json::to_string(&p.detail).map_err(err)?;
+            let row = (key.0, key.1, key.2, p.recipient.as_str(), p.kind.as_str(), p.at.millis(), detail);
+            self.session.execute_unpaged(&self.insert, row).await.map_err(err)?;
+            self.session
+                .execute_unpaged(&self.count[counter_index(p.kind)], (key.0, p.at.hour_bucket()))
+                .await
+                .map_err(err)?;
+            Ok::<(), StoreError>(())
+        });
+        for result in futures::future::join_all(writes).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn message(&self, account: &AccountId, id: &MessageId) -> Result<Option<MessageView>, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.select_events, (account.0.as_str(), id.0.as_str()))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut events = Vec::new();
+        for row in result.rows::<(i32, String, String, i64, String)>().map_err(err)? {
+            let (seq, recipient, kind, at, detail) = row.map_err(err)?;
+            events.push(Projected {
+                account: account.clone(),
+                message_id: id.clone(),
+                seq: seq as u32,
+                recipient,
+                kind: Kind::parse(&kind).ok_or_else(|| err(format!("unknown kind {kind}")))?,
+                at: Timestamp(at),
+                detail: serde_json::from_str(&detail).map_err(err)?,
+            });
+        }
+        Ok(super::view(events))
+    }
+
+    async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.select_counts, (account.0.as_str(), from.hour_bucket(), to.millis()))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut stats = Stats::default();
+        type Counts = (Option<scylla::value::Counter>, Option<scylla::value::Counter>, Option<scylla::value::Counter>, Option<scylla::value::Counter>);
+        for row in result.rows::<Counts>().map_err(err)? {
+            let (a, d, f, x) = row.map_err(err)?;
+            let n = |c: Option<scylla::value::Counter>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+            stats.add(Kind::Accepted, n(a));
+            stats.add(Kind::Delivered, n(d));
+            stats.add(Kind::Deferred, n(f));
+            stats.add(Kind::Failed, n(x));
+        }
+        Ok(stats)
+    }
+}

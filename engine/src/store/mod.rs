@@ -1,0 +1,164 @@
+//! Projections: what queries read, built from the log by [`crate::projector`].
+//!
+//! A [`ProjectionStore`] keeps, per account, every projected event of every message (from
+//! which the status is derived at read time, so events may arrive in any order across
+//! topics) and per-hour counters. Backends: [`embedded`] (redb, default) and [`cql`]
+//! (ScyllaDB or Cassandra). `tests/store_conformance.rs` runs against both.
+
+pub mod cql;
+pub mod embedded;
+
+use async_trait::async_trait;
+use herald_schemas::{AccountId, MessageId, Timestamp};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Errors of a store. Queries map them to HTTP 503; the projector retries the batch.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("embedded store: {0}")]
+    Embedded(String),
+    #[error("cql: {0}")]
+    Cql(String),
+}
+
+/// What a projected event counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Accepted,
+    Delivered,
+    Deferred,
+    Failed,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Accepted => "accepted",
+            Kind::Delivered => "delivered",
+            Kind::Deferred => "deferred",
+            Kind::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "accepted" => Kind::Accepted,
+            "delivered" => Kind::Delivered,
+            "deferred" => Kind::Deferred,
+            "failed" => Kind::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One event as the projection keeps it. `(account, message_id, seq)` identifies it, so
+/// applying it twice (at-least-once delivery) changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Projected {
+    pub account: AccountId,
+    pub message_id: MessageId,
+    /// 0 for acceptance, the attempt number for attempts.
+    pub seq: u32,
+    pub recipient: String,
+    pub kind: Kind,
+    pub at: Timestamp,
+    /// The event as shown by `GET /v1/messages/{id}`.
+    pub detail: serde_json::Value,
+}
+
+/// Message status as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Deferred,
+    Delivered,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub id: MessageId,
+    pub recipient: String,
+    pub status: Status,
+    pub events: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub accepted: u64,
+    pub delivered: u64,
+    pub deferred: u64,
+    pub failed: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, kind: Kind, n: u64) {
+        match kind {
+            Kind::Accepted => self.accepted += n,
+            Kind::Delivered => self.delivered += n,
+            Kind::Deferred => self.deferred += n,
+            Kind::Failed => self.failed += n,
+        }
+    }
+}
+
+/// Builds the view of one message from its events, in any order.
+pub fn view(mut events: Vec<Projected>) -> Option<MessageView> {
+    events.sort_by_key(|e| e.seq);
+    let last = events.last()?;
+    let status = match last.kind {
+        Kind::Accepted => Status::Queued,
+        Kind::Delivered => Status::Delivered,
+        Kind::Deferred => Status::Deferred,
+        Kind::Failed => Status::Failed,
+    };
+    Some(MessageView {
+        id: last.message_id.clone(),
+        recipient: last.recipient.clone(),
+        status,
+        events: events.into_iter().map(|e| e.detail).collect(),
+    })
+}
+
+/// Read models of the log.
+#[async_trait]
+pub trait ProjectionStore: Send + Sync + 'static {
+    /// Applies a batch; idempotent per `(account, message_id, seq)`. Durable on return.
+    async fn apply(&self, batch: &[Projected]) -> Result<(), StoreError>;
+
+    /// One message of one account; `None` if the account has no such message.
+    async fn message(&self, account: &AccountId, id: &MessageId) -> Result<Option<MessageView>, StoreError>;
+
+    /// Counters of the hours that start in `[from, to)`, after rounding `from` down to its hour.
+    async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u32, kind: Kind) -> Projected {
+        Projected {
+            account: AccountId("a".into()),
+            message_id: MessageId("m".into()),
+            seq,
+            recipient: "r@x.test".into(),
+            kind,
+            at: Timestamp(seq as i64),
+            detail: serde_json::json!({ "seq": seq }),
+        }
+    }
+
+    #[test]
+    fn status_follows_the_latest_attempt_whatever_the_arrival_order() {
+        assert_eq!(view(vec![ev(0, Kind::Accepted)]).unwrap().status, Status::Queued);
+        let v = view(vec![ev(2, Kind::Delivered), ev(0, Kind::Accepted), ev(1, Kind::Deferred)]).unwrap();
+        assert_eq!(v.status, Status::Delivered);
+        assert_eq!(v.events[0]["seq"], 0);
+        assert_eq!(view(vec![ev(1, Kind::Failed)]).unwrap().status, Status::Failed);
+        assert!(view(vec![]).is_none());
+    }
+}

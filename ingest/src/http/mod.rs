@@ -1,0 +1,84 @@
+//! The REST API (axum): a file per route, shared state, bearer-key authentication and the
+//! JSON error body every route uses.
+
+mod messages;
+mod send;
+mod stats;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_engine::store::ProjectionStore;
+use herald_engine::submit::Submitter;
+use herald_schemas::AccountId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Renders Prometheus text; supplied by the binary, which owns the recorder.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+pub struct ApiState {
+    pub submitter: Submitter,
+    pub store: Arc<dyn ProjectionStore>,
+    /// API key → account.
+    pub api_keys: HashMap<String, AccountId>,
+    /// Largest accepted MIME body, in bytes.
+    pub max_body_bytes: usize,
+    pub metrics: Option<MetricsRender>,
+}
+
+/// The API's routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/send", post(send::handle))
+        .route("/v1/messages/{id}", get(messages::handle))
+        .route("/v1/stats", get(stats::handle))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+    match &state.metrics {
+        Some(render) => ([("content-type", "text/plain; version=0.0.4")], render()).into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "metrics are not enabled").into_response(),
+    }
+}
+
+/// An error reply: `{"error":{"code":"...","message":"..."}}`. Codes are stable API.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("herald_http_errors_total", "code" => self.code).increment(1);
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The account of the request's `Authorization: Bearer <key>`, or 401.
+pub fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<AccountId, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <api key>"))?;
+    let value = value.to_str().map_err(|_| unauthorized("Authorization header is not ASCII"))?;
+    let key = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| unauthorized("Authorization must be `Bearer <api key>`"))?;
+    state.api_keys.get(key.trim()).cloned().ok_or_else(|| unauthorized("unknown API key"))
+}

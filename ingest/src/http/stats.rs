@@ -1,0 +1,45 @@
+//! `GET /v1/stats?from=RFC3339&to=RFC3339`: per-account counters over whole hours.
+//! `to` defaults to now and `from` to 24 hours before `to`.
+
+use super::{authenticate, ApiError, ApiState};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use herald_engine::store::Stats;
+use herald_schemas::Timestamp;
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+pub struct Range {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn parse(name: &str, value: &str) -> Result<Timestamp, ApiError> {
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_time", format!("`{name}` is not an RFC 3339 time ({e}): {value}"))
+    })?;
+    Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
+}
+
+pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, Query(range): Query<Range>) -> Result<Json<Stats>, ApiError> {
+    let account = authenticate(&state, &headers)?;
+    let to = match range.to.as_deref() {
+        Some(v) => parse("to", v)?,
+        None => Timestamp::now(),
+    };
+    let from = match range.from.as_deref() {
+        Some(v) => parse("from", v)?,
+        None => Timestamp(to.millis() - 86_400_000),
+    };
+    if from >= to {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_time", "`from` must be before `to`"));
+    }
+    let stats = state
+        .store
+        .stats(&account, from, to)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+    Ok(Json(stats))
+}

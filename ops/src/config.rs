@@ -1,0 +1,332 @@
+//! Herald's configuration: one serde tree, read from TOML, then overridden by environment
+//! variables `HERALD__<SECTION>__<KEY>=value` (value parsed as TOML, else taken as a
+//! string), e.g. `HERALD__DELIVERY__MX_PORT=2526`. See `docs/config.md`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub storage: Storage,
+    pub http: Http,
+    pub delivery: Delivery,
+    pub backend: Backend,
+    pub cluster: Cluster,
+    /// Customer accounts and their credentials.
+    pub accounts: Vec<Account>,
+    /// Static DKIM keys by From domain (operator override; managed sender domains come later).
+    pub dkim: Vec<DkimKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Directory of the embedded log and store (created if missing).
+    pub data_dir: PathBuf,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { data_dir: PathBuf::from("./herald-data") }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Address of the REST API and `/metrics`.
+    pub listen: SocketAddr,
+    /// Largest MIME body accepted by `POST /v1/send`, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 25 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Name servers (`ip` or `ip:port`) for MX and address look-ups; empty: the system's.
+    pub dns_servers: Vec<String>,
+    /// Port used to reach every MX (25; tests point it at a sink).
+    pub mx_port: u16,
+    /// Name announced in EHLO; should have forward-confirmed reverse DNS.
+    pub helo_name: String,
+    pub connect_timeout_secs: u64,
+    /// Timeout of each SMTP command (RFC 5321 §4.5.3.2 suggests 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Concurrent deliveries per recipient domain on this node.
+    pub domain_concurrency: usize,
+    /// Records a partition task reads and delivers at once (bounds duplicates after a crash).
+    pub batch_size: usize,
+    /// Delay before the second attempt; each later attempt doubles it.
+    pub retry_initial_secs: u64,
+    /// Longest delay between attempts.
+    pub retry_max_delay_secs: u64,
+    /// A message still undelivered this long after acceptance fails (Postfix: 5 days).
+    pub max_age_secs: u64,
+    /// Domains spread over several partitions: `{ "gmail.com" = 8 }`.
+    pub hot_domains: BTreeMap<String, u32>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            dns_servers: vec![],
+            mx_port: 25,
+            helo_name: "localhost.localdomain".into(),
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            domain_concurrency: 20,
+            batch_size: 256,
+            retry_initial_secs: 60,
+            retry_max_delay_secs: 4 * 3600,
+            max_age_secs: 5 * 86_400,
+            hot_domains: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogBackend {
+    Embedded,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Embedded,
+    Cql,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backend {
+    /// `embedded` (default) or `kafka`.
+    pub log: LogBackend,
+    /// `embedded` (default) or `cql` (ScyllaDB or Cassandra).
+    pub store: StoreBackend,
+    pub kafka_brokers: String,
+    /// Replication factor of topics Herald creates.
+    pub kafka_replication: i32,
+    pub cql_nodes: Vec<String>,
+    pub cql_keyspace: String,
+    /// Partitions of every topic. Changing it re-routes domains: drain first.
+    pub partitions: u32,
+    /// Topic names start with this (`<prefix>.messages`, ...).
+    pub topic_prefix: String,
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Backend {
+            log: LogBackend::Embedded,
+            store: StoreBackend::Embedded,
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_replication: 1,
+            cql_nodes: vec!["127.0.0.1:9042".into()],
+            cql_keyspace: "herald".into(),
+            partitions: 16,
+            topic_prefix: "herald".into(),
+        }
+    }
+}
+
+/// Static partition ownership: node `i` of `n` works partitions `p` with `p % n == i`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    pub node_index: u32,
+    pub node_count: u32,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster { node_index: 0, node_count: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub id: String,
+    /// Keys for `Authorization: Bearer <key>`.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    /// PKCS#8 PEM file, RSA or Ed25519; the algorithm follows the key. Relative paths are
+    /// resolved from the config file's directory.
+    pub private_key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("environment override {var}: {problem}")]
+    Env { var: String, problem: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` (or the defaults when `None`), applies environment overrides, checks.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?,
+            None => String::new(),
+        };
+        let shown = path.map(Path::to_path_buf).unwrap_or_else(|| "<defaults>".into());
+        let mut tree: toml::Table =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown.clone(), source })?;
+        apply_env(&mut tree, std::env::vars())?;
+        let mut config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|source| ConfigError::Parse { path: shown, source })?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            for key in &mut config.dkim {
+                if key.private_key.is_relative() {
+                    key.private_key = dir.join(&key.private_key);
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.backend.partitions == 0 {
+            return invalid("backend.partitions must be at least 1".into());
+        }
+        if self.cluster.node_count == 0 || self.cluster.node_index >= self.cluster.node_count {
+            return invalid(format!("cluster.node_index {} must be below node_count {}", self.cluster.node_index, self.cluster.node_count));
+        }
+        let mut keys = std::collections::HashSet::new();
+        for a in &self.accounts {
+            for k in &a.api_keys {
+                if !keys.insert(k) {
+                    return invalid(format!("API key of account {} is also another account's", a.id));
+                }
+            }
+        }
+        if self.delivery.batch_size == 0 || self.delivery.domain_concurrency == 0 {
+            return invalid("delivery.batch_size and delivery.domain_concurrency must be at least 1".into());
+        }
+        if self.delivery.retry_initial_secs == 0 {
+            return invalid("delivery.retry_initial_secs must be at least 1".into());
+        }
+        for s in &self.delivery.dns_servers {
+            parse_dns_server(s).map_err(ConfigError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// The name servers as socket addresses (port 53 when none is given).
+    pub fn dns_servers(&self) -> Vec<SocketAddr> {
+        self.delivery.dns_servers.iter().filter_map(|s| parse_dns_server(s).ok()).collect()
+    }
+}
+
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("delivery.dns_servers: `{s}` is not ip or ip:port"))
+}
+
+/// Applies `HERALD__A__B=value` overrides to the TOML tree.
+pub fn apply_env(tree: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    for (var, raw) in vars {
+        let Some(path) = var.strip_prefix("HERALD__") else { continue };
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw.clone()));
+        let (last, parents) = keys.split_last().ok_or_else(|| ConfigError::Env { var: var.clone(), problem: "empty".into() })?;
+        let mut node = &mut *tree;
+        for k in parents {
+            let entry = node.entry(k.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+            node = entry.as_table_mut().ok_or_else(|| ConfigError::Env { var: var.clone(), problem: format!("`{k}` is not a section") })?;
+        }
+        node.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_env_overrides() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        let mut tree: toml::Table = toml::from_str(&text).unwrap();
+        apply_env(
+            &mut tree,
+            vec![
+                ("HERALD__DELIVERY__MX_PORT".to_owned(), "2526".to_owned()),
+                ("HERALD__BACKEND__LOG".to_owned(), "kafka".to_owned()),
+                ("UNRELATED".to_owned(), "x".to_owned()),
+            ],
+        )
+        .unwrap();
+        let c: Config = toml::Value::Table(tree).try_into().unwrap();
+        assert_eq!(c.delivery.mx_port, 2526);
+        assert_eq!(c.backend.log, LogBackend::Kafka);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("[http]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn contract_keys_parse() {
+        let c: Config = toml::from_str(
+            r#"
+            [storage]
+            data_dir = "./d"
+            [http]
+            listen = "127.0.0.1:8080"
+            [delivery]
+            dns_servers = ["127.0.0.1:5354"]
+            mx_port = 25
+            helo_name = "mta.example.net"
+            [backend]
+            log = "embedded"
+            store = "cql"
+            kafka_brokers = "127.0.0.1:9092"
+            cql_nodes = ["127.0.0.1:9042"]
+            [[accounts]]
+            id = "acme"
+            api_keys = ["test-key-acme"]
+            [[dkim]]
+            domain = "sender.test"
+            selector = "s1"
+            private_key = "path/to/pkcs8.pem"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.backend.store, StoreBackend::Cql);
+        assert_eq!(c.dns_servers(), vec!["127.0.0.1:5354".parse().unwrap()]);
+    }
+}

@@ -1,0 +1,100 @@
+//! `herald`: the command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald::config::Config;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Event-sourced email delivery engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingestion, delivery workers, projector and the API in one process.
+    Serve {
+        /// TOML configuration; without it, the defaults (embedded backends, no accounts).
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Parse and validate a configuration file (and load its DKIM keys).
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the default configuration as TOML.
+    Default,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,herald=info".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Config { command: ConfigCommand::Default } => {
+            print!("{}", toml::to_string_pretty(&Config::default())?);
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Check { config } } => {
+            let c = Config::load(Some(&config))?;
+            herald::serve::install_crypto();
+            herald::serve::signers(&c)?;
+            println!(
+                "{}: ok ({} accounts, {} DKIM keys, log {:?}, store {:?}, {} partitions)",
+                config.display(),
+                c.accounts.len(),
+                c.dkim.len(),
+                c.backend.log,
+                c.backend.store,
+                c.backend.partitions
+            );
+            Ok(())
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(path.as_deref())?;
+    if config.accounts.is_empty() {
+        tracing::warn!("no [[accounts]] configured: every API call will be refused with 401");
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+            signal.cancel();
+        });
+        let render: herald_ingest::http::MetricsRender = Arc::new(move || handle.render());
+        herald::serve::run(config, Some(render), shutdown, None).await
+    })
+}

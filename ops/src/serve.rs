@@ -1,0 +1,161 @@
+//! `herald serve`: the whole pipeline in one process: REST ingestion, delivery workers,
+//! projector and queries, on the backends the config names.
+
+use crate::config::{Config, LogBackend, StoreBackend};
+use anyhow::Context;
+use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
+use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
+use herald_engine::projector::Projector;
+use herald_engine::retry::RetryPolicy;
+use herald_engine::routing::Router;
+use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, ProjectionStore};
+use herald_engine::submit::Submitter;
+use herald_engine::worker::{Worker, WorkerSettings};
+use herald_ingest::http::{ApiState, MetricsRender};
+use herald_schemas::AccountId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Installs the process-wide rustls provider (aws-lc-rs). Idempotent.
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+pub fn retry_policy(config: &Config) -> RetryPolicy {
+    let d = &config.delivery;
+    RetryPolicy {
+        initial: Duration::from_secs(d.retry_initial_secs),
+        max_delay: Duration::from_secs(d.retry_max_delay_secs.max(d.retry_initial_secs)),
+        max_age: Duration::from_secs(d.max_age_secs),
+    }
+}
+
+pub fn topics(config: &Config) -> Topics {
+    Topics { prefix: config.backend.topic_prefix.clone(), retry_tiers: retry_policy(config).tiers() }
+}
+
+/// Opens the configured event log.
+pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
+    let topics = topics(config).all();
+    Ok(match config.backend.log {
+        LogBackend::Embedded => {
+            std::fs::create_dir_all(&config.storage.data_dir)
+                .with_context(|| format!("creating {}", config.storage.data_dir.display()))?;
+            Arc::new(EmbeddedLog::open(&config.storage.data_dir.join("log.redb"), &topics, config.backend.partitions)?)
+        }
+        LogBackend::Kafka => {
+            let settings = kafka::KafkaSettings {
+                brokers: config.backend.kafka_brokers.clone(),
+                partitions: config.backend.partitions,
+                replication: config.backend.kafka_replication,
+            };
+            Arc::new(kafka::KafkaLog::connect(settings, &topics).await?)
+        }
+    })
+}
+
+/// Opens the configured projection store.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionStore>> {
+    Ok(match config.backend.store {
+        StoreBackend::Embedded => {
+            std::fs::create_dir_all(&config.storage.data_dir)?;
+            Arc::new(EmbeddedStore::open(&config.storage.data_dir.join("projection.redb"))?)
+        }
+        StoreBackend::Cql => Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?),
+    })
+}
+
+/// Loads the DKIM keys the config names.
+pub fn signers(config: &Config) -> anyhow::Result<dkim::Signers> {
+    let pems = config
+        .dkim
+        .iter()
+        .map(|k| std::fs::read_to_string(&k.private_key).with_context(|| format!("reading DKIM key {}", k.private_key.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let specs: Vec<dkim::KeySpec> = config
+        .dkim
+        .iter()
+        .zip(&pems)
+        .map(|(k, pem)| dkim::KeySpec { domain: &k.domain, selector: &k.selector, pem })
+        .collect();
+    dkim::Signers::new(&specs).map_err(anyhow::Error::msg)
+}
+
+/// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address.
+pub async fn run(
+    config: Config,
+    metrics: Option<MetricsRender>,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
+    install_crypto();
+    let log = open_log(&config).await.context("opening the event log")?;
+    let store = open_store(&config).await.context("opening the projection store")?;
+    let topics = topics(&config);
+    let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
+    let router = Router::new(config.backend.partitions, hot);
+    let d = &config.delivery;
+    let deliverer = Deliverer::new(
+        DeliverySettings {
+            helo_name: d.helo_name.clone(),
+            mx_port: d.mx_port,
+            connect_timeout: Duration::from_secs(d.connect_timeout_secs),
+            command_timeout: Duration::from_secs(d.command_timeout_secs),
+        },
+        MxResolver::new(&config.dns_servers()).map_err(anyhow::Error::msg)?,
+        signers(&config)?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let worker = Arc::new(Worker::new(
+        log.clone(),
+        topics.clone(),
+        router.clone(),
+        Arc::new(deliverer),
+        WorkerSettings { batch_size: d.batch_size, domain_concurrency: d.domain_concurrency, policy: retry_policy(&config) },
+    ));
+    let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
+    let owned: Vec<u32> =
+        (0..config.backend.partitions).filter(|p| p % config.cluster.node_count == config.cluster.node_index).collect();
+
+    let api_keys = config
+        .accounts
+        .iter()
+        .flat_map(|a| a.api_keys.iter().map(move |k| (k.clone(), AccountId(a.id.clone()))))
+        .collect();
+    let state = Arc::new(ApiState {
+        submitter: Submitter::new(log.clone(), topics, router),
+        store,
+        api_keys,
+        max_body_bytes: config.http.max_body_bytes,
+        metrics,
+    });
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, log = ?config.backend.log, store = ?config.backend.store, partitions = owned.len(), "herald serving");
+    if let Some(ready) = ready {
+        let _ = ready.send(addr);
+    }
+
+    let workers = tokio::spawn({
+        let (owned, shutdown) = (owned.clone(), shutdown.clone());
+        async move { worker.run(&owned, shutdown).await }
+    });
+    let projection = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { projector.run(&owned, shutdown).await }
+    });
+    let http = axum::serve(listener, herald_ingest::http::router(state)).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.cancelled().await }
+    });
+    let result = tokio::select! {
+        r = http => r.context("HTTP server"),
+        r = workers => match r { Ok(Ok(())) => Ok(()), Ok(Err(e)) => Err(e).context("delivery workers"), Err(e) => Err(e.into()) },
+        r = projection => match r { Ok(Ok(())) => Ok(()), Ok(Err(e)) => Err(e).context("projector"), Err(e) => Err(e.into()) },
+    };
+    shutdown.cancel();
+    result
+}

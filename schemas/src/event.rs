@@ -1,0 +1,139 @@
+//! The events. Names are past tense and stable; see [`Event::event_type`].
+//!
+//! Adding a field is a new schema version: add the new struct, keep the old one in
+//! `codec::v1`-style modules and upcast it in [`crate::codec`].
+
+use crate::{AccountId, MessageId, Timestamp};
+use bincode::{Decode, Encode};
+use serde::Serialize;
+
+/// Per-message options chosen at submission. Stored now; rewriting stages act on them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct SendOptions {
+    pub inline_css: bool,
+    pub click_tracking: bool,
+    pub bounce_tracking: bool,
+    pub opens_tracking: bool,
+}
+
+/// Where the MIME body lives. See `docs/adr/0002-message-bodies-in-the-log.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Body {
+    /// The full RFC 5322 message, carried in the event itself.
+    Inline(Vec<u8>),
+}
+
+impl Body {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Inline(b) => b,
+        }
+    }
+}
+
+/// A message to one recipient was durably accepted for delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct MessageAccepted {
+    pub account: AccountId,
+    pub message_id: MessageId,
+    /// The envelope sender (RFC 5321 MAIL FROM); empty for the null reverse path.
+    pub envelope_sender: String,
+    pub recipient: String,
+    /// Lower-case ASCII domain of `recipient`: the partition key.
+    pub recipient_domain: String,
+    pub options: SendOptions,
+    pub body: Body,
+    pub accepted_at: Timestamp,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Delivered,
+    /// Temporary failure (4xx or connection trouble); another attempt is scheduled.
+    Deferred,
+    /// Permanent failure (5xx, null MX, or retries exhausted).
+    Failed,
+}
+
+/// The SMTP reply that decided an attempt, or a synthetic one for local errors.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct SmtpReply {
+    pub code: u16,
+    /// RFC 3463 enhanced status code such as `4.7.1`, when the server sent one.
+    pub enhanced: Option<String>,
+    pub text: String,
+}
+
+/// One attempt to deliver a message to its recipient's MX.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct DeliveryAttempted {
+    pub account: AccountId,
+    pub message_id: MessageId,
+    pub recipient: String,
+    pub recipient_domain: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub mx_host: Option<String>,
+    pub mx_ip: Option<String>,
+    pub tls: bool,
+    pub reply: SmtpReply,
+    pub outcome: Outcome,
+    /// Set when `outcome` is `Deferred`.
+    pub next_attempt_at: Option<Timestamp>,
+    pub duration_ms: u64,
+    pub attempted_at: Timestamp,
+    /// `d=`/`s=` of the DKIM signature added, or why none was.
+    pub dkim: String,
+}
+
+/// A deferred message waits for its next attempt. Carries the message so that a worker
+/// can retry it from the retry topic alone, on any node, after any restart.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DeliveryScheduled {
+    /// The number the next attempt will have.
+    pub attempt: u32,
+    pub not_before: Timestamp,
+    pub message: MessageAccepted,
+}
+
+/// Every event Herald appends to its log.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Event {
+    MessageAccepted(MessageAccepted),
+    DeliveryAttempted(DeliveryAttempted),
+    DeliveryScheduled(DeliveryScheduled),
+}
+
+impl Event {
+    /// Stable name, never reused for another shape.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::MessageAccepted(_) => "message.accepted",
+            Event::DeliveryAttempted(_) => "delivery.attempted",
+            Event::DeliveryScheduled(_) => "delivery.scheduled",
+        }
+    }
+
+    /// Version of this event's shape within the current schema.
+    pub fn event_version(&self) -> u16 {
+        1
+    }
+
+    pub fn account(&self) -> &AccountId {
+        match self {
+            Event::MessageAccepted(e) => &e.account,
+            Event::DeliveryAttempted(e) => &e.account,
+            Event::DeliveryScheduled(e) => &e.message.account,
+        }
+    }
+
+    pub fn message_id(&self) -> &MessageId {
+        match self {
+            Event::MessageAccepted(e) => &e.message_id,
+            Event::DeliveryAttempted(e) => &e.message_id,
+            Event::DeliveryScheduled(e) => &e.message.message_id,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Herald's events: the facts the whole engine is built on.
+//!
+//! Every accepted message and every delivery attempt is an [`Event`] appended to the log.
+//! Events are past tense, carry stable type names and versions, and are encoded only through
+//! [`codec`] (bincode 2 with a schema-version header). Golden files under `tests/golden/`
+//! pin the wire format: once a version ships, it must keep decoding forever.
+
+pub mod codec;
+pub mod event;
+pub mod ids;
+pub mod time;
+
+pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
+pub use event::{
+    Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions,
+    SmtpReply,
+};
+pub use ids::{AccountId, MessageId};
+pub use time::Timestamp;

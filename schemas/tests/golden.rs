@@ -1,0 +1,127 @@
+//! Golden files: frames written by earlier releases must keep decoding to the same events.
+//!
+//! Each `tests/golden/v<N>/<name>.bin` is decoded and compared with the fixture of the same
+//! name below. A missing file is written only when `HERALD_BLESS=1` (and the test then
+//! fails, so a blessing is always a deliberate, reviewed commit). Existing files are never
+//! rewritten: changing the shape of a shipped version breaks this test, as it must.
+
+use herald_schemas::*;
+use std::path::PathBuf;
+
+fn accepted() -> MessageAccepted {
+    MessageAccepted {
+        account: AccountId("acme".into()),
+        message_id: MessageId("0190f0c4a1b27c3d8e9f001122334455".into()),
+        envelope_sender: "bounces@sender.test".into(),
+        recipient: "Bob@Example.org".into(),
+        recipient_domain: "example.org".into(),
+        options: SendOptions { inline_css: true, click_tracking: false, bounce_tracking: true, opens_tracking: false },
+        body: Body::Inline(b"From: a@sender.test\r\nTo: Bob@Example.org\r\nSubject: hi\r\n\r\nhello\r\n".to_vec()),
+        accepted_at: Timestamp(1_763_800_000_123),
+    }
+}
+
+fn fixtures() -> Vec<(&'static str, Event)> {
+    vec![
+        ("message_accepted", Event::MessageAccepted(accepted())),
+        (
+            "delivery_attempted_deferred",
+            Event::DeliveryAttempted(DeliveryAttempted {
+                account: AccountId("acme".into()),
+                message_id: MessageId("0190f0c4a1b27c3d8e9f001122334455".into()),
+                recipient: "Bob@Example.org".into(),
+                recipient_domain: "example.org".into(),
+                attempt: 1,
+                mx_host: Some("mx1.example.org".into()),
+                mx_ip: Some("192.0.2.25".into()),
+                tls: true,
+                reply: SmtpReply { code: 451, enhanced: Some("4.7.1".into()), text: "try later".into() },
+                outcome: Outcome::Deferred,
+                next_attempt_at: Some(Timestamp(1_763_800_060_123)),
+                duration_ms: 84,
+                attempted_at: Timestamp(1_763_800_000_500),
+                dkim: "signed d=sender.test s=s1 a=rsa-sha256".into(),
+            }),
+        ),
+        (
+            "delivery_attempted_delivered",
+            Event::DeliveryAttempted(DeliveryAttempted {
+                account: AccountId("acme".into()),
+                message_id: MessageId("0190f0c4a1b27c3d8e9f001122334455".into()),
+                recipient: "Bob@Example.org".into(),
+                recipient_domain: "example.org".into(),
+                attempt: 2,
+                mx_host: Some("mx1.example.org".into()),
+                mx_ip: Some("2001:db8::25".into()),
+                tls: false,
+                reply: SmtpReply { code: 250, enhanced: None, text: "ok queued".into() },
+                outcome: Outcome::Delivered,
+                next_attempt_at: None,
+                duration_ms: 12,
+                attempted_at: Timestamp(1_763_800_061_000),
+                dkim: "unsigned: no key for sender.test".into(),
+            }),
+        ),
+        (
+            "delivery_scheduled",
+            Event::DeliveryScheduled(DeliveryScheduled {
+                attempt: 2,
+                not_before: Timestamp(1_763_800_060_123),
+                message: accepted(),
+            }),
+        ),
+    ]
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+#[test]
+fn golden_frames_keep_decoding() {
+    let bless = std::env::var("HERALD_BLESS").is_ok_and(|v| v == "1");
+    let mut blessed = Vec::new();
+    for (name, expected) in fixtures() {
+        let path = golden_dir().join(format!("v{SCHEMA_VERSION}/{name}.bin"));
+        if !path.exists() {
+            assert!(bless, "missing golden file {}; run with HERALD_BLESS=1 once", path.display());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, encode(&expected)).unwrap();
+            blessed.push(name);
+            continue;
+        }
+        let frame = std::fs::read(&path).unwrap();
+        let decoded = decode(&frame).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(decoded, expected, "{} decodes to something else", path.display());
+    }
+    assert!(blessed.is_empty(), "wrote new golden files {blessed:?}: commit them and rerun");
+}
+
+#[test]
+fn every_version_directory_decodes() {
+    // Frames of every shipped version, not only the current one, must decode.
+    let mut count = 0;
+    for dir in std::fs::read_dir(golden_dir()).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let frame = std::fs::read(file.unwrap().path()).unwrap();
+            decode(&frame).unwrap();
+            count += 1;
+        }
+    }
+    assert!(count >= 4, "expected golden frames, found {count}");
+}
+
+#[test]
+fn round_trip_and_rejections() {
+    for (_, event) in fixtures() {
+        assert_eq!(decode(&encode(&event)).unwrap(), event);
+    }
+    let mut frame = encode(&fixtures()[0].1);
+    assert!(matches!(decode(&frame[..3]), Err(CodecError::Truncated(3))));
+    frame[2] = 99;
+    assert!(matches!(decode(&frame), Err(CodecError::UnknownVersion(99))));
+    assert!(matches!(decode(b"XX\x01\x00"), Err(CodecError::BadMagic(_))));
+    let mut long = encode(&fixtures()[0].1);
+    long.push(0);
+    assert!(matches!(decode(&long), Err(CodecError::Trailing(1))));
+}
