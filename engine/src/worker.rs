@@ -105,7 +105,9 @@ impl Worker {
             let next_offset = chunk.last().map(|(o, _)| o + 1).expect("chunk is never empty");
             let jobs: Vec<Job> = chunk.into_iter().filter_map(|(_, j)| j).collect();
             let records = self.deliver_all(jobs).await;
-            self.append_until_done(records, &shutdown).await;
+            if !self.append_until_done(records, &shutdown).await {
+                return; // shutting down: the chunk stays uncommitted and is redone later
+            }
             if let Err(e) = consumer.commit(next_offset).await {
                 // Not fatal: the records will be delivered again after a restart.
                 tracing::warn!(error = %e, "offset commit failed");
@@ -188,16 +190,16 @@ impl Worker {
     }
 
     /// Appends, retrying with backoff: the offset must not be committed before this
-    /// succeeds, and giving up would lose the attempt's outcome.
-    async fn append_until_done(&self, records: Vec<Record>, shutdown: &CancellationToken) {
+    /// succeeds, and giving up would lose the attempt's outcome. `false` only on shutdown.
+    async fn append_until_done(&self, records: Vec<Record>, shutdown: &CancellationToken) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.log.append(records.clone()).await {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(e) => {
                     tracing::error!(error = %e, "appending attempt events failed; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));

@@ -16,7 +16,7 @@ log() { printf '[install-peers] %s\n' "$*"; }
 
 # ---- apt ---------------------------------------------------------------
 APT_PKGS=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
-  libnet-dns-perl bind9-dnsutils knot knot-dnsutils curl)
+  libnet-dns-perl bind9-dnsutils knot knot-dnsutils curl openssl)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

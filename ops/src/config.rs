@@ -41,11 +41,13 @@ pub struct Http {
     pub listen: SocketAddr,
     /// Largest MIME body accepted by `POST /v1/send`, in bytes (larger: 413).
     pub max_body_bytes: usize,
+    /// Most recipients in one `POST /v1/send` (more: 422 too_many_recipients).
+    pub max_recipients: usize,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 25 * 1024 * 1024 }
+        Http { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 25 * 1024 * 1024, max_recipients: 1000 }
     }
 }
 
@@ -217,6 +219,9 @@ impl Config {
         }
         if self.cluster.node_count == 0 || self.cluster.node_index >= self.cluster.node_count {
             return invalid(format!("cluster.node_index {} must be below node_count {}", self.cluster.node_index, self.cluster.node_count));
+        }
+        if self.cluster.node_count > 1 && (self.backend.log == LogBackend::Embedded || self.backend.store == StoreBackend::Embedded) {
+            return invalid("cluster.node_count > 1 needs backend.log = \"kafka\" and backend.store = \"cql\": embedded storage is one node's".into());
         }
         let mut keys = std::collections::HashSet::new();
         for a in &self.accounts {

@@ -128,6 +128,7 @@ pub async fn run(
         store,
         api_keys,
         max_body_bytes: config.http.max_body_bytes,
+        max_recipients: config.http.max_recipients,
         metrics,
     });
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -36,7 +36,7 @@ impl Body {
 pub struct MessageAccepted {
     pub account: AccountId,
     pub message_id: MessageId,
-    /// The envelope sender (RFC 5321 MAIL FROM); empty for the null reverse path.
+    /// The envelope sender (RFC 5321 MAIL FROM).
     pub envelope_sender: String,
     pub recipient: String,
     /// Lower-case ASCII domain of `recipient`: the partition key.

@@ -48,6 +48,9 @@ impl MxResolver {
 
     /// The route for `domain`. `Err` is a temporary DNS failure (timeout, SERVFAIL).
     pub async fn route(&self, domain: &str) -> Result<Route, String> {
+        if domain.starts_with('[') {
+            return Ok(Route::Hosts(vec![domain.to_owned()])); // address literal: no DNS
+        }
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
         match self.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {

@@ -4,7 +4,7 @@
 use super::{local_reply, DeliverySettings};
 use herald_schemas::SmtpReply;
 use mail_send::SmtpClient;
-use smtp_proto::{Response, EXT_PIPELINING, EXT_START_TLS};
+use smtp_proto::{EhloResponse, Response, EXT_PIPELINING, EXT_SMTP_UTF8, EXT_START_TLS};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -77,20 +77,26 @@ pub async fn send(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls
             Ok(ehlo) => ehlo,
             Err(e) => return Sent::Unavailable { reply: trouble("EHLO after STARTTLS", e), tls: true },
         };
-        let reply = transaction(&mut client, env, ehlo.has_capability(EXT_PIPELINING)).await;
+        let reply = transaction(&mut client, env, &ehlo).await;
         let _ = client.quit().await;
         Sent::Transaction { reply, tls: true }
     } else {
-        let reply = transaction(&mut client, env, ehlo.has_capability(EXT_PIPELINING)).await;
+        let reply = transaction(&mut client, env, &ehlo).await;
         let _ = client.quit().await;
         Sent::Transaction { reply, tls: false }
     }
 }
 
 /// MAIL, RCPT, DATA and the message; returns the reply that ends the transaction.
-async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>, env: &Envelope<'_>, pipelining: bool) -> SmtpReply {
+async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>, env: &Envelope<'_>, ehlo: &EhloResponse<String>) -> SmtpReply {
+    let pipelining = ehlo.has_capability(EXT_PIPELINING);
+    // RFC 6531: UTF-8 addresses need SMTPUTF8; a server without it cannot take them.
+    let utf8 = !env.from.is_ascii() || !env.to.is_ascii();
+    if utf8 && !ehlo.has_capability(EXT_SMTP_UTF8) {
+        return local_reply(553, "5.6.7", "the address needs SMTPUTF8, which the server does not offer");
+    }
     let commands = [
-        format!("MAIL FROM:<{}>\r\n", env.from),
+        format!("MAIL FROM:<{}>{}\r\n", env.from, if utf8 { " SMTPUTF8" } else { "" }),
         format!("RCPT TO:<{}>\r\n", env.to),
         "DATA\r\n".to_owned(),
     ];

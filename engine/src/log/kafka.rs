@@ -108,6 +108,18 @@ impl EventLog for KafkaLog {
 
     async fn append(&self, records: Vec<super::Record>) -> Result<(), LogError> {
         let started = Instant::now();
+        let result = self.append_all(records).await;
+        metrics::histogram!("herald_log_append_seconds", "backend" => "kafka").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn consume(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
+        self.consumers(group, assignments).await
+    }
+}
+
+impl KafkaLog {
+    async fn append_all(&self, records: Vec<super::Record>) -> Result<(), LogError> {
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let record = FutureRecord::to(&r.topic).partition(r.partition as i32).key(&r.key).payload(&r.value);
@@ -123,12 +135,10 @@ impl EventLog for KafkaLog {
                 Err(_) => return Err(LogError::Closed),
             }
         }
-        metrics::histogram!("herald_log_append_seconds", "backend" => "kafka")
-            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    async fn consume(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
+    async fn consumers(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.settings.brokers)
             .set("group.id", group)
@@ -164,6 +174,24 @@ impl EventLog for KafkaLog {
         });
         Ok(out)
     }
+}
+
+fn is_retriable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::NetworkException
+                | C::AllBrokersDown
+                | C::UnknownTopicOrPartition
+                | C::RebalanceInProgress
+        )
+    )
 }
 
 struct KafkaPartitionConsumer {
@@ -206,10 +234,24 @@ impl PartitionConsumer for KafkaPartitionConsumer {
     async fn commit(&mut self, next_offset: u64) -> Result<(), LogError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.assignment.topic, self.assignment.partition as i32, Offset::Offset(next_offset as i64))?;
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|_| LogError::Closed)??;
-        Ok(())
+        // A fresh cluster creates `__consumer_offsets` on the first commit and answers
+        // "coordinator not available" meanwhile: retry retriable errors for a while.
+        let mut backoff = Duration::from_millis(100);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (consumer, tpl) = (self.consumer.clone(), tpl.clone());
+            let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+                .await
+                .map_err(|_| LogError::Closed)?;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < deadline && is_retriable(&e) => {
+                    tracing::debug!(error = %e, "offset commit retried");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }

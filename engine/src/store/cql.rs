@@ -34,7 +34,7 @@ impl CqlStore {
     /// Connects to `nodes`, applies the schema with `keyspace` substituted for `herald`.
     pub async fn connect(nodes: &[String], keyspace: &str) -> Result<Self, StoreError> {
         let session = SessionBuilder::new().known_nodes(nodes).build().await.map_err(err)?;
-        for statement in SCHEMA.split(';').map(strip_comments).filter(|s| !s.is_empty()) {
+        for statement in strip_comments(SCHEMA).split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let statement = statement.replace("herald.", &format!("{keyspace}.")).replace(
                 "KEYSPACE IF NOT EXISTS herald ",
                 &format!("KEYSPACE IF NOT EXISTS {keyspace} "),
@@ -89,7 +89,10 @@ fn counter_index(kind: Kind) -> usize {
 #[async_trait]
 impl ProjectionStore for CqlStore {
     async fn apply(&self, batch: &[Projected]) -> Result<(), StoreError> {
-        let writes = batch.iter().map(|p| async move {
+        // Copies of one event inside a batch (redelivery) must not race each other.
+        let mut seen = std::collections::HashSet::new();
+        let unique = batch.iter().filter(|p| seen.insert((&p.account, &p.message_id, p.seq)));
+        let writes = unique.map(|p| async move {
             let key = (p.account.0.as_str(), p.message_id.0.as_str(), p.seq as i32);
             let found = self.session.execute_unpaged(&self.exists, key).await.map_err(err)?;
             let rows = found.into_rows_result().map_err(err)?;

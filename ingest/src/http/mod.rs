@@ -25,6 +25,8 @@ pub struct ApiState {
     pub api_keys: HashMap<String, AccountId>,
     /// Largest accepted MIME body, in bytes.
     pub max_body_bytes: usize,
+    /// Most recipients in one `POST /v1/send`.
+    pub max_recipients: usize,
     pub metrics: Option<MetricsRender>,
 }
 

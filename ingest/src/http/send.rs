@@ -70,7 +70,15 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     if request.recipients.is_empty() {
         return Err(bad("missing_field", "`recipient` is required"));
     }
+    if request.recipients.len() > state.max_recipients {
+        return Err(unprocessable(
+            "too_many_recipients",
+            format!("{} recipients; at most {} per request", request.recipients.len(), state.max_recipients),
+        ));
+    }
     let body = request.body.ok_or_else(|| bad("missing_field", "`body` (the MIME message) is required"))?;
+    // The limit applies to what is stored and sent: the body after CRLF normalization.
+    let body = crlf(body.into_bytes());
     if body.len() > state.max_body_bytes {
         return Err(too_large());
     }
@@ -79,7 +87,6 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     for r in &request.recipients {
         recipients.push(parse_mailbox(r).map_err(|e| unprocessable("invalid_address", format!("recipient: {e}")))?);
     }
-    let body = crlf(body.into_bytes());
     check_mime(&body)?;
 
     let accepted_at = Timestamp::now();

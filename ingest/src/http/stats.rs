@@ -2,6 +2,7 @@
 //! `to` defaults to now and `from` to 24 hours before `to`.
 
 use super::{authenticate, ApiError, ApiState};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -23,8 +24,13 @@ fn parse(name: &str, value: &str) -> Result<Timestamp, ApiError> {
     Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
 }
 
-pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, Query(range): Query<Range>) -> Result<Json<Stats>, ApiError> {
+pub async fn handle(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<Range>, QueryRejection>,
+) -> Result<Json<Stats>, ApiError> {
     let account = authenticate(&state, &headers)?;
+    let Query(range) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.body_text()))?;
     let to = match range.to.as_deref() {
         Some(v) => parse("to", v)?,
         None => Timestamp::now(),

@@ -1,0 +1,210 @@
+//! One conformance suite for every `EventLog` backend: the same assertions run against
+//! the embedded log and against a real Kafka broker (`HERALD_TEST_KAFKA=host:port`, set by
+//! `ops/scripts/test.sh`; without it the Kafka tests fail rather than skip).
+
+use herald_engine::log::{embedded::EmbeddedLog, kafka, Assignment, EventLog, PartitionConsumer, Record, Stored, Topics};
+use herald_engine::routing::Router;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: u32 = 4;
+
+/// Opens the backend under test; calling it again reopens the same log (a restart).
+type Opener = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn EventLog>>>>>;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", herald_schemas::MessageId::generate())
+}
+
+fn topics(prefix: &str) -> Topics {
+    Topics { prefix: prefix.to_owned(), retry_tiers: 1 }
+}
+
+fn embedded(dir: &std::path::Path, prefix: &str) -> Opener {
+    let path = dir.join("log.redb");
+    let names = topics(prefix).all();
+    Box::new(move || {
+        let (path, names) = (path.clone(), names.clone());
+        Box::pin(async move { Arc::new(EmbeddedLog::open(&path, &names, PARTITIONS).unwrap()) as Arc<dyn EventLog> })
+    })
+}
+
+fn kafka_brokers() -> String {
+    std::env::var("HERALD_TEST_KAFKA").expect("HERALD_TEST_KAFKA=host:port must name a real Kafka broker (ops/scripts/test.sh starts one)")
+}
+
+fn kafka(prefix: &str) -> Opener {
+    let names = topics(prefix).all();
+    let brokers = kafka_brokers();
+    Box::new(move || {
+        let (names, brokers) = (names.clone(), brokers.clone());
+        Box::pin(async move {
+            let settings = kafka::KafkaSettings { brokers, partitions: PARTITIONS, replication: 1 };
+            Arc::new(kafka::KafkaLog::connect(settings, &names).await.unwrap()) as Arc<dyn EventLog>
+        })
+    })
+}
+
+fn record(topic: &str, partition: u32, key: &str, value: String) -> Record {
+    Record { topic: topic.to_owned(), partition, key: key.to_owned(), value: value.into_bytes() }
+}
+
+/// Polls until `n` records arrived (or 60 s passed).
+async fn read_n(consumer: &mut Box<dyn PartitionConsumer>, n: usize) -> Vec<Stored> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        out.extend(consumer.poll(n - out.len(), Duration::from_millis(500)).await.unwrap());
+    }
+    out
+}
+
+async fn one(log: &Arc<dyn EventLog>, group: &str, topic: &str, partition: u32) -> Box<dyn PartitionConsumer> {
+    let mut c = log.consume(group, &[Assignment { topic: topic.to_owned(), partition }]).await.unwrap();
+    c.pop().unwrap()
+}
+
+fn text(r: &Stored) -> String {
+    String::from_utf8(r.value.clone()).unwrap()
+}
+
+async fn ordering_within_a_partition(open: Opener, prefix: &str) {
+    let log = open().await;
+    let topic = topics(prefix).messages();
+    for chunk in 0..5 {
+        let batch = (0..20).map(|i| record(&topic, 2, "example.org", format!("m{}", chunk * 20 + i))).collect();
+        log.append(batch).await.unwrap();
+    }
+    let mut c = one(&log, &unique("g"), &topic, 2).await;
+    let got = read_n(&mut c, 100).await;
+    let values: Vec<String> = got.iter().map(text).collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    assert_eq!(values, expected, "records of one partition come back in append order");
+    assert!(got.windows(2).all(|w| w[1].offset == w[0].offset + 1), "offsets are consecutive");
+    assert!(got.iter().all(|r| r.key == "example.org"));
+}
+
+async fn keyed_placement(open: Opener, prefix: &str) {
+    let log = open().await;
+    let topic = topics(prefix).messages();
+    let router = Router::new(PARTITIONS, HashMap::new());
+    let domains = ["a.test", "b.test", "c.test", "d.test", "e.test", "gmail.test", "x.example"];
+    let mut expected: HashMap<u32, Vec<String>> = HashMap::new();
+    let mut batch = Vec::new();
+    for i in 0..70 {
+        let domain = domains[i % domains.len()];
+        let p = router.partition(domain, &format!("id{i}"));
+        expected.entry(p).or_default().push(format!("{domain}:{i}"));
+        batch.push(record(&topic, p, domain, format!("{domain}:{i}")));
+    }
+    log.append(batch).await.unwrap();
+    let group = unique("g");
+    for p in 0..PARTITIONS {
+        let want = expected.remove(&p).unwrap_or_default();
+        let mut c = one(&log, &group, &topic, p).await;
+        let got = read_n(&mut c, want.len()).await;
+        // Nothing more than expected is there either.
+        let extra = c.poll(10, Duration::from_millis(300)).await.unwrap();
+        assert!(extra.is_empty(), "partition {p} holds unexpected records");
+        assert_eq!(got.iter().map(text).collect::<Vec<_>>(), want, "partition {p}");
+        for r in &got {
+            assert_eq!(router.partition(&r.key, "any"), p, "key {} sits in its own partition", r.key);
+        }
+    }
+}
+
+async fn offsets_resume_after_restart(open: Opener, prefix: &str) {
+    let topic = topics(prefix).messages();
+    let group = unique("g");
+    {
+        let log = open().await;
+        log.append((0..10).map(|i| record(&topic, 1, "k.test", format!("r{i}"))).collect()).await.unwrap();
+        let mut c = one(&log, &group, &topic, 1).await;
+        let got = read_n(&mut c, 10).await;
+        assert_eq!(got.len(), 10);
+        c.commit(got[5].offset + 1).await.unwrap();
+    }
+    // A new process: everything reopened.
+    let log = open().await;
+    let mut c = one(&log, &group, &topic, 1).await;
+    let got = read_n(&mut c, 4).await;
+    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), vec!["r6", "r7", "r8", "r9"], "resumes after the committed offset");
+}
+
+async fn no_loss_when_the_consumer_dies_before_commit(open: Opener, prefix: &str) {
+    let topic = topics(prefix).messages();
+    let group = unique("g");
+    let log = open().await;
+    log.append((0..6).map(|i| record(&topic, 0, "k.test", format!("r{i}"))).collect()).await.unwrap();
+    {
+        let mut c = one(&log, &group, &topic, 0).await;
+        let first = read_n(&mut c, 3).await;
+        c.commit(first[2].offset + 1).await.unwrap();
+        // Processes r3..r5, then dies before committing them.
+        let processed = read_n(&mut c, 3).await;
+        assert_eq!(processed.len(), 3);
+    }
+    let mut c = one(&log, &group, &topic, 0).await;
+    let again = read_n(&mut c, 3).await;
+    assert_eq!(again.iter().map(text).collect::<Vec<_>>(), vec!["r3", "r4", "r5"], "uncommitted records are delivered again");
+    let more = c.poll(10, Duration::from_millis(500)).await.unwrap();
+    assert!(more.is_empty(), "only the uncommitted records come back");
+}
+
+macro_rules! conformance {
+    ($name:ident, $case:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded_backend() {
+                let dir = tempfile::tempdir().unwrap();
+                let prefix = unique("conf");
+                $case(embedded(dir.path(), &prefix), &prefix).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka_backend() {
+                let prefix = unique("conf");
+                $case(kafka(&prefix), &prefix).await;
+            }
+        }
+    };
+}
+
+conformance!(ordering, ordering_within_a_partition);
+conformance!(placement, keyed_placement);
+conformance!(resume, offsets_resume_after_restart);
+conformance!(crash, no_loss_when_the_consumer_dies_before_commit);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_append_is_durable_across_reopen() {
+    // What an acknowledged append promises: after the log is closed (and the writer
+    // thread joined), a reopened log has every record.
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("dur");
+    let open = embedded(dir.path(), &prefix);
+    let topic = topics(&prefix).messages();
+    {
+        let log = open().await;
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let (log, topic) = (log.clone(), topic.clone());
+                tokio::spawn(async move { log.append(vec![record(&topic, 3, "k.test", format!("c{i}"))]).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    let log = open().await;
+    let mut c = one(&log, "g", &topic, 3).await;
+    let mut got: Vec<String> = read_n(&mut c, 50).await.iter().map(text).collect();
+    got.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}

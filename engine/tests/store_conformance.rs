@@ -1,0 +1,72 @@
+//! One conformance suite for every `ProjectionStore` backend: embedded redb and a real CQL
+//! server (`HERALD_TEST_CQL=host:port`, set by `ops/scripts/test.sh`; without it the CQL
+//! tests fail rather than skip).
+
+use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, Kind, ProjectionStore, Projected, Stats, Status};
+use herald_schemas::{AccountId, MessageId, Timestamp};
+use std::sync::Arc;
+
+const HOUR: i64 = 3_600_000;
+/// 2026-11-22T10:00:00Z
+const T0: i64 = 1_795_341_600_000;
+
+fn event(account: &str, id: &str, seq: u32, kind: Kind, at: i64) -> Projected {
+    Projected {
+        account: AccountId(account.into()),
+        message_id: MessageId(id.into()),
+        seq,
+        recipient: format!("{id}@example.test"),
+        kind,
+        at: Timestamp(at),
+        detail: serde_json::json!({ "seq": seq, "kind": kind }),
+    }
+}
+
+async fn suite(store: Arc<dyn ProjectionStore>) {
+    let a = AccountId("acme".into());
+    let b = AccountId("other".into());
+    // Out of order, across two hours, with one redelivered batch.
+    let batch = vec![
+        event("acme", "m1", 1, Kind::Deferred, T0 + 10),
+        event("acme", "m1", 0, Kind::Accepted, T0),
+        event("acme", "m2", 0, Kind::Accepted, T0 + 20),
+        event("acme", "m1", 2, Kind::Delivered, T0 + HOUR + 5),
+        event("acme", "m3", 0, Kind::Accepted, T0 + HOUR + 6),
+        event("acme", "m3", 1, Kind::Failed, T0 + HOUR + 7),
+        event("other", "m9", 0, Kind::Accepted, T0 + 30),
+    ];
+    store.apply(&batch).await.unwrap();
+    store.apply(&batch[..4]).await.unwrap(); // at-least-once: applied twice
+
+    let m1 = store.message(&a, &MessageId("m1".into())).await.unwrap().expect("m1");
+    assert_eq!(m1.status, Status::Delivered);
+    assert_eq!(m1.events.len(), 3, "duplicates are not stored twice");
+    assert_eq!(m1.events.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(m1.recipient, "m1@example.test");
+    assert_eq!(store.message(&a, &MessageId("m2".into())).await.unwrap().unwrap().status, Status::Queued);
+    assert_eq!(store.message(&a, &MessageId("m3".into())).await.unwrap().unwrap().status, Status::Failed);
+    assert!(store.message(&a, &MessageId("m9".into())).await.unwrap().is_none(), "another account's message is invisible");
+    assert!(store.message(&b, &MessageId("m1".into())).await.unwrap().is_none());
+
+    let all = store.stats(&a, Timestamp(T0), Timestamp(T0 + 2 * HOUR)).await.unwrap();
+    assert_eq!(all, Stats { accepted: 3, delivered: 1, deferred: 1, failed: 1 }, "redelivery does not double count");
+    let first_hour = store.stats(&a, Timestamp(T0 + 1000), Timestamp(T0 + HOUR)).await.unwrap();
+    assert_eq!(first_hour, Stats { accepted: 2, delivered: 0, deferred: 1, failed: 0 });
+    let other = store.stats(&b, Timestamp(T0), Timestamp(T0 + 2 * HOUR)).await.unwrap();
+    assert_eq!(other.accepted, 1);
+    let before = store.stats(&a, Timestamp(T0 - 5 * HOUR), Timestamp(T0)).await.unwrap();
+    assert_eq!(before, Stats::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    suite(Arc::new(EmbeddedStore::open(&dir.path().join("p.redb")).unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_backend() {
+    let node = std::env::var("HERALD_TEST_CQL").expect("HERALD_TEST_CQL=host:port must name a real CQL server (ops/scripts/test.sh starts Cassandra)");
+    let keyspace = format!("herald_test_{}", &herald_schemas::MessageId::generate().0[20..]);
+    suite(Arc::new(CqlStore::connect(&[node], &keyspace).await.unwrap())).await;
+}
