@@ -1,0 +1,219 @@
+//! End to end with real peers: REST → Herald → MX found through Knot → SMTP sink, with
+//! the DKIM signature checked by dkimpy; statuses and counters read back through the API.
+//! Each scenario runs on the embedded backends and on real Kafka + Cassandra.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::dns::{txt, Knot, Zone};
+use support::herald::{config, start, Backends, KEY, OTHER_KEY};
+use support::sink::Sink;
+
+fn message(from: &str, to: &str, subject: &str) -> String {
+    format!(
+        "From: Sender <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@herald.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello {to},\r\n.line starting with a dot\r\ntrailing spaces   \r\n\r\n\r\n"
+    )
+}
+
+/// Zones: example.test (MX → 127.0.0.1), nullmx.test (RFC 7505), implicit.test (A only),
+/// sender.test with the DKIM keys.
+fn zones(rsa_txt: &str, ed_txt: &str) -> Vec<Zone> {
+    vec![
+        Zone { origin: "example.test".into(), records: vec!["@ MX 10 mx1".into(), "@ MX 20 mx2".into(), "mx1 A 127.0.0.1".into(), "mx2 A 127.0.0.1".into()] },
+        Zone { origin: "nullmx.test".into(), records: vec!["@ MX 0 .".into()] },
+        Zone { origin: "implicit.test".into(), records: vec!["@ A 127.0.0.1".into()] },
+        Zone {
+            origin: "sender.test".into(),
+            records: vec![format!("s1._domainkey TXT {}", txt(rsa_txt)), format!("e1._domainkey.ed TXT {}", txt(ed_txt))],
+        },
+    ]
+}
+
+struct World {
+    knot: Knot,
+    sink: Sink,
+    herald: support::herald::Running,
+    _dir: tempfile::TempDir,
+}
+
+async fn world(backends: Backends) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = support::dkim_key(dir.path(), "rsa", "rsa");
+    let ed = support::dkim_key(dir.path(), "ed", "ed25519");
+    let knot = Knot::start(&zones(&rsa.txt, &ed.txt));
+    let (sink, addr) = Sink::start(0).await;
+    let dkim = vec![
+        herald::config::DkimKey { domain: "sender.test".into(), selector: "s1".into(), private_key: rsa.pem_path },
+        herald::config::DkimKey { domain: "ed.sender.test".into(), selector: "e1".into(), private_key: ed.pem_path },
+    ];
+    let herald = start(config(&dir.path().join("data"), knot.port, addr.port(), backends, dkim)).await;
+    World { knot, sink, herald, _dir: dir }
+}
+
+fn ids(reply: &Value) -> Vec<String> {
+    reply["messages"].as_array().expect("messages").iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn delivered_and_signed(backends: Backends) {
+    let w = world(backends).await;
+    // RSA-signed, JSON, two recipients in two domains (one via the implicit MX).
+    let (code, reply) = w
+        .herald
+        .send_json(
+            KEY,
+            &json!({
+                "envelope": "bounces@sender.test",
+                "recipient": ["alice@example.test", "carol@implicit.test"],
+                "body": message("news@sender.test", "alice@example.test", "rsa"),
+                "clicktracking": true,
+            }),
+        )
+        .await;
+    assert_eq!(code, 202, "{reply}");
+    let rsa_ids = ids(&reply);
+    assert_eq!(reply["messages"][1]["recipient"], "carol@implicit.test");
+    // Ed25519-signed, form-encoded.
+    let body = message("news@ed.sender.test", "bob@example.test", "ed25519");
+    let (code, reply) = w
+        .herald
+        .send_form(KEY, &[("envelope", "bounces@ed.sender.test"), ("recipient", "bob@example.test"), ("body", &body), ("openstracking", "1")])
+        .await;
+    assert_eq!(code, 202, "{reply}");
+    let ed_id = ids(&reply).remove(0);
+
+    for id in rsa_ids.iter().chain([&ed_id]) {
+        let view = w.herald.wait_status(id, "delivered", 60).await;
+        let events = view["events"].as_array().unwrap();
+        assert_eq!(events[0]["type"], "message.accepted");
+        assert_eq!(events[1]["type"], "delivery.attempted");
+        assert_eq!(events[1]["reply"]["code"], 250);
+        assert_eq!(events[1]["mx_ip"], "127.0.0.1");
+        assert!(events[1]["dkim"].as_str().unwrap().starts_with("signed"), "{view}");
+    }
+    let arrived = w.sink.messages();
+    assert_eq!(arrived.len(), 3);
+    for m in &arrived {
+        let report = support::dkim_verify(&m.data, w.knot.port).unwrap_or_else(|r| panic!("dkimpy rejected the signature: {r}"));
+        let expected = if m.from.ends_with("@ed.sender.test") { "a=ed25519-sha256" } else { "a=rsa-sha256" };
+        assert!(report.contains(expected), "{report}");
+        assert!(String::from_utf8_lossy(&m.data).contains("\r\n.line starting with a dot\r\n"), "dot-stuffing undone");
+    }
+    let alice = arrived.iter().find(|m| m.to == ["alice@example.test"]).expect("alice's copy");
+    assert_eq!(alice.from, "bounces@sender.test");
+
+    let stats = support::eventually(30, "stats", || async {
+        let s = w.herald.stats(KEY).await;
+        (s["delivered"] == 3).then_some(s)
+    })
+    .await;
+    assert_eq!(stats, json!({"accepted": 3, "delivered": 3, "deferred": 0, "failed": 0}));
+    // Another account sees none of it.
+    assert_eq!(w.herald.stats(OTHER_KEY).await["accepted"], 0);
+    assert_eq!(w.herald.get(OTHER_KEY, &format!("/v1/messages/{ed_id}")).await.0, 404);
+    w.herald.stop().await;
+}
+
+async fn deferred_then_delivered_and_failures(backends: Backends) {
+    let w = world(backends).await;
+    // First RCPT: 451, then (retry) 250. Second message: 550.
+    w.sink.script(&["451 4.7.1 greylisted, try later"]);
+    let send = |to: &'static str| {
+        let h = &w.herald;
+        async move {
+            let (code, reply) =
+                h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": to, "body": message("n@sender.test", to, "retry")})).await;
+            assert_eq!(code, 202, "{reply}");
+            ids(&reply).remove(0)
+        }
+    };
+    let greylisted = send("grey@example.test").await;
+    let view = w.herald.wait_status(&greylisted, "delivered", 60).await;
+    let events = view["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{view}");
+    assert_eq!(events[1]["outcome"], "deferred");
+    assert_eq!(events[1]["reply"]["code"], 451);
+    assert_eq!(events[1]["reply"]["enhanced"], "4.7.1");
+    assert!(events[1]["next_attempt_at"].is_string());
+    assert_eq!(events[2]["outcome"], "delivered");
+    assert_eq!(events[2]["attempt"], 2);
+
+    w.sink.script(&["550 5.1.1 no such user"]);
+    let rejected = send("nobody@example.test").await;
+    let view = w.herald.wait_status(&rejected, "failed", 60).await;
+    assert_eq!(view["events"][1]["reply"]["code"], 550);
+    assert_eq!(view["events"][1]["reply"]["enhanced"], "5.1.1");
+    assert_eq!(view["events"].as_array().unwrap().len(), 2, "a 5xx is not retried");
+
+    let null = send("x@nullmx.test").await;
+    let view = w.herald.wait_status(&null, "failed", 60).await;
+    assert_eq!(view["events"][1]["reply"]["code"], 556, "{view}");
+
+    let stats = support::eventually(30, "stats", || async {
+        let s = w.herald.stats(KEY).await;
+        (s["failed"] == 2 && s["delivered"] == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(stats, json!({"accepted": 3, "delivered": 1, "deferred": 1, "failed": 2}));
+    assert_eq!(w.sink.messages().len(), 1);
+    w.herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_rest_to_smtp_dkim_verified() {
+    delivered_and_signed(Backends::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_cql_rest_to_smtp_dkim_verified() {
+    delivered_and_signed(Backends::KafkaCql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_deferral_retry_and_failures() {
+    deferred_then_delivered_and_failures(Backends::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_cql_deferral_retry_and_failures() {
+    deferred_then_delivered_and_failures(Backends::KafkaCql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_append_nothing() {
+    let w = world(Backends::Embedded).await;
+    let h = &w.herald;
+    let good = message("n@sender.test", "a@example.test", "x");
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"recipient": "a@example.test", "body": good}), 400, "missing_field"),
+        (json!({"envelope": "b@sender.test", "body": good}), 400, "missing_field"),
+        (json!({"envelope": "b@sender.test", "recipient": "a@example.test"}), 400, "missing_field"),
+        (json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good, "bogus": 1}), 400, "malformed_request"),
+        (json!({"envelope": "not an address", "recipient": "a@example.test", "body": good}), 422, "invalid_address"),
+        (json!({"envelope": "b@sender.test", "recipient": ["a@example.test", "bad@@x"], "body": good}), 422, "invalid_address"),
+        (json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": "just text"}), 422, "invalid_mime"),
+        (json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good, "clicktracking": "maybe"}), 400, "malformed_request"),
+    ];
+    for (body, status, code) in cases {
+        let (got, reply) = h.send_json(KEY, &body).await;
+        assert_eq!((got, reply["error"]["code"].as_str().unwrap_or("")), (status, code), "{body} → {reply}");
+        assert!(reply["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (got, reply) = h.send_json("wrong-key", &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good})).await;
+    assert_eq!((got, reply["error"]["code"].as_str().unwrap()), (401, "unauthorized"));
+    let raw = h.http.post(format!("{}/v1/send", h.base)).bearer_auth(KEY).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    let big = format!("From: a@sender.test\r\n\r\n{}", "x".repeat(26 * 1024 * 1024));
+    let (got, reply) = h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": big})).await;
+    assert_eq!((got, reply["error"]["code"].as_str().unwrap()), (413, "body_too_large"));
+
+    // Nothing above reached the log: one good message later, the counters show exactly one.
+    let (code, reply) = h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good})).await;
+    assert_eq!(code, 202);
+    h.wait_status(&ids(&reply)[0], "delivered", 60).await;
+    let stats = h.stats(KEY).await;
+    assert_eq!(stats["accepted"], 1, "{stats}");
+    assert_eq!(w.sink.messages().len(), 1);
+    let (code, reply) = h.get(KEY, "/v1/stats?from=yesterday").await;
+    assert_eq!((code, reply["error"]["code"].as_str().unwrap()), (400, "invalid_time"));
+    w.herald.stop().await;
+}

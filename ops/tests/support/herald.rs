@@ -1,0 +1,106 @@
+//! Herald in-process for tests, plus a small API client.
+
+use herald::config::{Account, Config, DkimKey, LogBackend, StoreBackend};
+use serde_json::Value;
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+pub const KEY: &str = "test-key-acme";
+pub const OTHER_KEY: &str = "test-key-other";
+
+/// Backends a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backends {
+    Embedded,
+    /// Real Kafka and a real CQL server from `HERALD_TEST_KAFKA` / `HERALD_TEST_CQL`.
+    KafkaCql,
+}
+
+/// A config pointing delivery at `dns_port` and `mx_port`, with the test accounts.
+pub fn config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16, backends: Backends, dkim: Vec<DkimKey>) -> Config {
+    let mut c = Config::default();
+    c.storage.data_dir = data_dir.to_owned();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.delivery.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
+    c.delivery.mx_port = mx_port;
+    c.delivery.helo_name = "mta.herald.test".into();
+    c.delivery.retry_initial_secs = 1;
+    c.delivery.retry_max_delay_secs = 2;
+    c.delivery.connect_timeout_secs = 5;
+    c.delivery.command_timeout_secs = 10;
+    c.backend.partitions = 4;
+    c.accounts = vec![
+        Account { id: "acme".into(), api_keys: vec![KEY.into()] },
+        Account { id: "other".into(), api_keys: vec![OTHER_KEY.into()] },
+    ];
+    c.dkim = dkim;
+    if let Backends::KafkaCql = backends {
+        let unique = herald_schemas::MessageId::generate().0;
+        c.backend.log = LogBackend::Kafka;
+        c.backend.store = StoreBackend::Cql;
+        c.backend.kafka_brokers = std::env::var("HERALD_TEST_KAFKA").expect("HERALD_TEST_KAFKA must name a real Kafka broker (ops/scripts/test.sh)");
+        c.backend.cql_nodes = vec![std::env::var("HERALD_TEST_CQL").expect("HERALD_TEST_CQL must name a real CQL server (ops/scripts/test.sh)")];
+        c.backend.topic_prefix = format!("e2e-{unique}");
+        c.backend.cql_keyspace = format!("e2e_{}", &unique[16..]);
+    }
+    c
+}
+
+pub struct Running {
+    pub base: String,
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub http: reqwest::Client,
+}
+
+pub async fn start(config: Config) -> Running {
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let task = tokio::spawn(herald::serve::run(config, None, shutdown.clone(), Some(tx)));
+    let addr = rx.await.expect("herald failed to start");
+    Running { base: format!("http://{addr}"), shutdown, task, http: reqwest::Client::new() }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), self.task).await;
+    }
+
+    pub async fn send_json(&self, key: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}/v1/send", self.base)).bearer_auth(key).json(body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send_form(&self, key: &str, fields: &[(&str, &str)]) -> (u16, Value) {
+        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        let r = self
+            .http
+            .post(format!("{}/v1/send", self.base))
+            .bearer_auth(key)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until message `id` has `status`; returns its view.
+    pub async fn wait_status(&self, id: &str, status: &str, secs: u64) -> Value {
+        super::eventually(secs, &format!("message {id} to be {status}"), || async {
+            let (code, v) = self.get(KEY, &format!("/v1/messages/{id}")).await;
+            (code == 200 && v["status"] == status).then_some(v)
+        })
+        .await
+    }
+
+    pub async fn stats(&self, key: &str) -> Value {
+        self.get(key, "/v1/stats?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z").await.1
+    }
+}

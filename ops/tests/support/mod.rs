@@ -1,0 +1,80 @@
+//! Real peers for Herald's end-to-end tests: an authoritative DNS server (Knot, as a
+//! process), a scripted SMTP sink (in-test, on loopback), DKIM keys (openssl) and an
+//! independent DKIM verifier (dkimpy). Each test gets its own instances on free ports.
+#![allow(dead_code)]
+
+pub mod dns;
+pub mod herald;
+pub mod sink;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+/// A port free on loopback right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A DKIM key made with openssl: the PKCS#8 PEM file and the DNS TXT value.
+pub struct DkimKey {
+    pub pem_path: std::path::PathBuf,
+    pub txt: String,
+}
+
+/// `algorithm`: "rsa" (2048 bits) or "ed25519".
+pub fn dkim_key(dir: &Path, name: &str, algorithm: &str) -> DkimKey {
+    let pem_path = dir.join(format!("{name}.pem"));
+    let mut gen = Command::new("openssl");
+    gen.args(["genpkey", "-out"]).arg(&pem_path);
+    match algorithm {
+        "rsa" => gen.args(["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]),
+        "ed25519" => gen.args(["-algorithm", "ed25519"]),
+        other => panic!("unknown algorithm {other}"),
+    };
+    assert!(gen.output().expect("openssl").status.success(), "openssl genpkey failed");
+    let out = Command::new("openssl").args(["pkey", "-pubout", "-outform", "DER", "-in"]).arg(&pem_path).output().unwrap();
+    assert!(out.status.success());
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let txt = match algorithm {
+        "rsa" => format!("v=DKIM1; k=rsa; p={}", b64.encode(&out.stdout)),
+        _ => format!("v=DKIM1; k=ed25519; p={}", b64.encode(&out.stdout[out.stdout.len() - 32..])),
+    };
+    DkimKey { pem_path, txt }
+}
+
+/// Runs dkimpy on `message`, resolving through `dns_port`. Returns its report.
+pub fn dkim_verify(message: &[u8], dns_port: u16) -> Result<String, String> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), message).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dkim_verify.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &dns_port.to_string()])
+        .arg(file.path())
+        .output()
+        .expect("python3 with dkimpy (ops/scripts/install-peers.sh installs it)");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(report)
+    } else {
+        Err(report)
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
