@@ -1,0 +1,268 @@
+//! End-to-end throughput, Herald versus Postfix, in one run on one machine.
+//!
+//! Herald: N single-recipient 5 KB messages POSTed over HTTP/1.1 keep-alive by C concurrent
+//! clients, DKIM RSA-2048 signed at send time, MX found through Knot, delivered to
+//! Postfix's `smtp-sink`; measured from the first POST to the sink's N-th message.
+//! Postfix: `smtp-source` sends N 5 KB messages over C sessions to a private Postfix relay
+//! (benches/e2e/postfix-relay.sh) that relays them, unsigned, to a fresh `smtp-sink`;
+//! measured from smtp-source's start to the sink's N-th message.
+//!
+//! Usage (after `cargo build --release -p herald -p herald-benches`):
+//!   target/release/e2e [--messages N] [--concurrency C] [--skip-postfix]
+
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Args {
+    messages: u64,
+    concurrency: usize,
+    skip_postfix: bool,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args { messages: 10_000, concurrency: 20, skip_postfix: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--messages" => a.messages = it.next().context("--messages N")?.parse()?,
+            "--concurrency" => a.concurrency = it.next().context("--concurrency C")?.parse()?,
+            "--skip-postfix" => a.skip_postfix = true,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// smtp-sink with `-c`: counts messages; remembers when the count reached `target`.
+struct Sink {
+    _proc: Proc,
+    count: Arc<AtomicU64>,
+    reached: Arc<Mutex<Option<Instant>>>,
+}
+
+fn start_sink(port: u16, target: u64) -> Result<Sink> {
+    let mut child = Command::new("smtp-sink")
+        .args(["-u", "nobody", "-c", &format!("127.0.0.1:{port}"), "256"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("smtp-sink (Debian postfix)")?;
+    let mut out = child.stdout.take().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let reached = Arc::new(Mutex::new(None));
+    let (c, r) = (count.clone(), reached.clone());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut line = Vec::new();
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            for &b in &buf[..n] {
+                if b == b'\r' || b == b'\n' {
+                    let text = String::from_utf8_lossy(&line);
+                    if let Some(m) = text.split("msg=").nth(1).and_then(|v| v.trim().parse::<u64>().ok()) {
+                        c.store(m, Ordering::SeqCst);
+                        if m >= target {
+                            r.lock().unwrap().get_or_insert_with(Instant::now);
+                        }
+                    }
+                    line.clear();
+                } else {
+                    line.push(b);
+                }
+            }
+        }
+    });
+    wait_port(port)?;
+    Ok(Sink { _proc: Proc(child), count, reached })
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on {port}")
+}
+
+fn wait_sink(sink: &Sink, target: u64, limit: Duration) -> Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(t) = *sink.reached.lock().unwrap() {
+            return Ok(t);
+        }
+        if Instant::now() > deadline {
+            bail!("sink got {} of {target} messages in {limit:?}", sink.count.load(Ordering::SeqCst));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn knot(dir: &Path) -> Result<(Proc, u16)> {
+    let port = free_port();
+    std::fs::write(
+        dir.join("example.test.zone"),
+        "$ORIGIN example.test.\n$TTL 3600\n@ SOA ns hostmaster 1 60 60 600 60\n@ NS ns\nns A 127.0.0.1\n@ MX 10 mx\nmx A 127.0.0.1\n",
+    )?;
+    std::fs::write(
+        dir.join("knot.conf"),
+        format!(
+            "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\ndatabase:\n  storage: \"{d}\"\nzone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n",
+            d = dir.display()
+        ),
+    )?;
+    let child = Command::new("knotd").arg("-c").arg(dir.join("knot.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    Ok((Proc(child), port))
+}
+
+fn rsa_pem() -> Result<String> {
+    use aws_lc_rs::encoding::AsDer;
+    use base64::Engine;
+    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    Ok(format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")))
+}
+
+fn body_5k() -> String {
+    String::from_utf8(herald_benches::message_5k()).unwrap()
+}
+
+async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String)> {
+    let sink_port = free_port();
+    let sink = start_sink(sink_port, a.messages)?;
+    std::fs::write(dir.join("dkim.pem"), rsa_pem()?)?;
+    let http_port = free_port();
+    std::fs::write(
+        dir.join("herald.toml"),
+        format!(
+            "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\n",
+            d = dir.display(),
+            c = a.concurrency
+        ),
+    )?;
+    let bin = std::env::current_exe()?.parent().unwrap().join("herald");
+    let _herald = Proc(
+        Command::new(&bin)
+            .args(["serve", "--config"])
+            .arg(dir.join("herald.toml"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .with_context(|| format!("{} (build it: cargo build --release -p herald)", bin.display()))?,
+    );
+    wait_port(http_port)?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let url = format!("http://127.0.0.1:{http_port}/v1/send");
+    let payload = Arc::new(serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": body_5k()}).to_string());
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..a.concurrency {
+        let (client, url, payload, next, n) = (client.clone(), url.clone(), payload.clone(), next.clone(), a.messages);
+        tasks.spawn(async move {
+            let mut first_id = None;
+            while next.fetch_add(1, Ordering::SeqCst) < n {
+                let r = client
+                    .post(&url)
+                    .bearer_auth("k")
+                    .header("content-type", "application/json")
+                    .body(payload.as_bytes().to_vec())
+                    .send()
+                    .await?;
+                if r.status() != 202 {
+                    bail!("POST answered {}", r.status());
+                }
+                let v: serde_json::Value = r.json().await?;
+                first_id.get_or_insert(v["messages"][0]["id"].as_str().unwrap_or_default().to_owned());
+            }
+            Ok(first_id)
+        });
+    }
+    let mut some_id = None;
+    while let Some(r) = tasks.join_next().await {
+        some_id = some_id.or(r??);
+    }
+    let ingested = started.elapsed();
+    let last = wait_sink(&sink, a.messages, Duration::from_secs(900))?;
+    let total = last.duration_since(started).as_secs_f64();
+    // Check that what was measured was signed.
+    let id = some_id.unwrap_or_default();
+    let view: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{http_port}/v1/messages/{id}"))
+        .bearer_auth("k")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let dkim = view["events"][1]["dkim"].as_str().unwrap_or("?").to_owned();
+    Ok((a.messages as f64 / total, a.messages as f64 / ingested.as_secs_f64(), dkim))
+}
+
+fn postfix(a: &Args, dir: &Path) -> Result<f64> {
+    let sink_port = free_port();
+    let sink = start_sink(sink_port, a.messages)?;
+    let listen = free_port();
+    let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/postfix-relay.sh");
+    let pf = dir.join("postfix");
+    let ok = Command::new("bash").arg(&script).args(["start"]).arg(&pf).args([listen.to_string(), sink_port.to_string()]).status()?;
+    if !ok.success() {
+        bail!("postfix-relay.sh start failed");
+    }
+    let started = Instant::now();
+    let source = Command::new("smtp-source")
+        .args(["-l", "5120", "-m", &a.messages.to_string(), "-s", &a.concurrency.to_string()])
+        .args(["-f", "news@sender.test", "-t", "b@example.test", &format!("127.0.0.1:{listen}")])
+        .status();
+    let result = source.map_err(anyhow::Error::from).and_then(|s| {
+        if !s.success() {
+            bail!("smtp-source failed");
+        }
+        wait_sink(&sink, a.messages, Duration::from_secs(900))
+    });
+    let _ = Command::new("bash").arg(&script).arg("stop").arg(&pf).status();
+    let last = result?;
+    Ok(a.messages as f64 / last.duration_since(started).as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = args()?;
+    let dir = tempfile::tempdir()?;
+    let (_knot, dns_port) = knot(dir.path())?;
+    let (herald_rate, ingest_rate, dkim) = herald(&a, dir.path(), dns_port).await?;
+    println!("herald  : {herald_rate:8.0} msg/s end to end (first POST → last arrival); {ingest_rate:.0} msg/s accepted over HTTP; {dkim}");
+    if a.skip_postfix {
+        return Ok(());
+    }
+    let postfix_rate = postfix(&a, dir.path())?;
+    println!("postfix : {postfix_rate:8.0} msg/s end to end (smtp-source start → last arrival), unsigned");
+    println!("ratio   : herald/postfix = {:.2}", herald_rate / postfix_rate);
+    println!(
+        "{}",
+        serde_json::json!({"messages": a.messages, "concurrency": a.concurrency, "herald_msgs_per_s": herald_rate.round(), "herald_ingest_msgs_per_s": ingest_rate.round(), "postfix_msgs_per_s": postfix_rate.round(), "ratio": (herald_rate / postfix_rate * 100.0).round() / 100.0})
+    );
+    Ok(())
+}
