@@ -61,7 +61,7 @@ master_pid() {
 instance_pids() {
     local conf=$1 p env
     for p in /proc/[0-9]*; do
-        env=$(tr '\0' '\n' <"$p/environ" 2>/dev/null) || continue
+        env=$( { tr '\0' '\n' <"$p/environ"; } 2>/dev/null ) || continue
         if grep -qxF "MAIL_CONFIG=$conf" <<<"$env"; then
             echo "${p#/proc/}"
         fi
