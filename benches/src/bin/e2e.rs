@@ -79,7 +79,7 @@ fn start_sink(port: u16, target: u64) -> Result<Sink> {
             for &b in &buf[..n] {
                 if b == b'\r' || b == b'\n' {
                     let text = String::from_utf8_lossy(&line);
-                    if let Some(m) = text.split("msg=").nth(1).and_then(|v| v.trim().parse::<u64>().ok()) {
+                    if let Some(m) = text.split("mesg=").nth(1).and_then(|v| v.trim().parse::<u64>().ok()) {
                         c.store(m, Ordering::SeqCst);
                         if m >= target {
                             r.lock().unwrap().get_or_insert_with(Instant::now);
