@@ -208,3 +208,16 @@ async fn embedded_append_is_durable_across_reopen() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_topics_are_created_then_checked() {
+    let prefix = unique("chk");
+    let names = topics(&prefix).all();
+    let settings = |partitions| kafka::KafkaSettings { brokers: kafka_brokers(), partitions, replication: 1 };
+    // Created at the first start, accepted as they are at the next.
+    kafka::KafkaLog::connect(settings(PARTITIONS), &names).await.unwrap();
+    kafka::KafkaLog::connect(settings(PARTITIONS), &names).await.unwrap();
+    // A node configured with another partition count must not start.
+    let err = kafka::KafkaLog::connect(settings(PARTITIONS * 2), &names).await.err().expect("mismatch refused");
+    assert!(err.to_string().contains(&format!("has {PARTITIONS} partitions")), "{err}");
+}

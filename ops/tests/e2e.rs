@@ -15,11 +15,12 @@ fn message(from: &str, to: &str, subject: &str) -> String {
     )
 }
 
-/// Zones: example.test (MX → 127.0.0.1), nullmx.test (RFC 7505), implicit.test (A only),
-/// sender.test with the DKIM keys.
+/// Zones: example.test (preferred MX on 127.0.0.2, where nothing listens, then a backup
+/// MX on 127.0.0.1), nullmx.test (RFC 7505), implicit.test (A only, no MX), sender.test
+/// with the DKIM keys.
 fn zones(rsa_txt: &str, ed_txt: &str) -> Vec<Zone> {
     vec![
-        Zone { origin: "example.test".into(), records: vec!["@ MX 10 mx1".into(), "@ MX 20 mx2".into(), "mx1 A 127.0.0.1".into(), "mx2 A 127.0.0.1".into()] },
+        Zone { origin: "example.test".into(), records: vec!["@ MX 10 mx1".into(), "@ MX 20 mx2".into(), "mx1 A 127.0.0.2".into(), "mx2 A 127.0.0.1".into()] },
         Zone { origin: "nullmx.test".into(), records: vec!["@ MX 0 .".into()] },
         Zone { origin: "implicit.test".into(), records: vec!["@ A 127.0.0.1".into()] },
         Zone {
@@ -36,12 +37,12 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
-async fn world(backends: Backends) -> World {
+async fn world(backends: Backends, tls: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
     let rsa = support::dkim_key(dir.path(), "rsa", "rsa");
     let ed = support::dkim_key(dir.path(), "ed", "ed25519");
     let knot = Knot::start(&zones(&rsa.txt, &ed.txt));
-    let (sink, addr) = Sink::start(0).await;
+    let (sink, addr) = if tls { Sink::start_tls().await } else { Sink::start(0).await };
     let dkim = vec![
         herald::config::DkimKey { domain: "sender.test".into(), selector: "s1".into(), private_key: rsa.pem_path },
         herald::config::DkimKey { domain: "ed.sender.test".into(), selector: "e1".into(), private_key: ed.pem_path },
@@ -55,7 +56,7 @@ fn ids(reply: &Value) -> Vec<String> {
 }
 
 async fn delivered_and_signed(backends: Backends) {
-    let w = world(backends).await;
+    let w = world(backends, true).await;
     // RSA-signed, JSON, two recipients in two domains (one via the implicit MX).
     let (code, reply) = w
         .herald
@@ -88,11 +89,16 @@ async fn delivered_and_signed(backends: Backends) {
         assert_eq!(events[1]["type"], "delivery.attempted");
         assert_eq!(events[1]["reply"]["code"], 250);
         assert_eq!(events[1]["mx_ip"], "127.0.0.1");
+        assert_eq!(events[1]["tls"], true, "opportunistic STARTTLS was offered: {view}");
+        if id != &rsa_ids[1] {
+            assert_eq!(events[1]["mx_host"], "mx2.example.test", "the dead preferred MX is skipped");
+        }
         assert!(events[1]["dkim"].as_str().unwrap().starts_with("signed"), "{view}");
     }
     let arrived = w.sink.messages();
     assert_eq!(arrived.len(), 3);
     for m in &arrived {
+        assert!(m.tls, "every copy came over TLS");
         let report = support::dkim_verify(&m.data, w.knot.port).unwrap_or_else(|r| panic!("dkimpy rejected the signature: {r}"));
         let expected = if m.from.ends_with("@ed.sender.test") { "a=ed25519-sha256" } else { "a=rsa-sha256" };
         assert!(report.contains(expected), "{report}");
@@ -114,7 +120,7 @@ async fn delivered_and_signed(backends: Backends) {
 }
 
 async fn deferred_then_delivered_and_failures(backends: Backends) {
-    let w = world(backends).await;
+    let w = world(backends, false).await;
     // First RCPT: 451, then (retry) 250. Second message: 550.
     w.sink.script(&["451 4.7.1 greylisted, try later"]);
     let send = |to: &'static str| {
@@ -148,14 +154,29 @@ async fn deferred_then_delivered_and_failures(backends: Backends) {
     let view = w.herald.wait_status(&null, "failed", 60).await;
     assert_eq!(view["events"][1]["reply"]["code"], 556, "{view}");
 
+    // Always deferred: retried with backoff until the maximum age (4 s here), then failed.
+    let busy = send("always451@example.test").await;
+    let view = w.herald.wait_status(&busy, "failed", 60).await;
+    let events = view["events"].as_array().unwrap();
+    let deferrals = events.iter().filter(|e| e["outcome"] == "deferred").count();
+    assert!(deferrals >= 1, "{view}");
+    let last = events.last().unwrap();
+    assert_eq!(last["reply"]["code"], 451);
+    assert!(last["reply"]["text"].as_str().unwrap().contains("retries exhausted"), "{view}");
+    assert!(plain_plaintext(&w), "no TLS was offered, none used");
+
     let stats = support::eventually(30, "stats", || async {
         let s = w.herald.stats(KEY).await;
-        (s["failed"] == 2 && s["delivered"] == 1).then_some(s)
+        (s["failed"] == 3 && s["delivered"] == 1).then_some(s)
     })
     .await;
-    assert_eq!(stats, json!({"accepted": 3, "delivered": 1, "deferred": 1, "failed": 2}));
+    assert_eq!(stats, json!({"accepted": 4, "delivered": 1, "deferred": 1 + deferrals, "failed": 3}));
     assert_eq!(w.sink.messages().len(), 1);
     w.herald.stop().await;
+}
+
+fn plain_plaintext(w: &World) -> bool {
+    w.sink.messages().iter().all(|m| !m.tls)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,7 +201,7 @@ async fn kafka_cql_deferral_retry_and_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_requests_append_nothing() {
-    let w = world(Backends::Embedded).await;
+    let w = world(Backends::Embedded, false).await;
     let h = &w.herald;
     let good = message("n@sender.test", "a@example.test", "x");
     let cases: Vec<(Value, u16, &str)> = vec![

@@ -26,6 +26,7 @@ pub fn config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16, backends:
     c.delivery.helo_name = "mta.herald.test".into();
     c.delivery.retry_initial_secs = 1;
     c.delivery.retry_max_delay_secs = 2;
+    c.delivery.max_age_secs = 4;
     c.delivery.connect_timeout_secs = 5;
     c.delivery.command_timeout_secs = 10;
     c.backend.partitions = 4;

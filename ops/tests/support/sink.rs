@@ -1,38 +1,59 @@
 //! A scripted SMTP sink on loopback: accepts everything unless told otherwise, records
-//! what arrived. `script` holds replies for the next RCPT commands, in order.
+//! what arrived. `script` holds replies for the next RCPT commands, in order; recipients
+//! whose local part starts with `always451` are always deferred. With TLS, it offers
+//! STARTTLS (self-signed certificate) and records whether each message came over TLS.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Clone)]
 pub struct Received {
     pub from: String,
     pub to: Vec<String>,
     pub data: Vec<u8>,
+    pub tls: bool,
 }
 
 #[derive(Clone, Default)]
 pub struct Sink {
     pub received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<String>>>,
-    pub rcpt_commands: Arc<Mutex<usize>>,
+    tls: Option<TlsAcceptor>,
+}
+
+fn acceptor() -> TlsAcceptor {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ck = rcgen::generate_simple_self_signed(vec!["mx.example.test".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![ck.cert.der().clone()], key).unwrap();
+    TlsAcceptor::from(Arc::new(config))
 }
 
 impl Sink {
-    /// Starts on `127.0.0.1:port` (0: any).
+    /// Starts on `127.0.0.1:port` (0: any), without TLS.
     pub async fn start(port: u16) -> (Sink, SocketAddr) {
+        Self::launch(port, None).await
+    }
+
+    /// Starts on any port, offering STARTTLS.
+    pub async fn start_tls() -> (Sink, SocketAddr) {
+        Self::launch(0, Some(acceptor())).await
+    }
+
+    async fn launch(port: u16, tls: Option<TlsAcceptor>) -> (Sink, SocketAddr) {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let sink = Sink::default();
+        let sink = Sink { tls, ..Sink::default() };
         let s = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let _ = s.session(stream).await;
+                    let _ = s.serve(stream).await;
                 });
             }
         });
@@ -48,21 +69,35 @@ impl Sink {
         self.received.lock().unwrap().clone()
     }
 
-    async fn session(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
-        let (r, mut w) = stream.into_split();
-        let mut r = BufReader::new(r);
-        w.write_all(b"220 sink.test ESMTP ready\r\n").await?;
+    async fn serve(&self, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
+        stream.write_all(b"220 sink.test ESMTP ready\r\n").await?;
+        if let Some(plain) = self.session(BufReader::new(stream), false).await? {
+            let acceptor = self.tls.clone().expect("STARTTLS only offered with TLS");
+            // Bytes pipelined before the handshake were dropped with the BufReader.
+            let tls = acceptor.accept(plain).await?;
+            self.session(BufReader::new(tls), true).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs commands until QUIT or EOF; returns the stream when the client asks for TLS.
+    async fn session<S: AsyncRead + AsyncWrite + Unpin>(&self, mut io: BufReader<S>, tls: bool) -> std::io::Result<Option<S>> {
         let (mut from, mut to) = (String::new(), Vec::<String>::new());
         let mut line = String::new();
         loop {
             line.clear();
-            if r.read_line(&mut line).await? == 0 {
-                return Ok(());
+            if io.read_line(&mut line).await? == 0 {
+                return Ok(None);
             }
             let cmd = line.trim_end().to_owned();
             let upper = cmd.to_ascii_uppercase();
             let reply: String = if upper.starts_with("EHLO") {
-                "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES".into()
+                let starttls = if self.tls.is_some() && !tls { "250-STARTTLS\r\n" } else { "" };
+                format!("250-sink.test\r\n{starttls}250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES")
+            } else if upper == "STARTTLS" && self.tls.is_some() && !tls {
+                io.write_all(b"220 2.0.0 go ahead\r\n").await?;
+                io.flush().await?;
+                return Ok(Some(io.into_inner()));
             } else if upper.starts_with("HELO") {
                 "250 sink.test".into()
             } else if upper.starts_with("MAIL FROM:") {
@@ -70,23 +105,27 @@ impl Sink {
                 to.clear();
                 "250 2.1.0 ok".into()
             } else if upper.starts_with("RCPT TO:") {
-                *self.rcpt_commands.lock().unwrap() += 1;
-                let scripted = self.script.lock().unwrap().pop_front();
-                let reply = scripted.unwrap_or_else(|| "250 2.1.5 ok".into());
+                let rcpt = between(&cmd);
+                let reply = if rcpt.starts_with("always451") {
+                    "451 4.3.0 mailbox busy".into()
+                } else {
+                    self.script.lock().unwrap().pop_front().unwrap_or_else(|| "250 2.1.5 ok".into())
+                };
                 if reply.starts_with('2') {
-                    to.push(between(&cmd));
+                    to.push(rcpt);
                 }
                 reply
             } else if upper == "DATA" {
                 if to.is_empty() {
                     "554 5.5.1 no valid recipients".into()
                 } else {
-                    w.write_all(b"354 go ahead\r\n").await?;
+                    io.write_all(b"354 go ahead\r\n").await?;
+                    io.flush().await?;
                     let mut data = Vec::new();
                     loop {
                         let mut l = Vec::new();
-                        if r.read_until(b'\n', &mut l).await? == 0 {
-                            return Ok(());
+                        if io.read_until(b'\n', &mut l).await? == 0 {
+                            return Ok(None);
                         }
                         if l == b".\r\n" {
                             break;
@@ -94,19 +133,21 @@ impl Sink {
                         let l = if l.starts_with(b"..") { l[1..].to_vec() } else { l };
                         data.extend_from_slice(&l);
                     }
-                    self.received.lock().unwrap().push(Received { from: from.clone(), to: to.clone(), data });
+                    self.received.lock().unwrap().push(Received { from: from.clone(), to: to.clone(), data, tls });
                     "250 2.0.0 queued".into()
                 }
             } else if upper == "RSET" || upper == "NOOP" {
                 "250 2.0.0 ok".into()
             } else if upper == "QUIT" {
-                w.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
+                io.write_all(b"221 2.0.0 bye\r\n").await?;
+                io.flush().await?;
+                return Ok(None);
             } else {
                 "500 5.5.2 unknown command".into()
             };
-            w.write_all(reply.as_bytes()).await?;
-            w.write_all(b"\r\n").await?;
+            io.write_all(reply.as_bytes()).await?;
+            io.write_all(b"\r\n").await?;
+            io.flush().await?;
         }
     }
 }

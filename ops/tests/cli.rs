@@ -1,0 +1,48 @@
+//! The `herald config` commands, through the real binary.
+
+use std::process::Command;
+
+fn herald(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald")).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn config_default_is_a_valid_config() {
+    let (ok, text) = herald(&["config", "default"]);
+    assert!(ok, "{text}");
+    let parsed: herald::config::Config = toml::from_str(&text).unwrap();
+    parsed.validate().unwrap();
+    assert_eq!(parsed.http.listen.to_string(), "127.0.0.1:8080");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("default.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (ok, report) = herald(&["config", "check", "--config", path.to_str().unwrap()]);
+    assert!(ok && report.contains(": ok"), "{report}");
+}
+
+#[test]
+fn config_check_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[http]\nlisen = \"127.0.0.1:1\"\n", "lisen"),
+        ("[backend]\nlog = \"rabbitmq\"\n", "rabbitmq"),
+        ("[cluster]\nnode_index = 2\nnode_count = 2\n", "node_index"),
+        ("[cluster]\nnode_count = 2\n", "needs backend.log"),
+        ("[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nprivate_key = \"missing.pem\"\n", "missing.pem"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, report) = herald(&["config", "check", "--config", path.to_str().unwrap()]);
+        assert!(!ok, "accepted: {text}");
+        assert!(report.contains(needle), "for {text:?} expected {needle:?} in: {report}");
+    }
+}
+
+#[test]
+fn the_dev_config_in_the_readme_checks() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/herald.dev.toml");
+    let (ok, report) = herald(&["config", "check", "--config", path]);
+    assert!(ok, "{report}");
+}
