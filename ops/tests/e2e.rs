@@ -234,6 +234,31 @@ async fn refused_requests_append_nothing() {
     let stats = h.stats(KEY).await;
     assert_eq!(stats["accepted"], 1, "{stats}");
     assert_eq!(w.sink.messages().len(), 1);
+    w.herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_sessions_are_reused_and_stale_ones_replaced() {
+    let w = world(Backends::Embedded, false).await;
+    let h = &w.herald;
+    let send_and_wait = |n: u32| async move {
+        let body = message("n@sender.test", "a@example.test", &format!("reuse{n}"));
+        let (code, reply) = h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": body})).await;
+        assert_eq!(code, 202);
+        h.wait_status(&ids(&reply)[0], "delivered", 60).await
+    };
+    send_and_wait(1).await;
+    send_and_wait(2).await;
+    assert_eq!(w.sink.connection_count(), 1, "the second message reused the first session");
+    // The server now closes each session after its message: the cached session is dead,
+    // and the next message must go through a fresh one at its first attempt.
+    w.sink.close_after_each_message(true);
+    send_and_wait(3).await;
+    let view = send_and_wait(4).await;
+    assert_eq!(view["events"].as_array().unwrap().len(), 2, "delivered at the first attempt: {view}");
+    assert_eq!(view["events"][1]["attempt"], 1);
+    assert_eq!(w.sink.connection_count(), 2, "one fresh session replaced the stale one");
+    assert_eq!(w.sink.messages().len(), 4);
     let (code, reply) = h.get(KEY, "/v1/stats?from=yesterday").await;
     assert_eq!((code, reply["error"]["code"].as_str().unwrap()), (400, "invalid_time"));
     w.herald.stop().await;

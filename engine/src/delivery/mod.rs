@@ -62,11 +62,12 @@ pub struct Deliverer {
     mx: mx::MxResolver,
     signers: dkim::Signers,
     tls: smtp::Tls,
+    pool: smtp::Pool,
 }
 
 impl Deliverer {
     pub fn new(settings: DeliverySettings, mx: mx::MxResolver, signers: dkim::Signers) -> Result<Self, String> {
-        Ok(Deliverer { settings, mx, signers, tls: smtp::Tls::opportunistic()? })
+        Ok(Deliverer { settings, mx, signers, tls: smtp::Tls::opportunistic()?, pool: smtp::Pool::default() })
     }
 
     /// Delivers `msg` once.
@@ -118,7 +119,7 @@ impl Deliverer {
                 attempt.mx_ip = Some(ip);
                 let addr = SocketAddr::new(ip, self.settings.mx_port);
                 let envelope = smtp::Envelope { from: &msg.envelope_sender, to: &msg.recipient, data };
-                match smtp::send(addr, host, &self.settings, &self.tls, &envelope).await {
+                match smtp::send(addr, host, &self.settings, &self.tls, &self.pool, &envelope).await {
                     smtp::Sent::Transaction { reply, tls } => {
                         attempt.tls = tls;
                         attempt.class = classify(reply.code);

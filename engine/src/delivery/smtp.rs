@@ -1,12 +1,27 @@
 //! The outbound SMTP session on mail-send: greeting, EHLO, opportunistic STARTTLS, then
 //! MAIL/RCPT/DATA, pipelined (RFC 2920) when the server offers PIPELINING.
+//!
+//! Sessions are cached per MX address (like Postfix's connection cache): after a complete
+//! transaction the session goes back to an idle pool and the next message to the same
+//! address skips connect, greeting, EHLO and TLS. A cached session that turns out to be
+//! closed before answering anything is replaced by a fresh one, transparently.
 
 use super::{local_reply, DeliverySettings};
 use herald_schemas::SmtpReply;
 use mail_send::SmtpClient;
 use smtp_proto::{EhloResponse, Response, EXT_PIPELINING, EXT_SMTP_UTF8, EXT_START_TLS};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// Idle sessions kept per MX address.
+const MAX_IDLE_PER_ADDRESS: usize = 64;
+/// An idle session older than this is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages sent over one session before it is closed (spreads load over MX processes).
+const MAX_MESSAGES_PER_SESSION: u32 = 1000;
 
 /// TLS for opportunistic STARTTLS. Like Postfix's `smtp_tls_security_level = may`,
 /// certificates are not verified: encryption against passive observers, no
@@ -26,13 +41,54 @@ pub struct Envelope<'a> {
     pub data: &'a [u8],
 }
 
-/// How a session ended.
+/// How a delivery over SMTP ended.
 pub enum Sent {
     /// The server answered the transaction: the reply decides the outcome.
     Transaction { reply: SmtpReply, tls: bool },
     /// No transaction answer (connection trouble, 4xx/5xx greeting, TLS failure): the next
     /// MX address may be tried.
     Unavailable { reply: SmtpReply, tls: bool },
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An established session, ready for MAIL FROM.
+struct Session {
+    client: SmtpClient<Box<dyn Io>>,
+    ehlo: EhloResponse<String>,
+    tls: bool,
+    sent: u32,
+    idle_since: Instant,
+}
+
+/// Idle sessions by MX address.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Session>>>,
+}
+
+impl Pool {
+    fn take(&self, addr: SocketAddr) -> Option<Session> {
+        let mut idle = self.idle.lock().expect("smtp pool poisoned");
+        let sessions = idle.get_mut(&addr)?;
+        while let Some(s) = sessions.pop() {
+            if s.idle_since.elapsed() < IDLE_TIMEOUT {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, mut session: Session) {
+        session.idle_since = Instant::now();
+        let mut idle = self.idle.lock().expect("smtp pool poisoned");
+        let sessions = idle.entry(addr).or_default();
+        sessions.retain(|s| s.idle_since.elapsed() < IDLE_TIMEOUT);
+        if sessions.len() < MAX_IDLE_PER_ADDRESS {
+            sessions.push(session);
+        }
+    }
 }
 
 fn reply_of(r: &Response<String>) -> SmtpReply {
@@ -48,52 +104,81 @@ fn trouble(stage: &str, e: mail_send::Error) -> SmtpReply {
     }
 }
 
-/// One session to `addr`, delivering `env`.
-pub async fn send(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls: &Tls, env: &Envelope<'_>) -> Sent {
-    let unavailable = |reply| Sent::Unavailable { reply, tls: false };
-    let mut client = match SmtpClient::connect(addr, settings.connect_timeout).await {
-        Ok(mut c) => {
-            c.timeout = settings.command_timeout;
-            c
-        }
-        Err(e) => return unavailable(trouble("connect", e)),
-    };
+/// Connects, reads the greeting, says EHLO and upgrades to TLS when offered.
+async fn open(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls: &Tls) -> Result<Session, SmtpReply> {
+    let mut client = SmtpClient::connect(addr, settings.connect_timeout).await.map_err(|e| trouble("connect", e))?;
+    client.timeout = settings.command_timeout;
     match tokio::time::timeout(settings.command_timeout, client.read()).await {
         Ok(Ok(greeting)) if greeting.code == 220 => {}
-        Ok(Ok(greeting)) => return unavailable(reply_of(&greeting)),
-        Ok(Err(e)) => return unavailable(trouble("greeting", e)),
-        Err(_) => return unavailable(local_reply(451, "4.4.2", "timeout waiting for the greeting")),
+        Ok(Ok(greeting)) => return Err(reply_of(&greeting)),
+        Ok(Err(e)) => return Err(trouble("greeting", e)),
+        Err(_) => return Err(local_reply(451, "4.4.2", "timeout waiting for the greeting")),
     }
-    let ehlo = match client.ehlo(&settings.helo_name).await {
-        Ok(ehlo) => ehlo,
-        Err(e) => return unavailable(trouble("EHLO", e)),
-    };
+    let ehlo = client.ehlo(&settings.helo_name).await.map_err(|e| trouble("EHLO", e))?;
+    let timeout = client.timeout;
     if ehlo.has_capability(EXT_START_TLS) {
-        let mut client = match client.start_tls(&tls.0, host).await {
-            Ok(c) => c,
-            Err(e) => return unavailable(trouble("STARTTLS", e)),
-        };
-        let ehlo = match client.ehlo(&settings.helo_name).await {
-            Ok(ehlo) => ehlo,
-            Err(e) => return Sent::Unavailable { reply: trouble("EHLO after STARTTLS", e), tls: true },
-        };
-        let reply = transaction(&mut client, env, &ehlo).await;
-        let _ = client.quit().await;
-        Sent::Transaction { reply, tls: true }
+        let secured = client.start_tls(&tls.0, host).await.map_err(|e| trouble("STARTTLS", e))?;
+        let mut client = SmtpClient { stream: Box::new(secured.stream) as Box<dyn Io>, timeout };
+        let ehlo = client.ehlo(&settings.helo_name).await.map_err(|e| trouble("EHLO after STARTTLS", e))?;
+        Ok(Session { client, ehlo, tls: true, sent: 0, idle_since: Instant::now() })
     } else {
-        let reply = transaction(&mut client, env, &ehlo).await;
-        let _ = client.quit().await;
-        Sent::Transaction { reply, tls: false }
+        let client = SmtpClient { stream: Box::new(client.stream) as Box<dyn Io>, timeout };
+        Ok(Session { client, ehlo, tls: false, sent: 0, idle_since: Instant::now() })
     }
 }
 
-/// MAIL, RCPT, DATA and the message; returns the reply that ends the transaction.
-async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>, env: &Envelope<'_>, ehlo: &EhloResponse<String>) -> SmtpReply {
-    let pipelining = ehlo.has_capability(EXT_PIPELINING);
+/// Delivers `env` to `addr`, over a cached session when there is one.
+pub async fn send(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls: &Tls, pool: &Pool, env: &Envelope<'_>) -> Sent {
+    let (mut session, mut reused) = match pool.take(addr) {
+        Some(s) => (s, true),
+        None => match open(addr, host, settings, tls).await {
+            Ok(s) => (s, false),
+            Err(reply) => return Sent::Unavailable { reply, tls: false },
+        },
+    };
+    loop {
+        match transaction(&mut session, env).await {
+            Ok((reply, reusable)) => {
+                let tls = session.tls;
+                session.sent += 1;
+                if reusable && session.sent < MAX_MESSAGES_PER_SESSION {
+                    pool.put(addr, session);
+                } else {
+                    let _ = session.client.quit().await;
+                }
+                metrics::counter!("herald_smtp_transactions_total", "session" => if reused { "reused" } else { "new" }).increment(1);
+                return Sent::Transaction { reply, tls };
+            }
+            // A cached session closed by the server before it answered anything: the
+            // message was not taken, so try once more on a fresh session.
+            Err(Failure { answered: false, .. }) if reused => {
+                reused = false;
+                session = match open(addr, host, settings, tls).await {
+                    Ok(s) => s,
+                    Err(reply) => return Sent::Unavailable { reply, tls: false },
+                };
+            }
+            Err(Failure { reply, .. }) => return Sent::Transaction { reply, tls: session.tls },
+        }
+    }
+}
+
+/// A transaction that ended without a server verdict.
+struct Failure {
+    reply: SmtpReply,
+    /// Whether the server had answered any command of the transaction.
+    answered: bool,
+}
+
+/// MAIL, RCPT, DATA and the message. `Ok((reply, reusable))` when the server gave a
+/// verdict; `reusable` when the session is back in its initial state.
+async fn transaction(session: &mut Session, env: &Envelope<'_>) -> Result<(SmtpReply, bool), Failure> {
+    let client = &mut session.client;
+    let pipelining = session.ehlo.has_capability(EXT_PIPELINING);
     // RFC 6531: UTF-8 addresses need SMTPUTF8; a server without it cannot take them.
     let utf8 = !env.from.is_ascii() || !env.to.is_ascii();
-    if utf8 && !ehlo.has_capability(EXT_SMTP_UTF8) {
-        return local_reply(553, "5.6.7", "the address needs SMTPUTF8, which the server does not offer");
+    if utf8 && !session.ehlo.has_capability(EXT_SMTP_UTF8) {
+        return Ok((local_reply(553, "5.6.7", "the address needs SMTPUTF8, which the server does not offer"), true));
     }
     let commands = [
         format!("MAIL FROM:<{}>{}\r\n", env.from, if utf8 { " SMTPUTF8" } else { "" }),
@@ -101,22 +186,18 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<
         "DATA\r\n".to_owned(),
     ];
     let replies = if pipelining {
-        match client.cmds(&commands).await {
-            Ok(r) => r,
-            Err(e) => return trouble("MAIL/RCPT/DATA", e),
-        }
+        client.cmds(&commands).await.map_err(|e| Failure { reply: trouble("MAIL/RCPT/DATA", e), answered: false })?
     } else {
         let mut replies = Vec::with_capacity(3);
         for cmd in &commands {
-            match client.cmd(cmd).await {
-                Ok(r) => {
-                    let stop = r.code >= 400;
-                    replies.push(r);
-                    if stop {
-                        break;
-                    }
-                }
-                Err(e) => return trouble("MAIL/RCPT/DATA", e),
+            let r = client
+                .cmd(cmd)
+                .await
+                .map_err(|e| Failure { reply: trouble("MAIL/RCPT/DATA", e), answered: !replies.is_empty() })?;
+            let stop = r.code >= 400;
+            replies.push(r);
+            if stop {
+                break;
             }
         }
         replies
@@ -124,7 +205,8 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<
     for (i, r) in replies.iter().enumerate() {
         let expected = if i == 2 { r.code == 354 } else { (200..300).contains(&r.code) };
         if !expected {
-            return reply_of(r);
+            // The session may be mid-transaction: do not reuse it.
+            return Ok((reply_of(r), false));
         }
     }
     let framed = dot_stuff(env.data);
@@ -135,9 +217,9 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<
     })
     .await;
     match written {
-        Ok(Ok(r)) => reply_of(&r),
-        Ok(Err(e)) => trouble("end of data", e),
-        Err(_) => local_reply(451, "4.4.2", "timeout waiting for the reply to end of data"),
+        Ok(Ok(r)) => Ok((reply_of(&r), true)),
+        Ok(Err(e)) => Err(Failure { reply: trouble("end of data", e), answered: true }),
+        Err(_) => Err(Failure { reply: local_reply(451, "4.4.2", "timeout waiting for the reply to end of data"), answered: true }),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -23,6 +24,10 @@ pub struct Sink {
     pub received: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<String>>>,
     tls: Option<TlsAcceptor>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+    /// Close each connection after its message (as a server with a per-connection limit).
+    close_after_message: Arc<AtomicBool>,
 }
 
 fn acceptor() -> TlsAcceptor {
@@ -65,11 +70,20 @@ impl Sink {
         self.script.lock().unwrap().extend(replies.iter().map(|r| r.to_string()));
     }
 
+    pub fn close_after_each_message(&self, on: bool) {
+        self.close_after_message.store(on, Ordering::SeqCst);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     pub fn messages(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 
     async fn serve(&self, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
+        self.connections.fetch_add(1, Ordering::SeqCst);
         stream.write_all(b"220 sink.test ESMTP ready\r\n").await?;
         if let Some(plain) = self.session(BufReader::new(stream), false).await? {
             let acceptor = self.tls.clone().expect("STARTTLS only offered with TLS");
@@ -134,6 +148,11 @@ impl Sink {
                         data.extend_from_slice(&l);
                     }
                     self.received.lock().unwrap().push(Received { from: from.clone(), to: to.clone(), data, tls });
+                    if self.close_after_message.load(Ordering::SeqCst) {
+                        io.write_all(b"250 2.0.0 queued\r\n").await?;
+                        io.flush().await?;
+                        return Ok(None); // closes without waiting for QUIT
+                    }
                     "250 2.0.0 queued".into()
                 }
             } else if upper == "RSET" || upper == "NOOP" {
