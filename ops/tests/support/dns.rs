@@ -43,7 +43,7 @@ impl Knot {
         }
         let conf_path = dir.path().join("knot.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("knotd")
+        let mut child = Command::new("knotd")
             .arg("-c")
             .arg(&conf_path)
             .stdout(Stdio::null())
@@ -54,13 +54,15 @@ impl Knot {
         let first = format!("{}.", zones[0].origin);
         for _ in 0..100 {
             let out = Command::new("kdig")
-                .args([&format!("@127.0.0.1"), "-p", &port.to_string(), "+tcp", "+short", &first, "SOA"])
+                .args(["@127.0.0.1", "-p", &port.to_string(), "+tcp", "+short", &first, "SOA"])
                 .output();
             if out.is_ok_and(|o| !o.stdout.is_empty()) {
                 return Knot { port, child, _dir: dir };
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("knotd did not start on port {port}");
     }
 }
