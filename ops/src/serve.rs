@@ -140,23 +140,38 @@ pub async fn run(
         let _ = ready.send(addr);
     }
 
-    let workers = tokio::spawn({
+    let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> = tokio::task::JoinSet::new();
+    {
         let (owned, shutdown) = (owned.clone(), shutdown.clone());
-        async move { worker.run(&owned, shutdown).await }
-    });
-    let projection = tokio::spawn({
+        tasks.spawn(async move { ("delivery workers", worker.run(&owned, shutdown).await.map_err(Into::into)) });
+    }
+    {
         let shutdown = shutdown.clone();
-        async move { projector.run(&owned, shutdown).await }
-    });
-    let http = axum::serve(listener, herald_ingest::http::router(state)).with_graceful_shutdown({
+        tasks.spawn(async move { ("projector", projector.run(&owned, shutdown).await.map_err(Into::into)) });
+    }
+    {
         let shutdown = shutdown.clone();
-        async move { shutdown.cancelled().await }
-    });
-    let result = tokio::select! {
-        r = http => r.context("HTTP server"),
-        r = workers => match r { Ok(Ok(())) => Ok(()), Ok(Err(e)) => Err(e).context("delivery workers"), Err(e) => Err(e.into()) },
-        r = projection => match r { Ok(Ok(())) => Ok(()), Ok(Err(e)) => Err(e).context("projector"), Err(e) => Err(e.into()) },
-    };
+        let app = herald_ingest::http::router(state);
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+            ("HTTP server", served.map_err(Into::into))
+        });
+    }
+    // The first component to stop (normally because `shutdown` was cancelled) stops the
+    // others; they finish what they hold (a worker completes its chunk, appends and
+    // commits), bounded by DRAIN_TIMEOUT, so a restart redoes as little as possible.
+    let first = tasks.join_next().await;
     shutdown.cancel();
-    result
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("components still busy after {DRAIN_TIMEOUT:?}; stopping anyway (unfinished work is redone on restart)");
+    }
+    match first {
+        Some(Ok((_, Ok(())))) | None => Ok(()),
+        Some(Ok((component, Err(e)))) => Err(e.context(component)),
+        Some(Err(e)) => Err(e.into()),
+    }
 }
+
+/// Longest wait for components to finish their work at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

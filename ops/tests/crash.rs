@@ -117,6 +117,16 @@ api_keys = ["k"]
     for name in ["herald_delivery_attempts_total", "herald_log_append_seconds", "herald_log_commit_seconds"] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
-    herald.kill().unwrap();
-    herald.wait().unwrap();
+    // A graceful stop: SIGTERM, drained, exit status 0, in bounded time.
+    let term = Command::new("kill").args(["-TERM", &herald.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let status = loop {
+        if let Some(status) = herald.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "herald did not stop within 40 s of SIGTERM");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "herald exited with {status} after SIGTERM");
 }
