@@ -42,7 +42,7 @@ fn kafka(prefix: &str) -> Opener {
     Box::new(move || {
         let (names, brokers) = (names.clone(), brokers.clone());
         Box::pin(async move {
-            let settings = kafka::KafkaSettings { brokers, partitions: PARTITIONS, replication: 1 };
+            let settings = kafka::KafkaSettings { brokers, partitions: PARTITIONS, replication: 1, retention: None };
             Arc::new(kafka::KafkaLog::connect(settings, &names).await.unwrap()) as Arc<dyn EventLog>
         })
     })
@@ -213,11 +213,44 @@ async fn embedded_append_is_durable_across_reopen() {
 async fn kafka_topics_are_created_then_checked() {
     let prefix = unique("chk");
     let names = topics(&prefix).all();
-    let settings = |partitions| kafka::KafkaSettings { brokers: kafka_brokers(), partitions, replication: 1 };
+    let settings = |partitions| kafka::KafkaSettings { brokers: kafka_brokers(), partitions, replication: 1, retention: Some(Duration::from_secs(3600)) };
     // Created at the first start, accepted as they are at the next.
     kafka::KafkaLog::connect(settings(PARTITIONS), &names).await.unwrap();
     kafka::KafkaLog::connect(settings(PARTITIONS), &names).await.unwrap();
     // A node configured with another partition count must not start.
     let err = kafka::KafkaLog::connect(settings(PARTITIONS * 2), &names).await.err().expect("mismatch refused");
     assert!(err.to_string().contains(&format!("has {PARTITIONS} partitions")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_retention_keeps_what_is_not_consumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("ret");
+    let open = embedded(dir.path(), &prefix);
+    let topic = topics(&prefix).messages();
+    {
+        let log = open().await;
+        log.append((0..10).map(|i| record(&topic, 1, "k.test", format!("r{i}"))).collect()).await.unwrap();
+        log.append((0..3).map(|i| record(&topic, 2, "k.test", format!("s{i}"))).collect()).await.unwrap();
+        let (mut fast, mut slow) = (one(&log, "fast", &topic, 1).await, one(&log, "slow", &topic, 1).await);
+        read_n(&mut fast, 10).await;
+        fast.commit(8).await.unwrap();
+        read_n(&mut slow, 10).await;
+        slow.commit(6).await.unwrap();
+        let mut all = one(&log, "all", &topic, 2).await;
+        read_n(&mut all, 3).await;
+        all.commit(3).await.unwrap();
+        // Nothing is old enough under a one-hour retention.
+        assert_eq!(log.enforce_retention(Duration::from_secs(3600)).await.unwrap(), 0);
+        // Partition 1: below the slowest group (6). Partition 2: all consumed, but the last
+        // record stays so the next offset survives a restart.
+        assert_eq!(log.enforce_retention(Duration::ZERO).await.unwrap(), 6 + 2);
+        let mut late = one(&log, "late", &topic, 1).await;
+        assert_eq!(read_n(&mut late, 4).await.iter().map(text).collect::<Vec<_>>(), vec!["r6", "r7", "r8", "r9"]);
+    }
+    let log = open().await;
+    log.append(vec![record(&topic, 2, "k.test", "s3".into())]).await.unwrap();
+    let mut all = one(&log, "all", &topic, 2).await;
+    let got = read_n(&mut all, 1).await;
+    assert_eq!((got[0].offset, text(&got[0])), (3, "s3".to_owned()), "offsets are not reused after trimming");
 }

@@ -125,6 +125,10 @@ pub struct Backend {
     pub partitions: u32,
     /// Topic names start with this (`<prefix>.messages`, ...).
     pub topic_prefix: String,
+    /// Log records are kept this long (and on the embedded log, until every consumer group
+    /// is past them); 0 keeps them for ever. Set as `retention.ms` on Kafka topics Herald
+    /// creates. Must cover `delivery.max_age_secs`.
+    pub log_retention_hours: u64,
 }
 
 impl Default for Backend {
@@ -138,6 +142,7 @@ impl Default for Backend {
             cql_keyspace: "herald".into(),
             partitions: 16,
             topic_prefix: "herald".into(),
+            log_retention_hours: 168,
         }
     }
 }
@@ -236,6 +241,13 @@ impl Config {
         }
         if self.delivery.retry_initial_secs == 0 {
             return invalid("delivery.retry_initial_secs must be at least 1".into());
+        }
+        let retention = self.backend.log_retention_hours.saturating_mul(3600);
+        if retention != 0 && retention < self.delivery.max_age_secs {
+            return invalid(format!(
+                "backend.log_retention_hours ({}) must cover delivery.max_age_secs ({}): a queued message must not expire from the log",
+                self.backend.log_retention_hours, self.delivery.max_age_secs
+            ));
         }
         for s in &self.delivery.dns_servers {
             parse_dns_server(s).map_err(ConfigError::Invalid)?;

@@ -49,10 +49,31 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
                 brokers: config.backend.kafka_brokers.clone(),
                 partitions: config.backend.partitions,
                 replication: config.backend.kafka_replication,
+                retention: retention(config),
             };
             Arc::new(kafka::KafkaLog::connect(settings, &topics).await?)
         }
     })
+}
+
+fn retention(config: &Config) -> Option<Duration> {
+    (config.backend.log_retention_hours > 0).then(|| Duration::from_secs(config.backend.log_retention_hours * 3600))
+}
+
+/// Applies log retention every five minutes until `shutdown`.
+async fn retention_loop(log: Arc<dyn EventLog>, retention: Duration, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match log.enforce_retention(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "log retention removed records"),
+            Err(e) => tracing::warn!(error = %e, "log retention failed"),
+        }
+    }
 }
 
 /// Opens the configured projection store.
@@ -148,6 +169,10 @@ pub async fn run(
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { ("projector", projector.run(&owned, shutdown).await.map_err(Into::into)) });
+    }
+    if let Some(retention) = retention(&config) {
+        let (log, shutdown) = (log.clone(), shutdown.clone());
+        tasks.spawn(async move { ("log retention", retention_loop(log, retention, shutdown).await) });
     }
     {
         let shutdown = shutdown.clone();

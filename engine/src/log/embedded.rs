@@ -18,6 +18,8 @@ use tokio::sync::{oneshot, watch};
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("consumer_offsets");
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8192;
+/// Most records deleted per retention transaction, so appends are never held up long.
+const TRIM_CHUNK: usize = 4096;
 
 fn storage<E: std::fmt::Display>(e: E) -> LogError {
     LogError::Storage(e.to_string())
@@ -229,6 +231,12 @@ impl EventLog for EmbeddedLog {
         result
     }
 
+    async fn enforce_retention(&self, retention: Duration) -> Result<u64, LogError> {
+        let shared = self.shared.clone();
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        tokio::task::spawn_blocking(move || EmbeddedLog::trim(&shared, cutoff)).await.map_err(storage)?
+    }
+
     async fn consume(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
         let read = self.shared.db.begin_read().map_err(storage)?;
         let offsets = read.open_table(OFFSETS).map_err(storage)?;
@@ -255,6 +263,59 @@ impl EventLog for EmbeddedLog {
             }));
         }
         Ok(consumers)
+    }
+}
+
+impl EmbeddedLog {
+    /// Retention, run in a blocking thread: per partition, deletes the oldest records while
+    /// they are older than `cutoff_ms`, below every group's committed offset, and not the
+    /// partition's last record (whose offset fixes the next one after a restart).
+    fn trim(shared: &Shared, cutoff_ms: i64) -> Result<u64, LogError> {
+        let mut floors: HashMap<(String, u32), u64> = HashMap::new();
+        {
+            let read = shared.db.begin_read().map_err(storage)?;
+            let offsets = read.open_table(OFFSETS).map_err(storage)?;
+            for entry in offsets.iter().map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                let (_, topic, partition) = k.value();
+                let floor = floors.entry((topic.to_owned(), partition)).or_insert(u64::MAX);
+                *floor = (*floor).min(v.value());
+            }
+        }
+        let mut removed = 0u64;
+        for ((topic, partition), floor) in floors {
+            let Some(head) = shared.heads.get(&topic).and_then(|h| h.get(partition as usize)) else { continue };
+            let limit = floor.min(head.borrow().saturating_sub(1));
+            loop {
+                let mut txn = shared.db.begin_write().map_err(storage)?;
+                // Made durable by the writer's next (fsynced) commit; losing a trim is harmless.
+                txn.set_durability(Durability::None).map_err(storage)?;
+                let n = {
+                    let name = table_name(&topic);
+                    let mut table = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
+                    let mut doomed = Vec::new();
+                    for entry in table.range((partition, 0)..(partition, limit)).map_err(storage)?.take(TRIM_CHUNK) {
+                        let (k, v) = entry.map_err(storage)?;
+                        let ts = v.value().get(..8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")));
+                        if ts.is_none_or(|ts| ts >= cutoff_ms) {
+                            break; // records are in time order: the rest are newer
+                        }
+                        doomed.push(k.value().1);
+                    }
+                    for offset in &doomed {
+                        table.remove((partition, *offset)).map_err(storage)?;
+                    }
+                    doomed.len()
+                };
+                txn.commit().map_err(storage)?;
+                removed += n as u64;
+                if n < TRIM_CHUNK {
+                    break;
+                }
+            }
+        }
+        metrics::counter!("herald_log_trimmed_records_total").increment(removed);
+        Ok(removed)
     }
 }
 

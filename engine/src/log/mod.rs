@@ -75,6 +75,11 @@ pub trait EventLog: Send + Sync + 'static {
         group: &str,
         assignments: &[Assignment],
     ) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError>;
+
+    /// Deletes records older than `retention` that every consumer group has committed past.
+    /// Returns how many were deleted. Kafka enforces `retention.ms` itself (set on the topics
+    /// Herald creates), so there it does nothing.
+    async fn enforce_retention(&self, retention: Duration) -> Result<u64, LogError>;
 }
 
 /// Reads one partition for one consumer group.
