@@ -25,7 +25,11 @@ fn zones(rsa_txt: &str, ed_txt: &str) -> Vec<Zone> {
         Zone { origin: "implicit.test".into(), records: vec!["@ A 127.0.0.1".into()] },
         Zone {
             origin: "sender.test".into(),
-            records: vec![format!("s1._domainkey TXT {}", txt(rsa_txt)), format!("e1._domainkey.ed TXT {}", txt(ed_txt))],
+            records: vec![
+                format!("s1._domainkey TXT {}", txt(rsa_txt)),
+                format!("e2._domainkey TXT {}", txt(ed_txt)),
+                format!("e1._domainkey.ed TXT {}", txt(ed_txt)),
+            ],
         },
     ]
 }
@@ -45,6 +49,7 @@ async fn world(backends: Backends, tls: bool) -> World {
     let (sink, addr) = if tls { Sink::start_tls().await } else { Sink::start(0).await };
     let dkim = vec![
         herald::config::DkimKey { domain: "sender.test".into(), selector: "s1".into(), private_key: rsa.pem_path },
+        herald::config::DkimKey { domain: "sender.test".into(), selector: "e2".into(), private_key: ed.pem_path.clone() },
         herald::config::DkimKey { domain: "ed.sender.test".into(), selector: "e1".into(), private_key: ed.pem_path },
     ];
     let herald = start(config(&dir.path().join("data"), knot.port, addr.port(), backends, dkim)).await;
@@ -100,8 +105,16 @@ async fn delivered_and_signed(backends: Backends) {
     for m in &arrived {
         assert!(m.tls, "every copy came over TLS");
         let report = support::dkim_verify(&m.data, w.knot.port).unwrap_or_else(|r| panic!("dkimpy rejected the signature: {r}"));
-        let expected = if m.from.ends_with("@ed.sender.test") { "a=ed25519-sha256" } else { "a=rsa-sha256" };
-        assert!(report.contains(expected), "{report}");
+        // sender.test has two keys, so two signatures (RSA and Ed25519); ed.sender.test one.
+        let expected: &[&str] = if m.from.ends_with("@ed.sender.test") {
+            &["ok d=ed.sender.test s=e1 a=ed25519-sha256"]
+        } else {
+            &["ok d=sender.test s=s1 a=rsa-sha256", "ok d=sender.test s=e2 a=ed25519-sha256"]
+        };
+        for line in expected {
+            assert!(report.contains(line), "expected `{line}` in: {report}");
+        }
+        assert_eq!(report.lines().filter(|l| l.starts_with("ok")).count(), expected.len(), "{report}");
         assert!(String::from_utf8_lossy(&m.data).contains("\r\n.line starting with a dot\r\n"), "dot-stuffing undone");
     }
     let alice = arrived.iter().find(|m| m.to == ["alice@example.test"]).expect("alice's copy");

@@ -26,10 +26,11 @@ pub struct KeySpec<'a> {
     pub pem: &'a str,
 }
 
-/// Signers by lower-case From domain.
+/// Signers by lower-case From domain. A domain may have several keys (say RSA and
+/// Ed25519): the message then carries one signature per key (RFC 8463 §4).
 #[derive(Default)]
 pub struct Signers {
-    by_domain: HashMap<String, (Signer, String)>,
+    by_domain: HashMap<String, Vec<(Signer, String)>>,
 }
 
 impl Signers {
@@ -45,7 +46,7 @@ impl Signers {
                 return Err(format!("DKIM key for {}: neither an RSA nor an Ed25519 PKCS#8 key", k.domain));
             };
             let label = format!("d={} s={} a={alg}", k.domain, k.selector);
-            by_domain.insert(k.domain.to_ascii_lowercase(), (signer, label));
+            by_domain.entry(k.domain.to_ascii_lowercase()).or_insert_with(Vec::new).push((signer, label));
         }
         Ok(Signers { by_domain })
     }
@@ -56,23 +57,28 @@ impl Signers {
         let Some(domain) = from_domain(message) else {
             return (message.to_vec(), "unsigned: no From domain".into());
         };
-        let Some((signer, label)) = self.by_domain.get(&domain) else {
+        let Some(signers) = self.by_domain.get(&domain) else {
             return (message.to_vec(), format!("unsigned: no key for {domain}"));
         };
-        let signature = match signer {
-            Signer::Rsa(s) => s.sign(message),
-            Signer::Ed25519(s) => s.sign(message),
-        };
-        match signature {
-            Ok(sig) => {
-                let header = sig.to_header();
-                let mut out = Vec::with_capacity(header.len() + message.len());
-                out.extend_from_slice(header.as_bytes());
-                out.extend_from_slice(message);
-                (out, format!("signed {label}"))
+        let mut headers = String::new();
+        let mut notes = Vec::with_capacity(signers.len());
+        for (signer, label) in signers {
+            let signature = match signer {
+                Signer::Rsa(s) => s.sign(message),
+                Signer::Ed25519(s) => s.sign(message),
+            };
+            match signature {
+                Ok(sig) => {
+                    headers.push_str(&sig.to_header());
+                    notes.push(format!("signed {label}"));
+                }
+                Err(e) => notes.push(format!("unsigned: {label}: signing failed: {e}")),
             }
-            Err(e) => (message.to_vec(), format!("unsigned: signing failed: {e}")),
         }
+        let mut out = Vec::with_capacity(headers.len() + message.len());
+        out.extend_from_slice(headers.as_bytes());
+        out.extend_from_slice(message);
+        (out, notes.join("; "))
     }
 }
 

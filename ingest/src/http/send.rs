@@ -52,7 +52,14 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     let too_large = || {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("message body is limited to {} bytes", state.max_body_bytes))
     };
-    let raw = axum::body::to_bytes(body, request_limit).await.map_err(|_| too_large())?;
+    let raw = axum::body::to_bytes(body, request_limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            too_large()
+        } else {
+            bad("malformed_request", format!("could not read the request body: {e}"))
+        }
+    })?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let request = match mime.as_str() {

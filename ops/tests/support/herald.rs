@@ -57,8 +57,14 @@ pub struct Running {
 pub async fn start(config: Config) -> Running {
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let task = tokio::spawn(herald::serve::run(config, None, shutdown.clone(), Some(tx)));
-    let addr = rx.await.expect("herald failed to start");
+    let mut task = tokio::spawn(herald::serve::run(config, None, shutdown.clone(), Some(tx)));
+    let addr = match rx.await {
+        Ok(addr) => addr,
+        Err(_) => match (&mut task).await {
+            Ok(Err(e)) => panic!("herald failed to start: {e:#}"),
+            other => panic!("herald failed to start: {other:?}"),
+        },
+    };
     Running { base: format!("http://{addr}"), shutdown, task, http: reqwest::Client::new() }
 }
 
