@@ -19,6 +19,7 @@ pub mod run;
 pub mod safety;
 pub mod scenario;
 pub mod sink;
+pub mod tls;
 
 /// Installs rustls' aws-lc-rs provider once per process; later calls are no-ops.
 pub fn install_crypto() {
