@@ -22,4 +22,13 @@ export HERALD_TEST_KAFKA="127.0.0.1:${KAFKA_PORT:-9092}"
 export HERALD_TEST_CQL="127.0.0.1:${CQL_PORT:-9042}"
 cd "$root"
 echo "[test] cargo test --workspace (Kafka $HERALD_TEST_KAFKA, CQL $HERALD_TEST_CQL)"
-cargo test --workspace "$@"
+log="$peers/cargo-test.log"
+status=0
+cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (cargo's own last line is a doc-test summary).
+passed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s += $6} END {print s + 0}')
+stop_peers
+trap - EXIT
+echo "$passed passed, $failed failed"
+exit "$status"
