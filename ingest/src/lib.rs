@@ -1,6 +1,9 @@
-//! Herald's ingestion. [`http`] serves the REST API; SMTP submission joins it in `smtp/`.
+//! Herald's ingestion. [`http`] serves the REST API and [`smtp`] the SMTP submission server
+//! and smart host; both share [`accept`].
 //! Ingestion validates and appends accepted messages to the log through
 //! [`herald_engine::submit::Submitter`]; it never delivers.
 
+pub mod accept;
 pub mod address;
 pub mod http;
+pub mod smtp;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub storage: Storage,
     pub http: Http,
+    pub smtp: Smtp,
     pub delivery: Delivery,
     pub backend: Backend,
     pub cluster: Cluster,
@@ -48,6 +49,76 @@ pub struct Http {
 impl Default for Http {
     fn default() -> Self {
         Http { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 25 * 1024 * 1024, max_recipients: 1000 }
+    }
+}
+
+/// The SMTP submission server and smart host (`docs/smtp.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtp {
+    /// Run the SMTP listener(s).
+    pub enabled: bool,
+    /// Address of the SMTP listener (STARTTLS offered).
+    pub listen: SocketAddr,
+    /// Optional implicit-TLS listener (submissions, port 465).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub implicit_tls_listen: Option<SocketAddr>,
+    /// Name in the greeting, EHLO reply, `Received:` and generated `Message-ID:`.
+    pub hostname: String,
+    /// PEM certificate chain; with `tls_key`. Unset: a self-signed one kept in `data_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Offer and accept AUTH without TLS (otherwise 538 5.7.11).
+    pub allow_plaintext_auth: bool,
+    /// Largest message, advertised in SIZE (larger: 552 5.3.4).
+    pub max_message_bytes: usize,
+    /// Recipients per message (more: 452 4.5.3).
+    pub max_recipients: usize,
+    /// Wait for each command (RFC 5321 §4.5.3.2: 5 minutes); then 421 4.4.2.
+    pub command_timeout_secs: u64,
+    /// Wait for each block of message data (RFC 5321: 3 minutes at least; 10 here).
+    pub data_timeout_secs: u64,
+    /// Concurrent connections in total (more: 421 4.7.0).
+    pub max_connections: usize,
+    /// Concurrent connections per client IP (more: 421 4.7.0).
+    pub max_connections_per_ip: usize,
+    /// Messages per second per account over SMTP (0: unlimited; more: 451 4.7.1).
+    pub account_messages_per_second: u32,
+    /// Burst allowed above that rate (0: equal to the rate).
+    pub account_burst: u32,
+    /// Delay before answering a failed AUTH, in milliseconds.
+    pub auth_failure_delay_ms: u64,
+    /// Failed AUTH attempts per client IP before it is disconnected and refused (421 4.7.0).
+    pub max_auth_failures: u32,
+    /// How long failures count against a client IP, in seconds.
+    pub auth_lockout_secs: u64,
+}
+
+impl Default for Smtp {
+    fn default() -> Self {
+        Smtp {
+            enabled: true,
+            listen: "127.0.0.1:2525".parse().expect("valid"),
+            implicit_tls_listen: None,
+            hostname: "localhost.localdomain".into(),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_auth: false,
+            max_message_bytes: 25 * 1024 * 1024,
+            max_recipients: 1000,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+            max_connections: 1000,
+            max_connections_per_ip: 100,
+            account_messages_per_second: 0,
+            account_burst: 0,
+            auth_failure_delay_ms: 1000,
+            max_auth_failures: 5,
+            auth_lockout_secs: 600,
+        }
     }
 }
 
@@ -168,6 +239,29 @@ pub struct Account {
     /// Keys for `Authorization: Bearer <key>`.
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// SMTP AUTH users of this account (`herald accounts hash-password` makes the hash).
+    #[serde(default)]
+    pub smtp_users: Vec<SmtpUser>,
+    /// Smart-host mode: clients from these networks (`10.1.2.0/24`, or one address) may
+    /// send over SMTP without AUTH, as this account.
+    #[serde(default)]
+    pub relay_networks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpUser {
+    /// The AUTH user name; unique over all accounts.
+    pub username: String,
+    /// Argon2 PHC string (`$argon2id$...`).
+    pub password_hash: String,
+}
+
+/// A relay network as an `IpNet` (a bare address is a /32 or /128).
+pub fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("relay_networks: `{s}` is not a network (10.1.2.0/24) or an address"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +301,11 @@ impl Config {
             .try_into()
             .map_err(|source| ConfigError::Parse { path: shown, source })?;
         if let Some(dir) = path.and_then(Path::parent) {
+            for p in [&mut config.smtp.tls_cert, &mut config.smtp.tls_key].into_iter().flatten() {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
             for key in &mut config.dkim {
                 if key.private_key.is_relative() {
                     key.private_key = dir.join(&key.private_key);
@@ -235,6 +334,26 @@ impl Config {
                     return invalid(format!("API key of account {} is also another account's", a.id));
                 }
             }
+        }
+        let mut users = std::collections::HashSet::new();
+        for a in &self.accounts {
+            for u in &a.smtp_users {
+                if !users.insert(&u.username) {
+                    return invalid(format!("SMTP user {} of account {} is also another account's", u.username, a.id));
+                }
+                if argon2::PasswordHash::new(&u.password_hash).is_err() {
+                    return invalid(format!("SMTP user {} of account {}: password_hash is not a PHC string", u.username, a.id));
+                }
+            }
+            for n in &a.relay_networks {
+                parse_network(n).map_err(|e| ConfigError::Invalid(format!("account {}: {e}", a.id)))?;
+            }
+        }
+        if self.smtp.tls_cert.is_some() != self.smtp.tls_key.is_some() {
+            return invalid("smtp.tls_cert and smtp.tls_key go together".into());
+        }
+        if self.smtp.max_recipients == 0 || self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
+            return invalid("smtp.max_recipients, max_connections and max_connections_per_ip must be at least 1".into());
         }
         if self.delivery.batch_size == 0 || self.delivery.domain_concurrency == 0 {
             return invalid("delivery.batch_size and delivery.domain_concurrency must be at least 1".into());

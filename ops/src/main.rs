@@ -22,6 +22,11 @@ enum Command {
         #[arg(long, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Account helpers.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -40,6 +45,12 @@ enum ConfigCommand {
     Default,
 }
 
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Read a password from stdin (one line) and print its argon2id hash for `smtp_users`.
+    HashPassword,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -49,6 +60,15 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Accounts { command: AccountsCommand::HashPassword } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "empty password on stdin");
+            let hash = herald_ingest::smtp::auth::hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+            println!("{hash}");
+            Ok(())
+        }
         Command::Config { command: ConfigCommand::Default } => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             Ok(())

@@ -1,7 +1,7 @@
 //! `herald serve`: the whole pipeline in one process: REST ingestion, delivery workers,
 //! projector and queries, on the backends the config names.
 
-use crate::config::{Config, LogBackend, StoreBackend};
+use crate::config::{parse_network, Config, LogBackend, StoreBackend};
 use anyhow::Context;
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
 use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
@@ -12,6 +12,7 @@ use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, ProjectionSto
 use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
 use herald_ingest::http::{ApiState, MetricsRender};
+use herald_ingest::smtp;
 use herald_schemas::AccountId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,8 +145,10 @@ pub async fn run(
         .iter()
         .flat_map(|a| a.api_keys.iter().map(move |k| (k.clone(), AccountId(a.id.clone()))))
         .collect();
+    let submitter = Submitter::new(log.clone(), topics, router);
+    let smtp = smtp_listeners(&config, submitter.clone()).await?;
     let state = Arc::new(ApiState {
-        submitter: Submitter::new(log.clone(), topics, router),
+        submitter,
         store,
         api_keys,
         max_body_bytes: config.http.max_body_bytes,
@@ -174,6 +177,12 @@ pub async fn run(
         let (log, shutdown) = (log.clone(), shutdown.clone());
         tasks.spawn(async move { ("log retention", retention_loop(log, retention, shutdown).await) });
     }
+    if let Some((server, listeners)) = smtp {
+        for (listener, implicit_tls) in listeners {
+            let (server, shutdown) = (server.clone(), shutdown.clone());
+            tasks.spawn(async move { ("SMTP server", smtp::run(listener, implicit_tls, server, shutdown).await.map_err(Into::into)) });
+        }
+    }
     {
         let shutdown = shutdown.clone();
         let app = herald_ingest::http::router(state);
@@ -196,6 +205,53 @@ pub async fn run(
         Some(Ok((component, Err(e)))) => Err(e.context(component)),
         Some(Err(e)) => Err(e.into()),
     }
+}
+
+/// The SMTP server and its bound listeners (`true`: implicit TLS), when `[smtp]` is enabled.
+async fn smtp_listeners(
+    config: &Config,
+    submitter: Submitter,
+) -> anyhow::Result<Option<(Arc<smtp::Server>, Vec<(tokio::net::TcpListener, bool)>)>> {
+    let c = &config.smtp;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let cert_key = c.tls_cert.as_deref().zip(c.tls_key.as_deref());
+    let tls = smtp::starttls::acceptor(cert_key, &config.storage.data_dir, &c.hostname).context("SMTP TLS certificate")?;
+    let accounts = config
+        .accounts
+        .iter()
+        .map(|a| {
+            Ok(smtp::Account {
+                id: AccountId(a.id.clone()),
+                users: a.smtp_users.iter().map(|u| (u.username.clone(), u.password_hash.clone())).collect(),
+                relay_networks: a.relay_networks.iter().map(|n| parse_network(n)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let settings = smtp::Settings {
+        hostname: c.hostname.clone(),
+        max_message_bytes: c.max_message_bytes,
+        max_recipients: c.max_recipients,
+        command_timeout: Duration::from_secs(c.command_timeout_secs),
+        data_timeout: Duration::from_secs(c.data_timeout_secs),
+        max_connections: c.max_connections,
+        max_connections_per_ip: c.max_connections_per_ip,
+        allow_plaintext_auth: c.allow_plaintext_auth,
+        auth_failure_delay: Duration::from_millis(c.auth_failure_delay_ms),
+        max_auth_failures: c.max_auth_failures,
+        auth_lockout: Duration::from_secs(c.auth_lockout_secs),
+        account_rate: c.account_messages_per_second,
+        account_burst: c.account_burst,
+    };
+    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, Some(tls)));
+    let mut listeners = vec![];
+    for (addr, implicit) in std::iter::once((c.listen, false)).chain(c.implicit_tls_listen.map(|a| (a, true))) {
+        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the SMTP listener on {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, implicit_tls = implicit, "smtp listening");
+        listeners.push((l, implicit));
+    }
+    Ok(Some((server, listeners)))
 }
 
 /// Longest wait for components to finish their work at shutdown.

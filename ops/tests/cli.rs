@@ -46,3 +46,20 @@ fn the_dev_config_in_the_readme_checks() {
     let (ok, report) = herald(&["config", "check", "--config", path]);
     assert!(ok, "{report}");
 }
+
+#[test]
+fn accounts_hash_password_prints_a_verifiable_argon2_hash() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["accounts", "hash-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(herald_ingest::smtp::auth::verify_password("s3cret", hash.trim()));
+}

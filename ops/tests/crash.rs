@@ -45,6 +45,8 @@ async fn kill_9_after_accepting_loses_nothing() {
 data_dir = "{data}"
 [http]
 listen = "127.0.0.1:{http_port}"
+[smtp]
+listen = "127.0.0.1:0"
 [delivery]
 dns_servers = ["127.0.0.1:{dns}"]
 mx_port = {sink_port}

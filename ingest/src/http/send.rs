@@ -7,12 +7,13 @@
 //! any refusal appends nothing.
 
 use super::{authenticate, ApiError, ApiState};
+use crate::accept::{self, crlf};
 use crate::address::parse_mailbox;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use herald_schemas::{Body as MimeBody, MessageAccepted, MessageId, SendOptions, Timestamp};
+use herald_schemas::SendOptions;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -96,23 +97,8 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     }
     check_mime(&body)?;
 
-    let accepted_at = Timestamp::now();
-    let mut events = Vec::with_capacity(recipients.len());
-    let mut reply = Vec::with_capacity(recipients.len());
-    for r in recipients {
-        let id = MessageId::generate();
-        reply.push(AcceptedMessage { recipient: r.address.clone(), id: id.0.clone() });
-        events.push(MessageAccepted {
-            account: account.clone(),
-            message_id: id,
-            envelope_sender: sender.address.clone(),
-            recipient: r.address,
-            recipient_domain: r.domain,
-            options: request.options,
-            body: MimeBody::Inline(body.clone()),
-            accepted_at,
-        });
-    }
+    let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, body);
+    let reply = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
     state
         .submitter
         .submit(events)
@@ -199,47 +185,9 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
     }
 }
 
-/// Normalizes line endings to CRLF, as SMTP and DKIM canonicalization expect.
-fn crlf(body: Vec<u8>) -> Vec<u8> {
-    if !body.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r') && !body.starts_with(b"\n") {
-        return body;
-    }
-    let mut out = Vec::with_capacity(body.len() + body.len() / 40);
-    let mut prev = 0u8;
-    for &b in &body {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
-}
-
-/// A body must be an RFC 5322 message: a header section with a From field, then a body.
+/// The shared MIME check, as this route's error.
 fn check_mime(body: &[u8]) -> Result<(), ApiError> {
-    let invalid = |m: &str| unprocessable("invalid_mime", m.to_owned());
-    let header_end = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| invalid("no blank line ends the header section"))?;
-    for line in body[..header_end].split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let folded = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !folded && !line.is_empty() {
-            let colon = line.iter().position(|&b| b == b':');
-            let name_ok = colon.is_some_and(|c| c > 0 && line[..c].iter().all(|b| (33..=126).contains(b)));
-            if !name_ok {
-                return Err(invalid(&format!("malformed header line: {}", String::from_utf8_lossy(&line[..line.len().min(60)]))));
-            }
-        }
-    }
-    let parsed = mail_parser::MessageParser::new().parse_headers(body).ok_or_else(|| invalid("unparsable message"))?;
-    let from = parsed.from().and_then(|f| f.first()).and_then(|a| a.address());
-    if from.is_none_or(|a| !a.contains('@')) {
-        return Err(invalid("the message has no From: address"));
-    }
-    Ok(())
+    accept::check_mime(body).map_err(|m| unprocessable("invalid_mime", m))
 }
 
 #[cfg(test)]
@@ -253,12 +201,6 @@ mod tests {
         assert_eq!(check_mime(b"hello world").unwrap_err().code, "invalid_mime");
         assert_eq!(check_mime(b"Subject: x\r\n\r\nbody").unwrap_err().code, "invalid_mime");
         assert_eq!(check_mime(b"From a@b.test\r\n\r\nbody").unwrap_err().code, "invalid_mime");
-    }
-
-    #[test]
-    fn line_endings_become_crlf() {
-        assert_eq!(crlf(b"a\nb\r\nc\n".to_vec()), b"a\r\nb\r\nc\r\n");
-        assert_eq!(crlf(b"a\r\n".to_vec()), b"a\r\n");
     }
 
     #[test]

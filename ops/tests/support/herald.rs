@@ -21,6 +21,7 @@ pub fn config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16, backends:
     let mut c = Config::default();
     c.storage.data_dir = data_dir.to_owned();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.smtp.listen = "127.0.0.1:0".parse().unwrap();
     c.delivery.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
     c.delivery.mx_port = mx_port;
     c.delivery.helo_name = "mta.herald.test".into();
@@ -31,8 +32,8 @@ pub fn config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16, backends:
     c.delivery.command_timeout_secs = 10;
     c.backend.partitions = 4;
     c.accounts = vec![
-        Account { id: "acme".into(), api_keys: vec![KEY.into()] },
-        Account { id: "other".into(), api_keys: vec![OTHER_KEY.into()] },
+        Account { id: "acme".into(), api_keys: vec![KEY.into()], smtp_users: vec![], relay_networks: vec![] },
+        Account { id: "other".into(), api_keys: vec![OTHER_KEY.into()], smtp_users: vec![], relay_networks: vec![] },
     ];
     c.dkim = dkim;
     if let Backends::KafkaCql = backends {

@@ -1,0 +1,268 @@
+//! DATA (dot-terminated) and BDAT (RFC 3030 chunks), then acceptance: trace headers, the
+//! shared MIME check, one `MessageAccepted` per recipient, and the 250 only once
+//! `Submitter::submit` says every event is durable (451 4.3.0 otherwise, nothing accepted).
+//!
+//! Line endings (RFC 5321 §2.3.8, §4.1.1.4): only `CRLF.CRLF` ends DATA, so a bare LF
+//! can never end a message (no SMTP smuggling). A bare LF is normalized to CRLF and a line
+//! after it is not dot-unstuffed; a bare CR refuses the message (550 5.6.2); a NUL refuses
+//! it (550 5.6.0). 8-bit content without BODY=8BITMIME is accepted as is (as Postfix does).
+
+use super::reply::{self, Reply};
+use super::session::{Session, SessionError};
+use crate::accept;
+use herald_schemas::{SendOptions, Timestamp};
+
+/// Incremental DATA decoder: dot-unstuffing and end-of-data detection.
+#[derive(Default)]
+pub struct DotDecoder {
+    state: State,
+    pub body: Vec<u8>,
+    pub too_large: bool,
+    pub bare_cr: bool,
+    pub nul: bool,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum State {
+    #[default]
+    LineStart,
+    Text,
+    Cr,
+    Dot,
+    DotCr,
+}
+
+impl DotDecoder {
+    /// Consumes `bytes`; returns how many were used when the end of data was found.
+    pub fn feed(&mut self, bytes: &[u8], limit: usize) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.step(b, limit) {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    fn push(&mut self, bytes: &[u8], limit: usize) {
+        if self.body.len() + bytes.len() > limit {
+            self.too_large = true;
+        } else {
+            self.body.extend_from_slice(bytes);
+        }
+    }
+
+    fn step(&mut self, b: u8, limit: usize) -> bool {
+        self.nul |= b == 0;
+        match (self.state, b) {
+            (State::LineStart, b'.') => self.state = State::Dot,
+            (State::Dot, b'\r') => self.state = State::DotCr,
+            (State::DotCr, b'\n') => return true,
+            (State::DotCr, _) => {
+                self.state = State::Cr;
+                return self.step(b, limit);
+            }
+            (State::Cr, b'\n') => {
+                self.push(b"\r\n", limit);
+                self.state = State::LineStart;
+            }
+            (State::Cr, _) => {
+                self.bare_cr = true;
+                self.push(b"\r", limit);
+                self.state = State::Text;
+                return self.step(b, limit);
+            }
+            (_, b'\r') => self.state = State::Cr,
+            (_, b'\n') => {
+                self.push(b"\r\n", limit);
+                self.state = State::Text;
+            }
+            (_, b) => {
+                self.push(&[b], limit);
+                self.state = State::Text;
+            }
+        }
+        false
+    }
+}
+
+impl Session {
+    fn data_ready(&self) -> Option<Reply> {
+        match &self.tx {
+            None => Some(reply::bad_sequence("Need MAIL and RCPT before DATA")),
+            Some(tx) if tx.recipients.is_empty() => Some(Reply::refuse(554, "no_recipients", "5.5.1 No valid recipients")),
+            Some(tx) if !tx.chunks.is_empty() => Some(reply::bad_sequence("DATA after BDAT")),
+            Some(_) => None,
+        }
+    }
+
+    pub(super) async fn data(&mut self) -> Result<Reply, SessionError> {
+        if let Some(r) = self.data_ready() {
+            return Ok(r);
+        }
+        self.send(Reply::new(354, "Start mail input; end with <CRLF>.<CRLF>"));
+        let limit = self.server.settings.max_message_bytes;
+        let mut decoder = DotDecoder::default();
+        loop {
+            if let Some(used) = decoder.feed(&self.buf, limit) {
+                self.buf.drain(..used);
+                break;
+            }
+            self.buf.clear();
+            self.read_more(self.server.settings.data_timeout).await?;
+        }
+        if decoder.too_large {
+            self.tx = None;
+            return Ok(reply::too_large(limit));
+        }
+        let (bare_cr, nul) = (decoder.bare_cr, decoder.nul);
+        Ok(self.accept(decoder.body, bare_cr, nul).await)
+    }
+
+    pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Result<Reply, SessionError> {
+        let limit = self.server.settings.max_message_bytes;
+        let mut left = size;
+        let mut chunk = Vec::new();
+        let keep = self.tx.as_ref().is_some_and(|t| t.chunk_error.is_none() && t.chunks.len() + size <= limit);
+        loop {
+            let n = left.min(self.buf.len());
+            if keep {
+                chunk.extend_from_slice(&self.buf[..n]);
+            }
+            self.buf.drain(..n);
+            left -= n;
+            if left == 0 {
+                break;
+            }
+            self.read_more(self.server.settings.data_timeout).await?;
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Ok(reply::bad_sequence("Need MAIL and RCPT before BDAT"));
+        };
+        if tx.recipients.is_empty() {
+            tx.chunk_error = Some(Reply::refuse(554, "no_recipients", "5.5.1 No valid recipients"));
+        } else if !keep && tx.chunk_error.is_none() {
+            tx.chunk_error = Some(reply::too_large(limit));
+        }
+        if let Some(err) = tx.chunk_error.clone() {
+            if last {
+                self.tx = None;
+            }
+            return Ok(err);
+        }
+        tx.chunks.extend_from_slice(&chunk);
+        if !last {
+            return Ok(Reply::new(250, format!("2.0.0 {size} octets received")));
+        }
+        let body = std::mem::take(&mut tx.chunks);
+        let bare_cr = body.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n') || body.last() == Some(&b'\r');
+        let nul = body.contains(&0);
+        Ok(self.accept(accept::crlf(body), bare_cr, nul).await)
+    }
+
+    /// Ends the transaction with `body` (CRLF line endings): the final reply.
+    async fn accept(&mut self, body: Vec<u8>, bare_cr: bool, nul: bool) -> Reply {
+        let Some(tx) = self.tx.take() else {
+            return reply::bad_sequence("No transaction");
+        };
+        if nul {
+            return Reply::refuse(550, "nul", "5.6.0 NUL characters are not allowed in messages");
+        }
+        if bare_cr {
+            return Reply::refuse(550, "bare_cr", "5.6.2 Bare CR characters are not allowed (RFC 5321 §2.3.8)");
+        }
+        let (Some(account), sender) = (tx.account, tx.sender) else {
+            return reply::auth_required();
+        };
+        let limit = self.server.settings.max_message_bytes;
+        let body = self.trace_headers(body);
+        if body.len() > limit {
+            return reply::too_large(limit);
+        }
+        if let Err(e) = accept::check_mime(&body) {
+            return Reply::refuse(550, "invalid_mime", format!("5.6.0 {e}"));
+        }
+        let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
+        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
+        match self.server.submitter.submit(events).await {
+            Ok(()) => {
+                metrics::counter!("herald_smtp_ingest_messages_total").increment(1);
+                let ids: Vec<&str> = accepted.iter().map(|a| a.id.0.as_str()).collect();
+                Reply::new(250, format!("2.0.0 Ok: queued as {}", ids.join(" ")))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "smtp: append failed; message refused");
+                Reply::refuse(451, "log_unavailable", "4.3.0 Temporary failure storing the message, try again")
+            }
+        }
+    }
+
+    /// Prepends `Received:`, and `Message-ID:`/`Date:` when the message has none.
+    fn trace_headers(&self, body: Vec<u8>) -> Vec<u8> {
+        let s = &self.server.settings;
+        let now = Timestamp::now();
+        let date = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now.0) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+            .unwrap_or_default();
+        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        let proto = match (esmtp, self.tls, self.authenticated.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let helo: String = helo.chars().filter(|c| !c.is_control()).collect();
+        let mut head = format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (Herald) with {proto};\r\n\t{date}\r\n",
+            self.peer.ip(),
+            s.hostname
+        );
+        if !accept::has_header(&body, "Message-ID") {
+            head.push_str(&format!("Message-ID: <{}@{}>\r\n", uuid::Uuid::now_v7(), s.hostname));
+        }
+        if !accept::has_header(&body, "Date") {
+            head.push_str(&format!("Date: {date}\r\n"));
+        }
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(input: &[u8]) -> (Option<usize>, DotDecoder) {
+        let mut d = DotDecoder::default();
+        let r = d.feed(input, 1 << 20);
+        (r, d)
+    }
+
+    #[test]
+    fn unstuffs_and_ends_only_on_crlf_dot_crlf() {
+        let (end, d) = decode(b"a\r\n..b\r\n.\r\nNEXT");
+        assert_eq!(end, Some(11));
+        assert_eq!(d.body, b"a\r\n.b\r\n");
+        let (end, d) = decode(b"a\n.\nb\n.\r\nx");
+        assert_eq!(end, None, "bare LF never ends data");
+        assert_eq!(d.body, b"a\r\n.\r\nb\r\n.\r\nx");
+        let (end, _) = decode(b".\r\n");
+        assert_eq!(end, Some(3));
+        let (_, d) = decode(b"a\rb\r\n");
+        assert!(d.bare_cr);
+    }
+
+    #[test]
+    fn split_feeds_agree() {
+        let input = b"x\r\n..y\r\nz\r\n.\r\n";
+        for cut in 0..input.len() {
+            let mut d = DotDecoder::default();
+            let first = d.feed(&input[..cut], 1 << 20);
+            let end = first.or_else(|| d.feed(&input[cut..], 1 << 20).map(|n| n + cut));
+            assert_eq!(end, Some(input.len()));
+            assert_eq!(d.body, b"x\r\n.y\r\nz\r\n");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! SMTP replies with RFC 3463 enhanced status codes, and the refusal metric.
+
+use std::borrow::Cow;
+
+/// One (possibly multi-line) reply: `code` and text lines, enhanced code inside the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<Cow<'static, str>>,
+}
+
+impl Reply {
+    pub fn new(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
+        Reply { code, lines: vec![text.into()] }
+    }
+
+    /// A refusal: also counted in `herald_smtp_ingest_refusals_total{reason}`.
+    pub fn refuse(code: u16, reason: &'static str, text: impl Into<Cow<'static, str>>) -> Self {
+        metrics::counter!("herald_smtp_ingest_refusals_total", "reason" => reason).increment(1);
+        Reply::new(code, text)
+    }
+
+    /// No reply at all (after a TLS handshake).
+    pub fn silent() -> Self {
+        Reply { code: 0, lines: vec![] }
+    }
+
+    /// Wire form: `250-a\r\n250 b\r\n`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let last = self.lines.len().saturating_sub(1);
+        for (i, line) in self.lines.iter().enumerate() {
+            let sep = if i == last { ' ' } else { '-' };
+            out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes());
+        }
+    }
+
+    /// 421: the session ends after this reply.
+    pub fn closes(&self) -> bool {
+        self.code == 421 || self.code == 221
+    }
+}
+
+pub fn ok() -> Reply {
+    Reply::new(250, "2.0.0 OK")
+}
+pub fn bad_sequence(what: &'static str) -> Reply {
+    Reply::refuse(503, "bad_sequence", format!("5.5.1 {what}"))
+}
+pub fn unknown_command() -> Reply {
+    Reply::refuse(500, "unknown_command", "5.5.2 Command unrecognized")
+}
+pub fn syntax(what: impl Into<Cow<'static, str>>) -> Reply {
+    Reply::refuse(501, "syntax", format!("5.5.4 {}", what.into()))
+}
+pub fn line_too_long() -> Reply {
+    Reply::refuse(500, "line_too_long", "5.5.2 Line too long (at most 1000 octets)")
+}
+pub fn auth_required() -> Reply {
+    Reply::refuse(530, "auth_required", "5.7.0 Authentication required")
+}
+pub fn encryption_required() -> Reply {
+    Reply::refuse(538, "encryption_required", "5.7.11 Encryption required for requested authentication mechanism")
+}
+pub fn timeout() -> Reply {
+    Reply::refuse(421, "timeout", "4.4.2 Timeout, closing connection")
+}
+pub fn shutting_down() -> Reply {
+    Reply::new(421, "4.3.2 Service shutting down, closing connection")
+}
+pub fn too_large(limit: usize) -> Reply {
+    Reply::refuse(552, "message_too_large", format!("5.3.4 Message too big (at most {limit} octets)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiline() {
+        let mut r = Reply::new(250, "a");
+        r.lines.push("b".into());
+        let mut out = vec![];
+        r.write_to(&mut out);
+        assert_eq!(out, b"250-a\r\n250 b\r\n");
+    }
+}

@@ -1,0 +1,230 @@
+//! SMTP ingestion with real clients: swaks (STARTTLS + AUTH PLAIN, AUTH LOGIN, --pipeline)
+//! and Python smtplib (starttls, login, sendmail with a refused recipient) submit to Herald,
+//! which delivers to the in-test sink through Knot DNS; the API shows the messages. Raw
+//! sessions check the refusals: 530 without AUTH, 538 before TLS, a wrong password, and
+//! that plaintext pipelined after STARTTLS is discarded.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+use support::dns::{Knot, Zone};
+use support::herald::{config, start, Backends, KEY};
+use support::sink::Sink;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+const USER: &str = "alice@acme.test";
+const PASSWORD: &str = "correct horse";
+
+struct World {
+    _knot: Knot,
+    sink: Sink,
+    herald: support::herald::Running,
+    smtp_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let knot = Knot::start(&[Zone { origin: "example.test".into(), records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()] }]);
+    let (sink, addr) = Sink::start(0).await;
+    let mut c = config(&dir.path().join("data"), knot.port, addr.port(), Backends::Embedded, vec![]);
+    let smtp_port = support::free_port();
+    c.smtp.listen = format!("127.0.0.1:{smtp_port}").parse().unwrap();
+    c.smtp.hostname = "mx.herald.test".into();
+    c.smtp.auth_failure_delay_ms = 100;
+    c.accounts[0].smtp_users =
+        vec![herald::config::SmtpUser { username: USER.into(), password_hash: herald_ingest::smtp::auth::hash_password(PASSWORD).unwrap() }];
+    let herald = start(c).await;
+    World { _knot: knot, sink, herald, smtp_port, _dir: dir }
+}
+
+/// Runs a command with a 60 s bound; returns (success, stdout+stderr).
+async fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = tokio::time::timeout(Duration::from_secs(60), tokio::process::Command::new(program).args(args).kill_on_drop(true).output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} timed out"))
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+async fn swaks(w: &World, extra: &[&str], to: &str, subject: &str) -> (bool, String) {
+    let port = w.smtp_port.to_string();
+    let subject = format!("Subject: {subject}");
+    let mut args = vec!["--server", "127.0.0.1", "--port", &port, "--ehlo", "client.test", "--from", "a@sender.test", "--to", to];
+    args.extend(["--header", &subject, "--timeout", "20"]);
+    args.extend(extra);
+    run("swaks", &args).await
+}
+
+fn queued_ids(transcript: &str) -> Vec<String> {
+    transcript
+        .lines()
+        .filter_map(|l| l.split("queued as ").nth(1))
+        .flat_map(|ids| ids.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_submits_with_starttls_auth_plain_login_and_pipelining() {
+    let w = world().await;
+    let auth = ["--tls", "--auth-user", USER, "--auth-password", PASSWORD];
+    let cases: [(&[&str], &str, &str); 3] =
+        [(&["--auth", "PLAIN"], "plain@example.test", "swaks-plain"), (&["--auth", "LOGIN"], "login@example.test", "swaks-login"), (&["--auth", "PLAIN", "--pipeline"], "piped@example.test", "swaks-pipe")];
+    for (mech, to, subject) in cases {
+        let args: Vec<&str> = auth.iter().chain(mech.iter()).copied().collect();
+        let (ok, transcript) = swaks(&w, &args, to, subject).await;
+        assert!(ok, "{transcript}");
+        assert!(transcript.contains("235 2.7.0"), "{transcript}");
+        let ids = queued_ids(&transcript);
+        assert_eq!(ids.len(), 1, "{transcript}");
+        let view = w.herald.wait_status(&ids[0], "delivered", 30).await;
+        assert_eq!(view["recipient"], to, "{view}");
+        let got = w.sink.messages().into_iter().find(|m| m.to.iter().any(|t| t == to)).expect("the sink got it");
+        let data = String::from_utf8_lossy(&got.data);
+        assert!(data.contains(&format!("Subject: {subject}")), "{data}");
+        assert!(data.starts_with("Received: from client.test ([127.0.0.1])") && data.contains("with ESMTPSA"), "{data}");
+        assert_eq!(got.from, "a@sender.test");
+    }
+    w.herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_smtplib_sendmail_with_a_refused_recipient() {
+    let w = world().await;
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', int(sys.argv[1]), timeout=20)
+s.ehlo('py.test'); s.starttls(); s.ehlo('py.test'); s.login(sys.argv[2], sys.argv[3])
+msg = "From: Py <a@sender.test>\r\nTo: p1@example.test\r\nSubject: python\r\n\r\nhello from python\r\n"
+refused = s.sendmail('a@sender.test', ['p1@example.test', 'bad@@example', 'p2@example.test'], msg)
+print('REFUSED', refused)
+s.quit()
+"#;
+    let port = w.smtp_port.to_string();
+    let (ok, out) = run("python3", &["-c", script, &port, USER, PASSWORD]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("bad@@example") && out.contains("5.1.3"), "{out}");
+    let sink = w.sink.clone();
+    support::eventually(30, "both recipients delivered", || {
+        let sink = sink.clone();
+        async move {
+            let got: Vec<String> = sink.messages().iter().filter(|m| String::from_utf8_lossy(&m.data).contains("Subject: python")).flat_map(|m| m.to.clone()).collect();
+            (got.contains(&"p1@example.test".to_owned()) && got.contains(&"p2@example.test".to_owned())).then_some(())
+        }
+    })
+    .await;
+    let m = w.sink.messages().into_iter().find(|m| m.to.contains(&"p1@example.test".to_owned())).unwrap();
+    let data = String::from_utf8_lossy(&m.data);
+    assert!(data.contains("Message-ID: <") && data.contains("Date: "), "added when missing: {data}");
+    let stats = w.herald.stats(KEY).await;
+    assert!(stats.to_string().contains("accepted"), "{stats}");
+    w.herald.stop().await;
+}
+
+/// Reads one (possibly multi-line) reply.
+async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line)).await.expect("reply in time").unwrap();
+        all.push_str(&line);
+        if line.len() < 4 || line.as_bytes()[3] != b'-' {
+            return all;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_without_auth_before_tls_and_wrong_password() {
+    let w = world().await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", w.smtp_port)).await.unwrap();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    assert!(reply(&mut rd).await.starts_with("220 mx.herald.test"));
+    wr.write_all(b"EHLO raw.test\r\n").await.unwrap();
+    let ehlo = reply(&mut rd).await;
+    assert!(ehlo.contains("STARTTLS") && ehlo.contains("CHUNKING") && !ehlo.contains("AUTH"), "{ehlo}");
+    wr.write_all(b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<b@example.test>\r\nAUTH PLAIN AGFAYgBj\r\n").await.unwrap();
+    assert!(reply(&mut rd).await.starts_with("250 2.1.0"));
+    assert!(reply(&mut rd).await.starts_with("530 5.7.0 Authentication required"));
+    assert!(reply(&mut rd).await.starts_with("503 5.5.1"), "AUTH inside a transaction");
+    wr.write_all(b"RSET\r\nAUTH PLAIN AGFAYgBj\r\n").await.unwrap();
+    reply(&mut rd).await;
+    assert!(reply(&mut rd).await.starts_with("538 5.7.11"));
+
+    let (ok, transcript) = swaks(&w, &["--tls", "--auth", "PLAIN", "--auth-user", USER, "--auth-password", "wrong"], "x@example.test", "nope").await;
+    assert!(!ok && transcript.contains("535 5.7.8"), "{transcript}");
+    assert!(w.sink.messages().is_empty());
+    w.herald.stop().await;
+}
+
+#[derive(Debug)]
+struct AnyCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_pipelined_after_starttls_are_discarded() {
+    let w = world().await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", w.smtp_port)).await.unwrap();
+    let mut text = String::new();
+    while !text.contains("220 ") {
+        let mut b = [0u8; 512];
+        let n = stream.read(&mut b).await.unwrap();
+        text.push_str(&String::from_utf8_lossy(&b[..n]));
+    }
+    stream.write_all(b"EHLO raw.test\r\n").await.unwrap();
+    let mut ehlo = String::new();
+    while !ehlo.contains("\r\n250 ") {
+        let mut b = [0u8; 1024];
+        let n = stream.read(&mut b).await.unwrap();
+        ehlo.push_str(&String::from_utf8_lossy(&b[..n]));
+    }
+    // One write: the RSET is plaintext injected before the handshake.
+    stream.write_all(b"STARTTLS\r\nRSET\r\n").await.unwrap();
+    let mut ready = [0u8; 64];
+    let n = stream.read(&mut ready).await.unwrap();
+    assert!(String::from_utf8_lossy(&ready[..n]).starts_with("220 2.0.0"), "{}", String::from_utf8_lossy(&ready[..n]));
+    let config = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(Arc::new(AnyCert)).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = connector.connect("mx.herald.test".try_into().unwrap(), stream).await.expect("handshake");
+    let mut tls = BufReader::new(tls);
+    let mut early = [0u8; 64];
+    let nothing = tokio::time::timeout(Duration::from_millis(500), tls.read(&mut early)).await;
+    assert!(nothing.is_err(), "the server answered the injected RSET: {:?}", nothing.map(|r| r.map(|n| String::from_utf8_lossy(&early[..n]).into_owned())));
+    tls.get_mut().write_all(b"EHLO raw.test\r\n").await.unwrap();
+    let ehlo = reply(&mut tls).await;
+    assert!(ehlo.starts_with("250-mx.herald.test") && ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    w.herald.stop().await;
+}
