@@ -160,10 +160,7 @@ impl KafkaLog {
             .set("max.partition.fetch.bytes", MAX_MESSAGE_BYTES)
             .create()?;
         let consumer = Arc::new(consumer);
-        let mut tpl = TopicPartitionList::new();
-        for a in assignments {
-            tpl.add_partition_offset(&a.topic, a.partition as i32, Offset::Stored)?;
-        }
+        let tpl = start_offsets(&consumer, assignments).await?;
         consumer.assign(&tpl)?;
         let mut out: Vec<Box<dyn PartitionConsumer>> = Vec::new();
         for a in assignments {
@@ -185,6 +182,44 @@ impl KafkaLog {
         });
         Ok(out)
     }
+}
+
+/// The group's committed offset of every assignment (the beginning where none was
+/// committed), asked of the group coordinator explicitly. Assigning `Offset::Stored`
+/// instead leaves librdkafka to fetch them itself, and on a cluster whose
+/// `__consumer_offsets` does not exist yet that fetch was seen to stall a partition for
+/// over a minute. The coordinator is waited for, within bounds.
+async fn start_offsets(consumer: &Arc<StreamConsumer>, assignments: &[Assignment]) -> Result<TopicPartitionList, LogError> {
+    let mut wanted = TopicPartitionList::new();
+    for a in assignments {
+        wanted.add_partition(&a.topic, a.partition as i32);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut backoff = Duration::from_millis(200);
+    let committed = loop {
+        let (c, w) = (consumer.clone(), wanted.clone());
+        let result = tokio::task::spawn_blocking(move || c.committed_offsets(w, Duration::from_secs(10)))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        match result {
+            Ok(committed) => break committed,
+            Err(e) if Instant::now() < deadline && is_retriable(&e) => {
+                tracing::info!(error = %e, "waiting for the Kafka group coordinator");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut tpl = TopicPartitionList::new();
+    for a in assignments {
+        let offset = match committed.find_partition(&a.topic, a.partition as i32).map(|e| e.offset()) {
+            Some(Offset::Offset(n)) if n >= 0 => Offset::Offset(n),
+            _ => Offset::Beginning,
+        };
+        tpl.add_partition_offset(&a.topic, a.partition as i32, offset)?;
+    }
+    Ok(tpl)
 }
 
 fn is_retriable(e: &rdkafka::error::KafkaError) -> bool {
