@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 use support::dns::{Knot, Zone};
 use support::herald::{config, start, Backends, KEY};
@@ -159,41 +158,6 @@ async fn refusals_without_auth_before_tls_and_wrong_password() {
     w.herald.stop().await;
 }
 
-#[derive(Debug)]
-struct AnyCert;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_pipelined_after_starttls_are_discarded() {
     let w = world().await;
@@ -216,8 +180,8 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     let mut ready = [0u8; 64];
     let n = stream.read(&mut ready).await.unwrap();
     assert!(String::from_utf8_lossy(&ready[..n]).starts_with("220 2.0.0"), "{}", String::from_utf8_lossy(&ready[..n]));
-    let config = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(Arc::new(AnyCert)).with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    // Herald's own opportunistic-TLS connector: it does not check the self-signed certificate.
+    let connector = herald_engine::delivery::smtp::Tls::opportunistic().unwrap().connector().clone();
     let tls = connector.connect("mx.herald.test".try_into().unwrap(), stream).await.expect("handshake");
     let mut tls = BufReader::new(tls);
     let mut early = [0u8; 64];

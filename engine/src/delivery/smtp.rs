@@ -32,6 +32,11 @@ impl Tls {
     pub fn opportunistic() -> Result<Self, String> {
         mail_send::smtp::tls::build_tls_connector(true).map(Tls)
     }
+
+    /// The connector, for other clients that need the same unauthenticated TLS.
+    pub fn connector(&self) -> &tokio_rustls::TlsConnector {
+        &self.0
+    }
 }
 
 pub struct Envelope<'a> {
