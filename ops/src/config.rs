@@ -218,17 +218,38 @@ impl Default for Backend {
     }
 }
 
-/// Static partition ownership: node `i` of `n` works partitions `p` with `p % n == i`.
+/// Static partition ownership: node `i` of `n` works partitions `p` with `p % n == i`;
+/// `roles` picks the components this node runs (all of them by default).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
     pub node_index: u32,
     pub node_count: u32,
+    pub roles: Vec<Role>,
+}
+
+/// A component of `herald serve`. The HTTP API (`POST /v1/send`, queries, metrics) runs on
+/// every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The SMTP listeners.
+    Smtp,
+    /// Delivery workers for the owned partitions.
+    Deliver,
+    /// The projector for the owned partitions.
+    Project,
 }
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { node_index: 0, node_count: 1 }
+        Cluster { node_index: 0, node_count: 1, roles: vec![Role::Smtp, Role::Deliver, Role::Project] }
+    }
+}
+
+impl Cluster {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `herald serve`: the whole pipeline in one process: REST ingestion, delivery workers,
 //! projector and queries, on the backends the config names.
 
-use crate::config::{parse_network, Config, LogBackend, StoreBackend};
+use crate::config::{parse_network, Config, LogBackend, Role, StoreBackend};
 use anyhow::Context;
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
 use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
@@ -165,11 +165,11 @@ pub async fn run(
     }
 
     let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> = tokio::task::JoinSet::new();
-    {
+    if config.cluster.has(Role::Deliver) {
         let (owned, shutdown) = (owned.clone(), shutdown.clone());
         tasks.spawn(async move { ("delivery workers", worker.run(&owned, shutdown).await.map_err(Into::into)) });
     }
-    {
+    if config.cluster.has(Role::Project) {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { ("projector", projector.run(&owned, shutdown).await.map_err(Into::into)) });
     }
@@ -213,7 +213,7 @@ async fn smtp_listeners(
     submitter: Submitter,
 ) -> anyhow::Result<Option<(Arc<smtp::Server>, Vec<(tokio::net::TcpListener, bool)>)>> {
     let c = &config.smtp;
-    if !c.enabled {
+    if !c.enabled || !config.cluster.has(Role::Smtp) {
         return Ok(None);
     }
     let cert_key = c.tls_cert.as_deref().zip(c.tls_key.as_deref());

@@ -1,8 +1,10 @@
-//! SMTP ingestion with real clients: swaks (STARTTLS + AUTH PLAIN, AUTH LOGIN, --pipeline)
-//! and Python smtplib (starttls, login, sendmail with a refused recipient) submit to Herald,
-//! which delivers to the in-test sink through Knot DNS; the API shows the messages. Raw
-//! sessions check the refusals: 530 without AUTH, 538 before TLS, a wrong password, and
-//! that plaintext pipelined after STARTTLS is discarded.
+//! SMTP ingestion with real clients: swaks (STARTTLS + AUTH PLAIN, AUTH LOGIN, --pipeline,
+//! implicit TLS), Python smtplib (starttls, login, sendmail with a refused recipient) and
+//! Postfix as a smart host (relayhost, SASL client auth, TLS) submit to Herald, which
+//! delivers to the in-test sink through Knot DNS; the API shows the messages. Raw sessions
+//! check the refusals: 530 without AUTH, 538 before TLS, a wrong password, plaintext
+//! pipelined after STARTTLS discarded, connection limits, the command timeout, the account
+//! rate limit and the AUTH lockout.
 
 mod support;
 
@@ -24,6 +26,11 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+/// The world with `tweak` applied to Herald's config before it starts.
+async fn world_with(tweak: impl FnOnce(&mut herald::config::Config)) -> World {
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start(&[Zone { origin: "example.test".into(), records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()] }]);
     let (sink, addr) = Sink::start(0).await;
@@ -34,6 +41,7 @@ async fn world() -> World {
     c.smtp.auth_failure_delay_ms = 100;
     c.accounts[0].smtp_users =
         vec![herald::config::SmtpUser { username: USER.into(), password_hash: herald_ingest::smtp::auth::hash_password(PASSWORD).unwrap() }];
+    tweak(&mut c);
     let herald = start(c).await;
     World { _knot: knot, sink, herald, smtp_port, _dir: dir }
 }
@@ -190,5 +198,203 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     tls.get_mut().write_all(b"EHLO raw.test\r\n").await.unwrap();
     let ehlo = reply(&mut tls).await;
     assert!(ehlo.starts_with("250-mx.herald.test") && ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    w.herald.stop().await;
+}
+
+/// A private Postfix instance (ops/scripts/postfix-relay.sh), stopped on drop.
+struct Postfix {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl Postfix {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postfix-relay.sh")
+    }
+
+    /// Listens on a free port and relays everything to `[127.0.0.1]:relay_port`, with
+    /// `extra` appended to its main.cf.
+    fn start(dir: &std::path::Path, relay_port: u16, extra: &str) -> Postfix {
+        let port = support::free_port();
+        let out = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("start")
+            .arg(dir)
+            .args([port.to_string(), relay_port.to_string()])
+            .env("POSTFIX_EXTRA_MAIN_CF", extra)
+            .output()
+            .expect("postfix-relay.sh");
+        assert!(out.status.success(), "postfix did not start: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Postfix { dir: dir.to_owned(), port }
+    }
+
+    fn maillog(&self) -> String {
+        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash").arg(Self::script()).arg("stop").arg(&self.dir).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postfix_as_a_smart_host_relays_with_sasl_and_tls() {
+    let w = world().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("postfix");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Postfix's table format: the key, whitespace, then the rest of the line is the value.
+    let passwords = tmp.path().join("sasl_passwd");
+    std::fs::write(&passwords, format!("[127.0.0.1]:{} {USER}:{PASSWORD}\n", w.smtp_port)).unwrap();
+    let extra = format!(
+        "smtp_sasl_auth_enable = yes\nsmtp_sasl_password_maps = texthash:{}\nsmtp_sasl_security_options = noanonymous\n\
+         smtp_sasl_tls_security_options = noanonymous\nsmtp_sasl_mechanism_filter = plain, login\n\
+         smtp_tls_security_level = encrypt\nsmtp_tls_loglevel = 1\n",
+        passwords.display()
+    );
+    let postfix = tokio::task::block_in_place(|| Postfix::start(&dir, w.smtp_port, &extra));
+
+    // An application hands the message to its local Postfix, which relays it to Herald.
+    let port = postfix.port.to_string();
+    let (ok, transcript) = run(
+        "swaks",
+        &["--server", "127.0.0.1", "--port", &port, "--ehlo", "app.test", "--from", "a@sender.test", "--to", "relayed@example.test", "--header", "Subject: via-postfix", "--timeout", "20"],
+    )
+    .await;
+    assert!(ok, "{transcript}");
+    let sink = w.sink.clone();
+    let got = support::eventually(60, "the relayed message reaches the sink", || {
+        let sink = sink.clone();
+        async move { sink.messages().into_iter().find(|m| m.to.iter().any(|t| t == "relayed@example.test")) }
+    })
+    .await;
+    let data = String::from_utf8_lossy(&got.data);
+    assert!(data.contains("Subject: via-postfix"), "{data}");
+    // Herald's trace header: Postfix's HELO name, and TLS plus AUTH (ESMTPSA); Postfix's own
+    // Received: follows it.
+    assert!(data.starts_with("Received: from relay.herald.test ([127.0.0.1])") && data.contains("with ESMTPSA"), "{data}");
+    assert!(data.contains("by relay.herald.test (Postfix)"), "{data}");
+    assert_eq!(got.from, "a@sender.test");
+
+    // Postfix logged Herald's 250 with the message id; the owning account's API shows it.
+    let log = postfix.maillog();
+    let id = log
+        .lines()
+        .filter(|l| l.contains("relayed@example.test") && l.contains("status=sent"))
+        .find_map(|l| l.split("queued as ").nth(1))
+        .map(|rest| rest.trim_end_matches(')').split_whitespace().next().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| panic!("no relay to Herald in the Postfix log:\n{log}"));
+    assert!(log.contains("Trusted TLS connection established") || log.contains("TLS connection established"), "{log}");
+    let view = w.herald.wait_status(&id, "delivered", 30).await;
+    assert_eq!(view["recipient"], "relayed@example.test", "{view}");
+    let (status, _) = w.herald.get(support::herald::OTHER_KEY, &format!("/v1/messages/{id}")).await;
+    assert_eq!(status, 404, "another account does not see it");
+    drop(postfix);
+    w.herald.stop().await;
+}
+
+/// A raw plaintext connection to `port`, after its greeting (which it returns).
+async fn connect(port: u16) -> (BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf, String) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let greeting = reply(&mut rd).await;
+    (rd, wr, greeting)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_connection_limits_timeout_rate_limit_and_auth_lockout() {
+    let implicit = support::free_port();
+    let w = world_with(|c| {
+        c.smtp.implicit_tls_listen = Some(format!("127.0.0.1:{implicit}").parse().unwrap());
+        c.smtp.max_connections_per_ip = 2;
+        c.smtp.command_timeout_secs = 1;
+        c.smtp.account_messages_per_second = 1;
+        c.smtp.account_burst = 1;
+        c.smtp.max_auth_failures = 2;
+        c.smtp.allow_plaintext_auth = true;
+        // Unauthenticated sessions from loopback are the other account's (smart host).
+        c.accounts[1].relay_networks = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+
+    // Implicit TLS (port 465 style) with AUTH PLAIN, by swaks.
+    let port = implicit.to_string();
+    let (ok, transcript) = run(
+        "swaks",
+        &["--server", "127.0.0.1", "--port", &port, "--tls-on-connect", "--auth", "PLAIN", "--auth-user", USER, "--auth-password", PASSWORD, "--ehlo", "tls.test", "--from", "a@sender.test", "--to", "implicit@example.test", "--timeout", "20"],
+    )
+    .await;
+    assert!(ok, "{transcript}");
+    let ids = queued_ids(&transcript);
+    assert_eq!(ids.len(), 1, "{transcript}");
+    w.herald.wait_status(&ids[0], "delivered", 30).await;
+    let sink = w.sink.clone();
+    let got = support::eventually(30, "delivered", || {
+        let sink = sink.clone();
+        async move { sink.messages().into_iter().find(|m| m.to.iter().any(|t| t == "implicit@example.test")) }
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&got.data).contains("with ESMTPSA"));
+
+    // The account's message rate (1/s, burst 1): the second MAIL at once is 451 4.7.1.
+    let (mut rd, mut wr, greeting) = connect(w.smtp_port).await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    wr.write_all(b"EHLO raw.test\r\nMAIL FROM:<a@sender.test>\r\nRSET\r\nMAIL FROM:<a@sender.test>\r\nQUIT\r\n").await.unwrap();
+    reply(&mut rd).await;
+    assert!(reply(&mut rd).await.starts_with("250 2.1.0"));
+    reply(&mut rd).await;
+    let limited = reply(&mut rd).await;
+    assert!(limited.starts_with("451 4.7.1"), "{limited}");
+    assert!(reply(&mut rd).await.starts_with("221"));
+    drop((rd, wr));
+
+    // The command timeout (1 s here): an idle client is told 421 4.4.2 and disconnected.
+    let (mut rd, wr, _) = connect(w.smtp_port).await;
+    let started = std::time::Instant::now();
+    let timeout = reply(&mut rd).await;
+    assert!(timeout.starts_with("421 4.4.2"), "{timeout}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    drop((rd, wr));
+
+    // Two connections per client IP: the third is refused at connect. Closed sessions free
+    // their slots a moment after the client leaves, so wait for two greetings first.
+    let sp = w.smtp_port;
+    let (first, second) = support::eventually(10, "two connection slots free", move || async move {
+        let a = connect(sp).await;
+        let b = connect(sp).await;
+        (a.2.starts_with("220 ") && b.2.starts_with("220 ")).then_some((a, b))
+    })
+    .await;
+    let (_, _, third) = connect(w.smtp_port).await;
+    assert!(third.starts_with("421 4.7.0"), "{third}");
+    drop((first, second));
+
+    // AUTH lockout after two failures from one IP: the second failure closes with 421, and
+    // even the right password is refused afterwards.
+    let (mut rd, mut wr, _) = support::eventually(10, "a slot", move || async move {
+        let c = connect(sp).await;
+        c.2.starts_with("220 ").then_some(c)
+    })
+    .await;
+    use base64::Engine;
+    let b64 = |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"));
+    wr.write_all(format!("EHLO raw.test\r\nAUTH PLAIN {}\r\n", b64(USER, "wrong")).as_bytes()).await.unwrap();
+    reply(&mut rd).await;
+    assert!(reply(&mut rd).await.starts_with("535 5.7.8"));
+    wr.write_all(format!("AUTH PLAIN {}\r\n", b64(USER, "wrong again")).as_bytes()).await.unwrap();
+    assert!(reply(&mut rd).await.starts_with("421 4.7.0"));
+    drop((rd, wr));
+    let (mut rd, mut wr, _) = support::eventually(10, "a slot", move || async move {
+        let c = connect(sp).await;
+        c.2.starts_with("220 ").then_some(c)
+    })
+    .await;
+    wr.write_all(format!("EHLO raw.test\r\nAUTH PLAIN {}\r\n", b64(USER, PASSWORD)).as_bytes()).await.unwrap();
+    reply(&mut rd).await;
+    let locked = reply(&mut rd).await;
+    assert!(locked.starts_with("421 4.7.0"), "{locked}");
     w.herald.stop().await;
 }

@@ -4,7 +4,7 @@
 //! clients, DKIM RSA-2048 signed at send time, MX found through Knot, delivered to
 //! Postfix's `smtp-sink`; measured from the first POST to the sink's N-th message.
 //! Postfix: `smtp-source` sends N 5 KB messages over C sessions to a private Postfix relay
-//! (benches/e2e/postfix-relay.sh) that relays them, unsigned, to a fresh `smtp-sink`;
+//! (ops/scripts/postfix-relay.sh) that relays them, unsigned, to a fresh `smtp-sink`;
 //! measured from smtp-source's start to the sink's N-th message.
 //!
 //! Usage (after `cargo build --release -p herald -p herald-benches`):
@@ -225,7 +225,7 @@ fn postfix(a: &Args, dir: &Path) -> Result<f64> {
     let sink_port = free_port();
     let sink = start_sink(sink_port, a.messages)?;
     let listen = free_port();
-    let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/postfix-relay.sh");
+    let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/scripts/postfix-relay.sh");
     let pf = dir.join("postfix");
     let ok = Command::new("bash").arg(&script).args(["start"]).arg(&pf).args([listen.to_string(), sink_port.to_string()]).status()?;
     if !ok.success() {

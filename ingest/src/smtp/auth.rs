@@ -117,16 +117,29 @@ impl Session {
     }
 }
 
+/// A hash of a random password with the default parameters: an unknown user name is
+/// verified against it, so it costs as much as a known one and timing does not tell which
+/// user names exist.
+static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    let mut secret = [0u8; 16];
+    OsRng.fill_bytes(&mut secret);
+    hash_password(&b64().encode(secret)).unwrap_or_default()
+});
+
 /// The account of `user` if `password` is right (argon2 on a blocking thread).
 async fn check(server: &Server, user: &str, password: &str) -> Option<AccountId> {
     let found = server
         .accounts
         .iter()
         .find_map(|a| a.users.iter().find(|(u, _)| u == user).map(|(_, h)| (a.id.clone(), h.clone())));
-    let (account, hash) = found?;
+    let (account, hash) = match found {
+        Some((account, hash)) => (Some(account), hash),
+        None => (None, DECOY_HASH.clone()),
+    };
     let password = password.to_owned();
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
-    ok.then_some(account)
+    account.filter(|_| ok)
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, Reply> {

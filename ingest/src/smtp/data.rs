@@ -35,9 +35,22 @@ enum State {
 impl DotDecoder {
     /// Consumes `bytes`; returns how many were used when the end of data was found.
     pub fn feed(&mut self, bytes: &[u8], limit: usize) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Fast path: inside a line, copy up to the next CR, LF or NUL in one go.
+            if self.state == State::Text || (self.state == State::LineStart && bytes[i] != b'.') {
+                let run = memchr::memchr3(b'\r', b'\n', 0, &bytes[i..]).unwrap_or(bytes.len() - i);
+                if run > 0 {
+                    self.push(&bytes[i..i + run], limit);
+                    self.state = State::Text;
+                    i += run;
+                    continue;
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             if self.step(b, limit) {
-                return Some(i + 1);
+                return Some(i);
             }
         }
         None
@@ -252,6 +265,20 @@ mod tests {
         assert_eq!(end, Some(3));
         let (_, d) = decode(b"a\rb\r\n");
         assert!(d.bare_cr);
+    }
+
+    #[test]
+    fn bulk_and_bytewise_feeds_agree() {
+        let inputs: [&[u8]; 5] = [b"ab\r\n..c\r\n.\r\n", b"a\nb\r\n.x\r\n.\r\n", b"a\rb\0c\r\n.\r\n", b".\r\n", b"..\r\n.\r.\r\n"];
+        for input in inputs {
+            let mut bulk = DotDecoder::default();
+            let end = bulk.feed(input, 1 << 20);
+            let mut bytewise = DotDecoder::default();
+            let end2 = (0..input.len()).find_map(|i| bytewise.feed(&input[i..=i], 1 << 20).map(|_| i + 1));
+            assert_eq!(end, end2, "{input:?}");
+            assert_eq!(bulk.body, bytewise.body, "{input:?}");
+            assert_eq!((bulk.bare_cr, bulk.nul), (bytewise.bare_cr, bytewise.nul), "{input:?}");
+        }
     }
 
     #[test]

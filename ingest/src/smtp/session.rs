@@ -157,10 +157,10 @@ impl Session {
     pub(super) async fn read_more(&mut self, timeout: Duration) -> Result<(), SessionError> {
         self.flush().await?;
         let io = self.io.as_mut().ok_or(SessionError::Ended)?;
-        let mut chunk = [0u8; 16 * 1024];
+        self.buf.reserve(16 * 1024);
         let read = tokio::select! {
             _ = self.shutdown.cancelled() => None,
-            r = tokio::time::timeout(timeout, io.read(&mut chunk)) => Some(r),
+            r = tokio::time::timeout(timeout, io.read_buf(&mut self.buf)) => Some(r),
         };
         match read {
             None => {
@@ -174,10 +174,7 @@ impl Session {
                 Err(SessionError::Ended)
             }
             Some(Ok(Ok(0))) => Err(SessionError::Closed),
-            Some(Ok(Ok(n))) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
+            Some(Ok(Ok(_))) => Ok(()),
             Some(Ok(Err(e))) => Err(e.into()),
         }
     }
@@ -187,7 +184,7 @@ impl Session {
     pub(super) async fn next_line(&mut self, timeout: Duration) -> Result<Line, SessionError> {
         let mut skipping = false;
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf) {
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
                 if skipping || line.len() > MAX_LINE {
                     return Ok(Line::TooLong);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Private Postfix relay instance for Herald end-to-end throughput comparisons.
+# Private Postfix relay instance: the peer of Herald's end-to-end throughput comparison
+# (benches/src/bin/e2e.rs) and the smart-host client of the SMTP tests (ops/tests/smtp.rs).
 #
 # Usage:
 #   postfix-relay.sh start DIR LISTEN_PORT RELAY_PORT
@@ -18,6 +19,9 @@
 # `stop` stops the instance and waits (bounded) until the master process
 # named in its pid file, and every process that belongs to the instance, is
 # gone (escalating to SIGKILL, by pid, if needed).
+#
+# POSTFIX_EXTRA_MAIN_CF, when set, is appended to main.cf (later settings win), e.g. to
+# relay with SASL client auth and TLS.
 #
 # Must run as root (Postfix's master needs it).  The system-wide Postfix
 # configuration (/etc/postfix/main.cf) is neither needed nor touched.
@@ -153,6 +157,9 @@ smtp_connection_cache_on_demand = yes
 smtpd_error_sleep_time = 0
 smtputf8_enable = no
 EOF
+    if [[ -n ${POSTFIX_EXTRA_MAIN_CF:-} ]]; then
+        printf '\n# From POSTFIX_EXTRA_MAIN_CF.\n%s\n' "$POSTFIX_EXTRA_MAIN_CF" >>"$conf/main.cf"
+    fi
 
     # chroot disabled everywhere (no jail to populate); no port-25 listener.
     cat >"$conf/master.cf" <<EOF
