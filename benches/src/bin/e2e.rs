@@ -7,8 +7,13 @@
 //! (ops/scripts/postfix-relay.sh) that relays them, unsigned, to a fresh `smtp-sink`;
 //! measured from smtp-source's start to the sink's N-th message.
 //!
+//! With `--ingest smtp`, Herald receives the same way Postfix does: `smtp-source` (a new
+//! connection per message) into Herald's SMTP listener as a smart host (relay network), then
+//! Herald signs and delivers to the sink; measured from smtp-source's start to the sink's
+//! N-th message.
+//!
 //! Usage (after `cargo build --release -p herald -p herald-benches`):
-//!   target/release/e2e [--messages N] [--concurrency C] [--skip-postfix]
+//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--skip-postfix]
 
 use anyhow::{bail, Context, Result};
 use std::io::Read;
@@ -21,17 +26,25 @@ use std::time::{Duration, Instant};
 struct Args {
     messages: u64,
     concurrency: usize,
+    smtp: bool,
     skip_postfix: bool,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { messages: 10_000, concurrency: 20, skip_postfix: false };
+    let mut a = Args { messages: 10_000, concurrency: 20, smtp: false, skip_postfix: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--messages" => a.messages = it.next().context("--messages N")?.parse()?,
             "--concurrency" => a.concurrency = it.next().context("--concurrency C")?.parse()?,
             "--skip-postfix" => a.skip_postfix = true,
+            "--ingest" => {
+                a.smtp = match it.next().as_deref() {
+                    Some("smtp") => true,
+                    Some("http") => false,
+                    _ => bail!("--ingest http|smtp"),
+                }
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -156,10 +169,11 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
     let sink = start_sink(sink_port, a.messages)?;
     std::fs::write(dir.join("dkim.pem"), rsa_pem()?)?;
     let http_port = free_port();
+    let smtp_port = free_port();
     std::fs::write(
         dir.join("herald.toml"),
         format!(
-            "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\n",
+            "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\n",
             d = dir.display(),
             c = a.concurrency
         ),
@@ -175,6 +189,9 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
     );
     wait_port(http_port)?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    if a.smtp {
+        return herald_smtp(a, &sink, smtp_port, http_port, &client).await;
+    }
     let url = format!("http://127.0.0.1:{http_port}/v1/send");
     let payload = Arc::new(serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": body_5k()}).to_string());
     let next = Arc::new(AtomicU64::new(0));
@@ -221,6 +238,31 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
     Ok((a.messages as f64 / total, a.messages as f64 / ingested.as_secs_f64(), dkim))
 }
 
+/// smtp-source into Herald's SMTP listener; returns (end-to-end rate, acceptance rate, DKIM note).
+async fn herald_smtp(a: &Args, sink: &Sink, smtp_port: u16, http_port: u16, client: &reqwest::Client) -> Result<(f64, f64, String)> {
+    wait_port(smtp_port)?;
+    let started = Instant::now();
+    let source = Command::new("smtp-source")
+        .args(["-l", "5120", "-m", &a.messages.to_string(), "-s", &a.concurrency.to_string()])
+        .args(["-f", "news@sender.test", "-t", "b@example.test", &format!("127.0.0.1:{smtp_port}")])
+        .status()?;
+    if !source.success() {
+        bail!("smtp-source failed");
+    }
+    let ingested = started.elapsed();
+    let last = wait_sink(sink, a.messages, Duration::from_secs(900))?;
+    let total = last.duration_since(started).as_secs_f64();
+    let metrics = client.get(format!("http://127.0.0.1:{http_port}/metrics")).send().await?.text().await?;
+    let counter = |name: &str| -> f64 {
+        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    };
+    let (accepted, signed) = (counter("herald_ingest_accepted_messages_total"), counter("herald_dkim_signatures_total"));
+    if accepted < a.messages as f64 || signed < a.messages as f64 {
+        bail!("accepted {accepted}, signed {signed}, of {}", a.messages);
+    }
+    Ok((a.messages as f64 / total, a.messages as f64 / ingested.as_secs_f64(), format!("{signed} DKIM signatures")))
+}
+
 fn postfix(a: &Args, dir: &Path) -> Result<f64> {
     let sink_port = free_port();
     let sink = start_sink(sink_port, a.messages)?;
@@ -253,7 +295,8 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (_knot, dns_port) = knot(dir.path())?;
     let (herald_rate, ingest_rate, dkim) = herald(&a, dir.path(), dns_port).await?;
-    println!("herald  : {herald_rate:8.0} msg/s end to end (first POST → last arrival); {ingest_rate:.0} msg/s accepted over HTTP; {dkim}");
+    let how = if a.smtp { "smtp-source start → last arrival; accepted over SMTP at" } else { "first POST → last arrival; accepted over HTTP at" };
+    println!("herald  : {herald_rate:8.0} msg/s end to end ({how} {ingest_rate:.0} msg/s); {dkim}");
     if a.skip_postfix {
         return Ok(());
     }
@@ -262,7 +305,7 @@ async fn main() -> Result<()> {
     println!("ratio   : herald/postfix = {:.2}", herald_rate / postfix_rate);
     println!(
         "{}",
-        serde_json::json!({"messages": a.messages, "concurrency": a.concurrency, "herald_msgs_per_s": herald_rate.round(), "herald_ingest_msgs_per_s": ingest_rate.round(), "postfix_msgs_per_s": postfix_rate.round(), "ratio": (herald_rate / postfix_rate * 100.0).round() / 100.0})
+        serde_json::json!({"ingest": if a.smtp { "smtp" } else { "http" }, "messages": a.messages, "concurrency": a.concurrency, "herald_msgs_per_s": herald_rate.round(), "herald_ingest_msgs_per_s": ingest_rate.round(), "postfix_msgs_per_s": postfix_rate.round(), "ratio": (herald_rate / postfix_rate * 100.0).round() / 100.0})
     );
     Ok(())
 }

@@ -69,6 +69,7 @@ impl Signers {
             };
             match signature {
                 Ok(sig) => {
+                    metrics::counter!("herald_dkim_signatures_total").increment(1);
                     headers.push_str(&sig.to_header());
                     notes.push(format!("signed {label}"));
                 }
