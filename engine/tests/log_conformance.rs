@@ -210,6 +210,51 @@ async fn embedded_append_is_durable_across_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_files_copied_while_running_hold_every_acknowledged_append() {
+    // What `kill -9` leaves: the files as they are while the log runs, with no clean
+    // close and no checkpoint since the appends. The copies must hold every acknowledged
+    // record; the write-ahead file is what carries them.
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("wal");
+    let topic = topics(&prefix).messages();
+    let log = embedded(dir.path(), &prefix)().await;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let (log, topic) = (log.clone(), topic.clone());
+            tokio::spawn(async move { log.append(vec![record(&topic, 1, "k.test", format!("w{i}"))]).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["log.redb", "log.wal"] {
+        std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
+    }
+    let without_wal = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("log.redb"), without_wal.path().join("log.redb")).unwrap();
+    drop(log);
+
+    let count = |dir: std::path::PathBuf| {
+        let (topic, prefix) = (topic.clone(), prefix.clone());
+        async move {
+            let log = embedded(&dir, &prefix)().await;
+            let mut c = one(&log, "g", &topic, 1).await;
+            let mut n = 0;
+            loop {
+                let got = c.poll(100, Duration::from_millis(200)).await.unwrap();
+                if got.is_empty() {
+                    return n;
+                }
+                n += got.len();
+            }
+        }
+    };
+    assert_eq!(count(copy.path().to_owned()).await, 40, "every acknowledged append survives");
+    assert!(count(without_wal.path().to_owned()).await < 40, "redb alone had not made them durable: the replay did");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_topics_are_created_then_checked() {
     let prefix = unique("chk");
     let names = topics(&prefix).all();

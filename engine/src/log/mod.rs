@@ -12,6 +12,7 @@
 
 pub mod embedded;
 pub mod kafka;
+mod wal;
 
 use async_trait::async_trait;
 use std::time::Duration;
