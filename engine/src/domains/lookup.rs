@@ -84,20 +84,28 @@ fn map<T>(found: Found<RData>, f: impl Fn(&RData) -> Option<T>) -> Found<T> {
     }
 }
 
-/// TXT records, each one's strings concatenated.
+/// Sorts the records, so findings do not depend on the order of an answer.
+fn sorted(mut found: Found<String>) -> Found<String> {
+    if let Found::Records(r) = &mut found {
+        r.sort();
+    }
+    found
+}
+
+/// TXT records, each one's strings concatenated, sorted.
 pub async fn txt(r: &TokioResolver, name: &str) -> Found<String> {
-    map(rdata(r, name, RecordType::TXT).await, |d| match d {
+    sorted(map(rdata(r, name, RecordType::TXT).await, |d| match d {
         RData::TXT(t) => Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect::<String>()),
         _ => None,
-    })
+    }))
 }
 
 /// CNAME targets, lower-case, without the trailing dot.
 pub async fn cname(r: &TokioResolver, name: &str) -> Found<String> {
-    map(rdata(r, name, RecordType::CNAME).await, |d| match d {
+    sorted(map(rdata(r, name, RecordType::CNAME).await, |d| match d {
         RData::CNAME(c) => Some(c.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
         _ => None,
-    })
+    }))
 }
 
 /// MX records as `(preference, host)`.

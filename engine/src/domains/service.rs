@@ -347,16 +347,17 @@ impl Domains {
         Ok(verify::verify(&r, &self.settings.zone, s).await)
     }
 
-    /// Verifies `name` and records the result (always, on request).
+    /// Verifies `name` and records the result (always, on request). Resolves with an empty
+    /// cache: the customer has usually just changed their records.
     pub async fn verify(&self, account: &AccountId, name: &str) -> Result<DomainState, DomainError> {
         let s = self.get(account, name).await?;
-        self.record_verification(&s, true).await
+        let checks = self.findings_cold(&s).await.map_err(DomainError::Internal)?;
+        self.record_verification(&s, checks, true).await
     }
 
-    /// Verifies and appends `DomainVerified` when `always`, or when the status or the
+    /// Appends `DomainVerified` for `checks` when `always`, or when the status or the
     /// findings changed (the periodic re-check).
-    pub async fn record_verification(&self, s: &DomainState, always: bool) -> Result<DomainState, DomainError> {
-        let checks = self.findings(s).await;
+    pub async fn record_verification(&self, s: &DomainState, checks: Vec<RecordCheck>, always: bool) -> Result<DomainState, DomainError> {
         let status = state::next_status(s.status, &checks);
         if !always && status == s.status && checks == s.checks {
             return Ok(s.clone());
@@ -445,7 +446,8 @@ impl Domains {
             }
             let due = current.checked_at.is_none_or(|t| now >= t.saturating_add(self.settings.reverify));
             if due {
-                if let Err(e) = self.record_verification(&current, false).await {
+                let checks = self.findings(&current).await;
+                if let Err(e) = self.record_verification(&current, checks, false).await {
                     tracing::warn!(domain = %current.domain, error = %e, "re-verification failed");
                 }
             }
