@@ -238,6 +238,14 @@ async fn sender_domains(backends: Backends) {
     assert!(c["message"].as_str().unwrap().contains("points to `elsewhere.example`"), "{c}");
     assert_eq!(v["status"], "verified", "tracking is not required: back to verified");
 
+    // Renaming the tracking domain changes the record to publish.
+    let r = h.http.patch(format!("{}/v1/domains/sender.test", h.base)).bearer_auth(KEY).json(&json!({ "tracking_label": "www2" })).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, r) = h.get(KEY, "/v1/domains/sender.test/records").await;
+    assert!(r["records"].as_array().unwrap().iter().any(|x| x["purpose"] == "tracking" && x["name"] == "www2.sender.test"), "{r}");
+    let r = h.http.patch(format!("{}/v1/domains/sender.test", h.base)).bearer_auth(KEY).json(&json!({ "tracking_label": "clicks" })).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
     // Diagnostics.
     let (code, diag) = h.get(KEY, "/v1/domains/sender.test/check").await;
     assert_eq!(code, 200, "{diag}");

@@ -17,14 +17,6 @@ pub struct Snapshot {
     pub domains: HashMap<String, DomainState>,
 }
 
-impl Snapshot {
-    /// Grows with every change the projection applied (for the SOA serial).
-    pub fn serial(&self) -> u32 {
-        let sum: u64 = self.domains.values().map(|d| d.position + 1).sum();
-        (sum % u32::MAX as u64) as u32
-    }
-}
-
 #[derive(Clone)]
 pub struct DomainCache {
     tx: Arc<watch::Sender<Arc<Snapshot>>>,

@@ -127,7 +127,9 @@ pub async fn follow(
     loop {
         let snapshot = rx.borrow_and_update().clone();
         let domains: Vec<_> = snapshot.domains.values().cloned().collect();
-        handle.replace(super::zone::build(&settings, &domains, snapshot.serial()));
+        // The SOA serial: seconds since the epoch at the rebuild, so it grows with every change.
+        let serial = (herald_schemas::Timestamp::now().millis() / 1000) as u32;
+        handle.replace(super::zone::build(&settings, &domains, serial));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = rx.changed() => if changed.is_err() { return },

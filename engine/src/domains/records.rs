@@ -173,3 +173,83 @@ pub fn zone_snippet(state: &DomainState, records: &[CustomerRecord]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_schemas::*;
+
+    fn state(ed25519: bool) -> DomainState {
+        let key = |sel: &str, algorithm| DkimKey {
+            selector: sel.into(),
+            algorithm,
+            public_key: "p".into(),
+            key_file: format!("{sel}.pem"),
+            created_at: Timestamp(0),
+        };
+        let mut keys = vec![key("hd1", KeyAlgorithm::RsaSha256)];
+        if ed25519 {
+            keys.push(key("he1", KeyAlgorithm::Ed25519Sha256));
+        }
+        let added = DomainEvent::Added(DomainAdded {
+            account: AccountId("acme".into()),
+            domain: "example.com".into(),
+            token: "tok".into(),
+            bounce_label: "bounce".into(),
+            tracking_label: "www2".into(),
+            dmarc_rua: Some("mailto:d@example.com".into()),
+            bimi_logo: Some("https://example.com/logo.svg".into()),
+            keys,
+            request_id: "r".into(),
+            added_at: Timestamp(0),
+        });
+        crate::domains::state::apply(None, &added, 0).unwrap()
+    }
+
+    #[test]
+    fn both_slots_bounce_tracking_spf_dmarc_bimi() {
+        let zone = ServiceZone::new("herald.example.net");
+        let rows = records(&state(false), &zone);
+        let names: Vec<(&str, &str)> = rows.iter().map(|r| (r.purpose, r.name.as_str())).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("dkim", "hd1._domainkey.example.com"),
+                ("dkim", "hd2._domainkey.example.com"),
+                ("bounce", "bounce.example.com"),
+                ("tracking", "www2.example.com"),
+                ("spf", "example.com"),
+                ("dmarc", "_dmarc.example.com"),
+                ("bimi", "default._bimi.example.com"),
+            ]
+        );
+        assert_eq!(rows[1].value, "hd2.tok.dkim.herald.example.net.");
+        assert_eq!(rows[2].value, "tok.bounce.herald.example.net.");
+        assert_eq!(rows[4].value, "v=spf1 include:_spf.herald.example.net ~all");
+        assert!(rows[4].note.is_none());
+        assert_eq!(rows[5].value, "v=DMARC1; p=none; rua=mailto:d@example.com;");
+        let snippet = zone_snippet(&state(false), &rows);
+        assert!(snippet.contains("hd1._domainkey.example.com.\t3600\tIN\tCNAME\thd1.tok.dkim.herald.example.net.\n"));
+        assert!(snippet.contains("example.com.\t3600\tIN\tTXT\t\"v=spf1 include:_spf.herald.example.net ~all\"\n"));
+        let with_ed = records(&state(true), &zone);
+        assert_eq!(with_ed.iter().filter(|r| r.purpose == "dkim").count(), 4, "he1/he2 too");
+    }
+
+    #[test]
+    fn spf_advice_merges_with_the_record_found() {
+        let zone = ServiceZone::new("herald.example.net");
+        let mut s = state(false);
+        s.checks = vec![RecordCheck {
+            record: "spf".into(),
+            name: "example.com".into(),
+            result: CheckResult::WrongValue,
+            required: true,
+            expected: String::new(),
+            found: vec!["v=spf1 mx -all".into()],
+            message: String::new(),
+        }];
+        let spf = records(&s, &zone).into_iter().find(|r| r.purpose == "spf").unwrap();
+        assert_eq!(spf.value, "v=spf1 mx include:_spf.herald.example.net -all");
+        assert!(spf.note.unwrap().contains("replace it with this single record"));
+    }
+}

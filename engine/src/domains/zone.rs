@@ -135,7 +135,7 @@ impl Builder {
 }
 
 /// Builds the zone from the live (not removed) domains. `serial` should grow with every
-/// change (the projection's positions are used).
+/// change (`dns::follow` uses the rebuild time in seconds).
 pub fn build(settings: &ZoneSettings, domains: &[DomainState], serial: u32) -> ZoneData {
     let z = &settings.zone;
     let origin = z.zone.clone();
