@@ -23,6 +23,15 @@ fn message(from: &str, subject: &str) -> String {
 /// The records the API tells the customer to publish, as Knot zone lines (relative to
 /// `sender.test`), with `edit` applied: (record purpose, new line or None to drop).
 fn customer_zone(records: &Value, extra: &[&str], drop: &[&str]) -> Zone {
+    let mut lines = record_lines(records, drop);
+    lines.push("@ MX 10 mail".into());
+    lines.push("mail A 127.0.0.1".into());
+    lines.extend(extra.iter().map(|s| s.to_string()));
+    Zone { origin: "sender.test".into(), records: lines }
+}
+
+/// Zone-file lines (absolute names) of the records the API lists, less `drop`.
+fn record_lines(records: &Value, drop: &[&str]) -> Vec<String> {
     let mut lines = vec![];
     for r in records["records"].as_array().unwrap() {
         let purpose = r["purpose"].as_str().unwrap();
@@ -34,10 +43,7 @@ fn customer_zone(records: &Value, extra: &[&str], drop: &[&str]) -> Zone {
         let value = if r["type"] == "TXT" { format!("\"{value}\"") } else { value.to_owned() };
         lines.push(format!("{name}. {} {value}", r["type"].as_str().unwrap()));
     }
-    lines.push("@ MX 10 mail".into());
-    lines.push("mail A 127.0.0.1".into());
-    lines.extend(extra.iter().map(|s| s.to_string()));
-    Zone { origin: "sender.test".into(), records: lines }
+    lines
 }
 
 fn kdig(port: u16, args: &[&str]) -> String {
@@ -130,6 +136,8 @@ async fn sender_domains(backends: Backends) {
     let (_, list) = h.get(KEY, "/v1/domains").await;
     let names: Vec<&str> = list["domains"].as_array().unwrap().iter().map(|d| d["domain"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["sender.test", "xn--bcher-kva.test"]);
+    let h_list = |list: &Value| list["domains"].as_array().unwrap().len();
+    assert_eq!(h_list(&h.get(OTHER_KEY, "/v1/domains").await.1), 1, "the other account sees only its own");
     assert_eq!(h.get(OTHER_KEY, "/v1/domains/sender.test").await.0, 404, "another account's domain is invisible");
 
     // Records: JSON and zone snippet.
@@ -175,6 +183,23 @@ async fn sender_domains(backends: Backends) {
     assert!(got.from.starts_with("bounces+") && got.from.ends_with("@bounce.sender.test"), "{}", got.from);
     let report = support::dkim_verify_zones(&got.data, w.knot.port, &[(ZONE, w.dns_port)]).unwrap();
     assert!(report.contains("ok d=sender.test s=hd1"), "{report}");
+
+    // A subdomain with an Ed25519 key beside RSA: two signatures, both verified by dkimpy.
+    let (code, ed) = post(h, KEY, "/v1/domains", json!({ "domain": "ed.sender.test", "ed25519": true })).await;
+    assert_eq!(code, 201, "{ed}");
+    let (_, ed_records) = h.get(KEY, "/v1/domains/ed.sender.test/records").await;
+    let ed_lines = record_lines(&ed_records, &[]);
+    assert!(ed_lines.iter().any(|l| l.starts_with("he2._domainkey.ed.sender.test. CNAME he2.")), "{ed_lines:?}");
+    let ed_lines: Vec<&str> = ed_lines.iter().map(String::as_str).collect();
+    w.knot.replace(&customer_zone(&records, &ed_lines, &[]));
+    let (_, v) = post(h, KEY, "/v1/domains/ed.sender.test/verify", json!({})).await;
+    assert_eq!(v["status"], "verified", "{v:#}");
+    let id = send(&w, "news@ed.sender.test", "ed25519", false).await;
+    let (_, m) = h.get(KEY, &format!("/v1/messages/{id}")).await;
+    let note = m["events"][1]["dkim"].as_str().unwrap();
+    assert!(note.contains("s=hd1 a=rsa-sha256") && note.contains("s=he1 a=ed25519-sha256"), "{note}");
+    let report = support::dkim_verify_zones(&received(&w, "ed25519").data, w.knot.port, &[(ZONE, w.dns_port)]).unwrap();
+    assert!(report.contains("ok d=ed.sender.test s=hd1") && report.contains("ok d=ed.sender.test s=he1"), "{report}");
 
     // Rotation: hd2 published first, signs after the propagation delay; hd1 stays published.
     let (code, rotated) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;
