@@ -69,6 +69,10 @@ struct World {
 }
 
 async fn world(backends: Backends) -> World {
+    world_with(backends, 3600).await
+}
+
+async fn world_with(backends: Backends, reverify_secs: u64) -> World {
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start(&[
         Zone { origin: "rcpt.test".into(), records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()] },
@@ -89,7 +93,7 @@ async fn world(backends: Backends) -> World {
     c.domains.propagation_delay_secs = 2;
     c.domains.grace_secs = 3600;
     c.domains.maintenance_interval_secs = 1;
-    c.domains.reverify_secs = 3600;
+    c.domains.reverify_secs = reverify_secs;
     let herald = start(c).await;
     World { knot, sink, herald, dns_port, _dir: dir }
 }
@@ -328,6 +332,33 @@ async fn kafka_cql_sender_domains_with_real_dns() {
         return;
     }
     sender_domains(Backends::KafkaCql).await;
+}
+
+/// The periodic task re-checks on its own: pending → verified once the records are
+/// published, verified → failing when one breaks, each with a `DomainVerified` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_recheck_moves_the_status() {
+    let w = world_with(Backends::Embedded, 1).await;
+    let h = &w.herald;
+    let (code, _) = post(h, KEY, "/v1/domains", json!({ "domain": "sender.test" })).await;
+    assert_eq!(code, 201);
+    let (_, records) = h.get(KEY, "/v1/domains/sender.test/records").await;
+    w.knot.replace(&customer_zone(&records, &[], &[]));
+    let status = |want: &'static str| {
+        let h = &w.herald;
+        async move {
+            support::eventually(20, &format!("status {want}"), || async {
+                let (_, d) = h.get(KEY, "/v1/domains/sender.test").await;
+                (d["status"] == want).then_some(d)
+            })
+            .await
+        }
+    };
+    status("verified").await;
+    w.knot.replace(&customer_zone(&records, &[], &["dmarc"]));
+    let d = status("failing").await;
+    assert_eq!(check(&d, "dmarc")["result"], "missing", "{d:#}");
+    w.herald.stop().await;
 }
 
 /// A server that answers SERVFAIL to everything: verification says `unreachable`, never

@@ -336,12 +336,15 @@ impl Domains {
         Ok(done)
     }
 
-    /// Resolves every record now.
+    /// Resolves every record now through the service's long-lived resolver (its cache may
+    /// answer: fast, but up to a TTL stale).
     pub async fn findings(&self, s: &DomainState) -> Vec<RecordCheck> {
         verify::verify(&self.resolver, &self.settings.zone, s).await
     }
 
-    /// Verifies with a resolver built for this call (empty cache): for measurements.
+    /// Resolves every record through a resolver built for this call (empty cache), so a
+    /// record the customer just fixed (or broke) is seen at once. Verification, on request
+    /// and periodic, uses this; the configured resolvers still cache upstream.
     pub async fn findings_cold(&self, s: &DomainState) -> Result<Vec<RecordCheck>, String> {
         let r = lookup::resolver(&self.settings.resolvers, self.settings.resolver_timeout)?;
         Ok(verify::verify(&r, &self.settings.zone, s).await)
@@ -422,7 +425,8 @@ impl Domains {
             Some(addr) => lookup::resolver(&[addr], self.settings.resolver_timeout).map_err(DomainError::Internal)?,
             None => lookup::resolver(&self.settings.resolvers, self.settings.resolver_timeout).map_err(DomainError::Internal)?,
         };
-        let r = check::Resolvers { general: &self.resolver, own: &own };
+        let general = lookup::resolver(&self.settings.resolvers, self.settings.resolver_timeout).map_err(DomainError::Internal)?;
+        let r = check::Resolvers { general: &general, own: &own };
         Ok(check::diagnose(&r, &self.settings.zone, &s, &self.settings.sending_ips).await)
     }
 
@@ -446,7 +450,13 @@ impl Domains {
             }
             let due = current.checked_at.is_none_or(|t| now >= t.saturating_add(self.settings.reverify));
             if due {
-                let checks = self.findings(&current).await;
+                let checks = match self.findings_cold(&current).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(domain = %current.domain, error = %e, "re-verification failed");
+                        continue;
+                    }
+                };
                 if let Err(e) = self.record_verification(&current, checks, false).await {
                     tracing::warn!(domain = %current.domain, error = %e, "re-verification failed");
                 }

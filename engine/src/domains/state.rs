@@ -338,7 +338,7 @@ mod tests {
         s = apply(Some(&s), &publish, 1).unwrap();
         assert_eq!(s.published().count(), 2, "both slots published during propagation");
         assert_eq!(s.signing_keys()[0].selector, "hd1", "old key still signs");
-        assert_eq!(can_rotate(&s).unwrap_err().contains("already published"), true);
+        assert!(can_rotate(&s).unwrap_err().contains("already published"));
         assert_eq!(due_step(&s, at_days(30), &p), None);
         assert_eq!(due_step(&s, at_days(31), &p), Some(Step::Activate { slot: 2 }));
         let activate = DomainEvent::KeysActivated(DomainKeysActivated {
