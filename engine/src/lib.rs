@@ -5,9 +5,11 @@
 //! - [`submit`]: appending accepted messages (used by every ingestion path);
 //! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
 //! - [`projector`]: turning the log into the read models queries use;
+//! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
 
 pub mod delivery;
+pub mod domains;
 pub mod log;
 pub mod projector;
 pub mod retry;

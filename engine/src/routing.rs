@@ -68,6 +68,11 @@ impl Router {
         }
     }
 
+    /// The partition of a plain key (no hot-domain spreading): sender-domain events.
+    pub fn key_partition(&self, key: &str) -> u32 {
+        (murmur2(key.as_bytes()) & 0x7fff_ffff) % self.partitions
+    }
+
     pub fn partitions(&self) -> u32 {
         self.partitions
     }

@@ -56,6 +56,39 @@ async fn suite(store: Arc<dyn ProjectionStore>) {
     assert_eq!(other.accepted, 1);
     let before = store.stats(&a, Timestamp(T0 - 5 * HOUR), Timestamp(T0)).await.unwrap();
     assert_eq!(before, Stats::default());
+    domains(store).await;
+}
+
+/// Sender-domain rows: one per domain, replaced whole, tombstones kept.
+async fn domains(store: Arc<dyn ProjectionStore>) {
+    use herald_engine::domains::state::apply;
+    use herald_schemas::*;
+    assert!(store.domain("sender.test").await.unwrap().is_none());
+    let added = |domain: &str| {
+        DomainEvent::Added(DomainAdded {
+            account: AccountId("acme".into()),
+            domain: domain.into(),
+            token: "tok".into(),
+            bounce_label: "bounce".into(),
+            tracking_label: "clicks".into(),
+            dmarc_rua: Some("mailto:d@sender.test".into()),
+            bimi_logo: None,
+            keys: vec![],
+            request_id: "r".into(),
+            added_at: Timestamp(T0),
+        })
+    };
+    let s = apply(None, &added("sender.test"), 0).unwrap();
+    store.put_domain(&s).await.unwrap();
+    store.put_domain(&apply(None, &added("b\u{fc}cher.test"), 0).unwrap()).await.unwrap();
+    assert_eq!(store.domain("sender.test").await.unwrap().as_ref(), Some(&s));
+    let removed = DomainEvent::Removed(DomainRemoved { account: AccountId("acme".into()), domain: "sender.test".into(), removed_at: Timestamp(T0) });
+    let gone = apply(Some(&s), &removed, 1).unwrap();
+    store.put_domain(&gone).await.unwrap();
+    assert!(store.domain("sender.test").await.unwrap().unwrap().removed);
+    let mut all: Vec<String> = store.domains().await.unwrap().into_iter().map(|d| d.domain).collect();
+    all.sort();
+    assert_eq!(all, vec!["b\u{fc}cher.test".to_owned(), "sender.test".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -18,8 +18,103 @@ pub struct Config {
     pub cluster: Cluster,
     /// Customer accounts and their credentials.
     pub accounts: Vec<Account>,
-    /// Static DKIM keys by From domain (operator override; managed sender domains come later).
+    /// Herald's authoritative DNS for its service zone, and resolvers for verification.
+    pub dns: Dns,
+    /// Sender domains: key rotation, verification, defaults of new domains.
+    pub domains: Domains,
+    /// Static DKIM keys by From domain (an operator override: they win over sender domains).
     pub dkim: Vec<DkimKey>,
+}
+
+/// `[dns]`: the service zone customers' CNAMEs point into (see `docs/sender-domains.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Run the authoritative DNS server for `zone`.
+    pub enabled: bool,
+    /// Herald's service zone, delegated to Herald's name servers.
+    pub zone: String,
+    /// UDP and TCP address of the DNS server.
+    pub listen: SocketAddr,
+    /// NS names of the zone (default `ns1.<zone>`).
+    pub nameservers: Vec<String>,
+    /// Addresses served for in-zone name servers such as `ns1.<zone>`.
+    pub nameserver_ips: Vec<IpAddr>,
+    /// SOA contact, as a mailbox or a name (`hostmaster.<zone>` by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostmaster: Option<String>,
+    /// Addresses Herald sends from: listed in `_spf.<zone>` and checked for reverse DNS.
+    pub sending_ips: Vec<IpAddr>,
+    /// Addresses of the bounce MX `mx.<zone>` (default: `sending_ips`).
+    pub mx_ips: Vec<IpAddr>,
+    /// Addresses of the click and open tracking server (`<token>.track.<zone>`).
+    pub tracking_ips: Vec<IpAddr>,
+    /// TTL of the zone's records, in seconds.
+    pub ttl: u32,
+    /// Resolvers (`ip` or `ip:port`) for verification and diagnostics; empty: the system's.
+    pub resolvers: Vec<String>,
+    /// Timeout of one DNS query during verification, in milliseconds.
+    pub resolver_timeout_ms: u64,
+    /// How often the zone is rebuilt from the shared store (changes made on this node
+    /// are picked up at once), in milliseconds.
+    pub refresh_ms: u64,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            enabled: false,
+            zone: "herald.localhost".into(),
+            listen: "127.0.0.1:5300".parse().expect("valid"),
+            nameservers: vec![],
+            nameserver_ips: vec![],
+            hostmaster: None,
+            sending_ips: vec![],
+            mx_ips: vec![],
+            tracking_ips: vec![],
+            ttl: 300,
+            resolvers: vec![],
+            resolver_timeout_ms: 3000,
+            refresh_ms: 2000,
+        }
+    }
+}
+
+/// `[domains]`: sender domains' key rotation, verification and defaults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Domains {
+    /// Time between key rotations, in seconds (30 days); 0: manual rotations only.
+    pub rotation_interval_secs: u64,
+    /// How long new keys are published before they sign, in seconds.
+    pub propagation_delay_secs: u64,
+    /// How long old keys stay published after signing moved on, in seconds.
+    pub grace_secs: u64,
+    /// Give new domains an Ed25519 key beside RSA-2048 (two signatures per message).
+    pub ed25519: bool,
+    /// Label of the bounce (return-path) domain: `bounce` → `bounce.<domain>`.
+    pub bounce_label: String,
+    /// Default label of the tracking domain (renameable per domain).
+    pub tracking_label: String,
+    /// How often the periodic task looks for due rotations and re-checks, in seconds.
+    pub maintenance_interval_secs: u64,
+    /// How often each domain's DNS is verified again, in seconds.
+    pub reverify_secs: u64,
+}
+
+impl Default for Domains {
+    fn default() -> Self {
+        Domains {
+            rotation_interval_secs: 30 * 86_400,
+            propagation_delay_secs: 86_400,
+            grace_secs: 7 * 86_400,
+            ed25519: false,
+            bounce_label: "bounce".into(),
+            tracking_label: "clicks".into(),
+            maintenance_interval_secs: 60,
+            reverify_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -392,7 +487,25 @@ impl Config {
         for s in &self.delivery.dns_servers {
             parse_dns_server(s).map_err(ConfigError::Invalid)?;
         }
+        for s in &self.dns.resolvers {
+            parse_dns_server(s).map_err(|e| ConfigError::Invalid(e.replace("delivery.dns_servers", "dns.resolvers")))?;
+        }
+        let zone = self.dns.zone.trim_end_matches('.');
+        if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
+            return invalid(format!("dns.zone `{}` is not a domain name", self.dns.zone));
+        }
+        if self.domains.maintenance_interval_secs == 0 {
+            return invalid("domains.maintenance_interval_secs must be at least 1".into());
+        }
+        if self.domains.rotation_interval_secs != 0 && self.domains.rotation_interval_secs <= self.domains.propagation_delay_secs {
+            return invalid("domains.rotation_interval_secs must be longer than propagation_delay_secs".into());
+        }
         Ok(())
+    }
+
+    /// The verification resolvers as socket addresses (port 53 when none is given).
+    pub fn resolvers(&self) -> Vec<SocketAddr> {
+        self.dns.resolvers.iter().filter_map(|s| parse_dns_server(s).ok()).collect()
     }
 
     /// The name servers as socket addresses (port 53 when none is given).

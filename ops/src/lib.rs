@@ -3,4 +3,5 @@
 //! so integration tests can start a server in-process and also drive the real binary.
 
 pub mod config;
+pub mod domains_cli;
 pub mod serve;

@@ -27,6 +27,17 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Sender domains, through a running Herald's API (`docs/sender-domains.md`).
+    Domains {
+        /// Base URL of the Herald API.
+        #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The account's API key.
+        #[arg(long, env = "HERALD_API_KEY")]
+        api_key: String,
+        #[command(subcommand)]
+        command: herald::domains_cli::DomainsCommand,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -55,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,herald=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,herald=info,hickory_server=warn".into()),
         )
         .init();
     match cli.command {
@@ -68,6 +79,10 @@ fn main() -> anyhow::Result<()> {
             let hash = herald_ingest::smtp::auth::hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
             println!("{hash}");
             Ok(())
+        }
+        Command::Domains { url, api_key, command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(herald::domains_cli::run(&herald::domains_cli::Client::new(&url, &api_key), command))
         }
         Command::Config { command: ConfigCommand::Default } => {
             print!("{}", toml::to_string_pretty(&Config::default())?);

@@ -4,6 +4,7 @@
 use crate::config::{parse_network, Config, LogBackend, Role, StoreBackend};
 use anyhow::Context;
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
+use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::ServiceZone, state::RotationPolicy};
 use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
 use herald_engine::projector::Projector;
 use herald_engine::retry::RetryPolicy;
@@ -104,6 +105,59 @@ pub fn signers(config: &Config) -> anyhow::Result<dkim::Signers> {
     dkim::Signers::new(&specs).map_err(anyhow::Error::msg)
 }
 
+/// The sender-domain settings the config names.
+pub fn domain_settings(config: &Config) -> domains::DomainSettings {
+    let (d, dns) = (&config.domains, &config.dns);
+    domains::DomainSettings {
+        zone: ServiceZone::new(&dns.zone),
+        rotation: RotationPolicy {
+            interval: Duration::from_secs(d.rotation_interval_secs),
+            propagation_delay: Duration::from_secs(d.propagation_delay_secs),
+            grace: Duration::from_secs(d.grace_secs),
+        },
+        ed25519: d.ed25519,
+        bounce_label: d.bounce_label.clone(),
+        tracking_label: d.tracking_label.clone(),
+        sending_ips: dns.sending_ips.clone(),
+        resolvers: config.resolvers(),
+        own_dns: dns.enabled.then_some(dns.listen),
+        resolver_timeout: Duration::from_millis(dns.resolver_timeout_ms),
+        reverify: Duration::from_secs(d.reverify_secs),
+        wait: Duration::from_secs(10),
+    }
+}
+
+/// The service zone's settings.
+pub fn zone_settings(config: &Config) -> domains::zone::ZoneSettings {
+    let dns = &config.dns;
+    let zone = ServiceZone::new(&dns.zone);
+    domains::zone::ZoneSettings {
+        hostmaster: dns.hostmaster.clone().unwrap_or_else(|| format!("hostmaster.{}", zone.zone)),
+        zone,
+        nameservers: dns.nameservers.clone(),
+        nameserver_ips: dns.nameserver_ips.clone(),
+        sending_ips: dns.sending_ips.clone(),
+        mx_ips: dns.mx_ips.clone(),
+        tracking_ips: dns.tracking_ips.clone(),
+        ttl: dns.ttl,
+    }
+}
+
+/// Opens the sender-domain service over the log and store.
+pub fn open_domains(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+    cache: DomainCache,
+) -> anyhow::Result<Arc<domains::Domains>> {
+    let router = Router::new(config.backend.partitions, Default::default());
+    let keys = KeyStore::new(config.storage.data_dir.join("dkim"));
+    let service = domains::Domains::new(log, topics(config).domains(), router, store, keys, domain_settings(config), cache)
+        .map_err(anyhow::Error::msg)
+        .context("sender domains")?;
+    Ok(Arc::new(service))
+}
+
 /// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address.
 pub async fn run(
     config: Config,
@@ -129,6 +183,11 @@ pub async fn run(
         signers(&config)?,
     )
     .map_err(anyhow::Error::msg)?;
+    let cache = DomainCache::default();
+    let key_store = KeyStore::new(config.storage.data_dir.join("dkim"));
+    let deliverer =
+        deliverer.with_sender_domains(Arc::new(domains::signing::SenderSigning::new(cache.clone(), key_store)));
+    let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
     let worker = Arc::new(Worker::new(
         log.clone(),
         topics.clone(),
@@ -146,6 +205,7 @@ pub async fn run(
         .flat_map(|a| a.api_keys.iter().map(move |k| (k.clone(), AccountId(a.id.clone()))))
         .collect();
     let submitter = Submitter::new(log.clone(), topics, router);
+    let store_for_cache = store.clone();
     let smtp = smtp_listeners(&config, submitter.clone()).await?;
     let state = Arc::new(ApiState {
         submitter,
@@ -154,7 +214,17 @@ pub async fn run(
         max_body_bytes: config.http.max_body_bytes,
         max_recipients: config.http.max_recipients,
         metrics,
+        domains: Some(domains.clone()),
     });
+    let dns = if config.dns.enabled {
+        let sockets = domains::dns::bind(config.dns.listen)
+            .await
+            .with_context(|| format!("binding the DNS server on {} (UDP and TCP)", config.dns.listen))?;
+        tracing::info!(addr = %config.dns.listen, zone = %config.dns.zone, "dns serving");
+        Some(sockets)
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
@@ -170,8 +240,46 @@ pub async fn run(
         tasks.spawn(async move { ("delivery workers", worker.run(&owned, shutdown).await.map_err(Into::into)) });
     }
     if config.cluster.has(Role::Project) {
-        let shutdown = shutdown.clone();
+        let (owned, shutdown) = (owned.clone(), shutdown.clone());
         tasks.spawn(async move { ("projector", projector.run(&owned, shutdown).await.map_err(Into::into)) });
+    }
+    // Sender domains: the projector and the maintenance (rotation, periodic re-checks) for
+    // the owned partitions run with the projector; the cache and the DNS server everywhere.
+    if config.cluster.has(Role::Project) {
+        let (log, store, cache, shutdown, owned) = (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), owned.clone());
+        let topic = self::topics(&config).domains();
+        tasks.spawn(async move {
+            ("domain projector", domains::projector::run(log, store, topic, &owned, cache, shutdown).await.map_err(Into::into))
+        });
+    }
+    {
+        let (store, shutdown) = (store_for_cache.clone(), shutdown.clone());
+        let (cache, refresh) = (cache.clone(), Duration::from_millis(config.dns.refresh_ms.max(50)));
+        tasks.spawn(async move {
+            cache.run(store, refresh, shutdown).await;
+            ("sender-domain cache", Ok(()))
+        });
+    }
+    if config.cluster.has(Role::Project) {
+        let (domains, shutdown, owned) = (domains.clone(), shutdown.clone(), owned.clone());
+        let every = Duration::from_secs(config.domains.maintenance_interval_secs);
+        tasks.spawn(async move {
+            domains::service::maintenance_loop(domains, owned, every, shutdown).await;
+            ("sender-domain maintenance", Ok(()))
+        });
+    }
+    if let Some((udp, tcp)) = dns {
+        let handle = domains::dns::ZoneHandle::new(domains::zone::build(&zone_settings(&config), &[], 0));
+        {
+            let (cache, handle, shutdown) = (cache.clone(), handle.clone(), shutdown.clone());
+            let settings = zone_settings(&config);
+            tasks.spawn(async move {
+                domains::dns::follow(cache, settings, handle, shutdown).await;
+                ("DNS zone", Ok(()))
+            });
+        }
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { ("DNS server", domains::dns::serve(udp, tcp, handle, shutdown).await.map_err(anyhow::Error::msg)) });
     }
     if let Some(retention) = retention(&config) {
         let (log, shutdown) = (log.clone(), shutdown.clone());

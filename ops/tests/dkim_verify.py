@@ -1,27 +1,57 @@
 #!/usr/bin/env python3
 """Verify every DKIM-Signature of a message with dkimpy, resolving keys through a real DNS
-server (Knot, in the tests). Usage: dkim_verify.py DNS_IP DNS_PORT MESSAGE_FILE
+server (Knot, in the tests). Usage: dkim_verify.py DNS_IP DNS_PORT MESSAGE_FILE [ZONE=IP:PORT ...]
+Each ZONE=IP:PORT sends questions for names under ZONE to that server instead: with it, a
+customer's `_domainkey` CNAME served by Knot is followed into Herald's own zone served by
+Herald, as a recursive resolver would (these authoritative servers do not recurse).
 Prints one line per signature ("ok d=... s=... a=..." or "fail ...") and exits 0 only if
 there is at least one signature and all verify."""
 import sys
 
 import dkim
+import dns.rdatatype
 import dns.resolver
 
 
 def main() -> int:
     ip, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [ip]
-    resolver.port = port
+
+    def make(ip, port):
+        r = dns.resolver.Resolver(configure=False)
+        r.nameservers = [ip]
+        r.port = port
+        return r
+
+    default = make(ip, port)
+    zones = []
+    for spec in sys.argv[4:]:
+        zone, addr = spec.split("=", 1)
+        zip_, zport = addr.rsplit(":", 1)
+        zones.append((zone.strip(".").lower(), make(zip_, int(zport))))
+
+    def resolver_for(qname):
+        n = qname.strip(".").lower()
+        for zone, r in zones:
+            if n == zone or n.endswith("." + zone):
+                return r
+        return default
 
     def dnsfunc(name, timeout=5):
         qname = name.decode() if isinstance(name, bytes) else name
-        try:
-            answer = resolver.resolve(qname, "TXT", lifetime=timeout)
-        except Exception:
-            return None
-        return b"".join(b"".join(rr.strings) for rr in answer)
+        for _ in range(8):  # follow at most 8 CNAMEs
+            try:
+                answer = resolver_for(qname).resolve(qname, "TXT", lifetime=timeout, raise_on_no_answer=False)
+            except Exception:
+                return None
+            rrset = answer.response.answer
+            txt = [rr for rrs in rrset if rrs.rdtype == dns.rdatatype.TXT for rr in rrs]
+            if txt:
+                return b"".join(b"".join(rr.strings) for rr in txt[:1])
+            cname = [rr for rrs in rrset if rrs.rdtype == dns.rdatatype.CNAME for rr in rrs]
+            if not cname:
+                return None
+            qname = cname[-1].target.to_text()
+        return None
 
     message = open(path, "rb").read()
     header = message.split(b"\r\n\r\n", 1)[0]

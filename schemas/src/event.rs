@@ -3,7 +3,7 @@
 //! Adding a field is a new schema version: add the new struct, keep the old one in
 //! `codec::v1`-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountId, MessageId, Timestamp};
+use crate::{AccountId, DomainEvent, MessageId, Timestamp};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
@@ -98,12 +98,15 @@ pub struct DeliveryScheduled {
     pub message: MessageAccepted,
 }
 
-/// Every event Herald appends to its log.
+/// Every event Herald appends to its log. New variants go at the end: the variant index is
+/// part of the encoding, and shipped frames must keep decoding.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum Event {
     MessageAccepted(MessageAccepted),
     DeliveryAttempted(DeliveryAttempted),
     DeliveryScheduled(DeliveryScheduled),
+    /// Sender domains (`<prefix>.domains`), see [`crate::domain`].
+    Domain(DomainEvent),
 }
 
 impl Event {
@@ -113,6 +116,7 @@ impl Event {
             Event::MessageAccepted(_) => "message.accepted",
             Event::DeliveryAttempted(_) => "delivery.attempted",
             Event::DeliveryScheduled(_) => "delivery.scheduled",
+            Event::Domain(e) => e.event_type(),
         }
     }
 
@@ -126,14 +130,17 @@ impl Event {
             Event::MessageAccepted(e) => &e.account,
             Event::DeliveryAttempted(e) => &e.account,
             Event::DeliveryScheduled(e) => &e.message.account,
+            Event::Domain(e) => e.account(),
         }
     }
 
-    pub fn message_id(&self) -> &MessageId {
+    /// The message an event is about; `None` for sender-domain events.
+    pub fn message_id(&self) -> Option<&MessageId> {
         match self {
-            Event::MessageAccepted(e) => &e.message_id,
-            Event::DeliveryAttempted(e) => &e.message_id,
-            Event::DeliveryScheduled(e) => &e.message.message_id,
+            Event::MessageAccepted(e) => Some(&e.message_id),
+            Event::DeliveryAttempted(e) => Some(&e.message_id),
+            Event::DeliveryScheduled(e) => Some(&e.message.message_id),
+            Event::Domain(_) => None,
         }
     }
 }

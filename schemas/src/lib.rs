@@ -6,6 +6,7 @@
 //! pin the wire format: once a version ships, it must keep decoding forever.
 
 pub mod codec;
+pub mod domain;
 pub mod event;
 pub mod ids;
 pub mod time;
@@ -14,6 +15,10 @@ pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
 pub use event::{
     Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions,
     SmtpReply,
+};
+pub use domain::{
+    CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,
+    DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
 };
 pub use ids::{AccountId, MessageId};
 pub use time::Timestamp;

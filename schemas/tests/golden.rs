@@ -21,7 +21,108 @@ fn accepted() -> MessageAccepted {
     }
 }
 
+fn key(selector: &str) -> DkimKey {
+    DkimKey {
+        selector: selector.into(),
+        algorithm: KeyAlgorithm::RsaSha256,
+        public_key: "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA".into(),
+        key_file: format!("{selector}-1763800000123.pem"),
+        created_at: Timestamp(1_763_800_000_123),
+    }
+}
+
+fn domain_fixtures() -> Vec<(&'static str, Event)> {
+    let acme = || AccountId("acme".into());
+    let d = || "xn--bcher-kva.example".to_owned();
+    vec![
+        (
+            "domain_added",
+            Event::Domain(DomainEvent::Added(DomainAdded {
+                account: acme(),
+                domain: d(),
+                token: "k3v9x2m4q7".into(),
+                bounce_label: "bounce".into(),
+                tracking_label: "clicks".into(),
+                dmarc_rua: Some("mailto:dmarc@bücher.example".into()),
+                bimi_logo: None,
+                keys: vec![key("hd1"), DkimKey { algorithm: KeyAlgorithm::Ed25519Sha256, ..key("he1") }],
+                request_id: "0190f0c4a1b27c3d8e9f001122334455".into(),
+                added_at: Timestamp(1_763_800_000_123),
+            })),
+        ),
+        (
+            "domain_keys_published",
+            Event::Domain(DomainEvent::KeysPublished(DomainKeysPublished {
+                account: acme(),
+                domain: d(),
+                slot: 2,
+                keys: vec![key("hd2")],
+                published_at: Timestamp(1_763_800_000_123),
+                activate_at: Timestamp(1_763_800_172_923),
+            })),
+        ),
+        (
+            "domain_keys_activated",
+            Event::Domain(DomainEvent::KeysActivated(DomainKeysActivated {
+                account: acme(),
+                domain: d(),
+                slot: 2,
+                activated_at: Timestamp(1_763_800_172_923),
+                retire_at: Timestamp(1_764_404_972_923),
+            })),
+        ),
+        (
+            "domain_keys_retired",
+            Event::Domain(DomainEvent::KeysRetired(DomainKeysRetired {
+                account: acme(),
+                domain: d(),
+                slot: 1,
+                retired_at: Timestamp(1_764_404_972_923),
+            })),
+        ),
+        (
+            "domain_verified",
+            Event::Domain(DomainEvent::Verified(DomainVerified {
+                account: acme(),
+                domain: d(),
+                status: VerificationStatus::Failing,
+                checks: vec![RecordCheck {
+                    record: "spf".into(),
+                    name: d(),
+                    result: CheckResult::Conflict,
+                    required: true,
+                    expected: "v=spf1 include:_spf.herald.example.net ~all".into(),
+                    found: vec!["v=spf1 -all".into(), "v=spf1 mx -all".into()],
+                    message: "two SPF records found: a domain may have only one".into(),
+                }],
+                checked_at: Timestamp(1_763_800_000_500),
+            })),
+        ),
+        (
+            "domain_updated",
+            Event::Domain(DomainEvent::Updated(DomainUpdated {
+                account: acme(),
+                domain: d(),
+                tracking_label: "www2".into(),
+                dmarc_rua: None,
+                bimi_logo: Some("https://bücher.example/logo.svg".into()),
+                updated_at: Timestamp(1_763_800_000_700),
+            })),
+        ),
+        (
+            "domain_removed",
+            Event::Domain(DomainEvent::Removed(DomainRemoved { account: acme(), domain: d(), removed_at: Timestamp(1_763_800_009_000) })),
+        ),
+    ]
+}
+
 fn fixtures() -> Vec<(&'static str, Event)> {
+    let mut all = message_fixtures();
+    all.extend(domain_fixtures());
+    all
+}
+
+fn message_fixtures() -> Vec<(&'static str, Event)> {
     vec![
         ("message_accepted", Event::MessageAccepted(accepted())),
         (

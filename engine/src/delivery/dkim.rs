@@ -51,6 +51,11 @@ impl Signers {
         Ok(Signers { by_domain })
     }
 
+    /// Whether a static key exists for `domain` (lower-case).
+    pub fn has_domain(&self, domain: &str) -> bool {
+        self.by_domain.contains_key(domain)
+    }
+
     /// Returns the message to send (signature header prepended when a key matches) and a
     /// note for the attempt event saying what was done.
     pub fn sign(&self, message: &[u8]) -> (Vec<u8>, String) {

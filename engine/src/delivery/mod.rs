@@ -63,17 +63,40 @@ pub struct Deliverer {
     signers: dkim::Signers,
     tls: smtp::Tls,
     pool: smtp::Pool,
+    sender_domains: Option<std::sync::Arc<crate::domains::signing::SenderSigning>>,
 }
 
 impl Deliverer {
     pub fn new(settings: DeliverySettings, mx: mx::MxResolver, signers: dkim::Signers) -> Result<Self, String> {
-        Ok(Deliverer { settings, mx, signers, tls: smtp::Tls::opportunistic()?, pool: smtp::Pool::default() })
+        Ok(Deliverer { settings, mx, signers, tls: smtp::Tls::opportunistic()?, pool: smtp::Pool::default(), sender_domains: None })
+    }
+
+    /// Signs with the keys of verified sender domains too (static keys still win).
+    pub fn with_sender_domains(mut self, signing: std::sync::Arc<crate::domains::signing::SenderSigning>) -> Self {
+        self.sender_domains = Some(signing);
+        self
+    }
+
+    /// The message to send, the DKIM note for the attempt event, and the return path.
+    /// Static `[[dkim]]` keys of the From domain are an operator override; otherwise a
+    /// verified sender domain of the message's account signs; otherwise it goes unsigned.
+    fn sign(&self, msg: &MessageAccepted) -> (Vec<u8>, String, Option<String>) {
+        let body = msg.body.bytes();
+        if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(body)) {
+            if !self.signers.has_domain(&from) {
+                if let Some(signed) = domains.sign(msg, &from) {
+                    return (signed.data, signed.note, signed.return_path);
+                }
+            }
+        }
+        let (data, note) = self.signers.sign(body);
+        (data, note, None)
     }
 
     /// Delivers `msg` once.
     pub async fn attempt(&self, msg: &MessageAccepted) -> Attempt {
         let started = Instant::now();
-        let (data, dkim) = self.signers.sign(msg.body.bytes());
+        let (data, dkim, return_path) = self.sign(msg);
         let mut attempt = Attempt {
             mx_host: None,
             mx_ip: None,
@@ -95,7 +118,10 @@ impl Deliverer {
                 attempt.reply = local_reply(550, "5.1.2", format!("domain {} does not exist (NXDOMAIN)", msg.recipient_domain));
                 attempt.class = Class::Permanent;
             }
-            Ok(mx::Route::Hosts(hosts)) => self.try_hosts(&hosts, msg, &data, &mut attempt).await,
+            Ok(mx::Route::Hosts(hosts)) => {
+                let from = return_path.as_deref().unwrap_or(&msg.envelope_sender);
+                self.try_hosts(&hosts, msg, from, &data, &mut attempt).await
+            }
         }
         attempt.duration = started.elapsed();
         attempt
@@ -104,7 +130,7 @@ impl Deliverer {
     /// Tries the MX hosts in preference order, each of their addresses in turn, until one
     /// gives a transaction answer (RFC 5321 §5.1). Connection trouble and 4xx greetings
     /// move on to the next address.
-    async fn try_hosts(&self, hosts: &[String], msg: &MessageAccepted, data: &[u8], attempt: &mut Attempt) {
+    async fn try_hosts(&self, hosts: &[String], msg: &MessageAccepted, from: &str, data: &[u8], attempt: &mut Attempt) {
         for host in hosts {
             let ips = match self.mx.addresses(host).await {
                 Ok(ips) => ips,
@@ -118,7 +144,7 @@ impl Deliverer {
                 attempt.mx_host = Some(host.clone());
                 attempt.mx_ip = Some(ip);
                 let addr = SocketAddr::new(ip, self.settings.mx_port);
-                let envelope = smtp::Envelope { from: &msg.envelope_sender, to: &msg.recipient, data };
+                let envelope = smtp::Envelope { from, to: &msg.recipient, data };
                 match smtp::send(addr, host, &self.settings, &self.tls, &self.pool, &envelope).await {
                     smtp::Sent::Transaction { reply, tls } => {
                         attempt.tls = tls;

@@ -119,8 +119,13 @@ impl Topics {
         format!("{}.retry.{tier}", self.prefix)
     }
 
+    /// Sender-domain events, keyed by the domain; read by the domain projector.
+    pub fn domains(&self) -> String {
+        format!("{}.domains", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.messages(), self.attempts()];
+        let mut all = vec![self.messages(), self.attempts(), self.domains()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }

@@ -7,7 +7,7 @@
 //! row write and the counter update loses at most that batch's increments (counters may
 //! undercount by one batch per crash; statuses are always exact).
 
-use super::{Kind, MessageView, ProjectionStore, Projected, Stats, StoreError};
+use super::{DomainState, Kind, MessageView, ProjectionStore, Projected, Stats, StoreError};
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use scylla::client::session::Session;
@@ -28,6 +28,9 @@ pub struct CqlStore {
     count: [PreparedStatement; 4],
     select_events: PreparedStatement,
     select_counts: PreparedStatement,
+    select_domain: PreparedStatement,
+    insert_domain: PreparedStatement,
+    select_domains: PreparedStatement,
 }
 
 impl CqlStore {
@@ -68,6 +71,9 @@ impl CqlStore {
                 "SELECT accepted, delivered, deferred, failed FROM {ks}.hourly_counts WHERE account = ? AND hour >= ? AND hour < ?"
             ))
             .await?,
+            select_domain: prepare(format!("SELECT state FROM {ks}.sender_domains WHERE domain = ?")).await?,
+            insert_domain: prepare(format!("INSERT INTO {ks}.sender_domains (domain, account, state) VALUES (?, ?, ?)")).await?,
+            select_domains: prepare(format!("SELECT state FROM {ks}.sender_domains")).await?,
             session,
         })
     }
@@ -157,5 +163,40 @@ impl ProjectionStore for CqlStore {
             stats.add(Kind::Failed, n(x));
         }
         Ok(stats)
+    }
+
+    async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {
+        let result = self
+            .session
+            .execute_unpaged(&self.select_domain, (domain,))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut rows = result.rows::<(String,)>().map_err(err)?;
+        match rows.next() {
+            Some(row) => Ok(Some(serde_json::from_str(&row.map_err(err)?.0).map_err(err)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_domain(&self, state: &DomainState) -> Result<(), StoreError> {
+        let json = serde_json::to_string(state).map_err(err)?;
+        self.session
+            .execute_unpaged(&self.insert_domain, (state.domain.as_str(), state.account.0.as_str(), json))
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn domains(&self) -> Result<Vec<DomainState>, StoreError> {
+        // Sender domains are few (thousands): a full read, paged by the driver.
+        let mut out = Vec::new();
+        let mut pager = self.session.execute_iter(self.select_domains.clone(), ()).await.map_err(err)?.rows_stream::<(String,)>().map_err(err)?;
+        use futures::StreamExt;
+        while let Some(row) = pager.next().await {
+            out.push(serde_json::from_str(&row.map_err(err)?.0).map_err(err)?);
+        }
+        Ok(out)
     }
 }

@@ -1,7 +1,7 @@
 //! The embedded projection store on redb. Exactly-once: an event already stored is
 //! skipped in the same transaction that would have counted it.
 
-use super::{Kind, MessageView, ProjectionStore, Projected, Stats, StoreError};
+use super::{DomainState, Kind, MessageView, ProjectionStore, Projected, Stats, StoreError};
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -12,6 +12,8 @@ use std::sync::Arc;
 const EVENTS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("message_events");
 /// (account, hour start in ms, kind) → count.
 const COUNTS: TableDefinition<(&str, i64, &str), u64> = TableDefinition::new("hourly_counts");
+/// Punycode domain → JSON of [`DomainState`].
+const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("sender_domains");
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Embedded(e.to_string())
@@ -27,6 +29,7 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(EVENTS).map_err(err)?;
         txn.open_table(COUNTS).map_err(err)?;
+        txn.open_table(DOMAINS).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
@@ -97,6 +100,45 @@ impl ProjectionStore for EmbeddedStore {
                 }
             }
             Ok(stats)
+        })
+        .await
+    }
+
+    async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {
+        let domain = domain.to_owned();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(err)?;
+            let table = read.open_table(DOMAINS).map_err(err)?;
+            match table.get(domain.as_str()).map_err(err)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(err)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn put_domain(&self, state: &DomainState) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(state).map_err(err)?;
+        let domain = state.domain.clone();
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            txn.open_table(DOMAINS).map_err(err)?.insert(domain.as_str(), json.as_slice()).map_err(err)?;
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn domains(&self) -> Result<Vec<DomainState>, StoreError> {
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(err)?;
+            let table = read.open_table(DOMAINS).map_err(err)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(err)? {
+                let (_, v) = entry.map_err(err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(err)?);
+            }
+            Ok(out)
         })
         .await
     }

@@ -2,12 +2,14 @@
 //!
 //! A [`ProjectionStore`] keeps, per account, every projected event of every message (from
 //! which the status is derived at read time, so events may arrive in any order across
-//! topics) and per-hour counters. Backends: [`embedded`] (redb, default) and [`cql`]
+//! topics) and per-hour counters, and the current state of every sender domain
+//! ([`crate::domains::state::DomainState`], one row per domain, tombstones included). Backends: [`embedded`] (redb, default) and [`cql`]
 //! (ScyllaDB or Cassandra). `tests/store_conformance.rs` runs against both.
 
 pub mod cql;
 pub mod embedded;
 
+use crate::domains::state::DomainState;
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -134,6 +136,16 @@ pub trait ProjectionStore: Send + Sync + 'static {
 
     /// Counters of the hours that start in `[from, to)`, after rounding `from` down to its hour.
     async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError>;
+
+    /// One sender domain (a removed one as its tombstone); `None` if never added.
+    async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError>;
+
+    /// Replaces a sender domain's state. Durable on return. Only the domain projector
+    /// writes it, one task per partition, so writes of one domain never race.
+    async fn put_domain(&self, state: &DomainState) -> Result<(), StoreError>;
+
+    /// Every sender domain, tombstones included (the service zone and signing read this).
+    async fn domains(&self) -> Result<Vec<DomainState>, StoreError>;
 }
 
 #[cfg(test)]

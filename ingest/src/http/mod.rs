@@ -1,6 +1,7 @@
 //! The REST API (axum): a file per route, shared state, bearer-key authentication and the
 //! JSON error body every route uses.
 
+mod domains;
 mod messages;
 mod send;
 mod stats;
@@ -8,6 +9,7 @@ mod stats;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use herald_engine::domains::Domains;
 use axum::{Json, Router};
 use herald_engine::store::ProjectionStore;
 use herald_engine::submit::Submitter;
@@ -28,6 +30,8 @@ pub struct ApiState {
     /// Most recipients in one `POST /v1/send`.
     pub max_recipients: usize,
     pub metrics: Option<MetricsRender>,
+    /// Sender domains (`/v1/domains`); `None` answers 404 `not_enabled`.
+    pub domains: Option<Arc<Domains>>,
 }
 
 /// The API's routes.
@@ -36,6 +40,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/send", post(send::handle))
         .route("/v1/messages/{id}", get(messages::handle))
         .route("/v1/stats", get(stats::handle))
+        .route("/v1/domains", post(domains::add).get(domains::list))
+        .route("/v1/domains/{domain}", get(domains::show).patch(domains::update).delete(domains::remove))
+        .route("/v1/domains/{domain}/records", get(domains::records))
+        .route("/v1/domains/{domain}/verify", post(domains::verify))
+        .route("/v1/domains/{domain}/rotate", post(domains::rotate))
+        .route("/v1/domains/{domain}/check", get(domains::check))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -7,6 +7,8 @@ pub struct Knot {
     pub port: u16,
     child: Child,
     _dir: tempfile::TempDir,
+    conf: PathBuf,
+    serial: std::sync::atomic::AtomicU32,
 }
 
 /// One zone: its origin and its records in zone-file syntax (names relative to origin).
@@ -30,15 +32,7 @@ impl Knot {
         );
         for z in zones {
             let file: PathBuf = dir.path().join(format!("{}.zone", z.origin));
-            let mut text = format!(
-                "$ORIGIN {o}.\n$TTL 60\n@ SOA ns.{o}. hostmaster.{o}. 1 60 60 600 60\n@ NS ns.{o}.\nns A 127.0.0.1\n",
-                o = z.origin
-            );
-            for r in &z.records {
-                text.push_str(r);
-                text.push('\n');
-            }
-            std::fs::write(&file, text).unwrap();
+            std::fs::write(&file, zone_text(z, 1)).unwrap();
             conf.push_str(&format!("  - domain: {}\n    file: \"{}\"\n", z.origin, file.display()));
         }
         let conf_path = dir.path().join("knot.conf");
@@ -57,13 +51,46 @@ impl Knot {
                 .args(["@127.0.0.1", "-p", &port.to_string(), "+tcp", "+short", &first, "SOA"])
                 .output();
             if out.is_ok_and(|o| !o.stdout.is_empty()) {
-                return Knot { port, child, _dir: dir };
+                return Knot { port, child, _dir: dir, conf: conf_path, serial: 1.into() };
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let _ = child.kill();
         let _ = child.wait();
         panic!("knotd did not start on port {port}");
+    }
+}
+
+fn zone_text(z: &Zone, serial: u32) -> String {
+    let mut text = format!(
+        "$ORIGIN {o}.\n$TTL 60\n@ SOA ns.{o}. hostmaster.{o}. {serial} 60 60 600 60\n@ NS ns.{o}.\nns A 127.0.0.1\n",
+        o = z.origin
+    );
+    for r in &z.records {
+        text.push_str(r);
+        text.push('\n');
+    }
+    text
+}
+
+impl Knot {
+    /// Rewrites one zone (started with [`Knot::start`]) and reloads it; returns once the
+    /// new serial is served.
+    pub fn replace(&self, zone: &Zone) {
+        let serial = self.serial.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let file = self._dir.path().join(format!("{}.zone", zone.origin));
+        std::fs::write(&file, zone_text(zone, serial)).unwrap();
+        let out = Command::new("knotc").arg("-c").arg(&self.conf).args(["zone-reload", &zone.origin]).output().expect("knotc");
+        assert!(out.status.success(), "knotc zone-reload: {}", String::from_utf8_lossy(&out.stderr));
+        let origin = format!("{}.", zone.origin);
+        for _ in 0..100 {
+            let out = Command::new("kdig").args(["@127.0.0.1", "-p", &self.port.to_string(), "+tcp", "+short", &origin, "SOA"]).output();
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(2) == Some(&serial.to_string())) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("knot did not serve serial {serial} of {}", zone.origin);
     }
 }
 

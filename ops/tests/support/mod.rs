@@ -46,6 +46,12 @@ pub fn dkim_key(dir: &Path, name: &str, algorithm: &str) -> DkimKey {
 
 /// Runs dkimpy on `message`, resolving through `dns_port`. Returns its report.
 pub fn dkim_verify(message: &[u8], dns_port: u16) -> Result<String, String> {
+    dkim_verify_zones(message, dns_port, &[])
+}
+
+/// Like [`dkim_verify`], sending questions under each `(zone, port)` to that server, so
+/// a CNAME is followed from one authoritative server into another's zone.
+pub fn dkim_verify_zones(message: &[u8], dns_port: u16, zones: &[(&str, u16)]) -> Result<String, String> {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), message).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dkim_verify.py");
@@ -53,6 +59,7 @@ pub fn dkim_verify(message: &[u8], dns_port: u16) -> Result<String, String> {
         .arg(script)
         .args(["127.0.0.1", &dns_port.to_string()])
         .arg(file.path())
+        .args(zones.iter().map(|(z, p)| format!("{z}=127.0.0.1:{p}")))
         .output()
         .expect("python3 with dkimpy (ops/scripts/install-peers.sh installs it)");
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
