@@ -65,14 +65,16 @@ struct World {
     sink: Sink,
     herald: Running,
     dns_port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn world(backends: Backends) -> World {
-    world_with(backends, 3600).await
+    world_with(backends, |_| {}).await
 }
 
-async fn world_with(backends: Backends, reverify_secs: u64) -> World {
+/// Knot, a sink and Herald serving its zone, with short rotation timings; `tweak` adjusts
+/// the config before Herald starts.
+async fn world_with(backends: Backends, tweak: impl FnOnce(&mut herald::config::Config)) -> World {
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start(&[
         Zone { origin: "rcpt.test".into(), records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()] },
@@ -93,9 +95,10 @@ async fn world_with(backends: Backends, reverify_secs: u64) -> World {
     c.domains.propagation_delay_secs = 2;
     c.domains.grace_secs = 3600;
     c.domains.maintenance_interval_secs = 1;
-    c.domains.reverify_secs = reverify_secs;
+    c.domains.reverify_secs = 3600;
+    tweak(&mut c);
     let herald = start(c).await;
-    World { knot, sink, herald, dns_port, _dir: dir }
+    World { knot, sink, herald, dns_port, dir }
 }
 
 async fn send(w: &World, from: &str, subject: &str, bounce: bool) -> String {
@@ -338,7 +341,7 @@ async fn kafka_cql_sender_domains_with_real_dns() {
 /// published, verified → failing when one breaks, each with a `DomainVerified` event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_recheck_moves_the_status() {
-    let w = world_with(Backends::Embedded, 1).await;
+    let w = world_with(Backends::Embedded, |c| c.domains.reverify_secs = 1).await;
     let h = &w.herald;
     let (code, _) = post(h, KEY, "/v1/domains", json!({ "domain": "sender.test" })).await;
     assert_eq!(code, 201);
@@ -403,4 +406,203 @@ async fn servfail_is_unreachable_not_missing() {
     }
     s.status = VerificationStatus::Verified;
     assert_eq!(state::next_status(s.status, &checks), VerificationStatus::Verified);
+}
+
+/// `herald domains ARGS` as the real binary against `h`, as the account of `key`: exit
+/// code, stdout, stderr. `RUST_LOG` is cleared so stdout holds only the command's output.
+async fn cli(h: &Running, key: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["domains", "--url", &h.base, "--api-key", key])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn selector<'a>(domain: &'a Value, name: &str) -> Option<&'a Value> {
+    domain["selectors"].as_array().unwrap().iter().find(|s| s["selector"] == name)
+}
+
+/// The private key files of `domain` in `<data_dir>/dkim/<domain>/`, sorted.
+fn key_files(w: &World, domain: &str) -> Vec<String> {
+    let dir = w.dir.path().join("data/dkim").join(domain);
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".pem")).collect(),
+        Err(_) => vec![],
+    };
+    names.sort();
+    names
+}
+
+/// `add`, `show`, `check`, `rotate` and `remove` through the binary, each checked against
+/// the API's state afterwards. The periodic task is kept out of the way (it would verify a
+/// never-checked domain, and activate the rotation), so every change is the command's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_add_show_check_rotate_remove() {
+    let w = world_with(Backends::Embedded, |c| {
+        c.domains.propagation_delay_secs = 600;
+        c.domains.maintenance_interval_secs = 3600;
+    })
+    .await;
+    let h = &w.herald;
+
+    // add: the status, what to do next and the zone snippet; the API has the domain.
+    let (code, out, err) = cli(h, KEY, &["add", "sender.test", "--dmarc-rua", "mailto:dmarc@sender.test"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("sender.test: pending; publish these records, then run `herald domains verify sender.test`:\n"), "{out}");
+    let (code, records) = h.get(KEY, "/v1/domains/sender.test/records").await;
+    assert_eq!(code, 200, "{records}");
+    let hd1 = records["records"][0]["value"].as_str().unwrap().to_owned();
+    let hd2 = hd1.replacen("hd1.", "hd2.", 1);
+    assert!(out.contains(&format!("hd1._domainkey.sender.test.\t3600\tIN\tCNAME\t{hd1}")), "{out}");
+    assert!(out.contains(&format!("hd2._domainkey.sender.test.\t3600\tIN\tCNAME\t{hd2}")), "{out}");
+    assert!(out.contains("\"v=DMARC1; p=none; rua=mailto:dmarc@sender.test;\""), "{out}");
+    let (_, d) = h.get(KEY, "/v1/domains/sender.test").await;
+    assert_eq!((d["status"].as_str(), d["dmarc_rua"].as_str()), (Some("pending"), Some("mailto:dmarc@sender.test")), "{d}");
+    assert_eq!(key_files(&w, "sender.test").len(), 1);
+
+    // add of a domain another account holds: non-zero exit with the 409's code and message.
+    let (code, out, err) = cli(h, OTHER_KEY, &["add", "sender.test"]).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(err.contains("domain_claimed: sender.test is already a sender domain of another account"), "{err}");
+    assert_eq!(out, "");
+    assert_eq!(h.get(OTHER_KEY, "/v1/domains/sender.test").await.0, 404);
+    assert_eq!(h.get(KEY, "/v1/domains/sender.test").await.1, d, "the claim changed nothing");
+    assert_eq!(key_files(&w, "sender.test").len(), 1, "the refused claim left no key behind");
+
+    // show: the API's JSON; a Unicode name goes percent-encoded in the path.
+    let (code, out, err) = cli(h, KEY, &["show", "sender.test"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(shown, d);
+    let (code, out, err) = cli(h, KEY, &["add", "bücher.test"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("xn--bcher-kva.test: pending"), "{out}");
+    let (code, out, err) = cli(h, KEY, &["show", "bücher.test"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((shown["domain"].as_str(), shown["unicode"].as_str()), (Some("xn--bcher-kva.test"), Some("bücher.test")), "{shown}");
+    let (code, out, err) = cli(h, OTHER_KEY, &["show", "sender.test"]).await;
+    assert!(code != Some(0) && out.is_empty() && err.contains("domain_not_found"), "{code:?} {out} {err}");
+
+    // check: one readable line per finding; exit 1 while anything fails, 0 once all pass.
+    let (code, out, err) = cli(h, KEY, &["check", "sender.test"]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.starts_with("sender.test: problems found\n"), "{out}");
+    let line = |out: &str, record: &str| out.lines().find(|l| l.get(5..).is_some_and(|rest| rest.starts_with(&format!("{record} ")))).unwrap_or_else(|| panic!("no {record} in {out}")).to_owned();
+    assert!(line(&out, "spf").starts_with("FAIL spf              missing      no SPF record at sender.test: publish `v=spf1 include:_spf.herald.test ~all`"), "{out}");
+    assert!(line(&out, "dkim_key").contains("no DKIM key record at hd1._domainkey.sender.test"), "{out}");
+    assert!(line(&out, "ptr").starts_with("ok   ptr "), "{out}");
+    w.knot.replace(&customer_zone(&records, &[], &[]));
+    let (code, out, err) = cli(h, KEY, &["check", "sender.test"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("sender.test: all checks pass\n"), "{out}");
+    assert!(out.lines().skip(1).all(|l| l.starts_with("ok   ")), "{out}");
+    assert!(line(&out, "dkim_key").ends_with(&format!("hd1._domainkey.sender.test (through CNAME {}) publishes the active rsa key", hd1.trim_end_matches('.'))), "{out}");
+    w.knot.replace(&customer_zone(&records, &[], &["dmarc"]));
+    let (code, out, _) = cli(h, KEY, &["check", "sender.test"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails, vec!["FAIL dmarc_alignment  missing      no DMARC record at _dmarc.sender.test"], "{out}");
+    let (code, out, _) = cli(h, KEY, &["check", "sender.test", "--json"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((report["domain"].as_str(), report["ok"].as_bool()), (Some("sender.test"), Some(false)), "{report:#}");
+    let (_, after) = h.get(KEY, "/v1/domains/sender.test").await;
+    assert_eq!((after["status"].as_str(), &after["checked_at"]), (Some("pending"), &Value::Null), "check records nothing: {after:#}");
+
+    // rotate: new keys in the idle slot, published (not signing) until the time printed.
+    let (code, out, err) = cli(h, KEY, &["rotate", "sender.test"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (_, d) = h.get(KEY, "/v1/domains/sender.test").await;
+    assert_eq!(selector(&d, "hd1").map(|s| &s["state"]), Some(&json!("active")), "{d:#}");
+    assert_eq!(selector(&d, "hd2").map(|s| &s["state"]), Some(&json!("published")), "{d:#}");
+    assert_eq!(out, format!("sender.test: new keys published; they sign from {}\n", d["activates_at"].as_str().unwrap()));
+    assert!(kdig(w.dns_port, &["+tcp", "+short", &hd2, "TXT"]).contains("v=DKIM1"), "hd2 served at once");
+    assert_eq!(key_files(&w, "sender.test").len(), 2);
+    let (code, _, err) = cli(h, KEY, &["rotate", "sender.test"]).await;
+    assert_ne!(code, Some(0));
+    assert!(err.contains("rotation_in_progress: cannot rotate now: keys for slot 2 are already published"), "{err}");
+
+    // remove: gone from the API, from Herald's zone and from the key directory.
+    let (code, out, err) = cli(h, KEY, &["remove", "sender.test"]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "sender.test: removed\n"), "{err}");
+    assert_eq!(h.get(KEY, "/v1/domains/sender.test").await.0, 404);
+    let (_, list) = h.get(KEY, "/v1/domains").await;
+    assert_eq!(list["domains"].as_array().unwrap().iter().map(|d| d["domain"].as_str().unwrap()).collect::<Vec<_>>(), vec!["xn--bcher-kva.test"]);
+    assert_eq!(key_files(&w, "sender.test"), Vec::<String>::new());
+    support::eventually(10, "the keys withdrawn from Herald's DNS", || async {
+        (kdig(w.dns_port, &["+tcp", &hd1, "TXT"]).contains("NXDOMAIN") && kdig(w.dns_port, &["+tcp", &hd2, "TXT"]).contains("NXDOMAIN")).then_some(())
+    })
+    .await;
+    let (code, _, err) = cli(h, KEY, &["remove", "sender.test"]).await;
+    assert!(code != Some(0) && err.contains("domain_not_found"), "{err}");
+    w.herald.stop().await;
+}
+
+/// Rotation end to end with short timings: the new key is published beside the old one and
+/// signs after the propagation delay; both are served through the grace period; then the
+/// periodic task withdraws the old selector from Herald's zone and deletes its key file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_retires_the_old_key_after_the_grace_period() {
+    let w = world_with(Backends::Embedded, |c| {
+        c.domains.propagation_delay_secs = 1;
+        c.domains.grace_secs = 2;
+        c.domains.maintenance_interval_secs = 1;
+    })
+    .await;
+    let h = &w.herald;
+    let (code, _) = post(h, KEY, "/v1/domains", json!({ "domain": "sender.test" })).await;
+    assert_eq!(code, 201);
+    let (_, records) = h.get(KEY, "/v1/domains/sender.test/records").await;
+    w.knot.replace(&customer_zone(&records, &[], &[]));
+    let (_, v) = post(h, KEY, "/v1/domains/sender.test/verify", json!({})).await;
+    assert_eq!(v["status"], "verified", "{v:#}");
+    let hd1 = records["records"][0]["value"].as_str().unwrap().to_owned();
+    let hd2 = hd1.replacen("hd1.", "hd2.", 1);
+    let txt = |name: &str| kdig(w.dns_port, &["+tcp", "+short", name, "TXT"]);
+    let old_txt = txt(&hd1);
+    assert!(old_txt.contains("v=DKIM1"), "{old_txt}");
+    let old_files = key_files(&w, "sender.test");
+    assert!(old_files.len() == 1 && old_files[0].starts_with("hd1-"), "{old_files:?}");
+
+    let (code, rotated) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;
+    assert_eq!(code, 200, "{rotated}");
+    let d = support::eventually(10, "hd2 to become active", || async {
+        let (_, d) = h.get(KEY, "/v1/domains/sender.test").await;
+        (selector(&d, "hd2").is_some_and(|s| s["state"] == "active")).then_some(d)
+    })
+    .await;
+
+    // The grace period: hd1 no longer signs but stays published, beside hd2.
+    assert_eq!(selector(&d, "hd1").map(|s| &s["state"]), Some(&json!("retiring")), "{d:#}");
+    assert!(d["retires_at"].is_string(), "{d:#}");
+    assert_eq!(txt(&hd1), old_txt, "the old key is served during the grace period");
+    assert!(txt(&hd2).contains("v=DKIM1"), "the new key is served");
+    assert_eq!(key_files(&w, "sender.test").len(), 2);
+
+    // After it: hd1 withdrawn from the zone and its file deleted; hd2 alone signs.
+    support::eventually(10, "hd1 withdrawn from Herald's DNS", || async { (!txt(&hd1).contains("v=DKIM1")).then_some(()) }).await;
+    let full = kdig(w.dns_port, &["+tcp", &hd1, "TXT"]);
+    assert!(full.contains("NXDOMAIN") || (full.contains("NOERROR") && full.contains("ANSWER: 0")), "{full}");
+    assert!(txt(&hd2).contains("v=DKIM1"));
+    let (_, d) = h.get(KEY, "/v1/domains/sender.test").await;
+    assert_eq!(d["selectors"].as_array().unwrap().len(), 1, "{d:#}");
+    assert_eq!(selector(&d, "hd2").map(|s| &s["state"]), Some(&json!("active")), "{d:#}");
+    assert!(d["retires_at"].is_null(), "{d:#}");
+    let files = support::eventually(5, "hd1's key file deleted", || async {
+        let files = key_files(&w, "sender.test");
+        (!files.contains(&old_files[0])).then_some(files)
+    })
+    .await;
+    assert!(files.len() == 1 && files[0].starts_with("hd2-"), "{files:?}");
+
+    // Slot 1 is free again: the next rotation publishes a fresh key there.
+    let (code, rotated) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;
+    assert_eq!(code, 200, "{rotated}");
+    let new_txt = txt(&hd1);
+    assert!(new_txt.contains("v=DKIM1") && new_txt != old_txt, "{new_txt}");
+    w.herald.stop().await;
 }
