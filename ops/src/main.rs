@@ -68,6 +68,10 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,herald=info,hickory_server=warn".into()),
         )
+        // Logs go to stderr, so command output on stdout (`herald domains show`, `config
+        // default`, ...) stays clean for pipes; colours only on a terminal.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Serve { config } => serve(config),

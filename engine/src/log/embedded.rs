@@ -6,7 +6,7 @@
 //! `fdatasync`ed (`wal.rs`), then committed to redb without an fsync of its own, and only
 //! then are callers answered, so an acknowledged append survives a crash: at open, the
 //! write-ahead frames since redb's last durable commit are replayed. A checkpoint (a
-//! durable redb commit, then an empty write-ahead file) runs every `CHECKPOINT_INTERVAL`,
+//! durable redb commit, then a new write-ahead generation) runs every `CHECKPOINT_INTERVAL`,
 //! when the file passes `CHECKPOINT_BYTES`, when idle, and at shutdown. One sequential
 //! append and fdatasync costs about half of redb's own durable commit, which writes the
 //! B-tree's pages in place.
@@ -23,12 +23,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("consumer_offsets");
-/// `wal_generation`: the write-ahead generation whose frames are not yet durable in redb.
+/// `wal_generation`: the id of the write-ahead generation whose frames are not yet durable
+/// in redb.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Longest time between checkpoints while appends keep coming.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
-/// Write-ahead size that forces a checkpoint.
-const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// Write-ahead size that forces a checkpoint (below the file's preallocated size).
+const CHECKPOINT_BYTES: u64 = 24 << 20;
+const _: () = assert!(CHECKPOINT_BYTES < wal::PREALLOCATE);
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8192;
 /// Most records deleted per retention transaction, so appends are never held up long.
@@ -87,7 +89,8 @@ impl EmbeddedLog {
                 tracing::info!(entries = replay.len(), "embedded log: replaying the write-ahead file");
                 apply(&txn, replay)?;
             }
-            txn.open_table(META).map_err(storage)?.insert("wal_generation", generation + 1).map_err(storage)?;
+            let next = Wal::new_generation();
+            txn.open_table(META).map_err(storage)?.insert("wal_generation", next).map_err(storage)?;
             for topic in topics {
                 let name = table_name(topic);
                 let table = txn
@@ -104,7 +107,7 @@ impl EmbeddedLog {
                 heads.insert(topic.clone(), senders);
             }
             txn.commit().map_err(storage)?;
-            wal.reset(generation + 1).map_err(storage)?;
+            wal.reset(next);
             wal
         };
         let shared = Arc::new(Shared { db, heads });
@@ -147,14 +150,11 @@ fn apply(txn: &redb::WriteTransaction, entries: Vec<Entry>) -> Result<(), LogErr
 fn checkpoint(shared: &Shared, wal: &mut Wal) -> Result<(), LogError> {
     let mut txn = shared.db.begin_write().map_err(storage)?;
     txn.set_durability(Durability::Immediate).map_err(storage)?;
-    let generation = {
-        let mut meta = txn.open_table(META).map_err(storage)?;
-        let next = meta.get("wal_generation").map_err(storage)?.map_or(0, |v| v.value()) + 1;
-        meta.insert("wal_generation", next).map_err(storage)?;
-        next
-    };
+    let generation = Wal::new_generation();
+    txn.open_table(META).map_err(storage)?.insert("wal_generation", generation).map_err(storage)?;
     txn.commit().map_err(storage)?;
-    wal.reset(generation).map_err(storage)
+    wal.reset(generation);
+    Ok(())
 }
 
 fn writer_loop(shared: Arc<Shared>, mut wal: Wal, rx: mpsc::Receiver<Command>) {
@@ -279,7 +279,7 @@ fn write_batch(shared: &Shared, wal: &mut Wal, batch: &[Command]) -> Result<Hash
     wal.append(&frame).map_err(storage)?;
     if let Err(e) = txn.commit() {
         // Not acknowledged, so it must not come back at the next replay either.
-        wal.truncate(before).map_err(storage)?;
+        wal.erase_from(before).map_err(storage)?;
         return Err(storage(e));
     }
     Ok(new_heads)

@@ -1,9 +1,18 @@
-//! The embedded log's write-ahead file. Each group commit is one frame, appended and
+//! The embedded log's write-ahead file. Each group commit is one frame, written and
 //! `fdatasync`ed before the group's redb transaction is committed (without its own fsync)
 //! and before any caller is answered. A checkpoint (a durable redb commit) makes everything
-//! before it durable in redb; the file is then emptied and its generation bumped. At open,
-//! the frames of the current generation are replayed into redb: whatever redb lost in a
-//! crash since its last durable commit, and nothing else.
+//! before it durable in redb and starts a new generation, whose frames are written from the
+//! start of the file again. At open, the frames of the current generation are replayed into
+//! redb: whatever redb lost in a crash since its last durable commit, and nothing else.
+//!
+//! The file is preallocated and zero-filled (`PREALLOCATE`) and never shrinks, so an
+//! `fdatasync` flushes only the data written: no block allocation or size change goes
+//! through the filesystem journal (on ext4 here, ~0.19 ms instead of ~0.32 ms for 25 KB).
+//!
+//! A generation is a random 64-bit id, stored durably in redb before its first frame is
+//! written. Frames left from older generations after the current ones are not replayed, and
+//! bytes a client controls (a message body inside an old frame) cannot pass for a frame
+//! without guessing the id.
 //!
 //! Frame: `HWAL`, generation (u64 LE), payload length (u32 LE), CRC-32 of the payload
 //! (u32 LE), payload. Reading stops at the first frame that is short, of another
@@ -13,12 +22,14 @@
 //! topic partition offset (a consumer offset); strings and byte strings are length-prefixed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 const MAGIC: &[u8; 4] = b"HWAL";
 const HEADER: usize = 4 + 8 + 4 + 4;
+/// Size the file is zero-filled to (above the checkpoint threshold).
+pub const PREALLOCATE: u64 = 32 << 20;
 
 pub struct Wal {
     file: File,
@@ -36,19 +47,41 @@ pub enum Entry {
 impl Wal {
     /// Opens (or creates) the file; returns it with the entries of `generation`'s frames.
     pub fn open(path: &Path, generation: u64) -> io::Result<(Wal, Vec<Entry>)> {
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let size = file.metadata()?.len();
         let mut entries = Vec::new();
         let mut at = 0;
-        while let Some((payload, next)) = frame(&bytes, at, generation) {
-            match parse(payload) {
+        while let Some((payload, next)) = frame(&file, size, at, generation) {
+            match parse(&payload) {
                 Some(mut e) => entries.append(&mut e),
                 None => break,
             }
             at = next;
         }
-        Ok((Wal { file, len: bytes.len() as u64, generation }, entries))
+        if size < PREALLOCATE {
+            let zeros = vec![0u8; 1 << 20];
+            let mut end = size;
+            while end < PREALLOCATE {
+                let n = zeros.len().min((PREALLOCATE - end) as usize);
+                file.write_all_at(&zeros[..n], end)?;
+                end += n as u64;
+            }
+            file.sync_all()?;
+        }
+        Ok((Wal { file, len: at as u64, generation }, entries))
+    }
+
+    /// A fresh generation id (random; never 0, the id of a log created before any).
+    pub fn new_generation() -> u64 {
+        loop {
+            let mut b = [0u8; 8];
+            if aws_lc_rs::rand::fill(&mut b).is_ok() {
+                let g = u64::from_le_bytes(b);
+                if g != 0 {
+                    return g;
+                }
+            }
+        }
     }
 
     pub fn len(&self) -> u64 {
@@ -75,38 +108,49 @@ impl Wal {
                 Ok(())
             }
             Err(e) => {
-                let _ = self.file.set_len(self.len);
+                let _ = self.erase_from(self.len);
                 Err(e)
             }
         }
     }
 
-    /// Removes the last frame's effect after its transaction failed: cuts the file to `len`.
-    pub fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)?;
+    /// Removes the frames from `len` on (after their transaction failed): their headers are
+    /// zeroed, so a replay stops there.
+    pub fn erase_from(&mut self, len: u64) -> io::Result<()> {
+        self.file.write_all_at(&[0u8; HEADER], len)?;
         self.file.sync_data()?;
         self.len = len;
         Ok(())
     }
 
-    /// Empties the file for `generation` (after that generation was made durable in redb).
-    pub fn reset(&mut self, generation: u64) -> io::Result<()> {
-        self.truncate(0)?;
+    /// Starts `generation` at the beginning of the file (after the previous generation was
+    /// made durable in redb, and `generation` recorded there).
+    pub fn reset(&mut self, generation: u64) {
+        self.len = 0;
         self.generation = generation;
-        Ok(())
     }
 }
 
-/// The payload of the valid frame of `generation` at `at`, and where the next one starts.
-fn frame(bytes: &[u8], at: usize, generation: u64) -> Option<(&[u8], usize)> {
-    let header = bytes.get(at..at + HEADER)?;
+/// The payload of the valid frame of `generation` at `at` in `file` (of `size` bytes), and
+/// where the next frame starts.
+fn frame(file: &File, size: u64, at: u64, generation: u64) -> Option<(Vec<u8>, u64)> {
+    let mut header = [0u8; HEADER];
+    if at + HEADER as u64 > size {
+        return None;
+    }
+    file.read_exact_at(&mut header, at).ok()?;
     if &header[..4] != MAGIC || u64::from_le_bytes(header[4..12].try_into().ok()?) != generation {
         return None;
     }
-    let len = u32::from_le_bytes(header[12..16].try_into().ok()?) as usize;
+    let len = u32::from_le_bytes(header[12..16].try_into().ok()?) as u64;
     let crc = u32::from_le_bytes(header[16..20].try_into().ok()?);
-    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
-    (crc32fast::hash(payload) == crc).then_some((payload, at + HEADER + len))
+    let start = at + HEADER as u64;
+    if start + len > size {
+        return None;
+    }
+    let mut payload = vec![0u8; len as usize];
+    file.read_exact_at(&mut payload, start).ok()?;
+    (crc32fast::hash(&payload) == crc).then_some((payload, start + len))
 }
 
 /// Appends a record entry to a frame payload.
@@ -189,6 +233,8 @@ mod tests {
         wal.append(&payload(1)).unwrap();
         wal.append(&payload(2)).unwrap();
         let good = wal.len();
+        let (_, replayed) = Wal::open(&path, 7).unwrap();
+        assert_eq!(replayed.len(), 4, "reopened while the first is open");
         // A torn third frame: only part of it reached the disk.
         let mut torn = Vec::new();
         torn.extend_from_slice(MAGIC);
@@ -206,11 +252,29 @@ mod tests {
         // Another generation's frames are not replayed.
         let (mut wal, replayed) = Wal::open(&path, 8).unwrap();
         assert!(replayed.is_empty());
-        wal.reset(8).unwrap();
+        // The next generation overwrites from the start; the old frames after it are ignored.
+        wal.reset(8);
         wal.append(&payload(3)).unwrap();
         drop(wal);
         let (_, replayed) = Wal::open(&path, 8).unwrap();
         assert_eq!(replayed.len(), 2);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOCATE, "preallocated once, never shrunk");
+    }
+
+    #[test]
+    fn an_erased_frame_is_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.wal");
+        let (mut wal, _) = Wal::open(&path, 3).unwrap();
+        wal.append(&payload(1)).unwrap();
+        let before = wal.len();
+        wal.append(&payload(2)).unwrap();
+        wal.erase_from(before).unwrap();
+        wal.append(&payload(9)).unwrap();
+        drop(wal);
+        let (_, replayed) = Wal::open(&path, 3).unwrap();
+        let offsets: Vec<u64> = replayed.iter().filter_map(|e| if let Entry::Record { offset, .. } = e { Some(*offset) } else { None }).collect();
+        assert_eq!(offsets, vec![1, 9]);
     }
 
     #[test]
