@@ -3,7 +3,7 @@
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
 
 /// Where mail for a domain goes.
@@ -22,28 +22,29 @@ pub struct MxResolver {
     resolver: TokioResolver,
 }
 
+/// A resolver builder on `servers` (ip:port, over UDP and TCP), else on the system's
+/// configuration. Delivery and sender-domain verification both start from it.
+pub fn resolver_builder(servers: &[SocketAddr]) -> Result<ResolverBuilder<TokioRuntimeProvider>, String> {
+    if servers.is_empty() {
+        return TokioResolver::builder_tokio().map_err(|e| e.to_string());
+    }
+    let name_servers = servers
+        .iter()
+        .map(|s| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = s.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = s.port();
+            NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    Ok(TokioResolver::builder_with_config(ResolverConfig::from_parts(None, vec![], name_servers), TokioRuntimeProvider::default()))
+}
+
 impl MxResolver {
     /// Uses `servers` (ip:port) when given, else the system configuration.
     pub fn new(servers: &[SocketAddr]) -> Result<Self, String> {
-        let builder = if servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| e.to_string())?
-        } else {
-            let name_servers = servers
-                .iter()
-                .map(|s| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = s.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = s.port();
-                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], name_servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        Ok(MxResolver { resolver: builder.build().map_err(|e| e.to_string())? })
+        Ok(MxResolver { resolver: resolver_builder(servers)?.build().map_err(|e| e.to_string())? })
     }
 
     /// The route for `domain`. `Err` is a temporary DNS failure (timeout, SERVFAIL).

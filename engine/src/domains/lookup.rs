@@ -2,8 +2,6 @@
 //! with answers reduced to what the checks need. A timeout, SERVFAIL or REFUSED is
 //! [`Found::Failed`] (the checks report `unreachable`), never "no record".
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use std::net::{IpAddr, SocketAddr};
@@ -11,21 +9,7 @@ use std::time::Duration;
 
 /// A resolver on `servers` (ip:port), else the system's, with a per-query timeout.
 pub fn resolver(servers: &[SocketAddr], timeout: Duration) -> Result<TokioResolver, String> {
-    let mut builder = if servers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| e.to_string())?
-    } else {
-        let name_servers = servers
-            .iter()
-            .map(|s| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = s.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = s.port();
-                NameServerConfig::new(s.ip(), true, vec![udp, tcp])
-            })
-            .collect();
-        TokioResolver::builder_with_config(ResolverConfig::from_parts(None, vec![], name_servers), TokioRuntimeProvider::default())
-    };
+    let mut builder = crate::delivery::mx::resolver_builder(servers)?;
     builder.options_mut().timeout = timeout;
     builder.options_mut().attempts = 1;
     builder.build().map_err(|e| e.to_string())
