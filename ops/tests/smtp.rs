@@ -304,6 +304,16 @@ async fn connect(port: u16) -> (BufReader<tokio::net::tcp::OwnedReadHalf>, tokio
     (rd, wr, greeting)
 }
 
+/// A connection that got `220`, once a closed session has freed its slot (the server frees
+/// it a moment after the client leaves).
+async fn greeted(port: u16) -> (BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf, String) {
+    support::eventually(10, "a connection slot", move || async move {
+        let c = connect(port).await;
+        c.2.starts_with("220 ").then_some(c)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implicit_tls_connection_limits_timeout_rate_limit_and_auth_lockout() {
     let implicit = support::free_port();
@@ -374,11 +384,7 @@ async fn implicit_tls_connection_limits_timeout_rate_limit_and_auth_lockout() {
 
     // AUTH lockout after two failures from one IP: the second failure closes with 421, and
     // even the right password is refused afterwards.
-    let (mut rd, mut wr, _) = support::eventually(10, "a slot", move || async move {
-        let c = connect(sp).await;
-        c.2.starts_with("220 ").then_some(c)
-    })
-    .await;
+    let (mut rd, mut wr, _) = greeted(sp).await;
     use base64::Engine;
     let b64 = |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"));
     wr.write_all(format!("EHLO raw.test\r\nAUTH PLAIN {}\r\n", b64(USER, "wrong")).as_bytes()).await.unwrap();
@@ -387,11 +393,7 @@ async fn implicit_tls_connection_limits_timeout_rate_limit_and_auth_lockout() {
     wr.write_all(format!("AUTH PLAIN {}\r\n", b64(USER, "wrong again")).as_bytes()).await.unwrap();
     assert!(reply(&mut rd).await.starts_with("421 4.7.0"));
     drop((rd, wr));
-    let (mut rd, mut wr, _) = support::eventually(10, "a slot", move || async move {
-        let c = connect(sp).await;
-        c.2.starts_with("220 ").then_some(c)
-    })
-    .await;
+    let (mut rd, mut wr, _) = greeted(sp).await;
     wr.write_all(format!("EHLO raw.test\r\nAUTH PLAIN {}\r\n", b64(USER, PASSWORD)).as_bytes()).await.unwrap();
     reply(&mut rd).await;
     let locked = reply(&mut rd).await;
