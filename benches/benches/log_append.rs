@@ -7,7 +7,14 @@ use herald_engine::log::{embedded::EmbeddedLog, EventLog, Record};
 use std::sync::Arc;
 
 fn records(n: usize, frame: &[u8]) -> Vec<Record> {
-    (0..n).map(|i| Record { topic: "bench".into(), partition: (i % 16) as u32, key: "example.org".into(), value: frame.to_vec() }).collect()
+    (0..n)
+        .map(|i| Record {
+            topic: "bench".into(),
+            partition: (i % 16) as u32,
+            key: "example.org".into(),
+            value: frame.to_vec(),
+        })
+        .collect()
 }
 
 fn log_append(c: &mut Criterion) {
@@ -20,7 +27,11 @@ fn log_append(c: &mut Criterion) {
     for batch in [1usize, 64, 1024] {
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_with_input(BenchmarkId::new("batch", batch), &batch, |b, &n| {
-            b.iter_batched(|| records(n, &frame), |r| rt.block_on(log.append(r)).unwrap(), criterion::BatchSize::SmallInput)
+            b.iter_batched(
+                || records(n, &frame),
+                |r| rt.block_on(log.append(r)).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
         });
     }
     g.throughput(Throughput::Elements(64));

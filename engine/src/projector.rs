@@ -2,7 +2,7 @@
 //! [`ProjectionStore`], committing offsets only after the store has them.
 
 use crate::log::{Assignment, EventLog, PartitionConsumer, Topics};
-use crate::store::{Kind, ProjectionStore, Projected};
+use crate::store::{Kind, Projected, ProjectionStore};
 use herald_schemas::{decode, Event, Outcome, Timestamp};
 use serde_json::json;
 use std::sync::Arc;
@@ -77,7 +77,11 @@ impl Projector {
         Projector { log, store, topics }
     }
 
-    pub async fn run(self: Arc<Self>, partitions: &[u32], shutdown: CancellationToken) -> Result<(), crate::log::LogError> {
+    pub async fn run(
+        self: Arc<Self>,
+        partitions: &[u32],
+        shutdown: CancellationToken,
+    ) -> Result<(), crate::log::LogError> {
         let mut assignments = Vec::new();
         for topic in [self.topics.messages(), self.topics.attempts()] {
             assignments.extend(partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }));

@@ -56,7 +56,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { initial: Duration::from_secs(60), max_delay: Duration::from_secs(3600), max_age: Duration::from_secs(86_400) }
+        RetryPolicy {
+            initial: Duration::from_secs(60),
+            max_delay: Duration::from_secs(3600),
+            max_age: Duration::from_secs(86_400),
+        }
     }
 
     #[test]

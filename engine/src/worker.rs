@@ -48,14 +48,26 @@ struct Job {
 }
 
 impl Worker {
-    pub fn new(log: Arc<dyn EventLog>, topics: Topics, router: Router, deliverer: Arc<Deliverer>, settings: WorkerSettings) -> Self {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        topics: Topics,
+        router: Router,
+        deliverer: Arc<Deliverer>,
+        settings: WorkerSettings,
+    ) -> Self {
         Worker { log, topics, router, deliverer, settings, domains: Mutex::new(HashMap::new()) }
     }
 
     /// Consumes `partitions` of the messages and retry topics until `shutdown`.
-    pub async fn run(self: Arc<Self>, partitions: &[u32], shutdown: CancellationToken) -> Result<(), crate::log::LogError> {
+    pub async fn run(
+        self: Arc<Self>,
+        partitions: &[u32],
+        shutdown: CancellationToken,
+    ) -> Result<(), crate::log::LogError> {
         let mut assignments = Vec::new();
-        for topic in std::iter::once(self.topics.messages()).chain((0..self.topics.retry_tiers).map(|t| self.topics.retry(t))) {
+        for topic in
+            std::iter::once(self.topics.messages()).chain((0..self.topics.retry_tiers).map(|t| self.topics.retry(t)))
+        {
             assignments.extend(partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }));
         }
         let consumers = self.log.consume(GROUP, &assignments).await?;
@@ -96,11 +108,7 @@ impl Worker {
                 }
             }
             let now = Timestamp::now();
-            let due = pending
-                .iter()
-                .take_while(|(_, j)| j.as_ref().is_none_or(|j| j.not_before <= now))
-                .count()
-                .max(1);
+            let due = pending.iter().take_while(|(_, j)| j.as_ref().is_none_or(|j| j.not_before <= now)).count().max(1);
             let chunk: Vec<(u64, Option<Job>)> = pending.drain(..due).collect();
             let next_offset = chunk.last().map(|(o, _)| o + 1).expect("chunk is never empty");
             let jobs: Vec<Job> = chunk.into_iter().filter_map(|(_, j)| j).collect();
@@ -127,7 +135,10 @@ impl Worker {
 
     fn domain_semaphore(&self, domain: &str) -> Arc<Semaphore> {
         let mut domains = self.domains.lock().expect("domain limiter poisoned");
-        domains.entry(domain.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.settings.domain_concurrency))).clone()
+        domains
+            .entry(domain.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.domain_concurrency)))
+            .clone()
     }
 
     /// The events an attempt produces.
@@ -142,7 +153,8 @@ impl Worker {
                 Next::Retry { attempt: n, tier, at } => (Outcome::Deferred, Some((n, tier, at)), attempt.reply),
                 Next::GiveUp => {
                     let r = attempt.reply;
-                    let text = format!("retries exhausted after {} attempts; last reply: {} {}", job.attempt, r.code, r.text);
+                    let text =
+                        format!("retries exhausted after {} attempts; last reply: {} {}", job.attempt, r.code, r.text);
                     (Outcome::Failed, None, SmtpReply { code: r.code, enhanced: r.enhanced, text })
                 }
             },
@@ -213,9 +225,15 @@ impl Worker {
 fn job(record: &Stored) -> Option<Job> {
     match decode(&record.value) {
         Ok(Event::MessageAccepted(message)) => Some(Job { not_before: Timestamp(0), attempt: 1, message }),
-        Ok(Event::DeliveryScheduled(s)) => Some(Job { not_before: s.not_before, attempt: s.attempt, message: s.message }),
+        Ok(Event::DeliveryScheduled(s)) => {
+            Some(Job { not_before: s.not_before, attempt: s.attempt, message: s.message })
+        }
         Ok(other) => {
-            tracing::warn!(event = other.event_type(), offset = record.offset, "unexpected event on a delivery topic; skipped");
+            tracing::warn!(
+                event = other.event_type(),
+                offset = record.offset,
+                "unexpected event on a delivery topic; skipped"
+            );
             None
         }
         Err(e) => {

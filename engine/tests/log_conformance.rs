@@ -2,7 +2,9 @@
 //! the embedded log and against a real Kafka broker (`HERALD_TEST_KAFKA=host:port`, set by
 //! `ops/scripts/test.sh`; without it the Kafka tests fail rather than skip).
 
-use herald_engine::log::{embedded::EmbeddedLog, kafka, Assignment, EventLog, PartitionConsumer, Record, Stored, Topics};
+use herald_engine::log::{
+    embedded::EmbeddedLog, kafka, Assignment, EventLog, PartitionConsumer, Record, Stored, Topics,
+};
 use herald_engine::routing::Router;
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,7 +35,8 @@ fn embedded(dir: &std::path::Path, prefix: &str) -> Opener {
 }
 
 fn kafka_brokers() -> String {
-    std::env::var("HERALD_TEST_KAFKA").expect("HERALD_TEST_KAFKA=host:port must name a real Kafka broker (ops/scripts/test.sh starts one)")
+    std::env::var("HERALD_TEST_KAFKA")
+        .expect("HERALD_TEST_KAFKA=host:port must name a real Kafka broker (ops/scripts/test.sh starts one)")
 }
 
 fn kafka(prefix: &str) -> Opener {
@@ -131,7 +134,11 @@ async fn offsets_resume_after_restart(open: Opener, prefix: &str) {
     let log = open().await;
     let mut c = one(&log, &group, &topic, 1).await;
     let got = read_n(&mut c, 4).await;
-    assert_eq!(got.iter().map(text).collect::<Vec<_>>(), vec!["r6", "r7", "r8", "r9"], "resumes after the committed offset");
+    assert_eq!(
+        got.iter().map(text).collect::<Vec<_>>(),
+        vec!["r6", "r7", "r8", "r9"],
+        "resumes after the committed offset"
+    );
 }
 
 async fn no_loss_when_the_consumer_dies_before_commit(open: Opener, prefix: &str) {
@@ -149,7 +156,11 @@ async fn no_loss_when_the_consumer_dies_before_commit(open: Opener, prefix: &str
     }
     let mut c = one(&log, &group, &topic, 0).await;
     let again = read_n(&mut c, 3).await;
-    assert_eq!(again.iter().map(text).collect::<Vec<_>>(), vec!["r3", "r4", "r5"], "uncommitted records are delivered again");
+    assert_eq!(
+        again.iter().map(text).collect::<Vec<_>>(),
+        vec!["r3", "r4", "r5"],
+        "uncommitted records are delivered again"
+    );
     let more = c.poll(10, Duration::from_millis(500)).await.unwrap();
     assert!(more.is_empty(), "only the uncommitted records come back");
 }
@@ -193,7 +204,9 @@ async fn embedded_append_is_durable_across_reopen() {
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let (log, topic) = (log.clone(), topic.clone());
-                tokio::spawn(async move { log.append(vec![record(&topic, 3, "k.test", format!("c{i}"))]).await.unwrap() })
+                tokio::spawn(
+                    async move { log.append(vec![record(&topic, 3, "k.test", format!("c{i}"))]).await.unwrap() },
+                )
             })
             .collect();
         for t in tasks {
@@ -258,7 +271,12 @@ async fn embedded_files_copied_while_running_hold_every_acknowledged_append() {
 async fn kafka_topics_are_created_then_checked() {
     let prefix = unique("chk");
     let names = topics(&prefix).all();
-    let settings = |partitions| kafka::KafkaSettings { brokers: kafka_brokers(), partitions, replication: 1, retention: Some(Duration::from_secs(3600)) };
+    let settings = |partitions| kafka::KafkaSettings {
+        brokers: kafka_brokers(),
+        partitions,
+        replication: 1,
+        retention: Some(Duration::from_secs(3600)),
+    };
     // Created at the first start, accepted as they are at the next.
     kafka::KafkaLog::connect(settings(PARTITIONS), &names).await.unwrap();
     kafka::KafkaLog::connect(settings(PARTITIONS), &names).await.unwrap();

@@ -2,7 +2,7 @@
 //! server (`HERALD_TEST_CQL=host:port`, set by `ops/scripts/test.sh`; without it the CQL
 //! tests fail rather than skip).
 
-use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, Kind, ProjectionStore, Projected, Stats, Status};
+use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, Kind, Projected, ProjectionStore, Stats, Status};
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use std::sync::Arc;
 
@@ -45,7 +45,10 @@ async fn suite(store: Arc<dyn ProjectionStore>) {
     assert_eq!(m1.recipient, "m1@example.test");
     assert_eq!(store.message(&a, &MessageId("m2".into())).await.unwrap().unwrap().status, Status::Queued);
     assert_eq!(store.message(&a, &MessageId("m3".into())).await.unwrap().unwrap().status, Status::Failed);
-    assert!(store.message(&a, &MessageId("m9".into())).await.unwrap().is_none(), "another account's message is invisible");
+    assert!(
+        store.message(&a, &MessageId("m9".into())).await.unwrap().is_none(),
+        "another account's message is invisible"
+    );
     assert!(store.message(&b, &MessageId("m1".into())).await.unwrap().is_none());
 
     let all = store.stats(&a, Timestamp(T0), Timestamp(T0 + 2 * HOUR)).await.unwrap();
@@ -82,7 +85,11 @@ async fn domains(store: Arc<dyn ProjectionStore>) {
     store.put_domain(&s).await.unwrap();
     store.put_domain(&apply(None, &added("b\u{fc}cher.test"), 0).unwrap()).await.unwrap();
     assert_eq!(store.domain("sender.test").await.unwrap().as_ref(), Some(&s));
-    let removed = DomainEvent::Removed(DomainRemoved { account: AccountId("acme".into()), domain: "sender.test".into(), removed_at: Timestamp(T0) });
+    let removed = DomainEvent::Removed(DomainRemoved {
+        account: AccountId("acme".into()),
+        domain: "sender.test".into(),
+        removed_at: Timestamp(T0),
+    });
     let gone = apply(Some(&s), &removed, 1).unwrap();
     store.put_domain(&gone).await.unwrap();
     assert!(store.domain("sender.test").await.unwrap().unwrap().removed);
@@ -99,7 +106,8 @@ async fn embedded_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_backend() {
-    let node = std::env::var("HERALD_TEST_CQL").expect("HERALD_TEST_CQL=host:port must name a real CQL server (ops/scripts/test.sh starts Cassandra)");
+    let node = std::env::var("HERALD_TEST_CQL")
+        .expect("HERALD_TEST_CQL=host:port must name a real CQL server (ops/scripts/test.sh starts Cassandra)");
     let keyspace = format!("herald_test_{}", &herald_schemas::MessageId::generate().0[20..]);
     suite(Arc::new(CqlStore::connect(&[node], &keyspace).await.unwrap())).await;
 }

@@ -37,7 +37,8 @@ pub fn check_mime(body: &[u8]) -> Result<(), String> {
             }
         }
     }
-    let parsed = mail_parser::MessageParser::new().parse_headers(body).ok_or_else(|| "unparsable message".to_owned())?;
+    let parsed =
+        mail_parser::MessageParser::new().parse_headers(body).ok_or_else(|| "unparsable message".to_owned())?;
     let from = parsed.from().and_then(|f| f.first()).and_then(|a| a.address());
     if from.is_none_or(|a| !a.contains('@')) {
         return Err("the message has no From: address".into());

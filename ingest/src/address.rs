@@ -38,7 +38,10 @@ fn check_domain(domain: &str) -> Result<String, String> {
     if domain.starts_with('[') && domain.ends_with(']') {
         let inner = &domain[1..domain.len() - 1];
         let ip = inner.strip_prefix("IPv6:").unwrap_or(inner);
-        return ip.parse::<std::net::IpAddr>().map(|_| domain.to_owned()).map_err(|_| format!("bad address literal {domain}"));
+        return ip
+            .parse::<std::net::IpAddr>()
+            .map(|_| domain.to_owned())
+            .map_err(|_| format!("bad address literal {domain}"));
     }
     let domain = domain.trim_end_matches('.').to_lowercase();
     if domain.is_empty() || domain.len() > 253 {
@@ -78,7 +81,18 @@ mod tests {
 
     #[test]
     fn refuses_with_a_reason() {
-        for bad in ["", "plain", "@example.org", "a@", "a@localhost", "a b@example.org", "a..b@example.org", "a@-x.org", "a@ex_ample.org", "a@[300.1.1.1]"] {
+        for bad in [
+            "",
+            "plain",
+            "@example.org",
+            "a@",
+            "a@localhost",
+            "a b@example.org",
+            "a..b@example.org",
+            "a@-x.org",
+            "a@ex_ample.org",
+            "a@[300.1.1.1]",
+        ] {
             assert!(parse_mailbox(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -106,14 +106,20 @@ async fn refusals() {
     let long = format!("EHLO c.test\r\nNOOP {}\r\nNOOP\r\n", "x".repeat(1200));
     let out = drive(server(log.clone(), true), long.as_bytes()).await;
     assert!(out.contains("500 5.5.2 Line too long") && out.ends_with("250 2.0.0 OK\r\n"), "{out}");
-    let out = drive(server(log.clone(), true), b"MAIL FROM:<a@b.test>\r\nFOO\r\nEHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=999999\r\n").await;
+    let out = drive(
+        server(log.clone(), true),
+        b"MAIL FROM:<a@b.test>\r\nFOO\r\nEHLO c.test\r\nMAIL FROM:<a@b.test> SIZE=999999\r\n",
+    )
+    .await;
     assert!(out.contains("503 5.5.1") && out.contains("500 5.5.2") && out.contains("552 5.3.4"), "{out}");
     let rcpts = "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<1@x.test>\r\nRCPT TO:<2@x.test>\r\nRCPT TO:<3@x.test>\r\nRCPT TO:<4@x.test>\r\nRCPT TO:<bad@@x>\r\nRCPT TO:<nodomain@x>\r\n";
     let out = drive(server(log.clone(), true), rcpts.as_bytes()).await;
     assert!(out.contains("452 4.5.3"), "{out}");
-    let out = drive(server(log.clone(), true), b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<a@nodomain>\r\n").await;
+    let out =
+        drive(server(log.clone(), true), b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<a@nodomain>\r\n").await;
     assert!(out.contains("553 5.1.3") || out.contains("501 5.1.3"), "{out}");
-    let bare_cr = "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\nFrom: a@b.test\r\n\r\nx\ry\r\n.\r\n";
+    let bare_cr =
+        "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\nFrom: a@b.test\r\n\r\nx\ry\r\n.\r\n";
     let out = drive(server(log.clone(), true), bare_cr.as_bytes()).await;
     assert!(out.contains("550 5.6.2"), "{out}");
     let big = format!("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\nFrom: a@b.test\r\n\r\n{}\r\n.\r\nNOOP\r\n", "y".repeat(5000));
@@ -127,7 +133,11 @@ async fn bdat_chunks() {
     let log = Arc::new(CountingLog::default());
     let body = "From: a@b.test\r\n\r\nhello\r\n";
     let (a, b) = body.split_at(10);
-    let input = format!("EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT {}\r\n{a}BDAT {} LAST\r\n{b}QUIT\r\n", a.len(), b.len());
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT {}\r\n{a}BDAT {} LAST\r\n{b}QUIT\r\n",
+        a.len(),
+        b.len()
+    );
     let out = drive(server(log.clone(), true), input.as_bytes()).await;
     assert!(out.contains("250 2.0.0 10 octets received") && out.contains("queued as"), "{out}");
     assert_eq!(log.appends.load(Ordering::SeqCst), 1);

@@ -30,7 +30,11 @@ pub enum CliError {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "herald-loadtest", version, about = "Herald's load generator and smart SMTP sink (loopback and test domains by default).")]
+#[command(
+    name = "herald-loadtest",
+    version,
+    about = "Herald's load generator and smart SMTP sink (loopback and test domains by default)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -140,13 +144,32 @@ impl SendArgs {
             safety::check(&t.host, domains.values().map(|d| d.domain.as_str()), self.allow_non_test_targets)?;
             Mode::Rest(t)
         } else {
-            safety::check(safety::host_of(&self.target), domains.values().map(|d| d.domain.as_str()), self.allow_non_test_targets)?;
+            safety::check(
+                safety::host_of(&self.target),
+                domains.values().map(|d| d.domain.as_str()),
+                self.allow_non_test_targets,
+            )?;
             let auth = self.user.clone().zip(self.password.clone());
-            let target = SmtpTarget { addr: self.target.clone(), helo: self.helo.clone(), starttls: self.starttls, auth, timeout: self.timeout, tls: crate::tls::client_config() };
+            let target = SmtpTarget {
+                addr: self.target.clone(),
+                helo: self.helo.clone(),
+                starttls: self.starttls,
+                auth,
+                timeout: self.timeout,
+                tls: crate::tls::client_config(),
+            };
             Mode::Smtp { target, new_connection_per_message: self.new_connection_per_message }
         };
-        let factory = Factory::new(self.from.clone(), self.recipients, self.size.clone(), domains, self.headers.clone());
-        Ok(SendConfig { mode, concurrency: self.concurrency, messages: self.messages, duration: self.duration, rate: self.rate, factory: Arc::new(factory) })
+        let factory =
+            Factory::new(self.from.clone(), self.recipients, self.size.clone(), domains, self.headers.clone());
+        Ok(SendConfig {
+            mode,
+            concurrency: self.concurrency,
+            messages: self.messages,
+            duration: self.duration,
+            rate: self.rate,
+            factory: Arc::new(factory),
+        })
     }
 }
 
@@ -230,7 +253,9 @@ mod tests {
     fn a_bound_is_required() {
         assert!(Cli::try_parse_from(["herald-loadtest", "send", "--target", "127.0.0.1:25"]).is_err());
         assert!(Cli::try_parse_from(["herald-loadtest", "sink"]).is_err());
-        assert!(Cli::try_parse_from(["herald-loadtest", "send", "--target", "127.0.0.1:25", "--duration", "5s"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["herald-loadtest", "send", "--target", "127.0.0.1:25", "--duration", "5s"]).is_ok()
+        );
         assert!(Cli::try_parse_from(["herald-loadtest", "sink", "-n", "5"]).is_ok());
     }
 
@@ -247,7 +272,10 @@ mod tests {
         assert!(parse(&["--target", "127.0.0.1:2525"]).is_ok());
         assert!(matches!(parse(&["--target", "mx.example.com:25"]), Err(CliError::Safety(SafetyError::Host(_)))));
         assert!(matches!(parse(&["--target", "http://10.0.0.1:8080"]), Err(CliError::Safety(SafetyError::Host(_)))));
-        assert!(matches!(parse(&["--target", "127.0.0.1:2525", "--domain", "gmail.com"]), Err(CliError::Safety(SafetyError::Domain(_)))));
+        assert!(matches!(
+            parse(&["--target", "127.0.0.1:2525", "--domain", "gmail.com"]),
+            Err(CliError::Safety(SafetyError::Domain(_)))
+        ));
         assert!(parse(&["--target", "mx.example.com:25", "--domain", "gmail.com", "--allow-non-test-targets"]).is_ok());
         assert!(matches!(parse(&["--target", "127.0.0.1:2525", "--header", "bad"]), Err(CliError::Header(_))));
     }

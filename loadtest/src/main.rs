@@ -63,13 +63,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         allow_non_test_targets: args.allow_non_test_targets,
         quiet: args.quiet,
     };
-    let report = herald_loadtest::run::run(&scenario, &options).await.with_context(|| format!("running scenario {}", scenario.name))?;
+    let report = herald_loadtest::run::run(&scenario, &options)
+        .await
+        .with_context(|| format!("running scenario {}", scenario.name))?;
     print(args.json, &report, report.table())?;
     if report.send.accepted == 0 {
         anyhow::bail!("Herald accepted none of the {} messages (see refused/errors above)", report.send.sent);
     }
     if !report.complete {
-        anyhow::bail!("the sink saw {} of {} expected recipients before the timeout", report.sink.rcpt_replies, report.expected_recipients);
+        anyhow::bail!(
+            "the sink saw {} of {} expected recipients before the timeout",
+            report.sink.rcpt_replies,
+            report.expected_recipients
+        );
     }
     Ok(())
 }

@@ -141,7 +141,13 @@ pub struct Factory {
 }
 
 impl Factory {
-    pub fn new(from: String, recipients: u32, sizes: SizeMix, domains: Weighted<DomainSpec>, headers: Vec<String>) -> Self {
+    pub fn new(
+        from: String,
+        recipients: u32,
+        sizes: SizeMix,
+        domains: Weighted<DomainSpec>,
+        headers: Vec<String>,
+    ) -> Self {
         let run_id = format!("{:x}", crate::now_us());
         Factory { run_id, from, recipients: recipients.max(1), sizes, domains, headers }
     }
@@ -239,7 +245,11 @@ mod tests {
         let (id, ts) = parse_stamp(&m).unwrap();
         assert_eq!(ts, 1_700_000_000_123_456);
         assert_eq!(id, format!("{}-3", f.run_id).as_bytes());
-        assert_eq!(parse_stamp(b"Subject: x\r\n\r\nX-Herald-Loadtest: a 1\r\n"), None, "only the header section counts");
+        assert_eq!(
+            parse_stamp(b"Subject: x\r\n\r\nX-Herald-Loadtest: a 1\r\n"),
+            None,
+            "only the header section counts"
+        );
     }
 
     #[test]

@@ -76,7 +76,11 @@ impl Progress {
                 bar.set_position(stats.messages.load(Ordering::Relaxed));
                 let e2e = stats.latency.lock().map(|l| l.summary()).unwrap_or_default();
                 let refused: u64 = stats.refusals.lock().map(|r| r.values().sum()).unwrap_or(0);
-                bar.set_message(format!("refused {refused}  e2e p50 {}  p99 {}", fmt_us(e2e.p50_us), fmt_us(e2e.p99_us)));
+                bar.set_message(format!(
+                    "refused {refused}  e2e p50 {}  p99 {}",
+                    fmt_us(e2e.p50_us),
+                    fmt_us(e2e.p99_us)
+                ));
                 status_line(&bar, lines, tick);
                 tokio::time::sleep(TICK).await;
             }

@@ -78,16 +78,26 @@ fn send_config(s: &Scenario, o: &RunOptions) -> Result<SendConfig, CliError> {
     let target = HttpTarget::parse(&o.herald, Some(o.api_key.clone()), Duration::from_secs(30))?;
     crate::safety::check(&target.host, domains.values().map(|d| d.domain.as_str()), o.allow_non_test_targets)?;
     let factory = Factory::new(g.from.clone(), g.recipients, g.size.parse()?, domains, g.headers.clone());
-    Ok(SendConfig { mode: Mode::Rest(target), concurrency: g.concurrency, messages: Some(g.messages), duration: None, rate: g.rate, factory: Arc::new(factory) })
+    Ok(SendConfig {
+        mode: Mode::Rest(target),
+        concurrency: g.concurrency,
+        messages: Some(g.messages),
+        duration: None,
+        rate: g.rate,
+        factory: Arc::new(factory),
+    })
 }
 
 /// Plays `scenario` and reports.
 pub async fn run(scenario: &Scenario, o: &RunOptions) -> Result<RunReport, RunError> {
     let send = send_config(scenario, o)?;
     if let Mode::Rest(t) = &send.mode {
-        tokio::net::TcpStream::connect(t.addr()).await.map_err(|source| RunError::HeraldUnreachable { addr: t.addr(), source })?;
+        tokio::net::TcpStream::connect(t.addr())
+            .await
+            .map_err(|source| RunError::HeraldUnreachable { addr: t.addr(), source })?;
     }
-    let mut sink_config = SinkConfig::new(SocketAddr::from(([127, 0, 0, 1], o.sink_port.unwrap_or(scenario.sink.port))));
+    let mut sink_config =
+        SinkConfig::new(SocketAddr::from(([127, 0, 0, 1], o.sink_port.unwrap_or(scenario.sink.port))));
     sink_config.rules = Rules::parse(&scenario.sink.replies).map_err(CliError::from)?;
     sink_config.starttls = scenario.sink.starttls;
     sink_config.max_messages_per_connection = scenario.sink.max_messages_per_connection;

@@ -13,7 +13,9 @@ pub const TEST_SUFFIXES: [&str; 3] = [".test", ".example", ".invalid"];
 pub enum SafetyError {
     #[error("target host {0:?} is not a loopback address; pass --allow-non-test-targets to send elsewhere")]
     Host(String),
-    #[error("recipient domain {0:?} is not under .test, .example or .invalid; pass --allow-non-test-targets to use it")]
+    #[error(
+        "recipient domain {0:?} is not under .test, .example or .invalid; pass --allow-non-test-targets to use it"
+    )]
     Domain(String),
 }
 

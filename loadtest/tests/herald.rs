@@ -40,7 +40,8 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
     c.delivery.connect_timeout_secs = 5;
     c.delivery.command_timeout_secs = 10;
     c.backend.partitions = 4;
-    c.accounts = vec![Account { id: "loadtest".into(), api_keys: vec![KEY.into()], smtp_users: vec![], relay_networks: vec![] }];
+    c.accounts =
+        vec![Account { id: "loadtest".into(), api_keys: vec![KEY.into()], smtp_users: vec![], relay_networks: vec![] }];
     c
 }
 
@@ -75,20 +76,43 @@ async fn rest_generator_through_herald_to_the_sink() {
 
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let herald = tokio::spawn(herald::serve::run(herald_config(&dir.path().join("data"), knot.port, sink_port), None, shutdown.clone(), Some(ready_tx)));
+    let herald = tokio::spawn(herald::serve::run(
+        herald_config(&dir.path().join("data"), knot.port, sink_port),
+        None,
+        shutdown.clone(),
+        Some(ready_tx),
+    ));
     let addr = ready_rx.await.expect("herald failed to start");
 
-    let options = RunOptions { herald: format!("http://{addr}"), api_key: KEY.into(), sink_port: Some(sink_port), allow_non_test_targets: false, quiet: true };
+    let options = RunOptions {
+        herald: format!("http://{addr}"),
+        api_key: KEY.into(),
+        sink_port: Some(sink_port),
+        allow_non_test_targets: false,
+        quiet: true,
+    };
     let report = run(&scenario(sink_port), &options).await.unwrap();
 
     // Refusals by status code: a wrong key gets 401 for every request.
-    let target = HttpTarget::parse(&format!("http://{addr}"), Some("wrong-key".into()), Duration::from_secs(10)).unwrap();
+    let target =
+        HttpTarget::parse(&format!("http://{addr}"), Some("wrong-key".into()), Duration::from_secs(10)).unwrap();
     let domains = parse_domains(&["example.test".into()]).unwrap();
     let factory = Factory::new("lt@sender.test".into(), 1, "1k".parse().unwrap(), domains, vec![]);
-    let config = SendConfig { mode: Mode::Rest(target), concurrency: 2, messages: Some(10), duration: None, rate: None, factory: Arc::new(factory) };
+    let config = SendConfig {
+        mode: Mode::Rest(target),
+        concurrency: 2,
+        messages: Some(10),
+        duration: None,
+        rate: None,
+        factory: Arc::new(factory),
+    };
     let refused = generator::run(config, &Progress::hidden()).await.unwrap();
     shutdown.cancel();
-    assert_eq!((refused.accepted, refused.refused_by_code.get("401").copied(), refused.errors), (0, Some(10), 0), "{refused:?}");
+    assert_eq!(
+        (refused.accepted, refused.refused_by_code.get("401").copied(), refused.errors),
+        (0, Some(10), 0),
+        "{refused:?}"
+    );
     let _ = tokio::time::timeout(Duration::from_secs(30), herald).await;
 
     let send = &report.send;

@@ -26,7 +26,14 @@ fn smtp(addr: SocketAddr, messages: Option<u64>, domains: &[&str], recipients: u
     };
     let domains = parse_domains(&domains.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
     let factory = Factory::new("lt@sender.test".into(), recipients, "5k".parse().unwrap(), domains, vec![]);
-    SendConfig { mode: Mode::Smtp { target, new_connection_per_message: false }, concurrency: 8, messages, duration: None, rate: None, factory: Arc::new(factory) }
+    SendConfig {
+        mode: Mode::Smtp { target, new_connection_per_message: false },
+        concurrency: 8,
+        messages,
+        duration: None,
+        rate: None,
+        factory: Arc::new(factory),
+    }
 }
 
 fn target(config: &mut SendConfig) -> &mut SmtpTarget {
@@ -37,7 +44,10 @@ fn target(config: &mut SendConfig) -> &mut SmtpTarget {
 }
 
 async fn send(config: SendConfig) -> SendReport {
-    tokio::time::timeout(Duration::from_secs(60), generator::run(config, &Progress::hidden())).await.expect("a bounded run stops by itself").unwrap()
+    tokio::time::timeout(Duration::from_secs(60), generator::run(config, &Progress::hidden()))
+        .await
+        .expect("a bounded run stops by itself")
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,11 +97,16 @@ async fn starttls_is_required_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_shares_are_honoured_and_counted_by_code() {
     let mut c = SinkConfig::new(loopback());
-    c.rules = Rules::parse(&["example.test:10%:451 4.7.1 try later".into(), "bounce*@*:100%:550 5.1.1 no such user".into()]).unwrap();
+    c.rules =
+        Rules::parse(&["example.test:10%:451 4.7.1 try later".into(), "bounce*@*:100%:550 5.1.1 no such user".into()])
+            .unwrap();
     let sink = Sink::start(c).await.unwrap();
     let report = send(smtp(sink.local_addr(), Some(1000), &["example.test:80", "bounce@other.test:20"], 1)).await;
     let seen = sink.stop().await;
-    let (c451, c550) = (report.refused_by_code.get("451").copied().unwrap_or(0), report.refused_by_code.get("550").copied().unwrap_or(0));
+    let (c451, c550) = (
+        report.refused_by_code.get("451").copied().unwrap_or(0),
+        report.refused_by_code.get("550").copied().unwrap_or(0),
+    );
     assert!((150..=250).contains(&c550), "about 20% bounce recipients refused: {c550}");
     let to_example = 1000 - c550;
     assert!((to_example / 10).abs_diff(c451) <= 1, "exactly 10% of {to_example}: {c451}");
@@ -159,13 +174,40 @@ fn the_commands_run_as_processes_and_stop_by_themselves() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let bin = env!("CARGO_BIN_EXE_herald-loadtest");
     let sink = std::process::Command::new(bin)
-        .args(["sink", "--listen", &format!("127.0.0.1:{port}"), "--messages", "20", "--duration", "20s", "--json", "--reply", "x*@*:100%:550 5.1.1 no"])
+        .args([
+            "sink",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--messages",
+            "20",
+            "--duration",
+            "20s",
+            "--json",
+            "--reply",
+            "x*@*:100%:550 5.1.1 no",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let send = std::process::Command::new(bin)
-        .args(["send", "--target", &format!("127.0.0.1:{port}"), "-n", "40", "-c", "4", "--size", "1k:50,10k:50", "--domain", "a.test:3", "--domain", "x@b.test:1", "--json", "--quiet"])
+        .args([
+            "send",
+            "--target",
+            &format!("127.0.0.1:{port}"),
+            "-n",
+            "40",
+            "-c",
+            "4",
+            "--size",
+            "1k:50,10k:50",
+            "--domain",
+            "a.test:3",
+            "--domain",
+            "x@b.test:1",
+            "--json",
+            "--quiet",
+        ])
         .output()
         .unwrap();
     assert!(send.status.success(), "{}", String::from_utf8_lossy(&send.stderr));
@@ -177,7 +219,10 @@ fn the_commands_run_as_processes_and_stop_by_themselves() {
     assert!(sent["refused_by_code"]["550"].as_u64().unwrap() > 0, "{sent}");
     assert!(sent["latency"]["p99_us"].as_u64().unwrap() > 0, "{sent}");
 
-    let refused = std::process::Command::new(bin).args(["send", "--target", "127.0.0.1:1", "--domain", "gmail.com", "-n", "1"]).output().unwrap();
+    let refused = std::process::Command::new(bin)
+        .args(["send", "--target", "127.0.0.1:1", "--domain", "gmail.com", "-n", "1"])
+        .output()
+        .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--allow-non-test-targets"));
 }
@@ -198,7 +243,11 @@ async fn saves_unstuffed_messages_and_answers_a_pipelined_batch_in_order() {
     let mut replies = String::new();
     tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut replies)).await.unwrap().unwrap();
     let codes: Vec<&str> = replies.lines().map(|l| &l[..4]).filter(|c| c.ends_with(' ')).collect();
-    assert_eq!(codes, ["220 ", "250 ", "250 ", "550 ", "250 ", "354 ", "250 ", "250 ", "550 ", "554 ", "221 "], "{replies}");
+    assert_eq!(
+        codes,
+        ["220 ", "250 ", "250 ", "550 ", "250 ", "354 ", "250 ", "250 ", "550 ", "554 ", "221 "],
+        "{replies}"
+    );
     let seen = sink.stop().await;
     assert_eq!((seen.messages, seen.recipients, seen.refused_by_code.get("550").copied()), (1, 1, Some(2)));
     let files: Vec<_> = std::fs::read_dir(dir.path().join("saved")).unwrap().map(|e| e.unwrap().path()).collect();

@@ -143,7 +143,11 @@ pub struct Http {
 
 impl Default for Http {
     fn default() -> Self {
-        Http { listen: "127.0.0.1:8080".parse().expect("valid"), max_body_bytes: 25 * 1024 * 1024, max_recipients: 1000 }
+        Http {
+            listen: "127.0.0.1:8080".parse().expect("valid"),
+            max_body_bytes: 25 * 1024 * 1024,
+            max_recipients: 1000,
+        }
     }
 }
 
@@ -413,9 +417,8 @@ impl Config {
         let mut tree: toml::Table =
             toml::from_str(&text).map_err(|source| ConfigError::Parse { path: shown.clone(), source })?;
         apply_env(&mut tree, std::env::vars())?;
-        let mut config: Config = toml::Value::Table(tree)
-            .try_into()
-            .map_err(|source| ConfigError::Parse { path: shown, source })?;
+        let mut config: Config =
+            toml::Value::Table(tree).try_into().map_err(|source| ConfigError::Parse { path: shown, source })?;
         if let Some(dir) = path.and_then(Path::parent) {
             for p in [&mut config.smtp.tls_cert, &mut config.smtp.tls_key].into_iter().flatten() {
                 if p.is_relative() {
@@ -438,9 +441,14 @@ impl Config {
             return invalid("backend.partitions must be at least 1".into());
         }
         if self.cluster.node_count == 0 || self.cluster.node_index >= self.cluster.node_count {
-            return invalid(format!("cluster.node_index {} must be below node_count {}", self.cluster.node_index, self.cluster.node_count));
+            return invalid(format!(
+                "cluster.node_index {} must be below node_count {}",
+                self.cluster.node_index, self.cluster.node_count
+            ));
         }
-        if self.cluster.node_count > 1 && (self.backend.log == LogBackend::Embedded || self.backend.store == StoreBackend::Embedded) {
+        if self.cluster.node_count > 1
+            && (self.backend.log == LogBackend::Embedded || self.backend.store == StoreBackend::Embedded)
+        {
             return invalid("cluster.node_count > 1 needs backend.log = \"kafka\" and backend.store = \"cql\": embedded storage is one node's".into());
         }
         let mut keys = std::collections::HashSet::new();
@@ -458,7 +466,10 @@ impl Config {
                     return invalid(format!("SMTP user {} of account {} is also another account's", u.username, a.id));
                 }
                 if argon2::PasswordHash::new(&u.password_hash).is_err() {
-                    return invalid(format!("SMTP user {} of account {}: password_hash is not a PHC string", u.username, a.id));
+                    return invalid(format!(
+                        "SMTP user {} of account {}: password_hash is not a PHC string",
+                        u.username, a.id
+                    ));
                 }
             }
             for n in &a.relay_networks {
@@ -469,7 +480,9 @@ impl Config {
             return invalid("smtp.tls_cert and smtp.tls_key go together".into());
         }
         if self.smtp.max_recipients == 0 || self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
-            return invalid("smtp.max_recipients, max_connections and max_connections_per_ip must be at least 1".into());
+            return invalid(
+                "smtp.max_recipients, max_connections and max_connections_per_ip must be at least 1".into(),
+            );
         }
         if self.delivery.batch_size == 0 || self.delivery.domain_concurrency == 0 {
             return invalid("delivery.batch_size and delivery.domain_concurrency must be at least 1".into());
@@ -488,7 +501,8 @@ impl Config {
             parse_dns_server(s).map_err(ConfigError::Invalid)?;
         }
         for s in &self.dns.resolvers {
-            parse_dns_server(s).map_err(|e| ConfigError::Invalid(e.replace("delivery.dns_servers", "dns.resolvers")))?;
+            parse_dns_server(s)
+                .map_err(|e| ConfigError::Invalid(e.replace("delivery.dns_servers", "dns.resolvers")))?;
         }
         let zone = self.dns.zone.trim_end_matches('.');
         if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
@@ -497,7 +511,9 @@ impl Config {
         if self.domains.maintenance_interval_secs == 0 {
             return invalid("domains.maintenance_interval_secs must be at least 1".into());
         }
-        if self.domains.rotation_interval_secs != 0 && self.domains.rotation_interval_secs <= self.domains.propagation_delay_secs {
+        if self.domains.rotation_interval_secs != 0
+            && self.domains.rotation_interval_secs <= self.domains.propagation_delay_secs
+        {
             return invalid("domains.rotation_interval_secs must be longer than propagation_delay_secs".into());
         }
         Ok(())
@@ -529,11 +545,14 @@ pub fn apply_env(tree: &mut toml::Table, vars: impl IntoIterator<Item = (String,
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or(toml::Value::String(raw.clone()));
-        let (last, parents) = keys.split_last().ok_or_else(|| ConfigError::Env { var: var.clone(), problem: "empty".into() })?;
+        let (last, parents) =
+            keys.split_last().ok_or_else(|| ConfigError::Env { var: var.clone(), problem: "empty".into() })?;
         let mut node = &mut *tree;
         for k in parents {
             let entry = node.entry(k.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
-            node = entry.as_table_mut().ok_or_else(|| ConfigError::Env { var: var.clone(), problem: format!("`{k}` is not a section") })?;
+            node = entry
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::Env { var: var.clone(), problem: format!("`{k}` is not a section") })?;
         }
         node.insert(last.clone(), value);
     }

@@ -90,7 +90,12 @@ fn print_checks(checks: &Value) {
     for c in checks.as_array().into_iter().flatten() {
         let result = c["result"].as_str().unwrap_or("?");
         let mark = if result == "ok" { "ok  " } else { "FAIL" };
-        println!("{mark} {:<16} {:<12} {}", c["record"].as_str().unwrap_or(""), result, c["message"].as_str().unwrap_or(""));
+        println!(
+            "{mark} {:<16} {:<12} {}",
+            c["record"].as_str().unwrap_or(""),
+            result,
+            c["message"].as_str().unwrap_or("")
+        );
     }
 }
 
@@ -101,8 +106,13 @@ pub async fn run(client: &Client, command: DomainsCommand) -> anyhow::Result<()>
             let body = json!({ "domain": domain, "dmarc_rua": dmarc_rua, "bimi_logo": bimi_logo, "tracking_label": tracking_label, "ed25519": ed25519 });
             let v = client.json(Method::POST, "/v1/domains", Some(body)).await?;
             let d = v["domain"].as_str().unwrap_or_default().to_owned();
-            println!("{d}: {}; publish these records, then run `herald domains verify {d}`:\n", v["status"].as_str().unwrap_or(""));
-            let (_, zone) = client.call(Method::GET, &format!("/v1/domains/{}/records?format=zone", path_segment(&d)), None).await?;
+            println!(
+                "{d}: {}; publish these records, then run `herald domains verify {d}`:\n",
+                v["status"].as_str().unwrap_or("")
+            );
+            let (_, zone) = client
+                .call(Method::GET, &format!("/v1/domains/{}/records?format=zone", path_segment(&d)), None)
+                .await?;
             print!("{zone}");
         }
         DomainsCommand::List => {
@@ -123,10 +133,13 @@ pub async fn run(client: &Client, command: DomainsCommand) -> anyhow::Result<()>
         }
         DomainsCommand::Records { domain, json } => {
             if json {
-                let v = client.json(Method::GET, &format!("/v1/domains/{}/records", path_segment(&domain)), None).await?;
+                let v =
+                    client.json(Method::GET, &format!("/v1/domains/{}/records", path_segment(&domain)), None).await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let (status, text) = client.call(Method::GET, &format!("/v1/domains/{}/records?format=zone", path_segment(&domain)), None).await?;
+                let (status, text) = client
+                    .call(Method::GET, &format!("/v1/domains/{}/records?format=zone", path_segment(&domain)), None)
+                    .await?;
                 if status >= 400 {
                     bail!("HTTP {status}: {text}");
                 }
@@ -140,14 +153,22 @@ pub async fn run(client: &Client, command: DomainsCommand) -> anyhow::Result<()>
         }
         DomainsCommand::Rotate { domain } => {
             let v = client.json(Method::POST, &format!("/v1/domains/{}/rotate", path_segment(&domain)), None).await?;
-            println!("{}: new keys published; they sign from {}", v["domain"].as_str().unwrap_or(""), v["activates_at"].as_str().unwrap_or("?"));
+            println!(
+                "{}: new keys published; they sign from {}",
+                v["domain"].as_str().unwrap_or(""),
+                v["activates_at"].as_str().unwrap_or("?")
+            );
         }
         DomainsCommand::Check { domain, json } => {
             let v = client.json(Method::GET, &format!("/v1/domains/{}/check", path_segment(&domain)), None).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{}: {}", v["domain"].as_str().unwrap_or(""), if v["ok"] == true { "all checks pass" } else { "problems found" });
+                println!(
+                    "{}: {}",
+                    v["domain"].as_str().unwrap_or(""),
+                    if v["ok"] == true { "all checks pass" } else { "problems found" }
+                );
                 print_checks(&v["checks"]);
             }
             if v["ok"] != true {

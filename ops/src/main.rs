@@ -66,7 +66,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,herald=info,hickory_server=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,herald=info,hickory_server=warn".into()),
         )
         // Logs go to stderr, so command output on stdout (`herald domains show`, `config
         // default`, ...) stays clean for pipes; colours only on a terminal.
@@ -80,7 +81,8 @@ fn main() -> anyhow::Result<()> {
             std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
             let password = line.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "empty password on stdin");
-            let hash = herald_ingest::smtp::auth::hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+            let hash =
+                herald_ingest::smtp::auth::hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
             println!("{hash}");
             Ok(())
         }
@@ -130,7 +132,8 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -63,7 +63,11 @@ fn retention(config: &Config) -> Option<Duration> {
 }
 
 /// Applies log retention every five minutes until `shutdown`.
-async fn retention_loop(log: Arc<dyn EventLog>, retention: Duration, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn retention_loop(
+    log: Arc<dyn EventLog>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
     loop {
         tokio::select! {
@@ -85,7 +89,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionSto
             std::fs::create_dir_all(&config.storage.data_dir)?;
             Arc::new(EmbeddedStore::open(&config.storage.data_dir.join("projection.redb"))?)
         }
-        StoreBackend::Cql => Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?),
+        StoreBackend::Cql => {
+            Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?)
+        }
     })
 }
 
@@ -94,7 +100,10 @@ pub fn signers(config: &Config) -> anyhow::Result<dkim::Signers> {
     let pems = config
         .dkim
         .iter()
-        .map(|k| std::fs::read_to_string(&k.private_key).with_context(|| format!("reading DKIM key {}", k.private_key.display())))
+        .map(|k| {
+            std::fs::read_to_string(&k.private_key)
+                .with_context(|| format!("reading DKIM key {}", k.private_key.display()))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let specs: Vec<dkim::KeySpec> = config
         .dkim
@@ -152,9 +161,10 @@ pub fn open_domains(
 ) -> anyhow::Result<Arc<domains::Domains>> {
     let router = Router::new(config.backend.partitions, Default::default());
     let keys = KeyStore::new(config.storage.data_dir.join("dkim"));
-    let service = domains::Domains::new(log, topics(config).domains(), router, store, keys, domain_settings(config), cache)
-        .map_err(anyhow::Error::msg)
-        .context("sender domains")?;
+    let service =
+        domains::Domains::new(log, topics(config).domains(), router, store, keys, domain_settings(config), cache)
+            .map_err(anyhow::Error::msg)
+            .context("sender domains")?;
     Ok(Arc::new(service))
 }
 
@@ -193,7 +203,11 @@ pub async fn run(
         topics.clone(),
         router.clone(),
         Arc::new(deliverer),
-        WorkerSettings { batch_size: d.batch_size, domain_concurrency: d.domain_concurrency, policy: retry_policy(&config) },
+        WorkerSettings {
+            batch_size: d.batch_size,
+            domain_concurrency: d.domain_concurrency,
+            policy: retry_policy(&config),
+        },
     ));
     let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
     let owned: Vec<u32> =
@@ -246,10 +260,14 @@ pub async fn run(
     // Sender domains: the projector and the maintenance (rotation, periodic re-checks) for
     // the owned partitions run with the projector; the cache and the DNS server everywhere.
     if config.cluster.has(Role::Project) {
-        let (log, store, cache, shutdown, owned) = (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), owned.clone());
+        let (log, store, cache, shutdown, owned) =
+            (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), owned.clone());
         let topic = self::topics(&config).domains();
         tasks.spawn(async move {
-            ("domain projector", domains::projector::run(log, store, topic, &owned, cache, shutdown).await.map_err(Into::into))
+            (
+                "domain projector",
+                domains::projector::run(log, store, topic, &owned, cache, shutdown).await.map_err(Into::into),
+            )
         });
     }
     {
@@ -279,7 +297,9 @@ pub async fn run(
             });
         }
         let shutdown = shutdown.clone();
-        tasks.spawn(async move { ("DNS server", domains::dns::serve(udp, tcp, handle, shutdown).await.map_err(anyhow::Error::msg)) });
+        tasks.spawn(async move {
+            ("DNS server", domains::dns::serve(udp, tcp, handle, shutdown).await.map_err(anyhow::Error::msg))
+        });
     }
     if let Some(retention) = retention(&config) {
         let (log, shutdown) = (log.clone(), shutdown.clone());
@@ -288,14 +308,17 @@ pub async fn run(
     if let Some((server, listeners)) = smtp {
         for (listener, implicit_tls) in listeners {
             let (server, shutdown) = (server.clone(), shutdown.clone());
-            tasks.spawn(async move { ("SMTP server", smtp::run(listener, implicit_tls, server, shutdown).await.map_err(Into::into)) });
+            tasks.spawn(async move {
+                ("SMTP server", smtp::run(listener, implicit_tls, server, shutdown).await.map_err(Into::into))
+            });
         }
     }
     {
         let shutdown = shutdown.clone();
         let app = herald_ingest::http::router(state);
         tasks.spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+            let served =
+                axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
             ("HTTP server", served.map_err(Into::into))
         });
     }
@@ -306,7 +329,9 @@ pub async fn run(
     shutdown.cancel();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!("components still busy after {DRAIN_TIMEOUT:?}; stopping anyway (unfinished work is redone on restart)");
+        tracing::warn!(
+            "components still busy after {DRAIN_TIMEOUT:?}; stopping anyway (unfinished work is redone on restart)"
+        );
     }
     match first {
         Some(Ok((_, Ok(())))) | None => Ok(()),
@@ -325,7 +350,8 @@ async fn smtp_listeners(
         return Ok(None);
     }
     let cert_key = c.tls_cert.as_deref().zip(c.tls_key.as_deref());
-    let tls = smtp::starttls::acceptor(cert_key, &config.storage.data_dir, &c.hostname).context("SMTP TLS certificate")?;
+    let tls =
+        smtp::starttls::acceptor(cert_key, &config.storage.data_dir, &c.hostname).context("SMTP TLS certificate")?;
     let accounts = config
         .accounts
         .iter()
@@ -333,7 +359,12 @@ async fn smtp_listeners(
             Ok(smtp::Account {
                 id: AccountId(a.id.clone()),
                 users: a.smtp_users.iter().map(|u| (u.username.clone(), u.password_hash.clone())).collect(),
-                relay_networks: a.relay_networks.iter().map(|n| parse_network(n)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?,
+                relay_networks: a
+                    .relay_networks
+                    .iter()
+                    .map(|n| parse_network(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -355,7 +386,9 @@ async fn smtp_listeners(
     let server = Arc::new(smtp::Server::new(settings, submitter, accounts, Some(tls)));
     let mut listeners = vec![];
     for (addr, implicit) in std::iter::once((c.listen, false)).chain(c.implicit_tls_listen.map(|a| (a, true))) {
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the SMTP listener on {addr}"))?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the SMTP listener on {addr}"))?;
         tracing::info!(addr = %l.local_addr()?, implicit_tls = implicit, "smtp listening");
         listeners.push((l, implicit));
     }

@@ -33,7 +33,10 @@ async fn wait_up(http: &reqwest::Client, base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_after_accepting_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let knot = Knot::start(&[Zone { origin: "example.test".into(), records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()] }]);
+    let knot = Knot::start(&[Zone {
+        origin: "example.test".into(),
+        records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()],
+    }]);
     let sink_port = support::free_port();
     let http_port = support::free_port();
     let config = dir.path().join("herald.toml");

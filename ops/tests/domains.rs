@@ -57,7 +57,12 @@ async fn post(h: &Running, key: &str, path: &str, body: Value) -> (u16, Value) {
 }
 
 fn check<'a>(domain: &'a Value, record: &str) -> &'a Value {
-    domain["checks"].as_array().unwrap().iter().find(|c| c["record"] == record && (record != "dkim" || c["name"].as_str().unwrap().starts_with("hd1."))).unwrap_or_else(|| panic!("no {record} check in {domain}"))
+    domain["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["record"] == record && (record != "dkim" || c["name"].as_str().unwrap().starts_with("hd1.")))
+        .unwrap_or_else(|| panic!("no {record} check in {domain}"))
 }
 
 struct World {
@@ -115,7 +120,10 @@ async fn send(w: &World, from: &str, subject: &str, bounce: bool) -> String {
 fn received(w: &World, subject: &str) -> support::sink::Received {
     let all = w.sink.received.lock().unwrap();
     let needle = format!("Subject: {subject}\r\n");
-    all.iter().find(|m| String::from_utf8_lossy(&m.data).contains(&needle)).cloned().unwrap_or_else(|| panic!("no message {subject}"))
+    all.iter()
+        .find(|m| String::from_utf8_lossy(&m.data).contains(&needle))
+        .cloned()
+        .unwrap_or_else(|| panic!("no message {subject}"))
 }
 
 async fn sender_domains(backends: Backends) {
@@ -127,7 +135,8 @@ async fn sender_domains(backends: Backends) {
     assert_eq!((code, v["error"]["code"].as_str()), (422, Some("invalid_domain")), "{v}");
     let (code, v) = post(h, KEY, "/v1/domains", json!({ "domain": "co.uk" })).await;
     assert_eq!((code, v["error"]["code"].as_str()), (422, Some("public_suffix")), "{v}");
-    let (code, added) = post(h, KEY, "/v1/domains", json!({ "domain": "Sender.Test", "dmarc_rua": "mailto:dmarc@sender.test" })).await;
+    let (code, added) =
+        post(h, KEY, "/v1/domains", json!({ "domain": "Sender.Test", "dmarc_rua": "mailto:dmarc@sender.test" })).await;
     assert_eq!(code, 201, "{added}");
     assert_eq!(added["status"], "pending");
     assert_eq!(added["selectors"][0]["selector"], "hd1");
@@ -137,7 +146,10 @@ async fn sender_domains(backends: Backends) {
     let (code, v) = post(h, OTHER_KEY, "/v1/domains", json!({ "domain": "sender.test" })).await;
     assert_eq!((code, v["error"]["code"].as_str()), (409, Some("domain_claimed")), "{v}");
     let (code, idn) = post(h, KEY, "/v1/domains", json!({ "domain": "bücher.test" })).await;
-    assert_eq!((code, idn["domain"].as_str(), idn["unicode"].as_str()), (201, Some("xn--bcher-kva.test"), Some("bücher.test")));
+    assert_eq!(
+        (code, idn["domain"].as_str(), idn["unicode"].as_str()),
+        (201, Some("xn--bcher-kva.test"), Some("bücher.test"))
+    );
     let (code, promo) = post(h, OTHER_KEY, "/v1/domains", json!({ "domain": "promo.sender.test" })).await;
     assert_eq!(code, 201, "a subdomain is a separate sender domain: {promo}");
     let (_, list) = h.get(KEY, "/v1/domains").await;
@@ -150,7 +162,16 @@ async fn sender_domains(backends: Backends) {
     // Records: JSON and zone snippet.
     let (code, records) = h.get(KEY, "/v1/domains/sender.test/records").await;
     assert_eq!(code, 200);
-    let zone_text = h.http.get(format!("{}/v1/domains/sender.test/records?format=zone", h.base)).bearer_auth(KEY).send().await.unwrap().text().await.unwrap();
+    let zone_text = h
+        .http
+        .get(format!("{}/v1/domains/sender.test/records?format=zone", h.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let dkim_target = records["records"][0]["value"].as_str().unwrap().to_owned();
     assert!(dkim_target.starts_with("hd1.") && dkim_target.ends_with(".dkim.herald.test."), "{dkim_target}");
     assert!(zone_text.contains(&format!("hd1._domainkey.sender.test.\t3600\tIN\tCNAME\t{dkim_target}")), "{zone_text}");
@@ -164,7 +185,10 @@ async fn sender_domains(backends: Backends) {
     let flags = |out: &str| out.lines().find(|l| l.contains("Flags:")).unwrap_or_default().to_owned();
     assert!(flags(&udp).contains(" tc"), "expected TC over UDP without EDNS:\n{udp}");
     let edns = kdig(w.dns_port, &["+notcp", "+edns", "+bufsize=1232", dkim_target.as_str(), "TXT"]);
-    assert!(!flags(&edns).contains(" tc") && flags(&edns).contains(" aa") && edns.contains("v=DKIM1"), "fits with EDNS:\n{edns}");
+    assert!(
+        !flags(&edns).contains(" tc") && flags(&edns).contains(" aa") && edns.contains("v=DKIM1"),
+        "fits with EDNS:\n{edns}"
+    );
     assert!(kdig(w.dns_port, &["+tcp", "+short", "_spf.herald.test", "TXT"]).contains("v=spf1 ip4:127.0.0.1 -all"));
     assert!(kdig(w.dns_port, &["+tcp", "nothing.herald.test", "A"]).contains("NXDOMAIN"));
 
@@ -215,13 +239,21 @@ async fn sender_domains(backends: Backends) {
     let (code, v) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;
     assert_eq!((code, v["error"]["code"].as_str()), (409, Some("rotation_in_progress")));
     let hd2 = dkim_target.replacen("hd1.", "hd2.", 1);
-    support::eventually(10, "hd2 served by Herald's DNS", || async { kdig(w.dns_port, &["+tcp", "+short", &hd2, "TXT"]).contains("v=DKIM1").then_some(()) }).await;
+    support::eventually(10, "hd2 served by Herald's DNS", || async {
+        kdig(w.dns_port, &["+tcp", "+short", &hd2, "TXT"]).contains("v=DKIM1").then_some(())
+    })
+    .await;
     let id = send(&w, "news@sender.test", "before-rotation", false).await;
     let (_, m) = h.get(KEY, &format!("/v1/messages/{id}")).await;
     assert!(m["events"][1]["dkim"].as_str().unwrap().contains("s=hd1"), "{m}");
     support::eventually(15, "hd2 to become active", || async {
         let (_, d) = h.get(KEY, "/v1/domains/sender.test").await;
-        d["selectors"].as_array().unwrap().iter().any(|s| s["selector"] == "hd2" && s["state"] == "active").then_some(())
+        d["selectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["selector"] == "hd2" && s["state"] == "active")
+            .then_some(())
     })
     .await;
     let id = send(&w, "news@sender.test", "after-rotation", false).await;
@@ -271,17 +303,42 @@ async fn sender_domains(backends: Backends) {
     assert_eq!(v["status"], "verified", "tracking is not required: back to verified");
 
     // Renaming the tracking domain changes the record to publish.
-    let r = h.http.patch(format!("{}/v1/domains/sender.test", h.base)).bearer_auth(KEY).json(&json!({ "tracking_label": "www2" })).send().await.unwrap();
+    let r = h
+        .http
+        .patch(format!("{}/v1/domains/sender.test", h.base))
+        .bearer_auth(KEY)
+        .json(&json!({ "tracking_label": "www2" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let (_, r) = h.get(KEY, "/v1/domains/sender.test/records").await;
-    assert!(r["records"].as_array().unwrap().iter().any(|x| x["purpose"] == "tracking" && x["name"] == "www2.sender.test"), "{r}");
-    let r = h.http.patch(format!("{}/v1/domains/sender.test", h.base)).bearer_auth(KEY).json(&json!({ "tracking_label": "clicks" })).send().await.unwrap();
+    assert!(
+        r["records"].as_array().unwrap().iter().any(|x| x["purpose"] == "tracking" && x["name"] == "www2.sender.test"),
+        "{r}"
+    );
+    let r = h
+        .http
+        .patch(format!("{}/v1/domains/sender.test", h.base))
+        .bearer_auth(KEY)
+        .json(&json!({ "tracking_label": "clicks" }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
     // Diagnostics.
     let (code, diag) = h.get(KEY, "/v1/domains/sender.test/check").await;
     assert_eq!(code, 200, "{diag}");
-    let find = |r: &str| diag["checks"].as_array().unwrap().iter().find(|c| c["record"] == r).unwrap_or_else(|| panic!("{r} in {diag:#}")).clone();
+    let find = |r: &str| {
+        diag["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["record"] == r)
+            .unwrap_or_else(|| panic!("{r} in {diag:#}"))
+            .clone()
+    };
     assert_eq!(find("dkim_key")["result"], "ok", "{diag:#}");
     assert!(find("dkim_key")["message"].as_str().unwrap().contains("publishes the active rsa key"));
     assert_eq!(find("spf_lookups")["result"], "ok");
@@ -294,7 +351,11 @@ async fn sender_domains(backends: Backends) {
 
     // The CLI, against the running server.
     let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_herald")).args(["domains", "--url", &h.base, "--api-key", KEY]).args(args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["domains", "--url", &h.base, "--api-key", KEY])
+            .args(args)
+            .output()
+            .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let (code, text) = cli(&["list"]);
@@ -306,7 +367,17 @@ async fn sender_domains(backends: Backends) {
     assert!(text.contains("wrong_value") && text.contains("tracking"), "{text}");
 
     // Removal: no longer served, no longer signed.
-    assert_eq!(h.http.delete(format!("{}/v1/domains/sender.test", h.base)).bearer_auth(KEY).send().await.unwrap().status().as_u16(), 204);
+    assert_eq!(
+        h.http
+            .delete(format!("{}/v1/domains/sender.test", h.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        204
+    );
     assert_eq!(h.get(KEY, "/v1/domains/sender.test").await.0, 404);
     support::eventually(10, "the key withdrawn from Herald's DNS", || async {
         kdig(w.dns_port, &["+tcp", &hd2, "TXT"]).contains("NXDOMAIN").then_some(())
@@ -418,7 +489,11 @@ async fn cli(h: &Running, key: &str, args: &[&str]) -> (Option<i32>, String, Str
         .output()
         .await
         .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn selector<'a>(domain: &'a Value, name: &str) -> Option<&'a Value> {
@@ -429,7 +504,10 @@ fn selector<'a>(domain: &'a Value, name: &str) -> Option<&'a Value> {
 fn key_files(w: &World, domain: &str) -> Vec<String> {
     let dir = w.dir.path().join("data/dkim").join(domain);
     let mut names: Vec<String> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".pem")).collect(),
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".pem"))
+            .collect(),
         Err(_) => vec![],
     };
     names.sort();
@@ -451,7 +529,10 @@ async fn cli_add_show_check_rotate_remove() {
     // add: the status, what to do next and the zone snippet; the API has the domain.
     let (code, out, err) = cli(h, KEY, &["add", "sender.test", "--dmarc-rua", "mailto:dmarc@sender.test"]).await;
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.starts_with("sender.test: pending; publish these records, then run `herald domains verify sender.test`:\n"), "{out}");
+    assert!(
+        out.starts_with("sender.test: pending; publish these records, then run `herald domains verify sender.test`:\n"),
+        "{out}"
+    );
     let (code, records) = h.get(KEY, "/v1/domains/sender.test/records").await;
     assert_eq!(code, 200, "{records}");
     let hd1 = records["records"][0]["value"].as_str().unwrap().to_owned();
@@ -460,7 +541,11 @@ async fn cli_add_show_check_rotate_remove() {
     assert!(out.contains(&format!("hd2._domainkey.sender.test.\t3600\tIN\tCNAME\t{hd2}")), "{out}");
     assert!(out.contains("\"v=DMARC1; p=none; rua=mailto:dmarc@sender.test;\""), "{out}");
     let (_, d) = h.get(KEY, "/v1/domains/sender.test").await;
-    assert_eq!((d["status"].as_str(), d["dmarc_rua"].as_str()), (Some("pending"), Some("mailto:dmarc@sender.test")), "{d}");
+    assert_eq!(
+        (d["status"].as_str(), d["dmarc_rua"].as_str()),
+        (Some("pending"), Some("mailto:dmarc@sender.test")),
+        "{d}"
+    );
     assert_eq!(key_files(&w, "sender.test").len(), 1);
 
     // add of a domain another account holds: non-zero exit with the 409's code and message.
@@ -483,7 +568,11 @@ async fn cli_add_show_check_rotate_remove() {
     let (code, out, err) = cli(h, KEY, &["show", "bücher.test"]).await;
     assert_eq!(code, Some(0), "{err}");
     let shown: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!((shown["domain"].as_str(), shown["unicode"].as_str()), (Some("xn--bcher-kva.test"), Some("bücher.test")), "{shown}");
+    assert_eq!(
+        (shown["domain"].as_str(), shown["unicode"].as_str()),
+        (Some("xn--bcher-kva.test"), Some("bücher.test")),
+        "{shown}"
+    );
     let (code, out, err) = cli(h, OTHER_KEY, &["show", "sender.test"]).await;
     assert!(code != Some(0) && out.is_empty() && err.contains("domain_not_found"), "{code:?} {out} {err}");
 
@@ -491,7 +580,12 @@ async fn cli_add_show_check_rotate_remove() {
     let (code, out, err) = cli(h, KEY, &["check", "sender.test"]).await;
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.starts_with("sender.test: problems found\n"), "{out}");
-    let line = |out: &str, record: &str| out.lines().find(|l| l.get(5..).is_some_and(|rest| rest.starts_with(&format!("{record} ")))).unwrap_or_else(|| panic!("no {record} in {out}")).to_owned();
+    let line = |out: &str, record: &str| {
+        out.lines()
+            .find(|l| l.get(5..).is_some_and(|rest| rest.starts_with(&format!("{record} "))))
+            .unwrap_or_else(|| panic!("no {record} in {out}"))
+            .to_owned()
+    };
     assert!(line(&out, "spf").starts_with("FAIL spf              missing      no SPF record at sender.test: publish `v=spf1 include:_spf.herald.test ~all`"), "{out}");
     assert!(line(&out, "dkim_key").contains("no DKIM key record at hd1._domainkey.sender.test"), "{out}");
     assert!(line(&out, "ptr").starts_with("ok   ptr "), "{out}");
@@ -500,7 +594,13 @@ async fn cli_add_show_check_rotate_remove() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.starts_with("sender.test: all checks pass\n"), "{out}");
     assert!(out.lines().skip(1).all(|l| l.starts_with("ok   ")), "{out}");
-    assert!(line(&out, "dkim_key").ends_with(&format!("hd1._domainkey.sender.test (through CNAME {}) publishes the active rsa key", hd1.trim_end_matches('.'))), "{out}");
+    assert!(
+        line(&out, "dkim_key").ends_with(&format!(
+            "hd1._domainkey.sender.test (through CNAME {}) publishes the active rsa key",
+            hd1.trim_end_matches('.')
+        )),
+        "{out}"
+    );
     w.knot.replace(&customer_zone(&records, &[], &["dmarc"]));
     let (code, out, _) = cli(h, KEY, &["check", "sender.test"]).await;
     assert_eq!(code, Some(1), "{out}");
@@ -511,7 +611,11 @@ async fn cli_add_show_check_rotate_remove() {
     let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!((report["domain"].as_str(), report["ok"].as_bool()), (Some("sender.test"), Some(false)), "{report:#}");
     let (_, after) = h.get(KEY, "/v1/domains/sender.test").await;
-    assert_eq!((after["status"].as_str(), &after["checked_at"]), (Some("pending"), &Value::Null), "check records nothing: {after:#}");
+    assert_eq!(
+        (after["status"].as_str(), &after["checked_at"]),
+        (Some("pending"), &Value::Null),
+        "check records nothing: {after:#}"
+    );
 
     // rotate: new keys in the idle slot, published (not signing) until the time printed.
     let (code, out, err) = cli(h, KEY, &["rotate", "sender.test"]).await;
@@ -519,7 +623,10 @@ async fn cli_add_show_check_rotate_remove() {
     let (_, d) = h.get(KEY, "/v1/domains/sender.test").await;
     assert_eq!(selector(&d, "hd1").map(|s| &s["state"]), Some(&json!("active")), "{d:#}");
     assert_eq!(selector(&d, "hd2").map(|s| &s["state"]), Some(&json!("published")), "{d:#}");
-    assert_eq!(out, format!("sender.test: new keys published; they sign from {}\n", d["activates_at"].as_str().unwrap()));
+    assert_eq!(
+        out,
+        format!("sender.test: new keys published; they sign from {}\n", d["activates_at"].as_str().unwrap())
+    );
     assert!(kdig(w.dns_port, &["+tcp", "+short", &hd2, "TXT"]).contains("v=DKIM1"), "hd2 served at once");
     assert_eq!(key_files(&w, "sender.test").len(), 2);
     let (code, _, err) = cli(h, KEY, &["rotate", "sender.test"]).await;
@@ -531,10 +638,15 @@ async fn cli_add_show_check_rotate_remove() {
     assert_eq!((code, out.as_str()), (Some(0), "sender.test: removed\n"), "{err}");
     assert_eq!(h.get(KEY, "/v1/domains/sender.test").await.0, 404);
     let (_, list) = h.get(KEY, "/v1/domains").await;
-    assert_eq!(list["domains"].as_array().unwrap().iter().map(|d| d["domain"].as_str().unwrap()).collect::<Vec<_>>(), vec!["xn--bcher-kva.test"]);
+    assert_eq!(
+        list["domains"].as_array().unwrap().iter().map(|d| d["domain"].as_str().unwrap()).collect::<Vec<_>>(),
+        vec!["xn--bcher-kva.test"]
+    );
     assert_eq!(key_files(&w, "sender.test"), Vec::<String>::new());
     support::eventually(10, "the keys withdrawn from Herald's DNS", || async {
-        (kdig(w.dns_port, &["+tcp", &hd1, "TXT"]).contains("NXDOMAIN") && kdig(w.dns_port, &["+tcp", &hd2, "TXT"]).contains("NXDOMAIN")).then_some(())
+        (kdig(w.dns_port, &["+tcp", &hd1, "TXT"]).contains("NXDOMAIN")
+            && kdig(w.dns_port, &["+tcp", &hd2, "TXT"]).contains("NXDOMAIN"))
+        .then_some(())
     })
     .await;
     let (code, _, err) = cli(h, KEY, &["remove", "sender.test"]).await;
@@ -584,7 +696,10 @@ async fn rotation_retires_the_old_key_after_the_grace_period() {
     assert_eq!(key_files(&w, "sender.test").len(), 2);
 
     // After it: hd1 withdrawn from the zone and its file deleted; hd2 alone signs.
-    support::eventually(10, "hd1 withdrawn from Herald's DNS", || async { (!txt(&hd1).contains("v=DKIM1")).then_some(()) }).await;
+    support::eventually(10, "hd1 withdrawn from Herald's DNS", || async {
+        (!txt(&hd1).contains("v=DKIM1")).then_some(())
+    })
+    .await;
     let full = kdig(w.dns_port, &["+tcp", &hd1, "TXT"]);
     assert!(full.contains("NXDOMAIN") || (full.contains("NOERROR") && full.contains("ANSWER: 0")), "{full}");
     assert!(txt(&hd2).contains("v=DKIM1"));

@@ -20,7 +20,15 @@ fn message(from: &str, to: &str, subject: &str) -> String {
 /// with the DKIM keys.
 fn zones(rsa_txt: &str, ed_txt: &str) -> Vec<Zone> {
     vec![
-        Zone { origin: "example.test".into(), records: vec!["@ MX 10 mx1".into(), "@ MX 20 mx2".into(), "mx1 A 127.0.0.2".into(), "mx2 A 127.0.0.1".into()] },
+        Zone {
+            origin: "example.test".into(),
+            records: vec![
+                "@ MX 10 mx1".into(),
+                "@ MX 20 mx2".into(),
+                "mx1 A 127.0.0.2".into(),
+                "mx2 A 127.0.0.1".into(),
+            ],
+        },
         Zone { origin: "nullmx.test".into(), records: vec!["@ MX 0 .".into()] },
         Zone { origin: "implicit.test".into(), records: vec!["@ A 127.0.0.1".into()] },
         Zone {
@@ -49,7 +57,11 @@ async fn world(backends: Backends, tls: bool) -> World {
     let (sink, addr) = if tls { Sink::start_tls().await } else { Sink::start(0).await };
     let dkim = vec![
         herald::config::DkimKey { domain: "sender.test".into(), selector: "s1".into(), private_key: rsa.pem_path },
-        herald::config::DkimKey { domain: "sender.test".into(), selector: "e2".into(), private_key: ed.pem_path.clone() },
+        herald::config::DkimKey {
+            domain: "sender.test".into(),
+            selector: "e2".into(),
+            private_key: ed.pem_path.clone(),
+        },
         herald::config::DkimKey { domain: "ed.sender.test".into(), selector: "e1".into(), private_key: ed.pem_path },
     ];
     let herald = start(config(&dir.path().join("data"), knot.port, addr.port(), backends, dkim)).await;
@@ -82,7 +94,15 @@ async fn delivered_and_signed(backends: Backends) {
     let body = message("news@ed.sender.test", "bob@example.test", "ed25519");
     let (code, reply) = w
         .herald
-        .send_form(KEY, &[("envelope", "bounces@ed.sender.test"), ("recipient", "bob@example.test"), ("body", &body), ("openstracking", "1")])
+        .send_form(
+            KEY,
+            &[
+                ("envelope", "bounces@ed.sender.test"),
+                ("recipient", "bob@example.test"),
+                ("body", &body),
+                ("openstracking", "1"),
+            ],
+        )
         .await;
     assert_eq!(code, 202, "{reply}");
     let ed_id = ids(&reply).remove(0);
@@ -104,7 +124,8 @@ async fn delivered_and_signed(backends: Backends) {
     assert_eq!(arrived.len(), 3);
     for m in &arrived {
         assert!(m.tls, "every copy came over TLS");
-        let report = support::dkim_verify(&m.data, w.knot.port).unwrap_or_else(|r| panic!("dkimpy rejected the signature: {r}"));
+        let report =
+            support::dkim_verify(&m.data, w.knot.port).unwrap_or_else(|r| panic!("dkimpy rejected the signature: {r}"));
         // sender.test has two keys, so two signatures (RSA and Ed25519); ed.sender.test one.
         let expected: &[&str] = if m.from.ends_with("@ed.sender.test") {
             &["ok d=ed.sender.test s=e1 a=ed25519-sha256"]
@@ -221,27 +242,51 @@ async fn refused_requests_append_nothing() {
         (json!({"recipient": "a@example.test", "body": good}), 400, "missing_field"),
         (json!({"envelope": "b@sender.test", "body": good}), 400, "missing_field"),
         (json!({"envelope": "b@sender.test", "recipient": "a@example.test"}), 400, "missing_field"),
-        (json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good, "bogus": 1}), 400, "malformed_request"),
+        (
+            json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good, "bogus": 1}),
+            400,
+            "malformed_request",
+        ),
         (json!({"envelope": "not an address", "recipient": "a@example.test", "body": good}), 422, "invalid_address"),
-        (json!({"envelope": "b@sender.test", "recipient": ["a@example.test", "bad@@x"], "body": good}), 422, "invalid_address"),
+        (
+            json!({"envelope": "b@sender.test", "recipient": ["a@example.test", "bad@@x"], "body": good}),
+            422,
+            "invalid_address",
+        ),
         (json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": "just text"}), 422, "invalid_mime"),
-        (json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good, "clicktracking": "maybe"}), 400, "malformed_request"),
+        (
+            json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good, "clicktracking": "maybe"}),
+            400,
+            "malformed_request",
+        ),
     ];
     for (body, status, code) in cases {
         let (got, reply) = h.send_json(KEY, &body).await;
         assert_eq!((got, reply["error"]["code"].as_str().unwrap_or("")), (status, code), "{body} → {reply}");
         assert!(reply["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let (got, reply) = h.send_json("wrong-key", &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good})).await;
+    let (got, reply) = h
+        .send_json("wrong-key", &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good}))
+        .await;
     assert_eq!((got, reply["error"]["code"].as_str().unwrap()), (401, "unauthorized"));
-    let raw = h.http.post(format!("{}/v1/send", h.base)).bearer_auth(KEY).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let raw = h
+        .http
+        .post(format!("{}/v1/send", h.base))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(raw.status().as_u16(), 400);
     let big = format!("From: a@sender.test\r\n\r\n{}", "x".repeat(26 * 1024 * 1024));
-    let (got, reply) = h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": big})).await;
+    let (got, reply) =
+        h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": big})).await;
     assert_eq!((got, reply["error"]["code"].as_str().unwrap()), (413, "body_too_large"));
 
     // Nothing above reached the log: one good message later, the counters show exactly one.
-    let (code, reply) = h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good})).await;
+    let (code, reply) =
+        h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": good})).await;
     assert_eq!(code, 202);
     h.wait_status(&ids(&reply)[0], "delivered", 60).await;
     let stats = h.stats(KEY).await;
@@ -256,7 +301,8 @@ async fn smtp_sessions_are_reused_and_stale_ones_replaced() {
     let h = &w.herald;
     let send_and_wait = |n: u32| async move {
         let body = message("n@sender.test", "a@example.test", &format!("reuse{n}"));
-        let (code, reply) = h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": body})).await;
+        let (code, reply) =
+            h.send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": "a@example.test", "body": body})).await;
         assert_eq!(code, 202);
         h.wait_status(&ids(&reply)[0], "delivered", 60).await
     };

@@ -32,15 +32,20 @@ async fn world() -> World {
 /// The world with `tweak` applied to Herald's config before it starts.
 async fn world_with(tweak: impl FnOnce(&mut herald::config::Config)) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let knot = Knot::start(&[Zone { origin: "example.test".into(), records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()] }]);
+    let knot = Knot::start(&[Zone {
+        origin: "example.test".into(),
+        records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()],
+    }]);
     let (sink, addr) = Sink::start(0).await;
     let mut c = config(&dir.path().join("data"), knot.port, addr.port(), Backends::Embedded, vec![]);
     let smtp_port = support::free_port();
     c.smtp.listen = format!("127.0.0.1:{smtp_port}").parse().unwrap();
     c.smtp.hostname = "mx.herald.test".into();
     c.smtp.auth_failure_delay_ms = 100;
-    c.accounts[0].smtp_users =
-        vec![herald::config::SmtpUser { username: USER.into(), password_hash: herald_ingest::smtp::auth::hash_password(PASSWORD).unwrap() }];
+    c.accounts[0].smtp_users = vec![herald::config::SmtpUser {
+        username: USER.into(),
+        password_hash: herald_ingest::smtp::auth::hash_password(PASSWORD).unwrap(),
+    }];
     tweak(&mut c);
     let herald = start(c).await;
     World { _knot: knot, sink, herald, smtp_port, _dir: dir }
@@ -48,17 +53,21 @@ async fn world_with(tweak: impl FnOnce(&mut herald::config::Config)) -> World {
 
 /// Runs a command with a 60 s bound; returns (success, stdout+stderr).
 async fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), tokio::process::Command::new(program).args(args).kill_on_drop(true).output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} timed out"))
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(program).args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} timed out"))
+    .unwrap_or_else(|e| panic!("{program}: {e}"));
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 async fn swaks(w: &World, extra: &[&str], to: &str, subject: &str) -> (bool, String) {
     let port = w.smtp_port.to_string();
     let subject = format!("Subject: {subject}");
-    let mut args = vec!["--server", "127.0.0.1", "--port", &port, "--ehlo", "client.test", "--from", "a@sender.test", "--to", to];
+    let mut args =
+        vec!["--server", "127.0.0.1", "--port", &port, "--ehlo", "client.test", "--from", "a@sender.test", "--to", to];
     args.extend(["--header", &subject, "--timeout", "20"]);
     args.extend(extra);
     run("swaks", &args).await
@@ -76,8 +85,11 @@ fn queued_ids(transcript: &str) -> Vec<String> {
 async fn swaks_submits_with_starttls_auth_plain_login_and_pipelining() {
     let w = world().await;
     let auth = ["--tls", "--auth-user", USER, "--auth-password", PASSWORD];
-    let cases: [(&[&str], &str, &str); 3] =
-        [(&["--auth", "PLAIN"], "plain@example.test", "swaks-plain"), (&["--auth", "LOGIN"], "login@example.test", "swaks-login"), (&["--auth", "PLAIN", "--pipeline"], "piped@example.test", "swaks-pipe")];
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["--auth", "PLAIN"], "plain@example.test", "swaks-plain"),
+        (&["--auth", "LOGIN"], "login@example.test", "swaks-login"),
+        (&["--auth", "PLAIN", "--pipeline"], "piped@example.test", "swaks-pipe"),
+    ];
     for (mech, to, subject) in cases {
         let args: Vec<&str> = auth.iter().chain(mech.iter()).copied().collect();
         let (ok, transcript) = swaks(&w, &args, to, subject).await;
@@ -90,7 +102,10 @@ async fn swaks_submits_with_starttls_auth_plain_login_and_pipelining() {
         let got = w.sink.messages().into_iter().find(|m| m.to.iter().any(|t| t == to)).expect("the sink got it");
         let data = String::from_utf8_lossy(&got.data);
         assert!(data.contains(&format!("Subject: {subject}")), "{data}");
-        assert!(data.starts_with("Received: from client.test ([127.0.0.1])") && data.contains("with ESMTPSA"), "{data}");
+        assert!(
+            data.starts_with("Received: from client.test ([127.0.0.1])") && data.contains("with ESMTPSA"),
+            "{data}"
+        );
         assert_eq!(got.from, "a@sender.test");
     }
     w.herald.stop().await;
@@ -116,7 +131,12 @@ s.quit()
     support::eventually(30, "both recipients delivered", || {
         let sink = sink.clone();
         async move {
-            let got: Vec<String> = sink.messages().iter().filter(|m| String::from_utf8_lossy(&m.data).contains("Subject: python")).flat_map(|m| m.to.clone()).collect();
+            let got: Vec<String> = sink
+                .messages()
+                .iter()
+                .filter(|m| String::from_utf8_lossy(&m.data).contains("Subject: python"))
+                .flat_map(|m| m.to.clone())
+                .collect();
             (got.contains(&"p1@example.test".to_owned()) && got.contains(&"p2@example.test".to_owned())).then_some(())
         }
     })
@@ -160,7 +180,13 @@ async fn refusals_without_auth_before_tls_and_wrong_password() {
     reply(&mut rd).await;
     assert!(reply(&mut rd).await.starts_with("538 5.7.11"));
 
-    let (ok, transcript) = swaks(&w, &["--tls", "--auth", "PLAIN", "--auth-user", USER, "--auth-password", "wrong"], "x@example.test", "nope").await;
+    let (ok, transcript) = swaks(
+        &w,
+        &["--tls", "--auth", "PLAIN", "--auth-user", USER, "--auth-password", "wrong"],
+        "x@example.test",
+        "nope",
+    )
+    .await;
     assert!(!ok && transcript.contains("535 5.7.8"), "{transcript}");
     assert!(w.sink.messages().is_empty());
     w.herald.stop().await;
@@ -194,10 +220,17 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     let mut tls = BufReader::new(tls);
     let mut early = [0u8; 64];
     let nothing = tokio::time::timeout(Duration::from_millis(500), tls.read(&mut early)).await;
-    assert!(nothing.is_err(), "the server answered the injected RSET: {:?}", nothing.map(|r| r.map(|n| String::from_utf8_lossy(&early[..n]).into_owned())));
+    assert!(
+        nothing.is_err(),
+        "the server answered the injected RSET: {:?}",
+        nothing.map(|r| r.map(|n| String::from_utf8_lossy(&early[..n]).into_owned()))
+    );
     tls.get_mut().write_all(b"EHLO raw.test\r\n").await.unwrap();
     let ehlo = reply(&mut tls).await;
-    assert!(ehlo.starts_with("250-mx.herald.test") && ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(
+        ehlo.starts_with("250-mx.herald.test") && ehlo.contains("AUTH PLAIN LOGIN") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
     w.herald.stop().await;
 }
 
@@ -224,7 +257,12 @@ impl Postfix {
             .env("POSTFIX_EXTRA_MAIN_CF", extra)
             .output()
             .expect("postfix-relay.sh");
-        assert!(out.status.success(), "postfix did not start: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "postfix did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         Postfix { dir: dir.to_owned(), port }
     }
 
@@ -260,7 +298,22 @@ async fn postfix_as_a_smart_host_relays_with_sasl_and_tls() {
     let port = postfix.port.to_string();
     let (ok, transcript) = run(
         "swaks",
-        &["--server", "127.0.0.1", "--port", &port, "--ehlo", "app.test", "--from", "a@sender.test", "--to", "relayed@example.test", "--header", "Subject: via-postfix", "--timeout", "20"],
+        &[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--ehlo",
+            "app.test",
+            "--from",
+            "a@sender.test",
+            "--to",
+            "relayed@example.test",
+            "--header",
+            "Subject: via-postfix",
+            "--timeout",
+            "20",
+        ],
     )
     .await;
     assert!(ok, "{transcript}");
@@ -274,7 +327,10 @@ async fn postfix_as_a_smart_host_relays_with_sasl_and_tls() {
     assert!(data.contains("Subject: via-postfix"), "{data}");
     // Herald's trace header: Postfix's HELO name, and TLS plus AUTH (ESMTPSA); Postfix's own
     // Received: follows it.
-    assert!(data.starts_with("Received: from relay.herald.test ([127.0.0.1])") && data.contains("with ESMTPSA"), "{data}");
+    assert!(
+        data.starts_with("Received: from relay.herald.test ([127.0.0.1])") && data.contains("with ESMTPSA"),
+        "{data}"
+    );
     assert!(data.contains("by relay.herald.test (Postfix)"), "{data}");
     assert_eq!(got.from, "a@sender.test");
 
@@ -334,7 +390,27 @@ async fn implicit_tls_connection_limits_timeout_rate_limit_and_auth_lockout() {
     let port = implicit.to_string();
     let (ok, transcript) = run(
         "swaks",
-        &["--server", "127.0.0.1", "--port", &port, "--tls-on-connect", "--auth", "PLAIN", "--auth-user", USER, "--auth-password", PASSWORD, "--ehlo", "tls.test", "--from", "a@sender.test", "--to", "implicit@example.test", "--timeout", "20"],
+        &[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--tls-on-connect",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            USER,
+            "--auth-password",
+            PASSWORD,
+            "--ehlo",
+            "tls.test",
+            "--from",
+            "a@sender.test",
+            "--to",
+            "implicit@example.test",
+            "--timeout",
+            "20",
+        ],
     )
     .await;
     assert!(ok, "{transcript}");
@@ -352,7 +428,9 @@ async fn implicit_tls_connection_limits_timeout_rate_limit_and_auth_lockout() {
     // The account's message rate (1/s, burst 1): the second MAIL at once is 451 4.7.1.
     let (mut rd, mut wr, greeting) = connect(w.smtp_port).await;
     assert!(greeting.starts_with("220 "), "{greeting}");
-    wr.write_all(b"EHLO raw.test\r\nMAIL FROM:<a@sender.test>\r\nRSET\r\nMAIL FROM:<a@sender.test>\r\nQUIT\r\n").await.unwrap();
+    wr.write_all(b"EHLO raw.test\r\nMAIL FROM:<a@sender.test>\r\nRSET\r\nMAIL FROM:<a@sender.test>\r\nQUIT\r\n")
+        .await
+        .unwrap();
     reply(&mut rd).await;
     assert!(reply(&mut rd).await.starts_with("250 2.1.0"));
     reply(&mut rd).await;

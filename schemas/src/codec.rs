@@ -37,8 +37,7 @@ pub fn encode(event: &Event) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
-    bincode::encode_into_std_write(event, &mut out, config())
-        .expect("writing to a Vec cannot fail");
+    bincode::encode_into_std_write(event, &mut out, config()).expect("writing to a Vec cannot fail");
     out
 }
 

@@ -12,13 +12,10 @@ pub mod ids;
 pub mod time;
 
 pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
-pub use event::{
-    Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions,
-    SmtpReply,
-};
 pub use domain::{
     CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,
     DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
 };
+pub use event::{Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions, SmtpReply};
 pub use ids::{AccountId, MessageId};
 pub use time::Timestamp;

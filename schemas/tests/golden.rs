@@ -111,7 +111,11 @@ fn domain_fixtures() -> Vec<(&'static str, Event)> {
         ),
         (
             "domain_removed",
-            Event::Domain(DomainEvent::Removed(DomainRemoved { account: acme(), domain: d(), removed_at: Timestamp(1_763_800_009_000) })),
+            Event::Domain(DomainEvent::Removed(DomainRemoved {
+                account: acme(),
+                domain: d(),
+                removed_at: Timestamp(1_763_800_009_000),
+            })),
         ),
     ]
 }

@@ -145,7 +145,12 @@ fn knot(dir: &Path) -> Result<(Proc, u16)> {
             d = dir.display()
         ),
     )?;
-    let child = Command::new("knotd").arg("-c").arg(dir.join("knot.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(dir.join("knot.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     std::thread::sleep(Duration::from_millis(500));
     Ok((Proc(child), port))
 }
@@ -153,7 +158,8 @@ fn knot(dir: &Path) -> Result<(Proc, u16)> {
 fn rsa_pem() -> Result<String> {
     use aws_lc_rs::encoding::AsDer;
     use base64::Engine;
-    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key =
+        aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|e| anyhow::anyhow!("{e}"))?;
     let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
     let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
@@ -193,7 +199,10 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
         return herald_smtp(a, &sink, smtp_port, http_port, &client).await;
     }
     let url = format!("http://127.0.0.1:{http_port}/v1/send");
-    let payload = Arc::new(serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": body_5k()}).to_string());
+    let payload = Arc::new(
+        serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": body_5k()})
+            .to_string(),
+    );
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -239,7 +248,13 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
 }
 
 /// smtp-source into Herald's SMTP listener; returns (end-to-end rate, acceptance rate, DKIM note).
-async fn herald_smtp(a: &Args, sink: &Sink, smtp_port: u16, http_port: u16, client: &reqwest::Client) -> Result<(f64, f64, String)> {
+async fn herald_smtp(
+    a: &Args,
+    sink: &Sink,
+    smtp_port: u16,
+    http_port: u16,
+    client: &reqwest::Client,
+) -> Result<(f64, f64, String)> {
     wait_port(smtp_port)?;
     let started = Instant::now();
     let source = Command::new("smtp-source")
@@ -254,9 +269,15 @@ async fn herald_smtp(a: &Args, sink: &Sink, smtp_port: u16, http_port: u16, clie
     let total = last.duration_since(started).as_secs_f64();
     let metrics = client.get(format!("http://127.0.0.1:{http_port}/metrics")).send().await?.text().await?;
     let counter = |name: &str| -> f64 {
-        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     };
-    let (accepted, signed) = (counter("herald_ingest_accepted_messages_total"), counter("herald_dkim_signatures_total"));
+    let (accepted, signed) =
+        (counter("herald_ingest_accepted_messages_total"), counter("herald_dkim_signatures_total"));
     if accepted < a.messages as f64 || signed < a.messages as f64 {
         bail!("accepted {accepted}, signed {signed}, of {}", a.messages);
     }
@@ -269,7 +290,12 @@ fn postfix(a: &Args, dir: &Path) -> Result<f64> {
     let listen = free_port();
     let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/scripts/postfix-relay.sh");
     let pf = dir.join("postfix");
-    let ok = Command::new("bash").arg(&script).args(["start"]).arg(&pf).args([listen.to_string(), sink_port.to_string()]).status()?;
+    let ok = Command::new("bash")
+        .arg(&script)
+        .args(["start"])
+        .arg(&pf)
+        .args([listen.to_string(), sink_port.to_string()])
+        .status()?;
     if !ok.success() {
         bail!("postfix-relay.sh start failed");
     }
@@ -295,7 +321,11 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (_knot, dns_port) = knot(dir.path())?;
     let (herald_rate, ingest_rate, dkim) = herald(&a, dir.path(), dns_port).await?;
-    let how = if a.smtp { "smtp-source start → last arrival; accepted over SMTP at" } else { "first POST → last arrival; accepted over HTTP at" };
+    let how = if a.smtp {
+        "smtp-source start → last arrival; accepted over SMTP at"
+    } else {
+        "first POST → last arrival; accepted over HTTP at"
+    };
     println!("herald  : {herald_rate:8.0} msg/s end to end ({how} {ingest_rate:.0} msg/s); {dkim}");
     if a.skip_postfix {
         return Ok(());

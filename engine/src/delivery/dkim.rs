@@ -9,8 +9,20 @@ use std::collections::HashMap;
 
 /// Headers signed when present (RFC 6376 §5.4.1 recommendations).
 const SIGNED_HEADERS: [&str; 14] = [
-    "From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "Sender", "MIME-Version",
-    "Content-Type", "Content-Transfer-Encoding", "In-Reply-To", "References", "List-Unsubscribe",
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "Sender",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "In-Reply-To",
+    "References",
+    "List-Unsubscribe",
 ];
 
 enum Signer {
@@ -38,7 +50,9 @@ impl Signers {
         let mut by_domain = HashMap::new();
         for k in keys {
             let der = pem_to_der(k.pem).map_err(|e| format!("DKIM key for {}: {e}", k.domain))?;
-            let (signer, alg) = if let Ok(key) = RsaKey::<Sha256>::from_key_der(rustls::pki_types::PrivateKeyDer::Pkcs8(der.as_slice().into())) {
+            let (signer, alg) = if let Ok(key) =
+                RsaKey::<Sha256>::from_key_der(rustls::pki_types::PrivateKeyDer::Pkcs8(der.as_slice().into()))
+            {
                 (Signer::Rsa(configure(DkimSigner::from_key(key), k)), "rsa-sha256")
             } else if let Ok(key) = Ed25519Key::from_pkcs8_maybe_unchecked_der(&der) {
                 (Signer::Ed25519(configure(DkimSigner::from_key(key), k)), "ed25519-sha256")

@@ -68,7 +68,14 @@ pub struct Deliverer {
 
 impl Deliverer {
     pub fn new(settings: DeliverySettings, mx: mx::MxResolver, signers: dkim::Signers) -> Result<Self, String> {
-        Ok(Deliverer { settings, mx, signers, tls: smtp::Tls::opportunistic()?, pool: smtp::Pool::default(), sender_domains: None })
+        Ok(Deliverer {
+            settings,
+            mx,
+            signers,
+            tls: smtp::Tls::opportunistic()?,
+            pool: smtp::Pool::default(),
+            sender_domains: None,
+        })
     }
 
     /// Signs with the keys of verified sender domains too (static keys still win).
@@ -111,11 +118,16 @@ impl Deliverer {
                 attempt.reply = local_reply(451, "4.4.3", format!("DNS lookup of MX failed: {trouble}"));
             }
             Ok(mx::Route::NullMx) => {
-                attempt.reply = local_reply(556, "5.1.10", format!("{} publishes a null MX: it accepts no mail", msg.recipient_domain));
+                attempt.reply = local_reply(
+                    556,
+                    "5.1.10",
+                    format!("{} publishes a null MX: it accepts no mail", msg.recipient_domain),
+                );
                 attempt.class = Class::Permanent;
             }
             Ok(mx::Route::NoSuchDomain) => {
-                attempt.reply = local_reply(550, "5.1.2", format!("domain {} does not exist (NXDOMAIN)", msg.recipient_domain));
+                attempt.reply =
+                    local_reply(550, "5.1.2", format!("domain {} does not exist (NXDOMAIN)", msg.recipient_domain));
                 attempt.class = Class::Permanent;
             }
             Ok(mx::Route::Hosts(hosts)) => {

@@ -38,7 +38,10 @@ pub fn resolver_builder(servers: &[SocketAddr]) -> Result<ResolverBuilder<TokioR
             NameServerConfig::new(s.ip(), true, vec![udp, tcp])
         })
         .collect();
-    Ok(TokioResolver::builder_with_config(ResolverConfig::from_parts(None, vec![], name_servers), TokioRuntimeProvider::default()))
+    Ok(TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], name_servers),
+        TokioRuntimeProvider::default(),
+    ))
 }
 
 impl MxResolver {
@@ -77,7 +80,8 @@ impl MxResolver {
             return Ok(vec![ip]);
         }
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        let ips: Vec<IpAddr> = self.resolver.lookup_ip(fqdn.as_str()).await.map_err(|e| e.to_string())?.iter().collect();
+        let ips: Vec<IpAddr> =
+            self.resolver.lookup_ip(fqdn.as_str()).await.map_err(|e| e.to_string())?.iter().collect();
         if ips.is_empty() {
             return Err(format!("{host} has no address"));
         }
@@ -96,12 +100,7 @@ pub fn order(mxs: &mut [(u16, String)], domain: &str) -> Route {
     use rand::seq::SliceRandom;
     mxs.shuffle(&mut rand::rng());
     mxs.sort_by_key(|(pref, _)| *pref);
-    Route::Hosts(
-        mxs.iter()
-            .filter(|(_, h)| h != ".")
-            .map(|(_, h)| h.trim_end_matches('.').to_owned())
-            .collect(),
-    )
+    Route::Hosts(mxs.iter().filter(|(_, h)| h != ".").map(|(_, h)| h.trim_end_matches('.').to_owned()).collect())
 }
 
 #[cfg(test)]

@@ -133,7 +133,14 @@ async fn open(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls: &T
 }
 
 /// Delivers `env` to `addr`, over a cached session when there is one.
-pub async fn send(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls: &Tls, pool: &Pool, env: &Envelope<'_>) -> Sent {
+pub async fn send(
+    addr: SocketAddr,
+    host: &str,
+    settings: &DeliverySettings,
+    tls: &Tls,
+    pool: &Pool,
+    env: &Envelope<'_>,
+) -> Sent {
     let (mut session, mut reused) = match pool.take(addr) {
         Some(s) => (s, true),
         None => match open(addr, host, settings, tls).await {
@@ -151,7 +158,8 @@ pub async fn send(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls
                 } else {
                     let _ = session.client.quit().await;
                 }
-                metrics::counter!("herald_smtp_transactions_total", "session" => if reused { "reused" } else { "new" }).increment(1);
+                metrics::counter!("herald_smtp_transactions_total", "session" => if reused { "reused" } else { "new" })
+                    .increment(1);
                 return Sent::Transaction { reply, tls };
             }
             // A cached session closed by the server before it answered anything: the
@@ -224,7 +232,10 @@ async fn transaction(session: &mut Session, env: &Envelope<'_>) -> Result<(SmtpR
     match written {
         Ok(Ok(r)) => Ok((reply_of(&r), true)),
         Ok(Err(e)) => Err(Failure { reply: trouble("end of data", e), answered: true }),
-        Err(_) => Err(Failure { reply: local_reply(451, "4.4.2", "timeout waiting for the reply to end of data"), answered: true }),
+        Err(_) => Err(Failure {
+            reply: local_reply(451, "4.4.2", "timeout waiting for the reply to end of data"),
+            answered: true,
+        }),
     }
 }
 

@@ -8,8 +8,8 @@ use super::lookup::{self, Found};
 use super::records::ServiceZone;
 use super::state::DomainState;
 use super::{spf, verify};
-use hickory_resolver::TokioResolver;
 use herald_schemas::{CheckResult, RecordCheck};
+use hickory_resolver::TokioResolver;
 use std::net::IpAddr;
 
 /// Resolvers for a diagnosis: `general` for the customer's names, `own` for Herald's zone.
@@ -42,11 +42,24 @@ impl Resolvers<'_> {
 }
 
 fn row(record: &str, name: &str, result: CheckResult, found: Vec<String>, message: String) -> RecordCheck {
-    RecordCheck { record: record.into(), name: name.into(), result, required: true, expected: String::new(), found, message }
+    RecordCheck {
+        record: record.into(),
+        name: name.into(),
+        result,
+        required: true,
+        expected: String::new(),
+        found,
+        message,
+    }
 }
 
 /// Every diagnostic for `s`.
-pub async fn diagnose(r: &Resolvers<'_>, zone: &ServiceZone, s: &DomainState, sending_ips: &[IpAddr]) -> Vec<RecordCheck> {
+pub async fn diagnose(
+    r: &Resolvers<'_>,
+    zone: &ServiceZone,
+    s: &DomainState,
+    sending_ips: &[IpAddr],
+) -> Vec<RecordCheck> {
     let mut out = vec![];
     out.extend(spf_lookups(r, zone, s).await);
     out.push(dkim_key(r, zone, s).await);
@@ -83,7 +96,9 @@ async fn spf_lookups(r: &Resolvers<'_>, zone: &ServiceZone, s: &DomainState) -> 
             }
             match lookup::txt(r.for_name(zone, &target), &target).await {
                 Found::Records(txts) => queue.extend(txts.into_iter().filter(|t| spf::is_spf(t))),
-                Found::Nothing => trouble = Some(format!("{target} has no SPF record (a permanent error for receivers)")),
+                Found::Nothing => {
+                    trouble = Some(format!("{target} has no SPF record (a permanent error for receivers)"))
+                }
                 Found::Failed(e) => trouble = Some(format!("could not look up {target}: {e}")),
             }
         }
@@ -105,8 +120,12 @@ async fn dkim_key(r: &Resolvers<'_>, zone: &ServiceZone, s: &DomainState) -> Rec
     let (via, found) = r.txt_following(zone, &name).await;
     let via = via.map(|t| format!(" (through CNAME {t})")).unwrap_or_default();
     match found {
-        Found::Failed(e) => row("dkim_key", &name, CheckResult::Unreachable, vec![], format!("could not look up {name}{via}: {e}")),
-        Found::Nothing => row("dkim_key", &name, CheckResult::Missing, vec![], format!("no DKIM key record at {name}{via}")),
+        Found::Failed(e) => {
+            row("dkim_key", &name, CheckResult::Unreachable, vec![], format!("could not look up {name}{via}: {e}"))
+        }
+        Found::Nothing => {
+            row("dkim_key", &name, CheckResult::Missing, vec![], format!("no DKIM key record at {name}{via}"))
+        }
         Found::Records(txts) => {
             let p = txts.iter().flat_map(|t| verify::tags(t)).find(|(k, _)| k == "p").map(|(_, v)| v.replace(' ', ""));
             match p.filter(|x| !x.is_empty()) {
@@ -117,9 +136,13 @@ async fn dkim_key(r: &Resolvers<'_>, zone: &ServiceZone, s: &DomainState) -> Rec
                     txts,
                     format!("the DKIM record at {name}{via} has an empty p=: the key is revoked"),
                 ),
-                Some(p) if p == key.public_key => {
-                    row("dkim_key", &name, CheckResult::Ok, vec![], format!("{name}{via} publishes the active {} key", key.algorithm.dns_k()))
-                }
+                Some(p) if p == key.public_key => row(
+                    "dkim_key",
+                    &name,
+                    CheckResult::Ok,
+                    vec![],
+                    format!("{name}{via} publishes the active {} key", key.algorithm.dns_k()),
+                ),
                 Some(_) => row(
                     "dkim_key",
                     &name,
@@ -135,8 +158,12 @@ async fn dkim_key(r: &Resolvers<'_>, zone: &ServiceZone, s: &DomainState) -> Rec
 async fn dmarc_alignment(r: &Resolvers<'_>, s: &DomainState) -> RecordCheck {
     let name = format!("_dmarc.{}", s.domain);
     match lookup::txt(r.general, &name).await {
-        Found::Failed(e) => row("dmarc_alignment", &name, CheckResult::Unreachable, vec![], format!("could not look up {name}: {e}")),
-        Found::Nothing => row("dmarc_alignment", &name, CheckResult::Missing, vec![], format!("no DMARC record at {name}")),
+        Found::Failed(e) => {
+            row("dmarc_alignment", &name, CheckResult::Unreachable, vec![], format!("could not look up {name}: {e}"))
+        }
+        Found::Nothing => {
+            row("dmarc_alignment", &name, CheckResult::Missing, vec![], format!("no DMARC record at {name}"))
+        }
         Found::Records(txts) => {
             let Some(record) = txts.iter().find(|t| verify::is_dmarc(t)) else {
                 return row("dmarc_alignment", &name, CheckResult::Missing, txts, format!("no DMARC record at {name}"));
@@ -147,11 +174,20 @@ async fn dmarc_alignment(r: &Resolvers<'_>, s: &DomainState) -> RecordCheck {
             let aspf_strict = get("aspf").as_deref() == Some("s");
             let dkim = format!("DKIM aligned: d={} equals the From domain", s.domain);
             let spf = if aspf_strict {
-                format!("SPF not aligned: aspf=s, but the return path is {}; DKIM alone carries DMARC", s.bounce_domain())
+                format!(
+                    "SPF not aligned: aspf=s, but the return path is {}; DKIM alone carries DMARC",
+                    s.bounce_domain()
+                )
             } else {
                 format!("SPF aligned (relaxed) through the return path {}", s.bounce_domain())
             };
-            row("dmarc_alignment", &name, CheckResult::Ok, vec![record.clone()], format!("policy p={policy}; {dkim}; {spf}"))
+            row(
+                "dmarc_alignment",
+                &name,
+                CheckResult::Ok,
+                vec![record.clone()],
+                format!("policy p={policy}; {dkim}; {spf}"),
+            )
         }
     }
 }
@@ -167,8 +203,20 @@ async fn mx(r: &Resolvers<'_>, zone: &ServiceZone, s: &DomainState) -> Vec<Recor
             m.iter().map(|(p, h)| format!("{p} {h}")).collect(),
             format!("{} receives mail (replies and DMARC reports can arrive)", s.domain),
         ),
-        Found::Nothing => row("mx", &s.domain, CheckResult::Missing, vec![], format!("{} has no MX: replies to your messages cannot be delivered", s.domain)),
-        Found::Failed(e) => row("mx", &s.domain, CheckResult::Unreachable, vec![], format!("could not look up the MX of {}: {e}", s.domain)),
+        Found::Nothing => row(
+            "mx",
+            &s.domain,
+            CheckResult::Missing,
+            vec![],
+            format!("{} has no MX: replies to your messages cannot be delivered", s.domain),
+        ),
+        Found::Failed(e) => row(
+            "mx",
+            &s.domain,
+            CheckResult::Unreachable,
+            vec![],
+            format!("could not look up the MX of {}: {e}", s.domain),
+        ),
     });
     let bounce = s.bounce_domain();
     let target = zone.bounce_target(&s.token);
@@ -186,7 +234,9 @@ async fn mx(r: &Resolvers<'_>, zone: &ServiceZone, s: &DomainState) -> Vec<Recor
             m.iter().map(|(p, h)| format!("{p} {h}")).collect(),
             format!("bounces to {bounce} reach {}", zone.mx_host()),
         ),
-        Found::Nothing => row("bounce_mx", &bounce, CheckResult::Missing, vec![], format!("{bounce} has no MX: bounces are lost")),
+        Found::Nothing => {
+            row("bounce_mx", &bounce, CheckResult::Missing, vec![], format!("{bounce} has no MX: bounces are lost"))
+        }
         Found::Failed(e) => row("bounce_mx", &bounce, CheckResult::Unreachable, vec![], e),
     });
     out
@@ -195,17 +245,34 @@ async fn mx(r: &Resolvers<'_>, zone: &ServiceZone, s: &DomainState) -> Vec<Recor
 async fn fcrdns(r: &TokioResolver, ip: IpAddr) -> RecordCheck {
     let name = lookup::reverse_name(ip);
     match lookup::ptr(r, ip).await {
-        Found::Failed(e) => row("ptr", &name, CheckResult::Unreachable, vec![], format!("could not look up the PTR of {ip}: {e}")),
-        Found::Nothing => row("ptr", &name, CheckResult::Missing, vec![], format!("{ip} has no PTR record: many receivers refuse mail from it")),
+        Found::Failed(e) => {
+            row("ptr", &name, CheckResult::Unreachable, vec![], format!("could not look up the PTR of {ip}: {e}"))
+        }
+        Found::Nothing => row(
+            "ptr",
+            &name,
+            CheckResult::Missing,
+            vec![],
+            format!("{ip} has no PTR record: many receivers refuse mail from it"),
+        ),
         Found::Records(names) => {
             for host in &names {
                 if let Found::Records(ips) = lookup::addresses(r, host).await {
                     if ips.contains(&ip) {
-                        return row("ptr", &name, CheckResult::Ok, names.clone(), format!("{ip} → {host} → {ip}: forward-confirmed reverse DNS"));
+                        return row(
+                            "ptr",
+                            &name,
+                            CheckResult::Ok,
+                            names.clone(),
+                            format!("{ip} → {host} → {ip}: forward-confirmed reverse DNS"),
+                        );
                     }
                 }
             }
-            let m = format!("{ip} has PTR {} but that name does not resolve back to {ip}: not forward-confirmed", names.join(", "));
+            let m = format!(
+                "{ip} has PTR {} but that name does not resolve back to {ip}: not forward-confirmed",
+                names.join(", ")
+            );
             row("ptr", &name, CheckResult::WrongValue, names, m)
         }
     }

@@ -161,7 +161,8 @@ mod tests {
                 assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
             }
             let pem = store.read("sender.test", &g.key.key_file).unwrap();
-            let signers = Signers::new(&[KeySpec { domain: "sender.test", selector: &g.key.selector, pem: &pem }]).unwrap();
+            let signers =
+                Signers::new(&[KeySpec { domain: "sender.test", selector: &g.key.selector, pem: &pem }]).unwrap();
             let (signed, note) = signers.sign(b"From: a@sender.test\r\nSubject: x\r\n\r\nhi\r\n");
             assert!(note.starts_with("signed d=sender.test s="), "{note}");
             assert!(signed.starts_with(b"DKIM-Signature:"));

@@ -41,7 +41,8 @@ fn fqdn(name: &str) -> String {
 async fn rdata(r: &TokioResolver, name: &str, rtype: RecordType) -> Found<RData> {
     match r.lookup(fqdn(name).as_str(), rtype).await {
         Ok(lookup) => {
-            let found: Vec<RData> = lookup.answers().iter().filter(|x| x.record_type() == rtype).map(|x| x.data.clone()).collect();
+            let found: Vec<RData> =
+                lookup.answers().iter().filter(|x| x.record_type() == rtype).map(|x| x.data.clone()).collect();
             if found.is_empty() {
                 Found::Nothing
             } else {

@@ -33,7 +33,8 @@ pub fn normalize(input: &str) -> Result<DomainName, NameError> {
     if trimmed.parse::<std::net::IpAddr>().is_ok() {
         return Err(invalid("an address, not a name"));
     }
-    let ascii = idna::domain_to_ascii_strict(trimmed).map_err(|_| invalid("not a valid (internationalized) host name"))?;
+    let ascii =
+        idna::domain_to_ascii_strict(trimmed).map_err(|_| invalid("not a valid (internationalized) host name"))?;
     check_syntax(&ascii).map_err(invalid)?;
     let is_suffix = psl::suffix(ascii.as_bytes()).is_some_and(|s| s.as_bytes() == ascii.as_bytes());
     if is_suffix {
@@ -90,7 +91,17 @@ mod tests {
 
     #[test]
     fn invalid_names_are_refused() {
-        for bad in ["", "example", "exa mple.com", "-a.example.com", "a-.example.com", "a..example.com", "192.0.2.1", "a.123", "under_score.example.com"] {
+        for bad in [
+            "",
+            "example",
+            "exa mple.com",
+            "-a.example.com",
+            "a-.example.com",
+            "a..example.com",
+            "192.0.2.1",
+            "a.123",
+            "under_score.example.com",
+        ] {
             assert!(matches!(normalize(bad), Err(NameError::Invalid(..))), "{bad:?} accepted");
         }
         let long = format!("{}.example.com", "a".repeat(64));
@@ -100,7 +111,10 @@ mod tests {
     #[test]
     fn public_suffixes_are_refused_but_names_under_them_are_not() {
         for suffix in ["co.uk", "com", "github.io", "CO.UK."] {
-            assert!(matches!(normalize(suffix), Err(NameError::PublicSuffix(_)) | Err(NameError::Invalid(..))), "{suffix} accepted");
+            assert!(
+                matches!(normalize(suffix), Err(NameError::PublicSuffix(_)) | Err(NameError::Invalid(..))),
+                "{suffix} accepted"
+            );
         }
         assert!(matches!(normalize("co.uk"), Err(NameError::PublicSuffix(_))));
         assert_eq!(normalize("example.co.uk").unwrap().ascii, "example.co.uk");

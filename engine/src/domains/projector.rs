@@ -22,7 +22,8 @@ pub async fn run(
     cache: DomainCache,
     shutdown: CancellationToken,
 ) -> Result<(), LogError> {
-    let assignments: Vec<Assignment> = partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }).collect();
+    let assignments: Vec<Assignment> =
+        partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for consumer in log.consume(GROUP, &assignments).await? {
         tasks.spawn(partition_loop(consumer, store.clone(), cache.clone(), shutdown.clone()));
@@ -55,7 +56,11 @@ async fn partition_loop(
             let event = match decode(&record.value) {
                 Ok(Event::Domain(e)) => e,
                 Ok(other) => {
-                    tracing::warn!(event = other.event_type(), offset = record.offset, "unexpected event on the domains topic; skipped");
+                    tracing::warn!(
+                        event = other.event_type(),
+                        offset = record.offset,
+                        "unexpected event on the domains topic; skipped"
+                    );
                     continue;
                 }
                 Err(e) => {

@@ -105,7 +105,10 @@ pub fn records(state: &DomainState, zone: &ServiceZone) -> Vec<CustomerRecord> {
         rtype: "CNAME",
         value: format!("{}.", zone.bounce_target(&state.token)),
         required: false,
-        note: Some("return path: Herald serves its MX and SPF, so bounces come back and SPF aligns with your From domain".into()),
+        note: Some(
+            "return path: Herald serves its MX and SPF, so bounces come back and SPF aligns with your From domain"
+                .into(),
+        ),
     });
     out.push(CustomerRecord {
         purpose: "tracking",
@@ -132,7 +135,14 @@ pub fn records(state: &DomainState, zone: &ServiceZone) -> Vec<CustomerRecord> {
         )),
         n => Some(format!("your domain publishes {n} SPF records: replace them all with this single one (a domain may have only one)")),
     };
-    out.push(CustomerRecord { purpose: "spf", name: d.clone(), rtype: "TXT", value: spf_value, required: true, note: spf_note });
+    out.push(CustomerRecord {
+        purpose: "spf",
+        name: d.clone(),
+        rtype: "TXT",
+        value: spf_value,
+        required: true,
+        note: spf_note,
+    });
     let rua = state.dmarc_rua.as_deref().map(|r| format!(" rua={r};")).unwrap_or_default();
     out.push(CustomerRecord {
         purpose: "dmarc",

@@ -177,7 +177,11 @@ impl Domains {
     }
 
     /// Waits until the stored state of `domain` satisfies `done`.
-    async fn wait_for(&self, domain: &str, done: impl Fn(Option<&DomainState>) -> bool) -> Result<Option<DomainState>, DomainError> {
+    async fn wait_for(
+        &self,
+        domain: &str,
+        done: impl Fn(Option<&DomainState>) -> bool,
+    ) -> Result<Option<DomainState>, DomainError> {
         let deadline = Instant::now() + self.settings.wait;
         loop {
             let current = self.store.domain(domain).await?;
@@ -202,7 +206,8 @@ impl Domains {
     }
 
     pub async fn list(&self, account: &AccountId) -> Result<Vec<DomainState>, DomainError> {
-        let mut all: Vec<DomainState> = self.store.domains().await?.into_iter().filter(|d| !d.removed && &d.account == account).collect();
+        let mut all: Vec<DomainState> =
+            self.store.domains().await?.into_iter().filter(|d| !d.removed && &d.account == account).collect();
         all.sort_by(|a, b| a.domain.cmp(&b.domain));
         Ok(all)
     }
@@ -225,7 +230,8 @@ impl Domains {
         if self.settings.zone.contains(&n.ascii) {
             return Err(DomainError::Invalid(format!("{} is inside Herald's own zone", n.ascii)));
         }
-        let tracking_label = check_label(req.tracking_label.as_deref().unwrap_or(&self.settings.tracking_label), "tracking_label")?;
+        let tracking_label =
+            check_label(req.tracking_label.as_deref().unwrap_or(&self.settings.tracking_label), "tracking_label")?;
         check_rua(&req.dmarc_rua)?;
         check_logo(&req.bimi_logo)?;
         match self.store.domain(&n.ascii).await? {
@@ -252,7 +258,10 @@ impl Domains {
             added_at: Timestamp::now(),
         }))
         .await?;
-        let state = self.wait_for(&n.ascii, |s| s.is_some_and(|s| !s.removed)).await?.ok_or_else(|| DomainError::Lag(n.ascii.clone()))?;
+        let state = self
+            .wait_for(&n.ascii, |s| s.is_some_and(|s| !s.removed))
+            .await?
+            .ok_or_else(|| DomainError::Lag(n.ascii.clone()))?;
         if state.request_id == request_id {
             tracing::info!(domain = %n.ascii, account = %account, "sender domain added");
             return Ok((state, true));
@@ -322,8 +331,10 @@ impl Domains {
             }),
         };
         self.append(event).await?;
-        let done =
-            self.wait_for(&s.domain, |x| x.is_some_and(|x| x.position > s.position)).await?.ok_or_else(|| DomainError::Lag(s.domain.clone()))?;
+        let done = self
+            .wait_for(&s.domain, |x| x.is_some_and(|x| x.position > s.position))
+            .await?
+            .ok_or_else(|| DomainError::Lag(s.domain.clone()))?;
         if let Step::Retire { slot } = step {
             let index = if slot == 2 { 1 } else { 0 };
             for k in &s.slots[index] {
@@ -360,7 +371,12 @@ impl Domains {
 
     /// Appends `DomainVerified` for `checks` when `always`, or when the status or the
     /// findings changed (the periodic re-check).
-    pub async fn record_verification(&self, s: &DomainState, checks: Vec<RecordCheck>, always: bool) -> Result<DomainState, DomainError> {
+    pub async fn record_verification(
+        &self,
+        s: &DomainState,
+        checks: Vec<RecordCheck>,
+        always: bool,
+    ) -> Result<DomainState, DomainError> {
         let status = state::next_status(s.status, &checks);
         if !always && status == s.status && checks == s.checks {
             return Ok(s.clone());
@@ -377,7 +393,9 @@ impl Domains {
             checked_at: Timestamp::now(),
         }))
         .await?;
-        self.wait_for(&s.domain, |x| x.is_some_and(|x| x.position > s.position)).await?.ok_or_else(|| DomainError::Lag(s.domain.clone()))
+        self.wait_for(&s.domain, |x| x.is_some_and(|x| x.position > s.position))
+            .await?
+            .ok_or_else(|| DomainError::Lag(s.domain.clone()))
     }
 
     pub async fn update(&self, account: &AccountId, name: &str, req: UpdateDomain) -> Result<DomainState, DomainError> {
@@ -399,13 +417,19 @@ impl Domains {
             updated_at: Timestamp::now(),
         }))
         .await?;
-        self.wait_for(&s.domain, |x| x.is_some_and(|x| x.position > s.position)).await?.ok_or_else(|| DomainError::Lag(s.domain.clone()))
+        self.wait_for(&s.domain, |x| x.is_some_and(|x| x.position > s.position))
+            .await?
+            .ok_or_else(|| DomainError::Lag(s.domain.clone()))
     }
 
     pub async fn remove(&self, account: &AccountId, name: &str) -> Result<(), DomainError> {
         let s = self.get(account, name).await?;
-        self.append(DomainEvent::Removed(DomainRemoved { account: s.account.clone(), domain: s.domain.clone(), removed_at: Timestamp::now() }))
-            .await?;
+        self.append(DomainEvent::Removed(DomainRemoved {
+            account: s.account.clone(),
+            domain: s.domain.clone(),
+            removed_at: Timestamp::now(),
+        }))
+        .await?;
         self.wait_for(&s.domain, |x| x.is_some_and(|x| x.removed)).await?;
         for (_, k) in s.published() {
             self.keys.remove(&s.domain, &k.key_file);
@@ -423,9 +447,11 @@ impl Domains {
         let s = self.get(account, name).await?;
         let own = match self.settings.own_dns {
             Some(addr) => lookup::resolver(&[addr], self.settings.resolver_timeout).map_err(DomainError::Internal)?,
-            None => lookup::resolver(&self.settings.resolvers, self.settings.resolver_timeout).map_err(DomainError::Internal)?,
+            None => lookup::resolver(&self.settings.resolvers, self.settings.resolver_timeout)
+                .map_err(DomainError::Internal)?,
         };
-        let general = lookup::resolver(&self.settings.resolvers, self.settings.resolver_timeout).map_err(DomainError::Internal)?;
+        let general = lookup::resolver(&self.settings.resolvers, self.settings.resolver_timeout)
+            .map_err(DomainError::Internal)?;
         let r = check::Resolvers { general: &general, own: &own };
         Ok(check::diagnose(&r, &self.settings.zone, &s, &self.settings.sending_ips).await)
     }

@@ -36,12 +36,14 @@ impl SenderSigning {
         let ascii = idna::domain_to_ascii(from_domain).unwrap_or_else(|_| from_domain.to_owned());
         let state = snapshot.domains.get(&ascii)?;
         let body = msg.body.bytes();
-        let unsigned = |why: String| Some(Signed { data: body.to_vec(), note: format!("unsigned: {why}"), return_path: None });
+        let unsigned =
+            |why: String| Some(Signed { data: body.to_vec(), note: format!("unsigned: {why}"), return_path: None });
         if state.account != msg.account {
             return unsigned(format!("{from_domain} is not a sender domain of account {}", msg.account));
         }
         if !state.is_verified() {
-            let status = serde_json::to_value(state.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let status =
+                serde_json::to_value(state.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
             return unsigned(format!("sender domain {from_domain} is not verified (status {status})"));
         }
         let signers = match self.signers(state) {
@@ -52,7 +54,8 @@ impl SenderSigning {
             }
         };
         let (data, note) = signers.sign(body);
-        let return_path = msg.options.bounce_tracking.then(|| format!("bounces+{}@{}", msg.message_id, state.bounce_domain()));
+        let return_path =
+            msg.options.bounce_tracking.then(|| format!("bounces+{}@{}", msg.message_id, state.bounce_domain()));
         Some(Signed { data, note, return_path })
     }
 
@@ -62,9 +65,15 @@ impl SenderSigning {
         if let Some(s) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(s.clone());
         }
-        let pems = keys.iter().map(|k| self.keys.read(&state.domain, &k.key_file).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
-        let specs: Vec<KeySpec> =
-            keys.iter().zip(&pems).map(|(k, pem)| KeySpec { domain: &state.domain, selector: &k.selector, pem }).collect();
+        let pems = keys
+            .iter()
+            .map(|k| self.keys.read(&state.domain, &k.key_file).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let specs: Vec<KeySpec> = keys
+            .iter()
+            .zip(&pems)
+            .map(|(k, pem)| KeySpec { domain: &state.domain, selector: &k.selector, pem })
+            .collect();
         let signers = Arc::new(Signers::new(&specs)?);
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         loaded.retain(|k, _| !k.starts_with(&format!("{}/", state.domain)));

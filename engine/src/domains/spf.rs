@@ -109,7 +109,10 @@ mod tests {
     fn merge_inserts_the_include_before_the_single_all() {
         let z = "_spf.herald.test";
         assert_eq!(merge(&[], z), "v=spf1 include:_spf.herald.test ~all");
-        assert_eq!(merge(&["v=spf1 mx ip4:192.0.2.1 -all"], z), "v=spf1 mx ip4:192.0.2.1 include:_spf.herald.test -all");
+        assert_eq!(
+            merge(&["v=spf1 mx ip4:192.0.2.1 -all"], z),
+            "v=spf1 mx ip4:192.0.2.1 include:_spf.herald.test -all"
+        );
         // Already included: unchanged apart from order.
         assert_eq!(merge(&["v=spf1 include:_spf.herald.test ~all"], z), "v=spf1 include:_spf.herald.test ~all");
         // `all` in the middle moves to the end.
@@ -119,13 +122,17 @@ mod tests {
             merge(&["v=spf1 include:_spf.google.com ~all", "v=spf1 mx include:_spf.google.com -all"], z),
             "v=spf1 include:_spf.google.com mx include:_spf.herald.test ~all"
         );
-        assert_eq!(merge(&["v=spf1 mx redirect=_spf.example.com"], z), "v=spf1 mx include:_spf.herald.test redirect=_spf.example.com");
+        assert_eq!(
+            merge(&["v=spf1 mx redirect=_spf.example.com"], z),
+            "v=spf1 mx include:_spf.herald.test redirect=_spf.example.com"
+        );
         assert!(includes("v=spf1 include:_spf.herald.test. ~all", "_spf.herald.test"));
     }
 
     #[test]
     fn counts_lookups() {
-        let (n, follow) = lookups("v=spf1 a mx ip4:192.0.2.0/24 include:_spf.a.test exists:%{i}.x.test redirect=b.test");
+        let (n, follow) =
+            lookups("v=spf1 a mx ip4:192.0.2.0/24 include:_spf.a.test exists:%{i}.x.test redirect=b.test");
         assert_eq!(n, 5);
         assert_eq!(follow, vec!["_spf.a.test".to_owned(), "b.test".to_owned()]);
     }

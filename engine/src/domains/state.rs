@@ -228,7 +228,11 @@ pub fn due_step(s: &DomainState, now: Timestamp, policy: &RotationPolicy) -> Opt
 /// Whether a manual rotation may start now: `Err` says until when it may not.
 pub fn can_rotate(s: &DomainState) -> Result<u8, String> {
     if let Some(p) = s.pending {
-        return Err(format!("keys for slot {} are already published and start signing at {}", p.slot, crate::projector::rfc3339(p.activate_at)));
+        return Err(format!(
+            "keys for slot {} are already published and start signing at {}",
+            p.slot,
+            crate::projector::rfc3339(p.activate_at)
+        ));
     }
     if let Some(r) = s.retiring {
         return Err(format!(
@@ -312,9 +316,17 @@ mod tests {
         assert_eq!(s.signing_keys()[0].selector, "hd1");
         assert!(apply(Some(&s), &added("other"), 1).is_none(), "another account's claim is ignored");
         assert!(apply(Some(&s), &added("acme"), 0).is_none(), "a replay is ignored");
-        let removed = DomainEvent::Removed(DomainRemoved { account: AccountId("other".into()), domain: "sender.test".into(), removed_at: Timestamp(5) });
+        let removed = DomainEvent::Removed(DomainRemoved {
+            account: AccountId("other".into()),
+            domain: "sender.test".into(),
+            removed_at: Timestamp(5),
+        });
         assert!(apply(Some(&s), &removed, 2).is_none(), "another account cannot remove it");
-        let removed = DomainEvent::Removed(DomainRemoved { account: acme(), domain: "sender.test".into(), removed_at: Timestamp(5) });
+        let removed = DomainEvent::Removed(DomainRemoved {
+            account: acme(),
+            domain: "sender.test".into(),
+            removed_at: Timestamp(5),
+        });
         let gone = apply(Some(&s), &removed, 3).unwrap();
         assert!(gone.removed);
         let reclaimed = apply(Some(&gone), &added("other"), 4).unwrap();
@@ -355,7 +367,12 @@ mod tests {
         assert!(can_rotate(&s).is_err());
         assert_eq!(due_step(&s, at_days(37), &p), None);
         assert_eq!(due_step(&s, at_days(38), &p), Some(Step::Retire { slot: 1 }));
-        let retire = DomainEvent::KeysRetired(DomainKeysRetired { account: acme(), domain: "sender.test".into(), slot: 1, retired_at: at_days(38) });
+        let retire = DomainEvent::KeysRetired(DomainKeysRetired {
+            account: acme(),
+            domain: "sender.test".into(),
+            slot: 1,
+            retired_at: at_days(38),
+        });
         s = apply(Some(&s), &retire, 3).unwrap();
         assert_eq!(s.published().map(|(slot, _)| slot).collect::<Vec<_>>(), vec![2]);
         assert_eq!(can_rotate(&s), Ok(1), "the next rotation goes back to slot 1");
@@ -383,7 +400,11 @@ mod tests {
         assert_eq!(next_status(Pending, &[check(true, Missing)]), Pending);
         assert_eq!(next_status(Verified, &[check(true, WrongValue)]), Failing);
         assert_eq!(next_status(Failing, &[check(true, Ok)]), Verified);
-        assert_eq!(next_status(Verified, &[check(true, Unreachable), check(true, Missing)]), Verified, "DNS trouble decides nothing");
+        assert_eq!(
+            next_status(Verified, &[check(true, Unreachable), check(true, Missing)]),
+            Verified,
+            "DNS trouble decides nothing"
+        );
         assert_eq!(next_status(Pending, &[check(true, Unreachable)]), Pending);
     }
 }

@@ -5,8 +5,8 @@ use super::lookup::{self, Found};
 use super::records::{selectors, ServiceZone};
 use super::spf;
 use super::state::DomainState;
-use hickory_resolver::TokioResolver;
 use herald_schemas::{CheckResult, RecordCheck};
+use hickory_resolver::TokioResolver;
 
 fn check(record: &str, name: &str, required: bool, expected: String) -> RecordCheck {
     RecordCheck {
@@ -27,7 +27,10 @@ fn finish(mut c: RecordCheck, result: CheckResult, message: String) -> RecordChe
 }
 
 fn unreachable(c: RecordCheck, why: &str) -> RecordCheck {
-    let m = format!("could not look up {} (DNS timeout or server failure: {why}); nothing can be said about it yet", c.name);
+    let m = format!(
+        "could not look up {} (DNS timeout or server failure: {why}); nothing can be said about it yet",
+        c.name
+    );
     finish(c, CheckResult::Unreachable, m)
 }
 
@@ -61,10 +64,16 @@ async fn dkim(r: &TokioResolver, zone: &ServiceZone, s: &DomainState, sel: &str,
             c.found = targets.clone();
             let target = &targets[0];
             if *target == expected {
-                let role = if slot == s.active_slot { "the active selector, signing now" } else { "the idle slot for the next key" };
+                let role = if slot == s.active_slot {
+                    "the active selector, signing now"
+                } else {
+                    "the idle slot for the next key"
+                };
                 let m = format!("{name} points to {expected} ({role})");
                 finish(c, CheckResult::Ok, m)
-            } else if let Some(other) = selectors(s).iter().map(|(x, _)| x).find(|x| *target == zone.dkim_target(&s.token, x)) {
+            } else if let Some(other) =
+                selectors(s).iter().map(|(x, _)| x).find(|x| *target == zone.dkim_target(&s.token, x))
+            {
                 let m = format!(
                     "DKIM CNAME {name} points to `{other}.{}…` but must point to `{sel}.…` (the active selector is `{active}`): the selector names must match",
                     s.token
@@ -113,8 +122,10 @@ async fn spf_check(r: &TokioResolver, zone: &ServiceZone, s: &DomainState) -> Re
                 let all = spf::terms(record).into_iter().find(|t| spf::is_all(t)).unwrap_or("all").to_owned();
                 let m = format!("`{all}` is not the last term of the SPF record: receivers stop at it and never see what follows; use `{merged}`");
                 finish(c, CheckResult::WrongValue, m)
-            } else if spf::terms(record).iter().any(|t| t.eq_ignore_ascii_case("+all") || t.eq_ignore_ascii_case("all")) {
-                let m = "the SPF record ends in `+all`: anyone may send as this domain; use `~all` or `-all`".to_owned();
+            } else if spf::terms(record).iter().any(|t| t.eq_ignore_ascii_case("+all") || t.eq_ignore_ascii_case("all"))
+            {
+                let m =
+                    "the SPF record ends in `+all`: anyone may send as this domain; use `~all` or `-all`".to_owned();
                 finish(c, CheckResult::WrongValue, m)
             } else if !spf::includes(record, &include) {
                 let m = format!("the SPF record does not include {include}, so Herald's IPs are not authorized; change it to `{merged}`");
@@ -197,7 +208,9 @@ async fn cname_check(r: &TokioResolver, record: &str, name: &str, expected: &str
         Found::Nothing => match lookup::addresses(r, name).await {
             Found::Records(ips) => {
                 c.found = ips.iter().map(|ip| ip.to_string()).collect();
-                let m = format!("{name} has address records instead of the {what} CNAME: replace them with `CNAME {expected}.`");
+                let m = format!(
+                    "{name} has address records instead of the {what} CNAME: replace them with `CNAME {expected}.`"
+                );
                 finish(c, CheckResult::Conflict, m)
             }
             _ => {

@@ -145,7 +145,15 @@ pub fn build(settings: &ZoneSettings, domains: &[DomainState], serial: u32) -> Z
     let soa = Record::from_rdata(
         fqdn(&origin),
         settings.ttl,
-        RData::SOA(SOA::new(fqdn(&nameservers[0]), fqdn(&settings.hostmaster.replacen('@', ".", 1)), serial, 3600, 600, 1_209_600, 60)),
+        RData::SOA(SOA::new(
+            fqdn(&nameservers[0]),
+            fqdn(&settings.hostmaster.replacen('@', ".", 1)),
+            serial,
+            3600,
+            600,
+            1_209_600,
+            60,
+        )),
     );
     b.add(&origin, soa.data.clone());
     for ns in &nameservers {

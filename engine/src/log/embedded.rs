@@ -83,7 +83,8 @@ impl EmbeddedLog {
             let mut txn = db.begin_write().map_err(storage)?;
             txn.set_durability(Durability::Immediate).map_err(storage)?;
             txn.open_table(OFFSETS).map_err(storage)?;
-            let generation = txn.open_table(META).map_err(storage)?.get("wal_generation").map_err(storage)?.map_or(0, |v| v.value());
+            let generation =
+                txn.open_table(META).map_err(storage)?.get("wal_generation").map_err(storage)?.map_or(0, |v| v.value());
             let (mut wal, replay) = Wal::open(&path.with_extension("wal"), generation).map_err(storage)?;
             if !replay.is_empty() {
                 tracing::info!(entries = replay.len(), "embedded log: replaying the write-ahead file");
@@ -93,9 +94,7 @@ impl EmbeddedLog {
             txn.open_table(META).map_err(storage)?.insert("wal_generation", next).map_err(storage)?;
             for topic in topics {
                 let name = table_name(topic);
-                let table = txn
-                    .open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name))
-                    .map_err(storage)?;
+                let table = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
                 let mut senders = Vec::with_capacity(partitions as usize);
                 for p in 0..partitions {
                     let next = match table.range((p, 0)..=(p, u64::MAX)).map_err(storage)?.next_back() {
@@ -249,14 +248,10 @@ fn write_batch(shared: &Shared, wal: &mut Wal, batch: &[Command]) -> Result<Hash
                     topic: r.topic.clone(),
                     problem: format!("no partition {}", r.partition),
                 })?;
-                let next = new_heads
-                    .entry((r.topic.clone(), r.partition))
-                    .or_insert_with(|| *head.borrow());
+                let next = new_heads.entry((r.topic.clone(), r.partition)).or_insert_with(|| *head.borrow());
                 if !tables.contains_key(&r.topic) {
                     let name = table_name(&r.topic);
-                    let t = txn
-                        .open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name))
-                        .map_err(storage)?;
+                    let t = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
                     tables.insert(r.topic.clone(), t);
                 }
                 let table = tables.get_mut(&r.topic).expect("inserted above");
@@ -328,22 +323,20 @@ impl EventLog for EmbeddedLog {
         tokio::task::spawn_blocking(move || EmbeddedLog::trim(&shared, cutoff)).await.map_err(storage)?
     }
 
-    async fn consume(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
+    async fn consume(
+        &self,
+        group: &str,
+        assignments: &[Assignment],
+    ) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
         let read = self.shared.db.begin_read().map_err(storage)?;
         let offsets = read.open_table(OFFSETS).map_err(storage)?;
         let mut consumers: Vec<Box<dyn PartitionConsumer>> = Vec::new();
         for a in assignments {
-            let head = self
-                .shared
-                .heads
-                .get(&a.topic)
-                .and_then(|h| h.get(a.partition as usize))
-                .ok_or_else(|| LogError::Topic { topic: a.topic.clone(), problem: format!("no partition {}", a.partition) })?;
-            let committed = offsets
-                .get((group, a.topic.as_str(), a.partition))
-                .map_err(storage)?
-                .map(|v| v.value())
-                .unwrap_or(0);
+            let head = self.shared.heads.get(&a.topic).and_then(|h| h.get(a.partition as usize)).ok_or_else(|| {
+                LogError::Topic { topic: a.topic.clone(), problem: format!("no partition {}", a.partition) }
+            })?;
+            let committed =
+                offsets.get((group, a.topic.as_str(), a.partition)).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
             consumers.push(Box::new(Consumer {
                 shared: self.shared.clone(),
                 writer: self.writer.clone(),
@@ -383,7 +376,8 @@ impl EmbeddedLog {
                 txn.set_durability(Durability::None).map_err(storage)?;
                 let n = {
                     let name = table_name(&topic);
-                    let mut table = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
+                    let mut table =
+                        txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
                     let mut doomed = Vec::new();
                     for entry in table.range((partition, 0)..(partition, limit)).map_err(storage)?.take(TRIM_CHUNK) {
                         let (k, v) = entry.map_err(storage)?;

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::Arc;
@@ -82,8 +82,12 @@ impl KafkaLog {
         let new: Vec<NewTopic> = missing
             .iter()
             .map(|t| {
-                let topic = NewTopic::new(t, self.settings.partitions as i32, TopicReplication::Fixed(self.settings.replication))
-                    .set("max.message.bytes", MAX_MESSAGE_BYTES);
+                let topic = NewTopic::new(
+                    t,
+                    self.settings.partitions as i32,
+                    TopicReplication::Fixed(self.settings.replication),
+                )
+                .set("max.message.bytes", MAX_MESSAGE_BYTES);
                 match &retention_ms {
                     Some(ms) => topic.set("retention.ms", ms),
                     None => topic,
@@ -97,9 +101,7 @@ impl KafkaLog {
                 Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
                     tracing::debug!(%topic, "topic created concurrently");
                 }
-                Err((topic, code)) => {
-                    return Err(LogError::Topic { topic, problem: format!("cannot create: {code}") })
-                }
+                Err((topic, code)) => return Err(LogError::Topic { topic, problem: format!("cannot create: {code}") }),
             }
         }
         tracing::info!(topics = ?missing, partitions = self.settings.partitions, "created kafka topics");
@@ -120,7 +122,11 @@ impl EventLog for KafkaLog {
         result
     }
 
-    async fn consume(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
+    async fn consume(
+        &self,
+        group: &str,
+        assignments: &[Assignment],
+    ) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
         self.consumers(group, assignments).await
     }
 
@@ -149,7 +155,11 @@ impl KafkaLog {
         Ok(())
     }
 
-    async fn consumers(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
+    async fn consumers(
+        &self,
+        group: &str,
+        assignments: &[Assignment],
+    ) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.settings.brokers)
             .set("group.id", group)
@@ -189,7 +199,10 @@ impl KafkaLog {
 /// instead leaves librdkafka to fetch them itself, and on a cluster whose
 /// `__consumer_offsets` does not exist yet that fetch was seen to stall a partition for
 /// over a minute. The coordinator is waited for, within bounds.
-async fn start_offsets(consumer: &Arc<StreamConsumer>, assignments: &[Assignment]) -> Result<TopicPartitionList, LogError> {
+async fn start_offsets(
+    consumer: &Arc<StreamConsumer>,
+    assignments: &[Assignment],
+) -> Result<TopicPartitionList, LogError> {
     let mut wanted = TopicPartitionList::new();
     for a in assignments {
         wanted.add_partition(&a.topic, a.partition as i32);
@@ -279,7 +292,11 @@ impl PartitionConsumer for KafkaPartitionConsumer {
 
     async fn commit(&mut self, next_offset: u64) -> Result<(), LogError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.assignment.topic, self.assignment.partition as i32, Offset::Offset(next_offset as i64))?;
+        tpl.add_partition_offset(
+            &self.assignment.topic,
+            self.assignment.partition as i32,
+            Offset::Offset(next_offset as i64),
+        )?;
         // A fresh cluster creates `__consumer_offsets` on the first commit and answers
         // "coordinator not available" meanwhile: retry retriable errors for a while.
         let mut backoff = Duration::from_millis(100);

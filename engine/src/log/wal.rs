@@ -205,7 +205,9 @@ fn parse(payload: &[u8]) -> Option<Vec<Entry>> {
     while !r.0.is_empty() {
         let kind = r.take(1)?[0];
         out.push(match kind {
-            1 => Entry::Record { topic: r.string()?, partition: r.u32()?, offset: r.u64()?, stored: r.bytes()?.to_vec() },
+            1 => {
+                Entry::Record { topic: r.string()?, partition: r.u32()?, offset: r.u64()?, stored: r.bytes()?.to_vec() }
+            }
             2 => Entry::Offset { group: r.string()?, topic: r.string()?, partition: r.u32()?, offset: r.u64()? },
             _ => return None,
         });
@@ -246,8 +248,14 @@ mod tests {
 
         let (wal, replayed) = Wal::open(&path, 7).unwrap();
         assert_eq!(replayed.len(), 4);
-        assert_eq!(replayed[2], Entry::Record { topic: "t.messages".into(), partition: 3, offset: 2, stored: b"stored bytes".to_vec() });
-        assert_eq!(replayed[3], Entry::Offset { group: "workers".into(), topic: "t.messages".into(), partition: 3, offset: 2 });
+        assert_eq!(
+            replayed[2],
+            Entry::Record { topic: "t.messages".into(), partition: 3, offset: 2, stored: b"stored bytes".to_vec() }
+        );
+        assert_eq!(
+            replayed[3],
+            Entry::Offset { group: "workers".into(), topic: "t.messages".into(), partition: 3, offset: 2 }
+        );
         drop(wal);
         // Another generation's frames are not replayed.
         let (mut wal, replayed) = Wal::open(&path, 8).unwrap();
@@ -273,7 +281,10 @@ mod tests {
         wal.append(&payload(9)).unwrap();
         drop(wal);
         let (_, replayed) = Wal::open(&path, 3).unwrap();
-        let offsets: Vec<u64> = replayed.iter().filter_map(|e| if let Entry::Record { offset, .. } = e { Some(*offset) } else { None }).collect();
+        let offsets: Vec<u64> = replayed
+            .iter()
+            .filter_map(|e| if let Entry::Record { offset, .. } = e { Some(*offset) } else { None })
+            .collect();
         assert_eq!(offsets, vec![1, 9]);
     }
 

@@ -7,7 +7,7 @@
 //! row write and the counter update loses at most that batch's increments (counters may
 //! undercount by one batch per crash; statuses are always exact).
 
-use super::{DomainState, Kind, MessageView, ProjectionStore, Projected, Stats, StoreError};
+use super::{DomainState, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError};
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use scylla::client::session::Session;
@@ -38,10 +38,9 @@ impl CqlStore {
     pub async fn connect(nodes: &[String], keyspace: &str) -> Result<Self, StoreError> {
         let session = SessionBuilder::new().known_nodes(nodes).build().await.map_err(err)?;
         for statement in strip_comments(SCHEMA).split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            let statement = statement.replace("herald.", &format!("{keyspace}.")).replace(
-                "KEYSPACE IF NOT EXISTS herald ",
-                &format!("KEYSPACE IF NOT EXISTS {keyspace} "),
-            );
+            let statement = statement
+                .replace("herald.", &format!("{keyspace}."))
+                .replace("KEYSPACE IF NOT EXISTS herald ", &format!("KEYSPACE IF NOT EXISTS {keyspace} "));
             session.query_unpaged(statement, &[]).await.map_err(err)?;
         }
         session.await_schema_agreement().await.map_err(err)?;
@@ -50,7 +49,8 @@ impl CqlStore {
             let session = &session;
             async move { session.prepare(cql).await.map_err(err) }
         };
-        let counter = |col: &str| format!("UPDATE {ks}.hourly_counts SET {col} = {col} + 1 WHERE account = ? AND hour = ?");
+        let counter =
+            |col: &str| format!("UPDATE {ks}.hourly_counts SET {col} = {col} + 1 WHERE account = ? AND hour = ?");
         Ok(CqlStore {
             exists: prepare(format!("SELECT seq FROM {ks}.message_events WHERE account = ? AND message_id = ? AND seq = ?")).await?,
             insert: prepare(format!(
@@ -153,7 +153,12 @@ impl ProjectionStore for CqlStore {
             .into_rows_result()
             .map_err(err)?;
         let mut stats = Stats::default();
-        type Counts = (Option<scylla::value::Counter>, Option<scylla::value::Counter>, Option<scylla::value::Counter>, Option<scylla::value::Counter>);
+        type Counts = (
+            Option<scylla::value::Counter>,
+            Option<scylla::value::Counter>,
+            Option<scylla::value::Counter>,
+            Option<scylla::value::Counter>,
+        );
         for row in result.rows::<Counts>().map_err(err)? {
             let (a, d, f, x) = row.map_err(err)?;
             let n = |c: Option<scylla::value::Counter>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
@@ -192,7 +197,13 @@ impl ProjectionStore for CqlStore {
     async fn domains(&self) -> Result<Vec<DomainState>, StoreError> {
         // Sender domains are few (thousands): a full read, paged by the driver.
         let mut out = Vec::new();
-        let mut pager = self.session.execute_iter(self.select_domains.clone(), ()).await.map_err(err)?.rows_stream::<(String,)>().map_err(err)?;
+        let mut pager = self
+            .session
+            .execute_iter(self.select_domains.clone(), ())
+            .await
+            .map_err(err)?
+            .rows_stream::<(String,)>()
+            .map_err(err)?;
         use futures::StreamExt;
         while let Some(row) = pager.next().await {
             out.push(serde_json::from_str(&row.map_err(err)?.0).map_err(err)?);

@@ -1,7 +1,7 @@
 //! The embedded projection store on redb. Exactly-once: an event already stored is
 //! skipped in the same transaction that would have counted it.
 
-use super::{DomainState, Kind, MessageView, ProjectionStore, Projected, Stats, StoreError};
+use super::{DomainState, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError};
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -76,7 +76,10 @@ impl ProjectionStore for EmbeddedStore {
             let read = db.begin_read().map_err(err)?;
             let events = read.open_table(EVENTS).map_err(err)?;
             let mut out = Vec::new();
-            for entry in events.range((account.as_str(), id.as_str(), 0)..=(account.as_str(), id.as_str(), u32::MAX)).map_err(err)? {
+            for entry in events
+                .range((account.as_str(), id.as_str(), 0)..=(account.as_str(), id.as_str(), u32::MAX))
+                .map_err(err)?
+            {
                 let (_, v) = entry.map_err(err)?;
                 out.push(serde_json::from_slice::<Projected>(v.value()).map_err(err)?);
             }

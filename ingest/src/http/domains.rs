@@ -46,10 +46,9 @@ fn malformed(message: String) -> ApiError {
 
 fn service(state: &ApiState, headers: &HeaderMap) -> Result<(Arc<Domains>, AccountId), ApiError> {
     let account = authenticate(state, headers)?;
-    let domains = state
-        .domains
-        .clone()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_enabled", "sender domains are not enabled on this server"))?;
+    let domains = state.domains.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_enabled", "sender domains are not enabled on this server")
+    })?;
     Ok((domains, account))
 }
 
@@ -117,7 +116,13 @@ pub async fn add(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let (domains, account) = service(&state, &headers)?;
     let Json(b) = body.map_err(|e| malformed(e.body_text()))?;
-    let req = AddDomain { domain: b.domain, dmarc_rua: b.dmarc_rua, bimi_logo: b.bimi_logo, tracking_label: b.tracking_label, ed25519: b.ed25519 };
+    let req = AddDomain {
+        domain: b.domain,
+        dmarc_rua: b.dmarc_rua,
+        bimi_logo: b.bimi_logo,
+        tracking_label: b.tracking_label,
+        ed25519: b.ed25519,
+    };
     let (s, created) = domains.add(&account, req).await.map_err(error)?;
     let mut v = view(&s);
     v["records"] = serde_json::to_value(domains.records(&s)).unwrap_or_default();
@@ -130,7 +135,11 @@ pub async fn list(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Res
     Ok(Json(json!({ "domains": all.iter().map(view).collect::<Vec<_>>() })))
 }
 
-pub async fn show(State(state): State<Arc<ApiState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn show(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (domains, account) = service(&state, &headers)?;
     Ok(Json(view(&domains.get(&account, &name).await.map_err(error)?)))
 }
@@ -162,7 +171,11 @@ pub async fn update(
     Ok(Json(view(&domains.update(&account, &name, req).await.map_err(error)?)))
 }
 
-pub async fn remove(State(state): State<Arc<ApiState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let (domains, account) = service(&state, &headers)?;
     domains.remove(&account, &name).await.map_err(error)?;
     Ok(StatusCode::NO_CONTENT)
@@ -190,16 +203,28 @@ pub async fn records(
             herald_engine::domains::records::zone_snippet(&s, &records),
         )
             .into_response()),
-        Some(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", format!("format must be json or zone, not `{other}`"))),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            format!("format must be json or zone, not `{other}`"),
+        )),
     }
 }
 
-pub async fn verify(State(state): State<Arc<ApiState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn verify(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (domains, account) = service(&state, &headers)?;
     Ok(Json(view(&domains.verify(&account, &name).await.map_err(error)?)))
 }
 
-pub async fn rotate(State(state): State<Arc<ApiState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn rotate(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (domains, account) = service(&state, &headers)?;
     Ok(Json(view(&domains.rotate(&account, &name).await.map_err(error)?)))
 }
@@ -211,7 +236,11 @@ struct CheckReport {
     checks: Vec<RecordCheck>,
 }
 
-pub async fn check(State(state): State<Arc<ApiState>>, headers: HeaderMap, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn check(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (domains, account) = service(&state, &headers)?;
     let s = domains.get(&account, &name).await.map_err(error)?;
     let checks = domains.check(&account, &name).await.map_err(error)?;

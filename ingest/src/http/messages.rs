@@ -8,7 +8,11 @@ use herald_engine::store::MessageView;
 use herald_schemas::MessageId;
 use std::sync::Arc;
 
-pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<MessageView>, ApiError> {
+pub async fn handle(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
     let account = authenticate(&state, &headers)?;
     let view = state
         .store

@@ -45,13 +45,21 @@ fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
-pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+pub async fn handle(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let account = authenticate(&state, &headers)?;
     // Encodings inflate the MIME body (JSON escapes, percent-encoding): allow 3x + 64 KiB
     // for the request, then hold the decoded `body` to the configured limit.
     let request_limit = state.max_body_bytes.saturating_mul(3).saturating_add(64 * 1024);
     let too_large = || {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("message body is limited to {} bytes", state.max_body_bytes))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("message body is limited to {} bytes", state.max_body_bytes),
+        )
     };
     let raw = axum::body::to_bytes(body, request_limit).await.map_err(|e| {
         let e = e.into_inner();
@@ -74,7 +82,8 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
             ))
         }
     };
-    let envelope = request.envelope.ok_or_else(|| bad("missing_field", "`envelope` (the envelope sender) is required"))?;
+    let envelope =
+        request.envelope.ok_or_else(|| bad("missing_field", "`envelope` (the envelope sender) is required"))?;
     if request.recipients.is_empty() {
         return Err(bad("missing_field", "`recipient` is required"));
     }
@@ -99,11 +108,9 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
 
     let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, body);
     let reply = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
-    state
-        .submitter
-        .submit(events)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", format!("not accepted, try again: {e}")))?;
+    state.submitter.submit(events).await.map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", format!("not accepted, try again: {e}"))
+    })?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { messages: reply })))
 }
 
@@ -134,7 +141,8 @@ struct JsonRequest {
 }
 
 fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
-    let j: JsonRequest = serde_json::from_slice(raw).map_err(|e| bad("malformed_request", format!("invalid JSON: {e}")))?;
+    let j: JsonRequest =
+        serde_json::from_slice(raw).map_err(|e| bad("malformed_request", format!("invalid JSON: {e}")))?;
     let flag = |name: &str, f: Option<Flag>| -> Result<bool, ApiError> {
         match f {
             None => Ok(false),
@@ -204,7 +212,8 @@ mod tests {
 
     #[test]
     fn form_repeated_recipients() {
-        let r = from_form(b"envelope=a%40b.test&recipient=x%40y.test&recipient=z%40w.test&body=x&clicktracking=true").unwrap();
+        let r = from_form(b"envelope=a%40b.test&recipient=x%40y.test&recipient=z%40w.test&body=x&clicktracking=true")
+            .unwrap();
         assert_eq!(r.recipients, vec!["x@y.test", "z@w.test"]);
         assert!(r.options.click_tracking && !r.options.inline_css);
         assert!(from_form(b"bogus=1").is_err());

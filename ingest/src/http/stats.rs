@@ -19,7 +19,11 @@ pub struct Range {
 
 fn parse(name: &str, value: &str) -> Result<Timestamp, ApiError> {
     let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_time", format!("`{name}` is not an RFC 3339 time ({e}): {value}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_time",
+            format!("`{name}` is not an RFC 3339 time ({e}): {value}"),
+        )
     })?;
     Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
 }

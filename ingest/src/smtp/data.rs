@@ -102,7 +102,9 @@ impl Session {
     fn data_ready(&self) -> Option<Reply> {
         match &self.tx {
             None => Some(reply::bad_sequence("Need MAIL and RCPT before DATA")),
-            Some(tx) if tx.recipients.is_empty() => Some(Reply::refuse(554, "no_recipients", "5.5.1 No valid recipients")),
+            Some(tx) if tx.recipients.is_empty() => {
+                Some(Reply::refuse(554, "no_recipients", "5.5.1 No valid recipients"))
+            }
             Some(tx) if !tx.chunks.is_empty() => Some(reply::bad_sequence("DATA after BDAT")),
             Some(_) => None,
         }
@@ -269,7 +271,8 @@ mod tests {
 
     #[test]
     fn bulk_and_bytewise_feeds_agree() {
-        let inputs: [&[u8]; 5] = [b"ab\r\n..c\r\n.\r\n", b"a\nb\r\n.x\r\n.\r\n", b"a\rb\0c\r\n.\r\n", b".\r\n", b"..\r\n.\r.\r\n"];
+        let inputs: [&[u8]; 5] =
+            [b"ab\r\n..c\r\n.\r\n", b"a\nb\r\n.x\r\n.\r\n", b"a\rb\0c\r\n.\r\n", b".\r\n", b"..\r\n.\r.\r\n"];
         for input in inputs {
             let mut bulk = DotDecoder::default();
             let end = bulk.feed(input, 1 << 20);

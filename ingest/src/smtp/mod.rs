@@ -89,7 +89,15 @@ pub struct Server {
 impl Server {
     pub fn new(settings: Settings, submitter: Submitter, accounts: Vec<Account>, tls: Option<TlsAcceptor>) -> Self {
         let rate = limits::AccountRate::new(settings.account_rate, settings.account_burst);
-        Server { settings, submitter, accounts, tls, connections: Arc::default(), rate, auth_failures: Default::default() }
+        Server {
+            settings,
+            submitter,
+            accounts,
+            tls,
+            connections: Arc::default(),
+            rate,
+            auth_failures: Default::default(),
+        }
     }
 
     /// The account whose `relay_networks` contain `ip`, if any (smart-host mode).
@@ -104,7 +112,12 @@ impl Server {
 
 /// Accepts connections on `listener` until `shutdown`; `implicit_tls` starts each session
 /// with a TLS handshake (port 465). Sessions in progress are told 421 at shutdown.
-pub async fn run(listener: TcpListener, implicit_tls: bool, server: Arc<Server>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    implicit_tls: bool,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -123,20 +136,28 @@ pub async fn run(listener: TcpListener, implicit_tls: bool, server: Arc<Server>,
         let (server, shutdown) = (server.clone(), shutdown.clone());
         sessions.spawn(async move { connection(stream, peer, implicit_tls, server, shutdown).await });
     }
-    let drained = tokio::time::timeout(Duration::from_secs(10), async { while sessions.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(Duration::from_secs(10), async { while sessions.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         sessions.abort_all();
     }
     Ok(())
 }
 
-async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, implicit_tls: bool, server: Arc<Server>, shutdown: CancellationToken) {
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    server: Arc<Server>,
+    shutdown: CancellationToken,
+) {
     use tokio::io::AsyncWriteExt;
     let s = &server.settings;
     let Some(_slot) = server.connections.acquire(peer.ip(), s.max_connections, s.max_connections_per_ip) else {
         let mut stream = stream;
         let mut out = vec![];
-        reply::Reply::refuse(421, "too_many_connections", "4.7.0 Too many connections, try again later").write_to(&mut out);
+        reply::Reply::refuse(421, "too_many_connections", "4.7.0 Too many connections, try again later")
+            .write_to(&mut out);
         let _ = stream.write_all(&out).await;
         return;
     };

@@ -27,7 +27,11 @@ pub enum TlsSetupError {
 
 /// An acceptor from PEM `cert` and `key` files, or, when `None`, from
 /// `<data_dir>/smtp-cert.pem` and `smtp-key.pem`, created self-signed for `hostname` if missing.
-pub fn acceptor(cert_key: Option<(&Path, &Path)>, data_dir: &Path, hostname: &str) -> Result<TlsAcceptor, TlsSetupError> {
+pub fn acceptor(
+    cert_key: Option<(&Path, &Path)>,
+    data_dir: &Path,
+    hostname: &str,
+) -> Result<TlsAcceptor, TlsSetupError> {
     let (cert_path, key_path) = match cert_key {
         Some((c, k)) => (c.to_owned(), k.to_owned()),
         None => {
@@ -38,7 +42,8 @@ pub fn acceptor(cert_key: Option<(&Path, &Path)>, data_dir: &Path, hostname: &st
             (c, k)
         }
     };
-    let read = |p: &Path| std::fs::read(p).map_err(|source| TlsSetupError::Read { path: p.display().to_string(), source });
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|source| TlsSetupError::Read { path: p.display().to_string(), source });
     let (cert_pem, key_pem) = (read(&cert_path)?, read(&key_path)?);
     let pem_err = |p: &Path| TlsSetupError::Pem { path: p.display().to_string() };
     let certs: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(&cert_pem)
@@ -56,9 +61,12 @@ pub fn acceptor(cert_key: Option<(&Path, &Path)>, data_dir: &Path, hostname: &st
 fn generate(cert: &Path, key: &Path, hostname: &str) -> Result<(), TlsSetupError> {
     let ck = rcgen::generate_simple_self_signed(vec![hostname.to_owned()])?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| TlsSetupError::Write { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| TlsSetupError::Write { path: dir.display().to_string(), source })?;
     }
-    let write = |p: &Path, text: String| std::fs::write(p, text).map_err(|source| TlsSetupError::Write { path: p.display().to_string(), source });
+    let write = |p: &Path, text: String| {
+        std::fs::write(p, text).map_err(|source| TlsSetupError::Write { path: p.display().to_string(), source })
+    };
     write(key, ck.signing_key.serialize_pem())?;
     #[cfg(unix)]
     {

@@ -24,7 +24,9 @@ impl HttpTarget {
     /// Parses a base URL such as `http://127.0.0.1:8080`.
     pub fn parse(url: &str, api_key: Option<String>, timeout: Duration) -> Result<HttpTarget, GeneratorError> {
         let bad = |why: &str| GeneratorError::Target(format!("{url}: {why}"));
-        let rest = url.strip_prefix("http://").ok_or_else(|| bad("expected an http:// URL (the REST generator speaks plain HTTP)"))?;
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("expected an http:// URL (the REST generator speaks plain HTTP)"))?;
         let (authority, prefix) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(':') => (h, p.parse().map_err(|_| bad("bad port"))?),
@@ -68,7 +70,13 @@ impl Conn {
             .map_err(|_| GeneratorError::Timeout("connect"))?
             .map_err(|e| GeneratorError::Connect(t.addr(), e))?;
         let _ = tcp.set_nodelay(true);
-        Ok(Conn { tcp, rbuf: Vec::with_capacity(8192), wbuf: Vec::with_capacity(16 * 1024), timeout: t.timeout, closing: false })
+        Ok(Conn {
+            tcp,
+            rbuf: Vec::with_capacity(8192),
+            wbuf: Vec::with_capacity(16 * 1024),
+            timeout: t.timeout,
+            closing: false,
+        })
     }
 
     /// Sends one JSON body; returns the status code.
@@ -99,9 +107,17 @@ impl Conn {
             self.fill().await?;
         };
         let head = String::from_utf8_lossy(&self.rbuf[..head_end]).into_owned();
-        let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| GeneratorError::Protocol(format!("malformed status line in {head:?}")))?;
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| GeneratorError::Protocol(format!("malformed status line in {head:?}")))?;
         let header = |name: &str| {
-            head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_ascii_lowercase()))
+            head.lines().find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_ascii_lowercase())
+            })
         };
         self.closing = header("connection").is_some_and(|v| v == "close");
         self.rbuf.drain(..head_end);

@@ -103,7 +103,13 @@ impl Budget {
             return Err(GeneratorError::Unbounded);
         }
         let start = Instant::now();
-        Ok(Budget { start, claimed: AtomicU64::new(0), messages, deadline: duration.map(|d| start + d), rate: rate.filter(|r| *r > 0.0) })
+        Ok(Budget {
+            start,
+            claimed: AtomicU64::new(0),
+            messages,
+            deadline: duration.map(|d| start + d),
+            rate: rate.filter(|r| *r > 0.0),
+        })
     }
 
     /// The next message index, after waiting for its rate slot; `None` once the run is over.
@@ -200,7 +206,13 @@ pub struct SendReport {
 
 impl SendReport {
     pub fn table(&self) -> String {
-        let join = |m: &BTreeMap<String, u64>| if m.is_empty() { "none".to_string() } else { m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ") };
+        let join = |m: &BTreeMap<String, u64>| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+            }
+        };
         table(
             &format!("herald-loadtest send ({})", self.mode),
             &[
@@ -228,7 +240,9 @@ pub async fn run(config: SendConfig, progress: &Progress) -> Result<SendReport, 
         let (config, budget, live) = (config.clone(), budget.clone(), live.clone());
         workers.spawn(async move {
             match &config.mode {
-                Mode::Smtp { target, new_connection_per_message } => smtp_worker(target, *new_connection_per_message, &config.factory, &budget, &live).await,
+                Mode::Smtp { target, new_connection_per_message } => {
+                    smtp_worker(target, *new_connection_per_message, &config.factory, &budget, &live).await
+                }
                 Mode::Rest(target) => rest_worker(target, &config.factory, &budget, &live).await,
             }
         });
@@ -263,7 +277,13 @@ pub async fn run(config: SendConfig, progress: &Progress) -> Result<SendReport, 
 /// Pause after a failed connection, so a dead target does not spin.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 
-async fn smtp_worker(target: &smtp::SmtpTarget, per_message: bool, factory: &Factory, budget: &Budget, live: &Live) -> Tally {
+async fn smtp_worker(
+    target: &smtp::SmtpTarget,
+    per_message: bool,
+    factory: &Factory,
+    budget: &Budget,
+    live: &Live,
+) -> Tally {
     let mut tally = Tally::default();
     let (mut rcpts, mut data) = (Vec::new(), Vec::with_capacity(16 * 1024));
     let mut client: Option<smtp::Client> = None;
@@ -333,7 +353,11 @@ async fn rest_worker(target: &http::HttpTarget, factory: &Factory, budget: &Budg
         factory.message_into(index, &rcpts, crate::now_us(), &mut data);
         json.clear();
         // The message is ASCII by construction.
-        let body = SendBody { envelope: &factory.from, recipient: &rcpts, body: std::str::from_utf8(&data).unwrap_or_default() };
+        let body = SendBody {
+            envelope: &factory.from,
+            recipient: &rcpts,
+            body: std::str::from_utf8(&data).unwrap_or_default(),
+        };
         if let Err(e) = serde_json::to_writer(&mut json, &body) {
             tally.error(live, &GeneratorError::Protocol(e.to_string()));
             continue;

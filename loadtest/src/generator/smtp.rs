@@ -52,7 +52,13 @@ impl Client {
             .map_err(|_| GeneratorError::Timeout("connect"))?
             .map_err(|e| GeneratorError::Connect(t.addr.clone(), e))?;
         let _ = tcp.set_nodelay(true);
-        let mut c = Client { io: Box::new(tcp), rbuf: Vec::with_capacity(8192), wbuf: Vec::with_capacity(16 * 1024), pipelining: false, timeout: t.timeout };
+        let mut c = Client {
+            io: Box::new(tcp),
+            rbuf: Vec::with_capacity(8192),
+            wbuf: Vec::with_capacity(16 * 1024),
+            pipelining: false,
+            timeout: t.timeout,
+        };
         let greeting = c.reply().await?;
         if greeting.code != 220 {
             return Err(protocol("greeting", &greeting));
@@ -82,14 +88,21 @@ impl Client {
 
     async fn upgrade(self, t: &SmtpTarget) -> Result<Client, GeneratorError> {
         let host = t.addr.rsplit_once(':').map_or(t.addr.as_str(), |(h, _)| h).trim_matches(['[', ']']);
-        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| GeneratorError::Protocol(format!("TLS server name {host}: {e}")))?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| GeneratorError::Protocol(format!("TLS server name {host}: {e}")))?;
         let connector = tokio_rustls::TlsConnector::from(t.tls.clone());
         // The plain stream is a Box<dyn Io>; TLS wraps it as is.
         let tls = tokio::time::timeout(t.timeout, connector.connect(name, self.io))
             .await
             .map_err(|_| GeneratorError::Timeout("TLS handshake"))?
             .map_err(GeneratorError::Io)?;
-        Ok(Client { io: Box::new(tls), rbuf: Vec::with_capacity(8192), wbuf: self.wbuf, pipelining: false, timeout: self.timeout })
+        Ok(Client {
+            io: Box::new(tls),
+            rbuf: Vec::with_capacity(8192),
+            wbuf: self.wbuf,
+            pipelining: false,
+            timeout: self.timeout,
+        })
     }
 
     /// EHLO; returns the capability lines (first word of each).
@@ -119,7 +132,10 @@ impl Client {
             io.write_all(bytes).await?;
             io.flush().await
         };
-        tokio::time::timeout(self.timeout, write).await.map_err(|_| GeneratorError::Timeout("write"))?.map_err(GeneratorError::Io)
+        tokio::time::timeout(self.timeout, write)
+            .await
+            .map_err(|_| GeneratorError::Timeout("write"))?
+            .map_err(GeneratorError::Io)
     }
 
     async fn flush_wbuf(&mut self) -> Result<(), GeneratorError> {
@@ -137,7 +153,10 @@ impl Client {
                 let raw: Vec<u8> = self.rbuf.drain(..=nl).collect();
                 let line = String::from_utf8_lossy(&raw);
                 let line = line.trim_end();
-                let code = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(|| GeneratorError::Protocol(format!("malformed reply {line:?}")))?;
+                let code = line
+                    .get(..3)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| GeneratorError::Protocol(format!("malformed reply {line:?}")))?;
                 let last = line.as_bytes().get(3) != Some(&b'-');
                 return Ok((code, last, line.get(4..).unwrap_or("").to_string()));
             }
@@ -162,7 +181,12 @@ impl Client {
     }
 
     /// One transaction. `data` is the message (dot-stuffed, ending in CRLF).
-    pub async fn transaction(&mut self, from: &str, recipients: &[String], data: &[u8]) -> Result<Outcome, GeneratorError> {
+    pub async fn transaction(
+        &mut self,
+        from: &str,
+        recipients: &[String],
+        data: &[u8],
+    ) -> Result<Outcome, GeneratorError> {
         use std::fmt::Write as _;
         let mut cmds = String::with_capacity(64 + recipients.len() * 48);
         let _ = write!(cmds, "MAIL FROM:<{from}>\r\n");

@@ -27,7 +27,9 @@ pub use rules::{Rule, RuleError, Rules};
 pub enum SinkError {
     #[error("binding the sink to {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("the sink listens on loopback only; {0} is not a loopback address (pass --allow-non-loopback to override)")]
+    #[error(
+        "the sink listens on loopback only; {0} is not a loopback address (pass --allow-non-loopback to override)"
+    )]
     NotLoopback(SocketAddr),
     #[error("creating the save directory {path}: {source}")]
     SaveDir { path: PathBuf, source: std::io::Error },
@@ -131,7 +133,13 @@ impl Stats {
             recipients: self.recipients.load(Ordering::Relaxed),
             rcpt_replies: self.rcpt_replies.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
-            refused_by_code: self.refusals.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            refused_by_code: self
+                .refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             arrival_rate: if messages > 1 && arrival_secs > 0.0 { (messages - 1) as f64 / arrival_secs } else { 0.0 },
             end_to_end: self.latency.lock().unwrap_or_else(|e| e.into_inner()).summary(),
         }
@@ -158,7 +166,11 @@ pub struct SinkReport {
 
 impl SinkReport {
     pub fn table(&self) -> String {
-        let refused = if self.refused_by_code.is_empty() { "none".into() } else { self.refused_by_code.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ") };
+        let refused = if self.refused_by_code.is_empty() {
+            "none".into()
+        } else {
+            self.refused_by_code.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+        };
         table(
             "herald-loadtest sink",
             &[
@@ -194,8 +206,13 @@ impl Sink {
         if let Some(dir) = &config.save_dir {
             std::fs::create_dir_all(dir).map_err(|source| SinkError::SaveDir { path: dir.clone(), source })?;
         }
-        let tls = if config.starttls { Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&config.hostname)?)) } else { None };
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| SinkError::Bind { addr: config.listen, source })?;
+        let tls = if config.starttls {
+            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(&config.hostname)?))
+        } else {
+            None
+        };
+        let listener =
+            TcpListener::bind(config.listen).await.map_err(|source| SinkError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| SinkError::Bind { addr: config.listen, source })?;
         let stats = Arc::new(Stats::new());
         let (shutdown, done) = (CancellationToken::new(), CancellationToken::new());
@@ -207,7 +224,14 @@ impl Sink {
                 done.cancel();
             });
         }
-        let ctx = Arc::new(server::Context { config, tls, stats: stats.clone(), shutdown: shutdown.clone(), kill, done: done.clone() });
+        let ctx = Arc::new(server::Context {
+            config,
+            tls,
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            kill,
+            done: done.clone(),
+        });
         let task = tokio::spawn(server::accept_loop(listener, ctx));
         Ok(Sink { addr, stats, shutdown, done, task })
     }

@@ -50,7 +50,11 @@ impl FromStr for Rule {
         if pattern.is_empty() {
             return Err(RuleError::Shape(s.into()));
         }
-        let pct: f64 = share.trim().strip_suffix('%').and_then(|p| p.trim().parse().ok()).ok_or_else(|| RuleError::Share(s.into()))?;
+        let pct: f64 = share
+            .trim()
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| RuleError::Share(s.into()))?;
         if !(0.0..=100.0).contains(&pct) {
             return Err(RuleError::Share(s.into()));
         }
@@ -60,7 +64,14 @@ impl FromStr for Rule {
         if !(400..600).contains(&code) || !separated || reply.contains(['\r', '\n']) {
             return Err(RuleError::Reply(s.into()));
         }
-        Ok(Rule { on_address: pattern.contains('@'), pattern, ppm: (pct * 10_000.0).round() as u64, code, reply, seen: AtomicU64::new(0) })
+        Ok(Rule {
+            on_address: pattern.contains('@'),
+            pattern,
+            ppm: (pct * 10_000.0).round() as u64,
+            code,
+            reply,
+            seen: AtomicU64::new(0),
+        })
     }
 }
 
@@ -146,7 +157,12 @@ mod tests {
 
     #[test]
     fn shares_are_exact_and_ordered() {
-        let rules = Rules::parse(&["a.test:2%:421 4.7.28 slow down".into(), "a.test:1%:550 5.1.1 no".into(), "bounce*@*:100%:550 5.1.1 gone".into()]).unwrap();
+        let rules = Rules::parse(&[
+            "a.test:2%:421 4.7.28 slow down".into(),
+            "a.test:1%:550 5.1.1 no".into(),
+            "bounce*@*:100%:550 5.1.1 gone".into(),
+        ])
+        .unwrap();
         let (mut c421, mut c550) = (0, 0);
         for i in 0..10_000 {
             match rules.decide(&format!("rcpt{i}@a.test")).map(|r| r.code) {

@@ -126,7 +126,9 @@ impl Session {
         let mut inbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
         let mut out: Vec<u8> = Vec::with_capacity(1024);
         if greet {
-            out.extend_from_slice(format!("220 {} ESMTP herald-loadtest sink\r\n", self.ctx.config.hostname).as_bytes());
+            out.extend_from_slice(
+                format!("220 {} ESMTP herald-loadtest sink\r\n", self.ctx.config.hostname).as_bytes(),
+            );
         }
         let mut scan_from = 0usize;
         loop {

@@ -19,7 +19,12 @@ pub struct Zone {
 
 /// Splits a long TXT value into quoted 255-octet strings.
 pub fn txt(value: &str) -> String {
-    value.as_bytes().chunks(250).map(|c| format!("\"{}\"", std::str::from_utf8(c).unwrap())).collect::<Vec<_>>().join(" ")
+    value
+        .as_bytes()
+        .chunks(250)
+        .map(|c| format!("\"{}\"", std::str::from_utf8(c).unwrap()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Knot {
@@ -80,12 +85,21 @@ impl Knot {
         let serial = self.serial.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let file = self._dir.path().join(format!("{}.zone", zone.origin));
         std::fs::write(&file, zone_text(zone, serial)).unwrap();
-        let out = Command::new("knotc").arg("-c").arg(&self.conf).args(["zone-reload", &zone.origin]).output().expect("knotc");
+        let out = Command::new("knotc")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["zone-reload", &zone.origin])
+            .output()
+            .expect("knotc");
         assert!(out.status.success(), "knotc zone-reload: {}", String::from_utf8_lossy(&out.stderr));
         let origin = format!("{}.", zone.origin);
         for _ in 0..100 {
-            let out = Command::new("kdig").args(["@127.0.0.1", "-p", &self.port.to_string(), "+tcp", "+short", &origin, "SOA"]).output();
-            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(2) == Some(&serial.to_string())) {
+            let out = Command::new("kdig")
+                .args(["@127.0.0.1", "-p", &self.port.to_string(), "+tcp", "+short", &origin, "SOA"])
+                .output();
+            if out.is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).split_whitespace().nth(2) == Some(&serial.to_string())
+            }) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));

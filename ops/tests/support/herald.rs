@@ -17,7 +17,13 @@ pub enum Backends {
 }
 
 /// A config pointing delivery at `dns_port` and `mx_port`, with the test accounts.
-pub fn config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16, backends: Backends, dkim: Vec<DkimKey>) -> Config {
+pub fn config(
+    data_dir: &std::path::Path,
+    dns_port: u16,
+    mx_port: u16,
+    backends: Backends,
+    dkim: Vec<DkimKey>,
+) -> Config {
     let mut c = Config::default();
     c.storage.data_dir = data_dir.to_owned();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
@@ -40,8 +46,10 @@ pub fn config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16, backends:
         let unique = herald_schemas::MessageId::generate().0;
         c.backend.log = LogBackend::Kafka;
         c.backend.store = StoreBackend::Cql;
-        c.backend.kafka_brokers = std::env::var("HERALD_TEST_KAFKA").expect("HERALD_TEST_KAFKA must name a real Kafka broker (ops/scripts/test.sh)");
-        c.backend.cql_nodes = vec![std::env::var("HERALD_TEST_CQL").expect("HERALD_TEST_CQL must name a real CQL server (ops/scripts/test.sh)")];
+        c.backend.kafka_brokers = std::env::var("HERALD_TEST_KAFKA")
+            .expect("HERALD_TEST_KAFKA must name a real Kafka broker (ops/scripts/test.sh)");
+        c.backend.cql_nodes = vec![std::env::var("HERALD_TEST_CQL")
+            .expect("HERALD_TEST_CQL must name a real CQL server (ops/scripts/test.sh)")];
         c.backend.topic_prefix = format!("e2e-{unique}");
         c.backend.cql_keyspace = format!("e2e_{}", &unique[16..]);
     }

@@ -33,7 +33,8 @@ pub fn dkim_key(dir: &Path, name: &str, algorithm: &str) -> DkimKey {
         other => panic!("unknown algorithm {other}"),
     };
     assert!(gen.output().expect("openssl").status.success(), "openssl genpkey failed");
-    let out = Command::new("openssl").args(["pkey", "-pubout", "-outform", "DER", "-in"]).arg(&pem_path).output().unwrap();
+    let out =
+        Command::new("openssl").args(["pkey", "-pubout", "-outform", "DER", "-in"]).arg(&pem_path).output().unwrap();
     assert!(out.status.success());
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;

@@ -34,7 +34,10 @@ fn acceptor() -> TlsAcceptor {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let ck = rcgen::generate_simple_self_signed(vec!["mx.example.test".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![ck.cert.der().clone()], key).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
     TlsAcceptor::from(Arc::new(config))
 }
 
@@ -95,7 +98,11 @@ impl Sink {
     }
 
     /// Runs commands until QUIT or EOF; returns the stream when the client asks for TLS.
-    async fn session<S: AsyncRead + AsyncWrite + Unpin>(&self, mut io: BufReader<S>, tls: bool) -> std::io::Result<Option<S>> {
+    async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut io: BufReader<S>,
+        tls: bool,
+    ) -> std::io::Result<Option<S>> {
         let (mut from, mut to) = (String::new(), Vec::<String>::new());
         let mut line = String::new();
         loop {
