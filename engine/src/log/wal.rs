@@ -68,7 +68,7 @@ impl Wal {
             }
             file.sync_all()?;
         }
-        Ok((Wal { file, len: at as u64, generation }, entries))
+        Ok((Wal { file, len: at, generation }, entries))
     }
 
     /// A fresh generation id (random; never 0, the id of a log created before any).
