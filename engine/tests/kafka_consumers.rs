@@ -7,8 +7,9 @@
 //! - a fatal producer error (librdkafka's fatal-error injection) rebuilds the producer:
 //!   appends and transactional commits go on;
 //! - a committed offset that retention deleted is an error and a metric, not a silent skip
-//!   (`auto.offset.reset=error`);
-//! - prefetch is bounded per partition.
+//!   (`auto.offset.reset=error`).
+//!
+//! The prefetch bound has its own binary (`kafka_prefetch.rs`): it measures the process.
 
 use async_trait::async_trait;
 use herald_engine::consumer::{self, ChunkHandler, Membership, Owned};
@@ -214,37 +215,4 @@ async fn an_offset_lost_to_retention_is_an_error_not_a_skip() {
             other => panic!("expected an out-of-range error, got {other:?}"),
         }
     }
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prefetch_is_bounded_per_partition() {
-    let prefix = unique("pre");
-    let t = topics(&prefix);
-    let partitions = 8;
-    let log = open(&prefix, partitions).await;
-    // 12 MiB per partition of 100 KiB records.
-    let value = "x".repeat(100 << 10);
-    for p in 0..partitions {
-        let batch = (0..123).map(|_| record(&t.messages(), p, value.clone())).collect();
-        log.append(batch).await.unwrap();
-    }
-    let before = rss_bytes();
-    let assignments: Vec<Assignment> =
-        (0..partitions).map(|partition| Assignment { topic: t.messages(), partition }).collect();
-    let mut consumers = log.consume(&unique("g"), &assignments).await.unwrap();
-    // One record from each, then let librdkafka prefetch what it will.
-    for c in &mut consumers {
-        assert_eq!(c.poll(1, Duration::from_secs(20)).await.unwrap().len(), 1);
-    }
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let grown = rss_bytes().saturating_sub(before);
-    eprintln!("FIGURE prefetch of 8 partitions holding 12 MiB each: RSS grew {} MiB", grown >> 20);
-    // Unbounded (librdkafka's 64 MiB default per queue) it would take all 96 MiB.
-    assert!(grown < 64 << 20, "prefetch grew RSS by {} MiB", grown >> 20);
 }

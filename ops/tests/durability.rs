@@ -42,6 +42,8 @@ async fn retry_chains_do_not_fork(backends: Backends, messages: usize, kills: us
     let mut cluster = Cluster::new(backends, knot.port, addr.port(), 4);
     cluster.delivery = "retry_initial_secs = 1\nretry_max_delay_secs = 2\nmax_age_secs = 3600\n".into();
     let mut node = Node::start(&cluster, dir.path(), "a").await;
+    // The messages topic and the retry tiers (1 s and 2 s), every partition.
+    let delivery_partitions = 4 * 3;
     let recipients: Vec<String> = (0..messages).map(|i| format!("r{i}@d{}.test", i % DOMAINS)).collect();
     send_all(&node.base, &recipients).await;
     for k in 0..kills {
@@ -49,6 +51,9 @@ async fn retry_chains_do_not_fork(backends: Backends, messages: usize, kills: us
         tokio::time::sleep(Duration::from_millis(1200 + 300 * (k as u64 % 4))).await;
         node.kill();
         node.restart().await;
+        // With Kafka the dead member keeps its partitions for the session timeout: wait
+        // until this one works them all again, so every kill lands mid-work.
+        node.wait_owning("herald-delivery", delivery_partitions, 60).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     sink.defer_all(false);

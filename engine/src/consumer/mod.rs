@@ -165,8 +165,11 @@ async fn run_subscription<H: ChunkHandler>(
                         old.stop.cancel(); // cannot happen: a partition is assigned once
                     }
                 }
+                metrics::gauge!("herald_consumer_partitions", "group" => group.to_owned()).set(tasks.len() as f64);
             }
             Some(Change::Revoked(revocation)) => {
+                metrics::gauge!("herald_consumer_partitions", "group" => group.to_owned())
+                    .set((tasks.len().saturating_sub(revocation.partitions.len())) as f64);
                 let lost = revocation.lost;
                 tracing::info!(group, partitions = revocation.partitions.len(), lost, "partitions revoked; draining");
                 metrics::counter!("herald_consumer_revocations_total", "group" => group.to_owned(), "lost" => lost.to_string())

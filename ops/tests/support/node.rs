@@ -151,6 +151,18 @@ impl Node {
         }
     }
 
+    /// Waits until this node's consumers of `group` own `n` partitions (as `/metrics` says).
+    pub async fn wait_owning(&self, group: &str, n: usize, secs: u64) {
+        let http = reqwest::Client::new();
+        let url = format!("{}/metrics", self.base);
+        let want = format!("herald_consumer_partitions{{group=\"{group}\"}} {n}");
+        super::eventually(secs, &format!("{} to own {n} partitions of {group}", self.name), || async {
+            let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+            text.lines().any(|l| l.trim() == want).then_some(())
+        })
+        .await;
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
