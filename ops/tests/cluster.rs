@@ -10,6 +10,9 @@
 
 mod support;
 
+/// The scenarios run one at a time: each runs several `herald` processes on two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use support::dns::{Knot, Zone};
@@ -65,6 +68,7 @@ fn bases(nodes: &[&Node]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_kill_one_start_a_fourth() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start(&zones(30));
     let (sink, addr) = Sink::start(0).await;
@@ -110,11 +114,12 @@ async fn three_nodes_kill_one_start_a_fourth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start(&zones(16));
     let (sink, addr) = Sink::start(0).await;
     let cluster = Cluster::new(Backends::KafkaCql, knot.port, addr.port(), PARTITIONS);
-    let mut nodes = vec![
+    let mut nodes = [
         Node::start(&cluster, dir.path(), "a").await,
         Node::start(&cluster, dir.path(), "b").await,
         Node::start(&cluster, dir.path(), "c").await,
@@ -163,6 +168,7 @@ async fn one_per_domain(base: &str, n: usize, tag: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_after_kill_9_and_handover_on_sigterm() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let domains = 32; // covers all 8 partitions
     let knot = Knot::start(&zones(domains));

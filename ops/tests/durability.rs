@@ -8,6 +8,9 @@
 
 mod support;
 
+/// The scenarios run one at a time: each runs several `herald` processes on two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 use std::time::Duration;
 use support::dns::{Knot, Zone};
 use support::herald::Backends;
@@ -35,6 +38,7 @@ async fn send_all(base: &str, recipients: &[String]) -> Vec<String> {
 }
 
 async fn retry_chains_do_not_fork(backends: Backends, messages: usize, kills: usize) {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start(&zones());
     let (sink, addr) = Sink::start(0).await;
@@ -83,6 +87,7 @@ async fn retry_chains_do_not_fork_across_kill_9_kafka_cql() {
 }
 
 async fn sigterm_redoes_only_unfinished(backends: Backends) {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start(&zones());
     let (sink, addr) = Sink::start(0).await;
