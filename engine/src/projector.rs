@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-projector";
+/// The role in the projector consumer group's name ([`Topics::group`]).
+pub const ROLE: &str = "projector";
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(ts: Timestamp) -> String {
@@ -88,7 +89,8 @@ impl Projector {
         let topics = [self.topics.messages(), self.topics.attempts()];
         let settings = consumer::Settings { window: 1024, concurrency: 1, chunk: 1024, drain: Duration::from_secs(10) };
         let log = self.log.clone();
-        consumer::run(log, GROUP, &topics, membership, self, settings, Owned::default(), shutdown).await
+        let group = self.topics.group(ROLE);
+        consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
     }
 }
 

@@ -25,7 +25,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-delivery";
+/// The role in the delivery consumer group's name ([`Topics::group`]).
+pub const ROLE: &str = "delivery";
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -98,7 +99,8 @@ impl Worker {
             drain: self.settings.drain,
         };
         let log = self.log.clone();
-        consumer::run(log, GROUP, &topics, membership, self, settings, Owned::default(), shutdown).await
+        let group = self.topics.group(ROLE);
+        consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
     }
 
     async fn deliver_all(&self, jobs: Vec<Job>) -> Vec<Record> {

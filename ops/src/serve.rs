@@ -285,11 +285,11 @@ pub async fn run(
     if config.cluster.has(Role::Project) {
         let (log, store, cache, shutdown, membership) =
             (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), membership.clone());
-        let (topic, owned) = (self::topics(&config).domains(), domain_partitions.clone());
+        let (topics, owned) = (self::topics(&config), domain_partitions.clone());
         tasks.spawn(async move {
             (
                 "domain projector",
-                domains::projector::run(log, store, topic, &membership, cache, owned, shutdown)
+                domains::projector::run(log, store, &topics, &membership, cache, owned, shutdown)
                     .await
                     .map_err(Into::into),
             )

@@ -57,7 +57,7 @@ async fn retry_chains_do_not_fork(backends: Backends, messages: usize, kills: us
         node.restart().await;
         // With Kafka the dead member keeps its partitions for the session timeout: wait
         // until this one works them all again, so every kill lands mid-work.
-        node.wait_owning("herald-delivery", delivery_partitions, 60).await;
+        node.wait_owning(&cluster.group("delivery"), delivery_partitions, 60).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     sink.defer_all(false);

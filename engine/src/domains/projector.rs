@@ -14,14 +14,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-domain-projector";
+/// The role in the domain projector's consumer group name (`<prefix>-domain-projector`).
+pub const ROLE: &str = "domain-projector";
 
 /// Runs the domain projector for the partitions of `topic` this node owns (`owned` follows
 /// them, for the maintenance loop) until `shutdown`.
 pub async fn run(
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
-    topic: String,
+    topics: &crate::log::Topics,
     membership: &Membership,
     cache: DomainCache,
     owned: Owned,
@@ -30,7 +31,8 @@ pub async fn run(
     // One chunk at a time per partition: a domain's events are folded in order.
     let settings = consumer::Settings { window: 256, concurrency: 1, chunk: 256, drain: Duration::from_secs(10) };
     let handler = Arc::new(DomainProjector { store, cache });
-    consumer::run(log, GROUP, &[topic], membership, handler, settings, owned, shutdown).await
+    let (group, topic) = (topics.group(ROLE), topics.domains());
+    consumer::run(log, &group, &[topic], membership, handler, settings, owned, shutdown).await
 }
 
 struct DomainProjector {

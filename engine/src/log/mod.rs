@@ -238,6 +238,13 @@ impl Topics {
         format!("{}.domains", self.prefix)
     }
 
+    /// The consumer group of a role (`delivery`, `projector`, `domain-projector`):
+    /// `<prefix>-<role>`, so clusters with different prefixes on one Kafka never share a
+    /// group (and `herald-delivery` etc. with the default prefix, as before).
+    pub fn group(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
         let mut all = vec![self.messages(), self.attempts(), self.domains()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));

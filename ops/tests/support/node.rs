@@ -51,6 +51,14 @@ kafka_session_timeout_ms = 6000
         }
     }
 
+    /// The consumer group of `role` (`delivery`, `projector`): `<topic prefix>-<role>`.
+    pub fn group(&self, role: &str) -> String {
+        match self.backends {
+            Backends::Embedded => format!("herald-{role}"),
+            Backends::KafkaCql => format!("n{}-{role}", self.unique),
+        }
+    }
+
     /// Writes node `name`'s config under `dir`; returns (config path, HTTP base URL).
     pub fn node_config(&self, dir: &Path, name: &str) -> (PathBuf, String) {
         let http_port = super::free_port();
