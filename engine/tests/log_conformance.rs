@@ -332,6 +332,10 @@ async fn kafka_topics_are_created_then_checked() {
     // A node configured with another partition count must not start.
     let err = kafka::KafkaLog::connect(settings(PARTITIONS * 2), &names).await.err().expect("mismatch refused");
     assert!(err.to_string().contains(&format!("has {PARTITIONS} partitions")), "{err}");
+    // Nor one that asks for more replicas than the topics have.
+    let stronger = kafka::KafkaSettings { replication: 2, ..settings(PARTITIONS) };
+    let err = kafka::KafkaLog::connect(stronger, &names).await.err().expect("weaker topics refused");
+    assert!(err.to_string().contains("has 1 replicas, config asks for 2"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
