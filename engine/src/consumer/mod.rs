@@ -196,6 +196,7 @@ async fn run_subscription<H: ChunkHandler>(
         .collect();
     let consumers = drain(all, false).await;
     drop(consumers);
+    metrics::gauge!("herald_consumer_partitions", "group" => group.to_owned()).set(0.0);
     subscription.close().await;
 }
 
