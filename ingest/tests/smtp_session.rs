@@ -179,3 +179,46 @@ proptest! {
         }
     }
 }
+
+/// Issue 10 item 3: a chunk size that overflowed `received + size` used to bypass
+/// `max_message_bytes` (and, in debug builds, panicked the session).
+#[tokio::test]
+async fn bdat_size_overflow_is_refused_and_closes() {
+    let log = Arc::new(CountingLog::default());
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT 2\r\nabBDAT {} LAST\r\n{}",
+        usize::MAX - 1,
+        "z".repeat(8192)
+    );
+    let out = drive(server(log.clone(), true), input.as_bytes()).await;
+    assert!(out.contains("250 2.0.0 2 octets received"), "{out}");
+    assert!(out.trim_end().ends_with("closing connection"), "{out}");
+    assert!(out.contains("552 5.3.4"), "{out}");
+    assert_eq!(log.appends.load(Ordering::SeqCst), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// BDAT chunks of sizes near the limit (4096 here) and near `usize::MAX`: never a panic,
+    /// and nothing accepted whose chunks add up to more than the limit.
+    #[test]
+    fn bdat_sizes_near_the_limits(sizes in proptest::collection::vec(
+        prop_oneof![0usize..8, 4090usize..4100, (usize::MAX - 4)..=usize::MAX, 0usize..5000], 1..4)
+    ) {
+        let mut input = b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT 20\r\nFrom: a@b.test\r\n\r\nx".to_vec();
+        let mut total = 20u128;
+        for (i, &size) in sizes.iter().enumerate() {
+            let last = if i + 1 == sizes.len() { " LAST" } else { "" };
+            input.extend_from_slice(format!("BDAT {size}{last}\r\n").as_bytes());
+            input.extend(std::iter::repeat_n(b'y', size.min(5000)));
+            total += size as u128;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let log = Arc::new(CountingLog::default());
+        let out = rt.block_on(drive(server(log.clone(), true), &input));
+        if total > 4096 {
+            prop_assert_eq!(log.appends.load(Ordering::SeqCst), 0, "{}", out);
+            prop_assert!(!out.contains("queued as"), "{}", out);
+        }
+    }
+}

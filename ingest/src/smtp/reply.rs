@@ -7,11 +7,22 @@ use std::borrow::Cow;
 pub struct Reply {
     pub code: u16,
     pub lines: Vec<Cow<'static, str>>,
+    /// The session ends after this reply (set by [`Reply::closing`]; 421 and 221 always do).
+    pub close: bool,
 }
 
 impl Reply {
     pub fn new(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
-        Reply { code, lines: vec![text.into()] }
+        Reply { code, lines: vec![text.into()], close: false }
+    }
+
+    /// The same reply, after which the server closes the connection; the text says so.
+    pub fn closing(mut self) -> Self {
+        if let Some(last) = self.lines.last_mut() {
+            *last = format!("{last}; closing connection").into();
+        }
+        self.close = true;
+        self
     }
 
     /// A refusal: also counted in `herald_smtp_ingest_refusals_total{reason}`.
@@ -22,7 +33,7 @@ impl Reply {
 
     /// No reply at all (after a TLS handshake).
     pub fn silent() -> Self {
-        Reply { code: 0, lines: vec![] }
+        Reply { code: 0, lines: vec![], close: false }
     }
 
     /// Wire form: `250-a\r\n250 b\r\n`.
@@ -34,9 +45,9 @@ impl Reply {
         }
     }
 
-    /// 421: the session ends after this reply.
+    /// Whether the session ends after this reply (421, 221, or [`Reply::closing`]).
     pub fn closes(&self) -> bool {
-        self.code == 421 || self.code == 221
+        self.close || self.code == 421 || self.code == 221
     }
 }
 

@@ -103,6 +103,7 @@ impl Session {
             self.send(reply);
             if closes {
                 self.flush().await?;
+                self.linger().await;
                 return Ok(());
             }
         }
@@ -135,6 +136,23 @@ impl Session {
             Request::Help { .. } => Reply::new(214, "2.0.0 See RFC 5321"),
             _ => Reply::refuse(502, "not_implemented", "5.5.1 Command not implemented"),
         })
+    }
+
+    /// After a closing reply: half-closes, then reads and drops what the client still
+    /// sends (at most 1 MiB, for at most 1 s), so that the reply is not lost to a TCP
+    /// reset while the client is still writing (say, the rest of a refused BDAT chunk).
+    async fn linger(&mut self) {
+        let Some(mut io) = self.io.take() else { return };
+        let _ = io.shutdown().await;
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut left = 1usize << 20;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while left > 0 {
+            match tokio::time::timeout_at(deadline, io.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => return,
+            }
+        }
     }
 
     /// Queues `reply` for the next flush.
