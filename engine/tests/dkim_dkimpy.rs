@@ -138,7 +138,7 @@ fn every_signature_verifies_with_dkimpy() {
     for (i, b) in bodies.iter().enumerate() {
         let (signed, note) = signers.sign(&message(i, b));
         assert_eq!(note.matches("signed d=sender.test").count(), 2, "message {i}: {note}");
-        write!(batch, "{}\n", signed.len()).unwrap();
+        writeln!(batch, "{}", signed.len()).unwrap();
         batch.extend_from_slice(&signed);
     }
     let keys_path = dir.path().join("keys.json");

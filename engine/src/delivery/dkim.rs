@@ -9,6 +9,7 @@
 //! canonical form, on which mail-auth is right. The message sent is the original. See
 //! `docs/adr/0008-dkim-relaxed-body-canonicalization.md`.
 
+use herald_schemas::AccountId;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
@@ -46,10 +47,12 @@ pub struct KeySpec<'a> {
 }
 
 /// Signers by lower-case From domain. A domain may have several keys (say RSA and
-/// Ed25519): the message then carries one signature per key (RFC 8463 §4).
+/// Ed25519): the message then carries one signature per key (RFC 8463 §4). A domain's keys
+/// may be restricted to some accounts ([`Signers::restrict`]; static `[[dkim]]` keys are).
 #[derive(Default)]
 pub struct Signers {
     by_domain: HashMap<String, Vec<(Signer, String)>>,
+    accounts: HashMap<String, Vec<AccountId>>,
 }
 
 impl Signers {
@@ -69,12 +72,29 @@ impl Signers {
             let label = format!("d={} s={} a={alg}", k.domain, k.selector);
             by_domain.entry(k.domain.to_ascii_lowercase()).or_insert_with(Vec::new).push((signer, label));
         }
-        Ok(Signers { by_domain })
+        Ok(Signers { by_domain, accounts: HashMap::new() })
     }
 
-    /// Whether a static key exists for `domain` (lower-case).
-    pub fn has_domain(&self, domain: &str) -> bool {
-        self.by_domain.contains_key(domain)
+    /// Signs `domain`'s messages only for `accounts`.
+    pub fn restrict(mut self, domain: &str, accounts: Vec<AccountId>) -> Self {
+        self.accounts.insert(domain.to_ascii_lowercase(), accounts);
+        self
+    }
+
+    /// Whether a key of `domain` (lower-case) signs messages of `account`.
+    pub fn serves(&self, domain: &str, account: &AccountId) -> bool {
+        self.by_domain.contains_key(domain) && self.accounts.get(domain).is_none_or(|a| a.contains(account))
+    }
+
+    /// [`Signers::sign`] for a message of `account`: unsigned, saying why, when the From
+    /// domain's keys do not serve that account.
+    pub fn sign_for(&self, message: &[u8], account: &AccountId) -> (Vec<u8>, String) {
+        match from_domain(message) {
+            Some(d) if self.by_domain.contains_key(&d) && !self.serves(&d, account) => {
+                (message.to_vec(), format!("unsigned: the key of {d} does not sign for account {account}"))
+            }
+            _ => self.sign(message),
+        }
     }
 
     /// Returns the message to send (signature header prepended when a key matches) and a

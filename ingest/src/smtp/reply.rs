@@ -36,11 +36,14 @@ impl Reply {
         Reply { code: 0, lines: vec![], close: false }
     }
 
-    /// Wire form: `250-a\r\n250 b\r\n`.
+    /// Wire form: `250-a\r\n250 b\r\n`. Reply text is ASCII (RFC 5321 section 4.2): any
+    /// other character (say, from a client's UTF-8 address quoted back) is sent as `?`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
+            let line: String =
+                line.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect();
             out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes());
         }
     }
@@ -74,6 +77,9 @@ pub fn encryption_required() -> Reply {
 }
 pub fn timeout() -> Reply {
     Reply::refuse(421, "timeout", "4.4.2 Timeout, closing connection")
+}
+pub fn too_many_errors() -> Reply {
+    Reply::refuse(421, "too_many_errors", "4.7.0 Too many errors, closing connection")
 }
 pub fn shutting_down() -> Reply {
     Reply::new(421, "4.3.2 Service shutting down, closing connection")

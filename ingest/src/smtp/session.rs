@@ -65,6 +65,8 @@ pub struct Session {
     /// The account authenticated by AUTH, and the user name.
     pub(super) authenticated: Option<(AccountId, String)>,
     pub(super) auth_failures: u32,
+    /// Error replies since the last accepted message.
+    errors: u32,
     pub(super) tx: Option<Transaction>,
 }
 
@@ -81,6 +83,7 @@ impl Session {
             helo: None,
             authenticated: None,
             auth_failures: 0,
+            errors: 0,
             tx: None,
         }
     }
@@ -95,10 +98,20 @@ impl Session {
                 Err(SessionError::Closed) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let reply = match line {
-                Line::TooLong => reply::line_too_long(),
-                Line::Complete(line) => self.command(&line).await?,
+            let max_errors = self.server.settings.max_errors;
+            let reply = if max_errors > 0 && self.errors >= max_errors {
+                reply::too_many_errors()
+            } else {
+                match line {
+                    Line::TooLong => reply::line_too_long(),
+                    Line::Complete(line) => self.command(&line).await?,
+                }
             };
+            match reply.code {
+                500..=599 => self.errors += 1,
+                250 if reply.lines.first().is_some_and(|l| l.contains("queued as")) => self.errors = 0,
+                _ => {}
+            }
             let closes = reply.closes();
             self.send(reply);
             if closes {
