@@ -2,6 +2,7 @@
 //! JSON error body every route uses.
 
 mod domains;
+pub mod idempotency;
 mod messages;
 mod send;
 mod stats;

@@ -3,17 +3,20 @@
 //! Accepts `application/json` or `application/x-www-form-urlencoded` with the fields
 //! `envelope`, `recipient` (one, a list, or a repeated form field), `body`, and the
 //! optional booleans `inlinizecss`, `clicktracking`, `bouncetracking`, `openstracking`.
-//! Replies 202 with one id per recipient only after every event is durably in the log;
-//! any refusal appends nothing.
+//! The message goes through the checks SMTP uses too ([`crate::message`]: 422
+//! `invalid_mime`), its From domains must be the account's ([`crate::sender`]: 422
+//! `from_domain_not_verified`), and a recipient named twice is sent once. An
+//! `Idempotency-Key` makes retries safe ([`super::idempotency`]). Replies 202 with one id
+//! per recipient only after every event is durably in the log; any refusal appends nothing.
 
-use super::{authenticate, ApiError, ApiState};
+use super::{authenticate, idempotency, ApiError, ApiState};
 use crate::accept::{self, crlf};
 use crate::address::{parse_mailbox, Mailbox};
 use crate::message;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::Json;
+use axum::response::{IntoResponse, Response};
 use herald_schemas::{SendOptions, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
@@ -47,12 +50,9 @@ fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
-pub async fn handle(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let account = authenticate(&state, &headers)?;
+    let idempotency_key = idempotency::key(&headers)?;
     // Encodings inflate the MIME body (JSON escapes, percent-encoding): allow 3x + 64 KiB
     // for the request, then hold the decoded `body` to the configured limit.
     let request_limit = state.max_body_bytes.saturating_mul(3).saturating_add(64 * 1024);
@@ -99,6 +99,12 @@ pub async fn handle(
     let body = request.body.ok_or_else(|| bad("missing_field", "`body` (the MIME message) is required"))?;
     // The limit applies to what the client sent, after CRLF normalization.
     let body = crlf(body.into_bytes());
+    let fingerprint = idempotency_key.as_ref().map(|_| {
+        let o = request.options;
+        let flags = [o.inline_css, o.click_tracking, o.bounce_tracking, o.opens_tracking].map(u8::from);
+        let parts = [envelope.as_bytes(), &body, &flags].into_iter();
+        idempotency::fingerprint(parts.chain(request.recipients.iter().map(|r| r.as_bytes())))
+    });
     if body.len() > state.max_body_bytes {
         return Err(too_large());
     }
@@ -112,8 +118,23 @@ pub async fn handle(
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "from_domain_not_verified", e.to_string()))?;
 
     let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, prepared.message);
-    let reply = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
-    state.submitter.submit(events).await.map_err(|e| {
+    let probe = accepted[0].id.clone();
+    let messages = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
+    let reply = serde_json::to_string(&Accepted { messages }).expect("a reply serializes");
+    let held = match (idempotency_key, fingerprint) {
+        (Some(key), Some(fingerprint)) => {
+            match idempotency::begin(state.store.as_ref(), &account, key, fingerprint, reply.clone(), probe).await? {
+                idempotency::Begin::Replay(first) => return Ok(accepted_reply(first, true)),
+                idempotency::Begin::Fresh(held) => Some(held),
+            }
+        }
+        _ => None,
+    };
+    let appended = state.submitter.submit(events).await;
+    if let Some(held) = held {
+        held.finish(state.store.as_ref(), appended.is_ok()).await;
+    }
+    appended.map_err(|e| {
         tracing::warn!(error = %e, "send: append failed; request refused");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -121,7 +142,16 @@ pub async fn handle(
             "the message was not accepted because the event log is unavailable; try again",
         )
     })?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { messages: reply })))
+    Ok(accepted_reply(reply, false))
+}
+
+/// 202 with the reply body; `Idempotent-Replayed: true` when it repeats an earlier reply.
+fn accepted_reply(body: String, replayed: bool) -> Response {
+    let mut r = (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if replayed {
+        r.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    r
 }
 
 /// Checks every recipient; a recipient named twice (domains compared without case) is
