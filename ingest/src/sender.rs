@@ -112,6 +112,61 @@ mod tests {
         assert!(policy.check(&other, &ids(&["elsewhere.test", "sender.test"])).is_err(), "every From domain");
     }
 
+    /// A sender domain verified (or verified once, now failing) by one account is refused to
+    /// every other, whatever its policy; a pending one proves nothing.
+    #[tokio::test]
+    async fn verified_sender_domains_belong_to_their_account() {
+        use herald_engine::domains::state::apply;
+        use herald_engine::store::{embedded::EmbeddedStore, ProjectionStore};
+        use herald_schemas::*;
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("p.redb")).unwrap();
+        let (acme, other) = (AccountId("acme".into()), AccountId("other".into()));
+        for (domain, status, offset) in [
+            ("victim.test", Some(VerificationStatus::Verified), 1),
+            ("broken.test", Some(VerificationStatus::Failing), 2),
+            ("claimed.test", None, 3),
+        ] {
+            let added = DomainEvent::Added(DomainAdded {
+                account: other.clone(),
+                domain: domain.into(),
+                token: "t".into(),
+                bounce_label: "bounce".into(),
+                tracking_label: "clicks".into(),
+                dmarc_rua: None,
+                bimi_logo: None,
+                keys: vec![],
+                request_id: "r".into(),
+                added_at: Timestamp(1),
+            });
+            let mut state = apply(None, &added, offset * 10).unwrap();
+            if let Some(status) = status {
+                let verified = DomainEvent::Verified(DomainVerified {
+                    account: other.clone(),
+                    domain: domain.into(),
+                    status,
+                    checks: vec![],
+                    checked_at: Timestamp(2),
+                });
+                state = apply(Some(&state), &verified, offset * 10 + 1).unwrap();
+            }
+            store.put_domain(&state).await.unwrap();
+        }
+        let cache = DomainCache::default();
+        cache.refresh(&store).await.unwrap();
+        let policy = SenderPolicy::new(
+            Some(cache),
+            HashMap::new(),
+            [(acme.clone(), FromPolicy::Any), (other.clone(), FromPolicy::Verified)].into(),
+        );
+        assert!(policy.check(&acme, &ids(&["victim.test"])).is_err(), "verified by other");
+        assert!(policy.check(&acme, &ids(&["news.victim.test"])).is_err(), "and its subdomains");
+        assert!(policy.check(&acme, &ids(&["broken.test"])).is_err(), "ownership was proven once");
+        assert!(policy.check(&acme, &ids(&["claimed.test"])).is_ok(), "a pending claim proves nothing");
+        assert!(policy.check(&other, &ids(&["news.victim.test", "broken.test"])).is_ok());
+        assert!(policy.check(&other, &ids(&["claimed.test"])).is_err(), "not verified yet");
+    }
+
     #[test]
     fn ancestors_walk_up() {
         assert_eq!(ancestors("a.b.test").collect::<Vec<_>>(), vec!["a.b.test", "b.test", "test"]);

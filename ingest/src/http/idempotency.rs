@@ -164,6 +164,73 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_engine::store::{embedded::EmbeddedStore, Projected};
+
+    fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("p.redb")).unwrap();
+        (dir, store)
+    }
+
+    async fn begin_with(store: &EmbeddedStore, fingerprint: &str, probe: &str) -> Result<Begin, ApiError> {
+        let account = AccountId("acme".into());
+        let response = format!("reply for {probe}");
+        begin(store, &account, "k".into(), fingerprint.into(), response, MessageId(probe.into())).await
+    }
+
+    /// A holder that has not finished: 409 while its lease runs; the reply once its
+    /// messages are visible; 422 for another request.
+    #[tokio::test]
+    async fn a_request_in_progress_gets_409_then_its_reply() {
+        let (_dir, store) = store();
+        let Ok(Begin::Fresh(_held)) = begin_with(&store, "f", "m1").await else { panic!("first claim") };
+        let e = begin_with(&store, "f", "m2").await.err().unwrap();
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "idempotency_key_in_use"));
+        let e = begin_with(&store, "other", "m2").await.err().unwrap();
+        assert_eq!((e.status, e.code), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+        // The holder died after its append: the projection shows its first message.
+        let accepted = Projected {
+            account: AccountId("acme".into()),
+            message_id: MessageId("m1".into()),
+            seq: 0,
+            recipient: "r@x.test".into(),
+            kind: herald_engine::store::Kind::Accepted,
+            at: Timestamp::now(),
+            detail: serde_json::json!({}),
+        };
+        store.apply(&[accepted]).await.unwrap();
+        let Ok(Begin::Replay(reply)) = begin_with(&store, "f", "m3").await else { panic!("replay") };
+        assert_eq!(reply, "reply for m1");
+    }
+
+    /// A holder that died before its append: after the lease, the next request takes over.
+    #[tokio::test]
+    async fn a_dead_holder_is_taken_over_after_the_lease() {
+        let (_dir, store) = store();
+        let account = AccountId("acme".into());
+        let stale = IdempotencyRecord {
+            fingerprint: "f".into(),
+            claim: "dead".into(),
+            response: "never sent".into(),
+            probe: MessageId("m0".into()),
+            done: false,
+            claimed_at: Timestamp(Timestamp::now().millis() - LEASE.as_millis() as i64 - 1000),
+        };
+        assert_eq!(store.claim_idempotency(&account, "k", &stale, TTL).await.unwrap(), Claim::Won);
+        let Ok(Begin::Fresh(held)) = begin_with(&store, "f", "m1").await else { panic!("taken over") };
+        held.finish(&store, true).await;
+        let Ok(Begin::Replay(reply)) = begin_with(&store, "f", "m2").await else { panic!("replay") };
+        assert_eq!(reply, "reply for m1");
+    }
+
+    /// A failed append frees the key for the retry.
+    #[tokio::test]
+    async fn a_failed_append_releases_the_key() {
+        let (_dir, store) = store();
+        let Ok(Begin::Fresh(held)) = begin_with(&store, "f", "m1").await else { panic!("claim") };
+        held.finish(&store, false).await;
+        assert!(matches!(begin_with(&store, "f", "m2").await, Ok(Begin::Fresh(_))));
+    }
 
     #[test]
     fn keys_and_fingerprints() {
