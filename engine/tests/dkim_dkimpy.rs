@@ -2,6 +2,7 @@
 //! generated bodies (runs of spaces and tabs, whitespace-only and empty lines anywhere and
 //! at the end, no final CRLF, 998-octet lines, 8-bit and UTF-8, quoted-printable soft line
 //! breaks) are signed with RSA-SHA256 and Ed25519-SHA256 keys by `delivery::dkim::Signers`,
+//! under selectors of every length (so the signature header folds at every position),
 //! and every signature is verified by dkimpy in one Python process
 //! (`tests/dkim/verify_batch.py`). Needs python3 with dkimpy and pynacl
 //! (`ops/scripts/install-peers.sh`).
@@ -82,12 +83,32 @@ fn body(rng: &mut StdRng) -> Vec<u8> {
     b
 }
 
-fn message(i: usize, body: &[u8]) -> Vec<u8> {
+/// Header fields a message may carry besides From; which ones and their order change the
+/// order of the signature's `h=` list, hence where its lines fold and where `b=` ends.
+const OPTIONAL_FIELDS: [&str; 11] = [
+    "To: r@example.test",
+    "Cc: c@example.test",
+    "Subject: case  of the\t corpus",
+    "Date: Sun, 22 Nov 2026 10:00:00 +0000",
+    "Reply-To: reply@sender.test",
+    "Sender: s@sender.test",
+    "MIME-Version: 1.0",
+    "Content-Type: text/plain; charset=utf-8",
+    "In-Reply-To: <parent@sender.test>",
+    "References: <root@sender.test> <parent@sender.test>",
+    "List-Unsubscribe: <https://sender.test/u/1>",
+];
+
+fn message(i: usize, body: &[u8], rng: &mut StdRng) -> Vec<u8> {
     let cte = if body.windows(2).any(|w| w == b"=\r" || w == b"=2") { "quoted-printable" } else { "8bit" };
-    let mut m = format!(
-        "From: Tester <t@sender.test>\r\nTo: r@example.test\r\nSubject: case  {i}\t of the  corpus\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{i}@sender.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
-    )
-    .into_bytes();
+    let mut fields: Vec<String> =
+        OPTIONAL_FIELDS.iter().filter(|_| rng.random_bool(0.6)).map(|f| f.to_string()).collect();
+    fields.push(format!("Message-ID: <{i}@sender.test>"));
+    fields.push(format!("Content-Transfer-Encoding: {cte}"));
+    for n in (1..fields.len()).rev() {
+        fields.swap(n, rng.random_range(0..=n));
+    }
+    let mut m = format!("From: Tester <t@sender.test>\r\n{}\r\n\r\n", fields.join("\r\n")).into_bytes();
     m.extend_from_slice(body);
     m
 }
@@ -117,26 +138,31 @@ fn fixed_bodies() -> Vec<Vec<u8>> {
 fn every_signature_verifies_with_dkimpy() {
     let dir = tempfile::tempdir().unwrap();
     let mut dns = serde_json::Map::new();
-    let mut pems = Vec::new();
-    for (algorithm, selector) in [(KeyAlgorithm::RsaSha256, "r1"), (KeyAlgorithm::Ed25519Sha256, "e1")] {
-        let key = keys::generate(algorithm, 1, Timestamp::now()).unwrap();
-        let k = if algorithm == KeyAlgorithm::RsaSha256 { "rsa" } else { "ed25519" };
-        dns.insert(
-            format!("{selector}._domainkey.sender.test"),
-            format!("v=DKIM1; k={k}; p={}", key.key.public_key).into(),
-        );
-        pems.push((selector, key.pem));
+    let rsa = keys::generate(KeyAlgorithm::RsaSha256, 1, Timestamp::now()).unwrap();
+    let ed = keys::generate(KeyAlgorithm::Ed25519Sha256, 1, Timestamp::now()).unwrap();
+    // Selectors of every length from 1 to 63 octets: the signature header's tags then start
+    // at every column, so `b=` ends at every position relative to the header's folding.
+    let selectors: Vec<(String, String)> =
+        (0..63).map(|n| (format!("r{}", "x".repeat(n)), format!("e{}", "y".repeat(n)))).collect();
+    let mut signers = Vec::new();
+    for (r, e) in &selectors {
+        for (selector, key, k) in [(r, &rsa, "rsa"), (e, &ed, "ed25519")] {
+            let txt = format!("v=DKIM1; k={k}; p={}", key.key.public_key);
+            dns.insert(format!("{selector}._domainkey.sender.test"), txt.into());
+        }
+        let specs = [
+            KeySpec { domain: "sender.test", selector: r, pem: &rsa.pem },
+            KeySpec { domain: "sender.test", selector: e, pem: &ed.pem },
+        ];
+        signers.push(Signers::new(&specs).unwrap());
     }
-    let specs: Vec<KeySpec> =
-        pems.iter().map(|(selector, pem)| KeySpec { domain: "sender.test", selector, pem }).collect();
-    let signers = Signers::new(&specs).unwrap();
 
     let mut rng = StdRng::seed_from_u64(0x6e72_6c64);
     let mut bodies = fixed_bodies();
     bodies.extend((0..BODIES).map(|_| body(&mut rng)));
     let mut batch = Vec::new();
     for (i, b) in bodies.iter().enumerate() {
-        let (signed, note) = signers.sign(&message(i, b));
+        let (signed, note) = signers[i % signers.len()].sign(&message(i, b, &mut rng));
         assert_eq!(note.matches("signed d=sender.test").count(), 2, "message {i}: {note}");
         writeln!(batch, "{}", signed.len()).unwrap();
         batch.extend_from_slice(&signed);
