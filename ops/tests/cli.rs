@@ -33,7 +33,12 @@ fn config_check_names_the_problem() {
         ("[backend]\nlog = \"kafka\"\nstore = \"cql\"\n[cluster]\nnode_count = 2\n", "cluster.mode = \"static\""),
         ("[backend]\nlog = \"kafka\"\nkafka_replication = 1\n", "kafka_replication = 1 is below 3"),
         ("[backend]\nlog = \"kafka\"\nkafka_min_insync_replicas = 1\n", "kafka_min_insync_replicas = 1 is below 2"),
-        ("[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nprivate_key = \"missing.pem\"\n", "missing.pem"),
+        (
+            "[[accounts]]\nid = \"a\"\n[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nprivate_key = \"missing.pem\"\naccounts = [\"a\"]\n",
+            "missing.pem",
+        ),
+        ("[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nprivate_key = \"k.pem\"\n", "missing field `accounts`"),
+        ("[[accounts]]\nid = \"a\"\nfrom_domains = \"some\"\n", "some"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
