@@ -85,6 +85,7 @@ connect_timeout_secs = 2
 [[accounts]]
 id = "acme"
 api_keys = ["k"]
+from_domains = "any"
 "#,
                 data = data.display(),
                 dns = self.dns_port,
