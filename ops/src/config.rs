@@ -239,8 +239,12 @@ pub struct Delivery {
     pub command_timeout_secs: u64,
     /// Concurrent deliveries per recipient domain on this node.
     pub domain_concurrency: usize,
-    /// Records a partition task reads and delivers at once (bounds duplicates after a crash).
+    /// Attempts in flight per partition (and records read ahead). Each finished attempt is
+    /// committed at once, so this bounds the attempts made again after a crash.
     pub batch_size: usize,
+    /// At a stop (or when a partition moves to another node) attempts in flight get this
+    /// long to finish; the rest are aborted and made again by the next owner.
+    pub drain_secs: u64,
     /// Delay before the second attempt; each later attempt doubles it.
     pub retry_initial_secs: u64,
     /// Longest delay between attempts.
@@ -261,6 +265,7 @@ impl Default for Delivery {
             command_timeout_secs: 300,
             domain_concurrency: 20,
             batch_size: 256,
+            drain_secs: 20,
             retry_initial_secs: 60,
             retry_max_delay_secs: 4 * 3600,
             max_age_secs: 5 * 86_400,
@@ -291,8 +296,22 @@ pub struct Backend {
     /// `embedded` (default) or `cql` (ScyllaDB or Cassandra).
     pub store: StoreBackend,
     pub kafka_brokers: String,
-    /// Replication factor of topics Herald creates.
+    /// Replication factor of topics Herald creates; existing topics must have at least this
+    /// many replicas. Below 3 only with `kafka_allow_weak_durability`.
     pub kafka_replication: i32,
+    /// `min.insync.replicas` of topics Herald creates (with `acks=all`, an append is
+    /// acknowledged once this many replicas have it). Below 2 only with
+    /// `kafka_allow_weak_durability`.
+    pub kafka_min_insync_replicas: i32,
+    /// The explicit development setting: allow replication below 3 and
+    /// `min.insync.replicas` below 2 (a single test broker). Never in production.
+    pub kafka_allow_weak_durability: bool,
+    /// Consumer group session timeout: a node that dies keeps its partitions this long
+    /// before the group moves them (failover time).
+    pub kafka_session_timeout_ms: u64,
+    /// Records prefetched per assigned partition, in KiB (librdkafka's
+    /// `queued.max.messages.kbytes`, which applies per partition with Herald's queues).
+    pub kafka_prefetch_kib: u32,
     pub cql_nodes: Vec<String>,
     pub cql_keyspace: String,
     /// Partitions of every topic. Changing it re-routes domains: drain first.
@@ -311,7 +330,11 @@ impl Default for Backend {
             log: LogBackend::Embedded,
             store: StoreBackend::Embedded,
             kafka_brokers: "127.0.0.1:9092".into(),
-            kafka_replication: 1,
+            kafka_replication: 3,
+            kafka_min_insync_replicas: 2,
+            kafka_allow_weak_durability: false,
+            kafka_session_timeout_ms: 10_000,
+            kafka_prefetch_kib: 4096,
             cql_nodes: vec!["127.0.0.1:9042".into()],
             cql_keyspace: "herald".into(),
             partitions: 16,
@@ -321,14 +344,29 @@ impl Default for Backend {
     }
 }
 
-/// Static partition ownership: node `i` of `n` works partitions `p` with `p % n == i`;
-/// `roles` picks the components this node runs (all of them by default).
+/// How partitions are shared between nodes, and which components this node runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
+    /// `group` (default): nodes join Kafka consumer groups and partitions move between
+    /// them as they join and leave, with no config change. `static`: node `node_index` of
+    /// `node_count` works partitions `p` with `p % node_count == node_index`, with no
+    /// rebalancing (a dead node's partitions wait for it). The embedded backends are one
+    /// node, which owns every partition, in either mode.
+    pub mode: ClusterMode,
+    /// Static mode only.
     pub node_index: u32,
+    /// Static mode only.
     pub node_count: u32,
+    /// The components this node runs (all of them by default).
     pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    Group,
+    Static,
 }
 
 /// A component of `herald serve`. The HTTP API (`POST /v1/send`, queries, metrics) runs on
@@ -346,7 +384,12 @@ pub enum Role {
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { node_index: 0, node_count: 1, roles: vec![Role::Smtp, Role::Deliver, Role::Project] }
+        Cluster {
+            mode: ClusterMode::Group,
+            node_index: 0,
+            node_count: 1,
+            roles: vec![Role::Smtp, Role::Deliver, Role::Project],
+        }
     }
 }
 
@@ -471,6 +514,31 @@ impl Config {
             && (self.backend.log == LogBackend::Embedded || self.backend.store == StoreBackend::Embedded)
         {
             return invalid("cluster.node_count > 1 needs backend.log = \"kafka\" and backend.store = \"cql\": embedded storage is one node's".into());
+        }
+        if self.cluster.mode == ClusterMode::Group && (self.cluster.node_count != 1 || self.cluster.node_index != 0) {
+            return invalid(
+                "cluster.node_index/node_count are for cluster.mode = \"static\"; in group mode nodes share partitions through Kafka consumer groups".into(),
+            );
+        }
+        if self.backend.log == LogBackend::Kafka && !self.backend.kafka_allow_weak_durability {
+            if self.backend.kafka_replication < 3 {
+                return invalid(format!(
+                    "backend.kafka_replication = {} is below 3: an acknowledged message could be lost with one broker; set backend.kafka_allow_weak_durability = true only for development",
+                    self.backend.kafka_replication
+                ));
+            }
+            if self.backend.kafka_min_insync_replicas < 2 {
+                return invalid(format!(
+                    "backend.kafka_min_insync_replicas = {} is below 2: acks=all would then mean one replica; set backend.kafka_allow_weak_durability = true only for development",
+                    self.backend.kafka_min_insync_replicas
+                ));
+            }
+        }
+        if self.backend.kafka_min_insync_replicas > self.backend.kafka_replication {
+            return invalid("backend.kafka_min_insync_replicas cannot exceed backend.kafka_replication".into());
+        }
+        if self.backend.kafka_session_timeout_ms < 1000 {
+            return invalid("backend.kafka_session_timeout_ms must be at least 1000".into());
         }
         let mut keys = std::collections::HashSet::new();
         for a in &self.accounts {

@@ -1,8 +1,9 @@
 //! `herald serve`: the whole pipeline in one process: REST ingestion, delivery workers,
 //! projector and queries, on the backends the config names.
 
-use crate::config::{parse_network, Config, FromDomains, LogBackend, Role, StoreBackend};
+use crate::config::{parse_network, ClusterMode, Config, FromDomains, LogBackend, Role, StoreBackend};
 use anyhow::Context;
+use herald_engine::consumer::{Membership, Owned};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
 use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::ServiceZone, state::RotationPolicy};
 use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
@@ -48,11 +49,16 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
             Arc::new(EmbeddedLog::open(&config.storage.data_dir.join("log.redb"), &topics, config.backend.partitions)?)
         }
         LogBackend::Kafka => {
+            let b = &config.backend;
             let settings = kafka::KafkaSettings {
-                brokers: config.backend.kafka_brokers.clone(),
-                partitions: config.backend.partitions,
-                replication: config.backend.kafka_replication,
+                brokers: b.kafka_brokers.clone(),
+                partitions: b.partitions,
+                replication: b.kafka_replication,
+                min_insync_replicas: b.kafka_min_insync_replicas,
                 retention: retention(config),
+                session_timeout: Duration::from_millis(b.kafka_session_timeout_ms),
+                prefetch_kib: b.kafka_prefetch_kib,
+                drain: Duration::from_secs(config.delivery.drain_secs),
             };
             Arc::new(kafka::KafkaLog::connect(settings, &topics).await?)
         }
@@ -194,6 +200,18 @@ pub fn open_domains(
     Ok(Arc::new(service))
 }
 
+/// How this node gets its partitions: the consumer group, or the explicit static mode.
+pub fn membership(config: &Config) -> Membership {
+    match config.cluster.mode {
+        ClusterMode::Group => Membership::Group,
+        ClusterMode::Static => Membership::Static(
+            (0..config.backend.partitions)
+                .filter(|p| p % config.cluster.node_count == config.cluster.node_index)
+                .collect(),
+        ),
+    }
+}
+
 /// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address.
 pub async fn run(
     config: Config,
@@ -233,11 +251,11 @@ pub async fn run(
             batch_size: d.batch_size,
             domain_concurrency: d.domain_concurrency,
             policy: retry_policy(&config),
+            drain: Duration::from_secs(d.drain_secs),
         },
     ));
     let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
-    let owned: Vec<u32> =
-        (0..config.backend.partitions).filter(|p| p % config.cluster.node_count == config.cluster.node_index).collect();
+    let membership = membership(&config);
 
     let api_keys = config
         .accounts
@@ -272,30 +290,37 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, log = ?config.backend.log, store = ?config.backend.store, partitions = owned.len(), "herald serving");
+    tracing::info!(%addr, log = ?config.backend.log, store = ?config.backend.store, membership = ?membership, "herald serving");
+    if config.backend.log == LogBackend::Embedded {
+        tracing::info!("embedded log: a single node, which owns every partition");
+    }
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
 
     let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> = tokio::task::JoinSet::new();
     if config.cluster.has(Role::Deliver) {
-        let (owned, shutdown) = (owned.clone(), shutdown.clone());
-        tasks.spawn(async move { ("delivery workers", worker.run(&owned, shutdown).await.map_err(Into::into)) });
+        let (membership, shutdown) = (membership.clone(), shutdown.clone());
+        tasks.spawn(async move { ("delivery workers", worker.run(&membership, shutdown).await.map_err(Into::into)) });
     }
     if config.cluster.has(Role::Project) {
-        let (owned, shutdown) = (owned.clone(), shutdown.clone());
-        tasks.spawn(async move { ("projector", projector.run(&owned, shutdown).await.map_err(Into::into)) });
+        let (membership, shutdown) = (membership.clone(), shutdown.clone());
+        tasks.spawn(async move { ("projector", projector.run(&membership, shutdown).await.map_err(Into::into)) });
     }
     // Sender domains: the projector and the maintenance (rotation, periodic re-checks) for
-    // the owned partitions run with the projector; the cache and the DNS server everywhere.
+    // the partitions of the domains topic this node owns (they follow the group) run with
+    // the projector; the cache and the DNS server everywhere.
+    let domain_partitions = Owned::default();
     if config.cluster.has(Role::Project) {
-        let (log, store, cache, shutdown, owned) =
-            (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), owned.clone());
-        let topic = self::topics(&config).domains();
+        let (log, store, cache, shutdown, membership) =
+            (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), membership.clone());
+        let (topics, owned) = (self::topics(&config), domain_partitions.clone());
         tasks.spawn(async move {
             (
                 "domain projector",
-                domains::projector::run(log, store, topic, &owned, cache, shutdown).await.map_err(Into::into),
+                domains::projector::run(log, store, &topics, &membership, cache, owned, shutdown)
+                    .await
+                    .map_err(Into::into),
             )
         });
     }
@@ -308,10 +333,11 @@ pub async fn run(
         });
     }
     if config.cluster.has(Role::Project) {
-        let (domains, shutdown, owned) = (domains.clone(), shutdown.clone(), owned.clone());
-        let every = Duration::from_secs(config.domains.maintenance_interval_secs);
+        let (domains, shutdown, owned) = (domains.clone(), shutdown.clone(), domain_partitions.clone());
+        let (every, topic) =
+            (Duration::from_secs(config.domains.maintenance_interval_secs), self::topics(&config).domains());
         tasks.spawn(async move {
-            domains::service::maintenance_loop(domains, owned, every, shutdown).await;
+            domains::service::maintenance_loop(domains, topic, owned, every, shutdown).await;
             ("sender-domain maintenance", Ok(()))
         });
     }
@@ -353,13 +379,15 @@ pub async fn run(
     }
     // The first component to stop (normally because `shutdown` was cancelled) stops the
     // others; they finish what they hold (a worker completes its chunk, appends and
-    // commits), bounded by DRAIN_TIMEOUT, so a restart redoes as little as possible.
+    // commits), bounded by `delivery.drain_secs` + DRAIN_MARGIN, so a restart redoes as
+    // little as possible.
     let first = tasks.join_next().await;
     shutdown.cancel();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+    let drain_timeout = Duration::from_secs(config.delivery.drain_secs) + DRAIN_MARGIN;
+    let drained = tokio::time::timeout(drain_timeout, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
-            "components still busy after {DRAIN_TIMEOUT:?}; stopping anyway (unfinished work is redone on restart)"
+            "components still busy after {drain_timeout:?}; stopping anyway (unfinished work is redone on restart)"
         );
     }
     match first {
@@ -426,5 +454,5 @@ async fn smtp_listeners(
     Ok(Some((server, listeners)))
 }
 
-/// Longest wait for components to finish their work at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time past `delivery.drain_secs` for the last commits and leaving the consumer groups.
+const DRAIN_MARGIN: Duration = Duration::from_secs(10);

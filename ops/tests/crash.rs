@@ -120,7 +120,7 @@ from_domains = "any"
         .await;
     }
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in ["herald_delivery_attempts_total", "herald_log_append_seconds", "herald_log_commit_seconds"] {
+    for name in ["herald_delivery_attempts_total", "herald_consumer_commit_seconds", "herald_log_commit_seconds"] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     // A graceful stop: SIGTERM, drained, exit status 0, in bounded time.

@@ -49,6 +49,11 @@ pub fn config(
             .expect("HERALD_TEST_CQL must name a real CQL server (ops/scripts/test.sh)")];
         c.backend.topic_prefix = format!("e2e-{unique}");
         c.backend.cql_keyspace = format!("e2e_{}", &unique[16..]);
+        // One test broker.
+        c.backend.kafka_replication = 1;
+        c.backend.kafka_min_insync_replicas = 1;
+        c.backend.kafka_allow_weak_durability = true;
+        c.backend.kafka_session_timeout_ms = 6000;
     }
     c
 }
