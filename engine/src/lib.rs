@@ -4,6 +4,7 @@
 //! - [`store`]: the projection store trait and its backends (embedded redb, CQL);
 //! - [`submit`]: appending accepted messages (used by every ingestion path);
 //! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
+//! - [`rewrite`]: send-time rewriting before signing (CSS, click and open tracking, unsubscribe);
 //! - [`projector`]: turning the log into the read models queries use;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
@@ -13,6 +14,7 @@ pub mod domains;
 pub mod log;
 pub mod projector;
 pub mod retry;
+pub mod rewrite;
 pub mod routing;
 pub mod store;
 pub mod submit;
