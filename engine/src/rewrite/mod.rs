@@ -138,6 +138,12 @@ impl Rewriter {
 
     /// Rewrites `body` (the bytes of `msg` as delivered) for `msg`'s recipient.
     pub fn rewrite<'a>(&self, msg: &MessageAccepted, body: &'a [u8]) -> Rewritten<'a> {
+        let now = (Timestamp::now().millis() / 1000).clamp(0, u32::MAX as i64) as u32;
+        self.rewrite_at(msg, body, now)
+    }
+
+    /// [`Rewriter::rewrite`] with tokens issued at `issued_at` (Unix seconds).
+    pub fn rewrite_at<'a>(&self, msg: &MessageAccepted, body: &'a [u8], issued_at: u32) -> Rewritten<'a> {
         let options = self.effective(msg.options);
         if !options.rewrites() {
             return Rewritten { data: Cow::Borrowed(body), note: None };
@@ -171,7 +177,7 @@ impl Rewriter {
             account: msg.account.0.clone(),
             message_id: msg.message_id.0.clone(),
             recipient: msg.recipient.clone(),
-            issued_at: (Timestamp::now().millis() / 1000).clamp(0, u32::MAX as i64) as u32,
+            issued_at,
             bind: prepared.bind,
         };
         let token = token::recipient_token(&self.settings.keys, &claims);
