@@ -65,8 +65,10 @@ fn tracking_urls(text: &str) -> Vec<(char, String)> {
     while let Some(at) = rest.find(HOST) {
         let after = &rest[at + HOST.len()..];
         let kind = after.chars().nth(1).unwrap();
-        let token: String =
-            after[3..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.').collect();
+        let token: String = after[3..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+            .collect();
         out.push((kind, token.trim_end_matches('.').to_owned()));
         rest = &after[3..];
     }
@@ -118,7 +120,8 @@ fn check_case(dir: &Path) -> bool {
         for (kind, tok) in tracking_urls(&text) {
             match kind {
                 'c' => {
-                    let (claims, _, url) = token::verify_click(&keys, &tok).unwrap_or_else(|| panic!("bad click {tok}"));
+                    let (claims, _, url) =
+                        token::verify_click(&keys, &tok).unwrap_or_else(|| panic!("bad click {tok}"));
                     assert_eq!((claims.recipient.as_str(), claims.issued_at), ("Bob@Example.org", 1_800_000_000));
                     let plain = url.replace('&', "&amp;");
                     assert!(input_text.contains(&url) || input_text.contains(&plain), "{url} is not in the input");
@@ -207,7 +210,8 @@ fn alternative_text_part_untouched_and_html_rewritten() {
     assert!(html.contains(&format!("{HOST}/u/")), "the placeholder became the unsubscribe URL");
     let pixel = html.find(&format!("<img src=\"{HOST}/o/")).expect("pixel");
     assert!(pixel < html.find("</body>").unwrap());
-    let headers = String::from_utf8_lossy(&output[..output.windows(4).position(|w| w == b"\r\n\r\n").unwrap()]).into_owned();
+    let headers =
+        String::from_utf8_lossy(&output[..output.windows(4).position(|w| w == b"\r\n\r\n").unwrap()]).into_owned();
     assert!(headers.contains(&format!("List-Unsubscribe: <{HOST}/u/")), "{headers}");
     assert!(headers.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
     let parsed = MessageParser::new().parse(&output).unwrap();
@@ -248,7 +252,8 @@ fn text_links_skip_the_authors_unsubscribe_and_keep_its_header() {
     assert!(text.contains("Unsubscribe: https://lists.sender.test/u?id=42"), "{text}");
     let clicks = tracking_urls(text).into_iter().filter(|(k, _)| *k == 'c').count();
     assert_eq!(clicks, 2);
-    let headers = String::from_utf8_lossy(&output[..output.windows(4).position(|w| w == b"\r\n\r\n").unwrap()]).into_owned();
+    let headers =
+        String::from_utf8_lossy(&output[..output.windows(4).position(|w| w == b"\r\n\r\n").unwrap()]).into_owned();
     assert_eq!(headers.matches("List-Unsubscribe:").count(), 1, "the author's header only: {headers}");
     assert!(!headers.contains("List-Unsubscribe-Post"));
     let (input, output) = rewritten("unsubscribe_only");

@@ -8,7 +8,7 @@ use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use std::collections::HashMap;
 
 /// Headers signed when present (RFC 6376 §5.4.1 recommendations).
-const SIGNED_HEADERS: [&str; 14] = [
+const SIGNED_HEADERS: [&str; 15] = [
     "From",
     "To",
     "Cc",
@@ -23,6 +23,7 @@ const SIGNED_HEADERS: [&str; 14] = [
     "In-Reply-To",
     "References",
     "List-Unsubscribe",
+    "List-Unsubscribe-Post",
 ];
 
 enum Signer {
