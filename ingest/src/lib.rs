@@ -1,9 +1,12 @@
 //! Herald's ingestion. [`http`] serves the REST API and [`smtp`] the SMTP submission server
-//! and smart host; both share [`accept`].
+//! and smart host; both share [`accept`] and [`options`]. [`track`] is the tracking server
+//! (clicks, opens, one-click unsubscribe), which appends engagement events.
 //! Ingestion validates and appends accepted messages to the log through
 //! [`herald_engine::submit::Submitter`]; it never delivers.
 
 pub mod accept;
 pub mod address;
 pub mod http;
+pub mod options;
 pub mod smtp;
+pub mod track;

@@ -55,7 +55,8 @@ fn server(log: Arc<CountingLog>, relay: bool) -> Arc<Server> {
         ..Settings::default()
     };
     let relay_networks = if relay { vec!["127.0.0.0/8".parse().unwrap()] } else { vec![] };
-    let accounts = vec![Account { id: AccountId("acme".into()), users: vec![], relay_networks }];
+    let accounts =
+        vec![Account { id: AccountId("acme".into()), users: vec![], relay_networks, defaults: Default::default() }];
     Arc::new(Server::new(settings, submitter, accounts, None))
 }
 

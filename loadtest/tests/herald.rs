@@ -30,6 +30,7 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
     let mut c = Config::default();
     c.storage.data_dir = data_dir.to_owned();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.tracking.listen = "127.0.0.1:0".parse().unwrap();
     c.smtp.listen = "127.0.0.1:0".parse().unwrap();
     c.delivery.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
     c.delivery.mx_port = mx_port;
@@ -40,8 +41,13 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
     c.delivery.connect_timeout_secs = 5;
     c.delivery.command_timeout_secs = 10;
     c.backend.partitions = 4;
-    c.accounts =
-        vec![Account { id: "loadtest".into(), api_keys: vec![KEY.into()], smtp_users: vec![], relay_networks: vec![] }];
+    c.accounts = vec![Account {
+        id: "loadtest".into(),
+        api_keys: vec![KEY.into()],
+        smtp_users: vec![],
+        relay_networks: vec![],
+        defaults: Default::default(),
+    }];
     c
 }
 

@@ -2,18 +2,20 @@
 //!
 //! Accepts `application/json` or `application/x-www-form-urlencoded` with the fields
 //! `envelope`, `recipient` (one, a list, or a repeated form field), `body`, and the
-//! optional booleans `inlinizecss`, `clicktracking`, `bouncetracking`, `openstracking`.
+//! optional booleans `inlinizecss`, `clicktracking`, `bouncetracking`, `openstracking`,
+//! `listunsubscribe`. An option not given comes from the body's `X-Herald-Options` header
+//! (removed), else from the account's defaults ([`crate::options`]).
 //! Replies 202 with one id per recipient only after every event is durably in the log;
 //! any refusal appends nothing.
 
 use super::{authenticate, ApiError, ApiState};
 use crate::accept::{self, crlf};
 use crate::address::parse_mailbox;
+use crate::options::{self, Overrides};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use herald_schemas::SendOptions;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -23,7 +25,7 @@ struct SendRequest {
     envelope: Option<String>,
     recipients: Vec<String>,
     body: Option<String>,
-    options: SendOptions,
+    options: Overrides,
 }
 
 #[derive(Serialize)]
@@ -96,6 +98,9 @@ pub async fn handle(
     let body = request.body.ok_or_else(|| bad("missing_field", "`body` (the MIME message) is required"))?;
     // The limit applies to what is stored and sent: the body after CRLF normalization.
     let body = crlf(body.into_bytes());
+    let (body, from_header) = options::take_header(body).map_err(|e| unprocessable("invalid_options", e))?;
+    let defaults = state.defaults.get(&account).copied().unwrap_or_default();
+    let send_options = request.options.over(from_header.over(defaults));
     if body.len() > state.max_body_bytes {
         return Err(too_large());
     }
@@ -106,7 +111,7 @@ pub async fn handle(
     }
     check_mime(&body)?;
 
-    let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, body);
+    let (events, accepted) = accept::build_events(&account, &sender, recipients, send_options, body);
     let reply = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
     state.submitter.submit(events).await.map_err(|e| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", format!("not accepted, try again: {e}"))
@@ -138,16 +143,17 @@ struct JsonRequest {
     clicktracking: Option<Flag>,
     bouncetracking: Option<Flag>,
     openstracking: Option<Flag>,
+    listunsubscribe: Option<Flag>,
 }
 
 fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
     let j: JsonRequest =
         serde_json::from_slice(raw).map_err(|e| bad("malformed_request", format!("invalid JSON: {e}")))?;
-    let flag = |name: &str, f: Option<Flag>| -> Result<bool, ApiError> {
+    let flag = |name: &str, f: Option<Flag>| -> Result<Option<bool>, ApiError> {
         match f {
-            None => Ok(false),
-            Some(Flag::Bool(b)) => Ok(b),
-            Some(Flag::Text(t)) => parse_bool(name, &t),
+            None => Ok(None),
+            Some(Flag::Bool(b)) => Ok(Some(b)),
+            Some(Flag::Text(t)) => parse_bool(name, &t).map(Some),
         }
     };
     Ok(SendRequest {
@@ -158,11 +164,12 @@ fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
             Some(OneOrMany::Many(rs)) => rs,
         },
         body: j.body,
-        options: SendOptions {
+        options: Overrides {
             inline_css: flag("inlinizecss", j.inlinizecss)?,
             click_tracking: flag("clicktracking", j.clicktracking)?,
             bounce_tracking: flag("bouncetracking", j.bouncetracking)?,
             opens_tracking: flag("openstracking", j.openstracking)?,
+            list_unsubscribe: flag("listunsubscribe", j.listunsubscribe)?,
         },
     })
 }
@@ -175,10 +182,9 @@ fn from_form(raw: &[u8]) -> Result<SendRequest, ApiError> {
             "envelope" => r.envelope = Some(value),
             "recipient" | "recipient[]" => r.recipients.push(value),
             "body" => r.body = Some(value),
-            "inlinizecss" => r.options.inline_css = parse_bool("inlinizecss", &value)?,
-            "clicktracking" => r.options.click_tracking = parse_bool("clicktracking", &value)?,
-            "bouncetracking" => r.options.bounce_tracking = parse_bool("bouncetracking", &value)?,
-            "openstracking" => r.options.opens_tracking = parse_bool("openstracking", &value)?,
+            "inlinizecss" | "clicktracking" | "bouncetracking" | "openstracking" | "listunsubscribe" => {
+                r.options.set(&key, &value).map_err(|e| bad("malformed_request", e))?
+            }
             other => return Err(bad("malformed_request", format!("unknown form field `{other}`"))),
         }
     }
@@ -186,11 +192,7 @@ fn from_form(raw: &[u8]) -> Result<SendRequest, ApiError> {
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err(bad("malformed_request", format!("`{name}` must be a boolean, not `{v}`"))),
-    }
+    options::parse_bool(v).ok_or_else(|| bad("malformed_request", format!("`{name}` must be a boolean, not `{v}`")))
 }
 
 /// The shared MIME check, as this route's error.
@@ -215,7 +217,7 @@ mod tests {
         let r = from_form(b"envelope=a%40b.test&recipient=x%40y.test&recipient=z%40w.test&body=x&clicktracking=true")
             .unwrap();
         assert_eq!(r.recipients, vec!["x@y.test", "z@w.test"]);
-        assert!(r.options.click_tracking && !r.options.inline_css);
+        assert_eq!((r.options.click_tracking, r.options.inline_css), (Some(true), None));
         assert!(from_form(b"bogus=1").is_err());
     }
 }

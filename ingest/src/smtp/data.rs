@@ -1,5 +1,6 @@
 //! DATA (dot-terminated) and BDAT (RFC 3030 chunks), then acceptance: trace headers, the
-//! shared MIME check, one `MessageAccepted` per recipient, and the 250 only once
+//! shared MIME check, the options (`X-Herald-Options`, removed, over the account's defaults;
+//! a bad one refuses the message with 550 5.6.0), one `MessageAccepted` per recipient, and the 250 only once
 //! `Submitter::submit` says every event is durable (451 4.3.0 otherwise, nothing accepted).
 //!
 //! Line endings (RFC 5321 §2.3.8, §4.1.1.4): only `CRLF.CRLF` ends DATA, so a bare LF
@@ -10,7 +11,7 @@
 use super::reply::{self, Reply};
 use super::session::{Session, SessionError};
 use crate::accept;
-use herald_schemas::{SendOptions, Timestamp};
+use herald_schemas::Timestamp;
 
 /// Incremental DATA decoder: dot-unstuffing and end-of-data detection.
 #[derive(Default)]
@@ -189,6 +190,11 @@ impl Session {
             return reply::auth_required();
         };
         let limit = self.server.settings.max_message_bytes;
+        let (body, overrides) = match crate::options::take_header(body) {
+            Ok(taken) => taken,
+            Err(e) => return Reply::refuse(550, "invalid_options", format!("5.6.0 {e}")),
+        };
+        let options = overrides.over(self.server.defaults(&account));
         let body = self.trace_headers(body);
         if body.len() > limit {
             return reply::too_large(limit);
@@ -197,7 +203,7 @@ impl Session {
             return Reply::refuse(550, "invalid_mime", format!("5.6.0 {e}"));
         }
         let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
-        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
+        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, options, body);
         match self.server.submitter.submit(events).await {
             Ok(()) => {
                 metrics::counter!("herald_smtp_ingest_messages_total").increment(1);

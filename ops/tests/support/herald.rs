@@ -28,6 +28,10 @@ pub fn config(
     c.storage.data_dir = data_dir.to_owned();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    let tracking_port = super::free_port();
+    c.tracking.listen = format!("127.0.0.1:{tracking_port}").parse().unwrap();
+    c.tracking.default_host = format!("127.0.0.1:{tracking_port}");
+    c.tracking.scheme = "http".into();
     c.delivery.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
     c.delivery.mx_port = mx_port;
     c.delivery.helo_name = "mta.herald.test".into();
@@ -38,8 +42,20 @@ pub fn config(
     c.delivery.command_timeout_secs = 10;
     c.backend.partitions = 4;
     c.accounts = vec![
-        Account { id: "acme".into(), api_keys: vec![KEY.into()], smtp_users: vec![], relay_networks: vec![] },
-        Account { id: "other".into(), api_keys: vec![OTHER_KEY.into()], smtp_users: vec![], relay_networks: vec![] },
+        Account {
+            id: "acme".into(),
+            api_keys: vec![KEY.into()],
+            smtp_users: vec![],
+            relay_networks: vec![],
+            defaults: Default::default(),
+        },
+        Account {
+            id: "other".into(),
+            api_keys: vec![OTHER_KEY.into()],
+            smtp_users: vec![],
+            relay_networks: vec![],
+            defaults: Default::default(),
+        },
     ];
     c.dkim = dkim;
     if let Backends::KafkaCql = backends {
@@ -58,12 +74,15 @@ pub fn config(
 
 pub struct Running {
     pub base: String,
+    /// `host:port` of the tracking server (`[tracking] listen`, also its default host).
+    pub tracking_host: String,
     pub shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub http: reqwest::Client,
 }
 
 pub async fn start(config: Config) -> Running {
+    let tracking_host = config.tracking.listen.to_string();
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let mut task = tokio::spawn(herald::serve::run(config, None, shutdown.clone(), Some(tx)));
@@ -74,7 +93,7 @@ pub async fn start(config: Config) -> Running {
             other => panic!("herald failed to start: {other:?}"),
         },
     };
-    Running { base: format!("http://{addr}"), shutdown, task, http: reqwest::Client::new() }
+    Running { base: format!("http://{addr}"), tracking_host, shutdown, task, http: reqwest::Client::new() }
 }
 
 impl Running {
