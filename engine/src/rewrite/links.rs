@@ -135,7 +135,7 @@ pub fn trackable(decoded: &str, skip: &[String]) -> Option<String> {
     let url: String = trimmed.chars().filter(|c| !matches!(c, '\t' | '\n' | '\r')).collect();
     let lower = url.get(..8).unwrap_or(&url).to_ascii_lowercase();
     let http = lower.starts_with("http://") || lower.starts_with("https://");
-    if !http || url.len() > 8000 || url.chars().any(|c| c.is_control()) || skip.iter().any(|s| *s == url) {
+    if !http || url.len() > 8000 || url.chars().any(|c| c.is_control()) || skip.contains(&url) {
         return None;
     }
     Some(url)

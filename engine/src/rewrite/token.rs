@@ -153,7 +153,7 @@ pub fn recipient_token(keys: &Keys, claims: &Claims) -> String {
     push_field(&mut p, &claims.account);
     push_message_id(&mut p, &claims.message_id);
     push_field(&mut p, &claims.recipient);
-    while (p.len() + TAG) % 9 != 0 {
+    while !(p.len() + TAG).is_multiple_of(9) {
         p.push(0);
     }
     let t = tag(keys.signing_key(), &[R_CONTEXT, &p]);
@@ -208,7 +208,7 @@ pub fn verify_recipient(keys: &Keys, token: &str) -> Option<Claims> {
         return None;
     }
     let raw = URL_SAFE_NO_PAD.decode(token).ok()?;
-    if raw.len() < TAG + 1 || raw.len() % 9 != 0 {
+    if raw.len() < TAG + 1 || !raw.len().is_multiple_of(9) {
         return None;
     }
     let (payload, given) = raw.split_at(raw.len() - TAG);

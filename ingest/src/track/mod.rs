@@ -132,6 +132,16 @@ pub fn now_secs() -> i64 {
     herald_schemas::Timestamp::now().millis() / 1000
 }
 
+/// Serves the tracking routes on `listener` until `shutdown`.
+pub async fn serve(
+    listener: listener::Listener,
+    tracker: Arc<Tracker>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(tracker).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,14 +158,4 @@ mod tests {
             "10.0.0.2".parse::<IpAddr>().unwrap()
         );
     }
-}
-
-/// Serves the tracking routes on `listener` until `shutdown`.
-pub async fn serve(
-    listener: listener::Listener,
-    tracker: Arc<Tracker>,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    let app = router(tracker).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
