@@ -90,7 +90,7 @@ impl Signers {
             match signature {
                 Ok(sig) => {
                     metrics::counter!("herald_dkim_signatures_total").increment(1);
-                    headers.push_str(&sig.to_header());
+                    headers.push_str(&closing_fold_removed(sig.to_header()));
                     notes.push(format!("signed {label}"));
                 }
                 Err(e) => notes.push(format!("unsigned: {label}: signing failed: {e}")),
@@ -115,6 +115,19 @@ fn configure<T: mail_auth::common::crypto::SigningKey<Hasher = Sha256>>(
         .body_canonicalization(Canonicalization::Relaxed)
 }
 
+/// mail-auth 0.13 folds the header after the `b=` value when it ends at the wrap column,
+/// leaving `b=…\r\n\t;`. It hashed `b=;`, but a verifier that empties the `b=` value and
+/// relaxes the rest sees `b= ;`, and the signature fails (dkimpy does). The `;` goes back on
+/// the value's line; nothing that was hashed changes.
+fn closing_fold_removed(header: String) -> String {
+    match header.strip_suffix(";\r\n") {
+        Some(body) if body.ends_with(['\t', ' ', '\n']) => {
+            format!("{};\r\n", body.trim_end_matches(['\r', '\n', '\t', ' ']))
+        }
+        _ => header,
+    }
+}
+
 /// The lower-case domain of the first From address.
 pub fn from_domain(message: &[u8]) -> Option<String> {
     let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
@@ -130,4 +143,17 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
         return Err("empty PEM".into());
     }
     base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| format!("bad PEM: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closing_fold_removed;
+
+    #[test]
+    fn the_final_semicolon_joins_the_b_value() {
+        let folded = "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tbh=x; b=abc\r\n\t;\r\n".to_owned();
+        assert_eq!(closing_fold_removed(folded), "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tbh=x; b=abc;\r\n");
+        let fine = "DKIM-Signature: v=1; b=abc;\r\n".to_owned();
+        assert_eq!(closing_fold_removed(fine.clone()), fine);
+    }
 }
