@@ -281,8 +281,11 @@ pub async fn run(
     let tracking = if config.tracking.enabled && config.cluster.has(Role::Track) {
         let listener = tracking_listener(&config).await?;
         let (appender, appending) = track::appender::Appender::start(log.clone(), config.tracking.queue);
+        let default_host = config.tracking.default_host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&config.tracking.default_host);
         let tracker = Arc::new(track::Tracker {
             keys: tracking_keys(&config)?,
+            default_host: default_host.trim_matches(['[', ']']).to_ascii_lowercase(),
+            domains: Some(cache.clone()),
             appender,
             topics: topics.clone(),
             partitions: router.clone(),

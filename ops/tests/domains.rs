@@ -249,6 +249,12 @@ async fn sender_domains(backends: Backends) {
         let got = String::from_utf8_lossy(&received(&w, &subject).data).into_owned();
         assert!(got.contains(&format!("href=\"http://{host}/c/")), "links on {host}: {got}");
     }
+    let allowed = |d: &str| {
+        let url = format!("http://{}/tls-allowed?domain={d}", h.tracking_host);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(allowed("clicks.ed.sender.test").await, 200, "a certificate for the customer's tracking domain");
+    assert_eq!(allowed("clicks.unknown.test").await, 404);
 
     // Rotation: hd2 published first, signs after the propagation delay; hd1 stays published.
     let (code, rotated) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;

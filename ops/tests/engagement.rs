@@ -244,6 +244,10 @@ async fn engagement(backends: Backends) {
         assert_eq!((status, location), (404, None), "{bad}");
     }
 
+    // The proxy's on-demand certificate hook: Herald's hosts only.
+    assert_eq!(curl(&[], &format!("http://{host}/tls-allowed?domain=127.0.0.1")).0, 200);
+    assert_eq!(curl(&[], &format!("http://{host}/tls-allowed?domain=evil.example")).0, 404);
+
     // Opens: a person, then Apple's proxy.
     let (status, _, body) = curl(&["-A", BROWSER], &pixel);
     assert_eq!((status, body.starts_with("GIF89a")), (200, true));

@@ -6,7 +6,10 @@
 //! `Cache-Control: no-store`. Events go to `<prefix>.engagement` through [`appender`].
 //!
 //! A file per route: [`click`], [`open`], [`unsubscribe`]; [`machine`] tells machines from
-//! people; [`listener`] serves plain HTTP or TLS.
+//! people; [`listener`] serves plain HTTP or TLS. `GET /tls-allowed?domain=` answers `200`
+//! for the hosts Herald's links use (`default_host` and the tracking domain of every sender
+//! domain), `404` otherwise: the `ask` hook of a proxy that obtains certificates on demand
+//! (`docs/engagement.md#deploying-the-tracking-server`).
 
 pub mod appender;
 pub mod click;
@@ -37,6 +40,10 @@ pub struct Settings {
 
 pub struct Tracker {
     pub keys: Keys,
+    /// Host (without port) of `[tracking] default_host`.
+    pub default_host: String,
+    /// Sender domains, for `/tls-allowed`.
+    pub domains: Option<herald_engine::domains::cache::DomainCache>,
     pub appender: appender::Appender,
     pub topics: Topics,
     pub partitions: Partitions,
@@ -54,8 +61,29 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
         .route("/o/{token}", get(open::handle))
         .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::handle))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/tls-allowed", get(tls_allowed))
         .fallback(|| async { not_found() })
         .with_state(tracker)
+}
+
+#[derive(serde::Deserialize)]
+pub struct Domain {
+    domain: Option<String>,
+}
+
+/// Whether a certificate may be obtained for `domain`.
+async fn tls_allowed(
+    axum::extract::State(t): axum::extract::State<Arc<Tracker>>,
+    axum::extract::Query(q): axum::extract::Query<Domain>,
+) -> Response {
+    let Some(domain) = q.domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()) else { return not_found() };
+    let ours = domain == t.default_host
+        || t.domains.as_ref().is_some_and(|c| c.current().domains.values().any(|s| s.tracking_domain() == domain));
+    if ours {
+        (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "ok\n").into_response()
+    } else {
+        not_found()
+    }
 }
 
 /// The answer to anything unknown, forged or altered.
