@@ -66,7 +66,8 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "dkim": e.dkim,
             }),
         }),
-        Event::DeliveryScheduled(_) | Event::Domain(_) => None,
+        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) => None,
+        Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
     }
 }
 
