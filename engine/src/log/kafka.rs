@@ -4,25 +4,33 @@
 //! [`crate::routing`] chose, with the recipient domain as its key. An append returns
 //! when Kafka has acknowledged every record.
 //!
+//! Reads by position ([`EventLog::read_at`], for stored bodies): a small pool of consumers
+//! without a group, each assigned the one partition at the wanted offset, then unassigned.
+//!
 //! Consumers: one librdkafka consumer per group, with the node's partitions assigned
 //! statically (`[cluster]` in the config) and split into one queue per partition, so each
 //! partition gets its own task, as in Vector's Kafka source. Offsets are committed
 //! synchronously to the group after processing (`enable.auto.commit=false`).
 
-use super::{Assignment, EventLog, LogError, PartitionConsumer, Stored};
+use super::{check_record, Assignment, EventLog, LogError, PartitionConsumer, Retention, Stored};
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Largest event, in bytes: a 25 MiB body plus headroom.
+/// Largest event, in bytes: a 25 MiB body plus headroom ([`super::MAX_RECORD_BYTES`]).
 pub const MAX_MESSAGE_BYTES: &str = "33554432";
+const _: () = assert!(super::MAX_RECORD_BYTES == 33_554_432);
+/// Consumers kept for reads by position.
+const READERS: usize = 4;
+/// Longest wait for one read by position.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Connection settings for the Kafka backend.
 #[derive(Debug, Clone)]
@@ -32,11 +40,25 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// `retention.ms` of topics Herald creates; `None`: the broker's default.
     pub retention: Option<Duration>,
+    /// The topic read only by position (stored bodies), whose records must stay at least
+    /// as long as a retry may need them.
+    pub bodies: Option<BodiesTopic>,
+}
+
+/// The bodies topic and how long its records must stay.
+#[derive(Debug, Clone)]
+pub struct BodiesTopic {
+    pub topic: String,
+    /// At least this long; `None`: for ever (`retention.ms = -1`).
+    pub retention: Option<Duration>,
 }
 
 pub struct KafkaLog {
     settings: KafkaSettings,
     producer: FutureProducer,
+    /// Idle consumers for [`EventLog::read_at`], and a bound on the busy ones.
+    readers: Mutex<Vec<BaseConsumer>>,
+    reading: tokio::sync::Semaphore,
 }
 
 impl KafkaLog {
@@ -51,25 +73,77 @@ impl KafkaLog {
             .set("message.max.bytes", MAX_MESSAGE_BYTES)
             .set("message.timeout.ms", "30000")
             .create()?;
-        let log = KafkaLog { settings, producer };
+        let log =
+            KafkaLog { settings, producer, readers: Mutex::new(Vec::new()), reading: tokio::sync::Semaphore::new(READERS) };
         log.ensure_topics(topics).await?;
         Ok(log)
+    }
+
+    /// Checks that an existing bodies topic keeps its records long enough, and only deletes
+    /// by time: a shorter `retention.ms`, any `retention.bytes` or compaction could drop a
+    /// body that a pending retry still needs.
+    async fn check_bodies_topic(
+        &self,
+        admin: &AdminClient<DefaultClientContext>,
+        bodies: &BodiesTopic,
+    ) -> Result<(), LogError> {
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let results = admin.describe_configs([&ResourceSpecifier::Topic(&bodies.topic)], &opts).await?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| LogError::Topic { topic: bodies.topic.clone(), problem: "no configuration returned".into() })?
+            .map_err(|code| LogError::Topic { topic: bodies.topic.clone(), problem: format!("describe configs: {code}") })?;
+        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone()).unwrap_or_default();
+        let need_ms = bodies.retention.map_or(-1, |r| r.as_millis() as i64);
+        let have_ms: i64 = value("retention.ms").parse().unwrap_or(0);
+        let long_enough = have_ms == -1 || (need_ms != -1 && have_ms >= need_ms);
+        let by_bytes: i64 = value("retention.bytes").parse().unwrap_or(-1);
+        let policy = value("cleanup.policy");
+        let fix = |problem: String| LogError::Topic {
+            topic: bodies.topic.clone(),
+            problem: format!(
+                "{problem}: a retry would lose its message body. Fix it with kafka-configs.sh --alter --entity-type topics --entity-name {} --add-config retention.ms={need_ms},retention.bytes=-1,cleanup.policy=delete",
+                bodies.topic
+            ),
+        };
+        if !long_enough {
+            return Err(fix(format!("retention.ms is {have_ms}, bodies must stay {need_ms} ms (delivery.max_age_secs + bodies.retention_margin_hours; -1: for ever)")));
+        }
+        if by_bytes != -1 {
+            return Err(fix(format!("retention.bytes is {by_bytes}")));
+        }
+        if policy.contains("compact") {
+            return Err(fix(format!("cleanup.policy is {policy}")));
+        }
+        Ok(())
     }
 
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &self.settings.brokers).create()?;
-        let metadata = self.producer.client().fetch_metadata(None, Duration::from_secs(10))?;
+        // Partition counts of the topics that exist (the metadata itself is not `Sync`).
+        let existing: std::collections::HashMap<String, u32> = {
+            let metadata = self.producer.client().fetch_metadata(None, Duration::from_secs(10))?;
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| (t.name().to_owned(), t.partitions().len() as u32))
+                .collect()
+        };
         let mut missing = Vec::new();
         for topic in topics {
-            match metadata.topics().iter().find(|t| t.name() == topic) {
-                Some(t) if t.error().is_none() => {
-                    let have = t.partitions().len() as u32;
+            match existing.get(topic) {
+                Some(&have) => {
                     if have != self.settings.partitions {
                         return Err(LogError::Topic {
                             topic: topic.clone(),
                             problem: format!("has {have} partitions, config says {}", self.settings.partitions),
                         });
+                    }
+                    if let Some(bodies) = self.settings.bodies.as_ref().filter(|b| &b.topic == topic) {
+                        self.check_bodies_topic(&admin, bodies).await?;
                     }
                 }
                 _ => missing.push(topic),
@@ -79,6 +153,7 @@ impl KafkaLog {
             return Ok(());
         }
         let retention_ms = self.settings.retention.map(|r| r.as_millis().to_string());
+        let bodies_ms = self.settings.bodies.as_ref().map(|b| b.retention.map_or("-1".to_owned(), |r| r.as_millis().to_string()));
         let new: Vec<NewTopic> = missing
             .iter()
             .map(|t| {
@@ -88,9 +163,11 @@ impl KafkaLog {
                     TopicReplication::Fixed(self.settings.replication),
                 )
                 .set("max.message.bytes", MAX_MESSAGE_BYTES);
-                match &retention_ms {
-                    Some(ms) => topic.set("retention.ms", ms),
-                    None => topic,
+                let is_bodies = self.settings.bodies.as_ref().is_some_and(|b| &&b.topic == t);
+                match (is_bodies, &bodies_ms, &retention_ms) {
+                    (true, Some(ms), _) => topic.set("retention.ms", ms).set("cleanup.policy", "delete"),
+                    (false, _, Some(ms)) => topic.set("retention.ms", ms),
+                    _ => topic,
                 }
             })
             .collect();
@@ -115,10 +192,32 @@ impl EventLog for KafkaLog {
         self.settings.partitions
     }
 
-    async fn append(&self, records: Vec<super::Record>) -> Result<(), LogError> {
+    async fn append_with_offsets(&self, records: Vec<super::Record>) -> Result<Vec<u64>, LogError> {
+        for r in &records {
+            check_record(r)?;
+        }
         let started = Instant::now();
         let result = self.append_all(records).await;
         metrics::histogram!("herald_log_append_seconds", "backend" => "kafka").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn read_at(&self, topic: &str, partition: u32, offset: u64) -> Result<Option<Stored>, LogError> {
+        let _permit = self.reading.acquire().await.map_err(|_| LogError::Closed)?;
+        let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let consumer = match idle {
+            Some(c) => c,
+            None => self.reader()?,
+        };
+        let topic = topic.to_owned();
+        let (consumer, result) =
+            tokio::task::spawn_blocking(move || {
+                let result = read_one(&consumer, &topic, partition, offset);
+                (consumer, result)
+            })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(consumer);
         result
     }
 
@@ -130,13 +229,30 @@ impl EventLog for KafkaLog {
         self.consumers(group, assignments).await
     }
 
-    async fn enforce_retention(&self, _retention: Duration) -> Result<u64, LogError> {
+    async fn enforce_retention(&self, _retention: &Retention) -> Result<u64, LogError> {
         Ok(0)
     }
 }
 
 impl KafkaLog {
-    async fn append_all(&self, records: Vec<super::Record>) -> Result<(), LogError> {
+    /// A consumer for reads by position: assigned, never subscribed, never committing.
+    fn reader(&self) -> Result<BaseConsumer, LogError> {
+        Ok(ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .set("group.id", "herald-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.max.bytes", MAX_MESSAGE_BYTES)
+            // One record is wanted: fetch little beyond it (Kafka still returns a larger
+            // first record whole).
+            .set("max.partition.fetch.bytes", "1048576")
+            .set("queued.max.messages.kbytes", "32768")
+            .create()?)
+    }
+
+    async fn append_all(&self, records: Vec<super::Record>) -> Result<Vec<u64>, LogError> {
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let record = FutureRecord::to(&r.topic).partition(r.partition as i32).key(&r.key).payload(&r.value);
@@ -145,14 +261,15 @@ impl KafkaLog {
                 Err((e, _)) => return Err(e.into()),
             }
         }
+        let mut offsets = Vec::with_capacity(pending.len());
         for delivery in pending {
             match delivery.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(delivered)) => offsets.push(delivered.offset as u64),
                 Ok(Err((e, _))) => return Err(e.into()),
                 Err(_) => return Err(LogError::Closed),
             }
         }
-        Ok(())
+        Ok(offsets)
     }
 
     async fn consumers(
@@ -251,6 +368,51 @@ fn is_retriable(e: &rdkafka::error::KafkaError) -> bool {
                 | C::RebalanceInProgress
         )
     )
+}
+
+/// Reads the record at `offset`: assigns the partition there, polls until that record (or
+/// a later one, when it is gone) arrives, then unassigns. An offset outside the partition's
+/// watermarks is not there.
+fn read_one(consumer: &BaseConsumer, topic: &str, partition: u32, offset: u64) -> Result<Option<Stored>, LogError> {
+    // An offset at or past the high watermark was never written (a fetch there would wait
+    // for it); one below the low watermark is gone.
+    let (low, high) = consumer.fetch_watermarks(topic, partition as i32, Duration::from_secs(10))?;
+    if (offset as i64) < low || offset as i64 >= high {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let result = loop {
+        if Instant::now() >= deadline {
+            break Err(LogError::Topic {
+                topic: topic.to_owned(),
+                problem: format!("no answer reading partition {partition} at offset {offset} within {READ_TIMEOUT:?}"),
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Ok(m)) if m.offset() == offset as i64 => break Ok(Some(to_stored(&m))),
+            Some(Ok(m)) if m.offset() > offset as i64 => break Ok(None),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                use rdkafka::types::RDKafkaErrorCode as C;
+                if matches!(e.rdkafka_error_code(), Some(C::OffsetOutOfRange | C::AutoOffsetReset)) {
+                    let (low, high) = consumer.fetch_watermarks(topic, partition as i32, Duration::from_secs(10))?;
+                    if (offset as i64) < low || offset as i64 >= high {
+                        break Ok(None);
+                    }
+                }
+                if is_retriable(&e) {
+                    continue;
+                }
+                break Err(e.into());
+            }
+        }
+    };
+    let _ = consumer.unassign();
+    result
 }
 
 struct KafkaPartitionConsumer {

@@ -8,7 +8,8 @@
 //!   Kafka replicas); a failed `append` may have stored some records, never reported them.
 //! - records of one partition are read in append order;
 //! - a consumer group resumes from its last committed offset, after any restart;
-//! - delivery is at-least-once: whatever was read but not committed is read again.
+//! - delivery is at-least-once: whatever was read but not committed is read again;
+//! - a record is at most [`MAX_RECORD_BYTES`]; bigger ones are refused, never cut.
 
 pub mod embedded;
 pub mod kafka;
@@ -17,6 +18,19 @@ mod wal;
 use async_trait::async_trait;
 use std::time::Duration;
 use thiserror::Error;
+
+/// Largest record (key and value) either backend takes: a 25 MiB body plus headroom. Kafka
+/// topics Herald creates get the same `max.message.bytes`.
+pub const MAX_RECORD_BYTES: usize = 32 << 20;
+
+/// Refuses a record over [`MAX_RECORD_BYTES`].
+pub fn check_record(r: &Record) -> Result<(), LogError> {
+    let bytes = r.key.len() + r.value.len();
+    if bytes > MAX_RECORD_BYTES {
+        return Err(LogError::TooLarge { what: format!("a record for {}", r.topic), bytes, limit: MAX_RECORD_BYTES });
+    }
+    Ok(())
+}
 
 /// One record to append. `partition` is chosen by the caller ([`crate::routing`]), so
 /// that placement is identical on every backend.
@@ -58,6 +72,8 @@ pub enum LogError {
     Topic { topic: String, problem: String },
     #[error("the log is shut down")]
     Closed,
+    #[error("{what} is {bytes} bytes; the log takes at most {limit}")]
+    TooLarge { what: String, bytes: usize, limit: usize },
 }
 
 /// An append-only partitioned log of encoded events.
@@ -67,7 +83,23 @@ pub trait EventLog: Send + Sync + 'static {
     fn partitions(&self) -> u32;
 
     /// Appends records; returns once all are durable.
-    async fn append(&self, records: Vec<Record>) -> Result<(), LogError>;
+    async fn append(&self, records: Vec<Record>) -> Result<(), LogError> {
+        self.append_with_offsets(records).await.map(|_| ())
+    }
+
+    /// Appends records like [`EventLog::append`] and returns the offset each was given, in
+    /// the order of `records`.
+    async fn append_with_offsets(&self, records: Vec<Record>) -> Result<Vec<u64>, LogError>;
+
+    /// The record at `offset` of `topic`'s `partition`, read without a consumer group;
+    /// `None` when there is none (never written, or removed by retention).
+    async fn read_at(&self, topic: &str, partition: u32, offset: u64) -> Result<Option<Stored>, LogError>;
+
+    /// Why the log cannot take appends right now (the embedded log recovering from a failed
+    /// write, for example); `None` when it can. `/healthz` reports it.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 
     /// Opens one consumer per assignment for `group`, each starting at the group's committed
     /// offset for its partition (or the beginning when none was committed).
@@ -77,10 +109,20 @@ pub trait EventLog: Send + Sync + 'static {
         assignments: &[Assignment],
     ) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError>;
 
-    /// Deletes records older than `retention` that every consumer group has committed past.
-    /// Returns how many were deleted. Kafka enforces `retention.ms` itself (set on the topics
-    /// Herald creates), so there it does nothing.
-    async fn enforce_retention(&self, retention: Duration) -> Result<u64, LogError>;
+    /// Deletes records older than `retention.consumed` that every consumer group has
+    /// committed past, and records of the `retention.by_age` topics (which no group reads)
+    /// older than their own limit. Returns how many were deleted. Kafka enforces
+    /// `retention.ms` itself (set on the topics Herald creates), so there it does nothing.
+    async fn enforce_retention(&self, retention: &Retention) -> Result<u64, LogError>;
+}
+
+/// What log retention keeps.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Records older than this go once every consumer group has passed them.
+    pub consumed: Duration,
+    /// Topics no consumer group reads, with how long their records are kept.
+    pub by_age: Vec<(String, Duration)>,
 }
 
 /// Reads one partition for one consumer group.
@@ -124,8 +166,14 @@ impl Topics {
         format!("{}.domains", self.prefix)
     }
 
+    /// Message bodies stored once per request (`BodyStored`), keyed by their SHA-256; read
+    /// by position ([`EventLog::read_at`]), never by a consumer group.
+    pub fn bodies(&self) -> String {
+        format!("{}.bodies", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.messages(), self.attempts(), self.domains()];
+        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.bodies()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }

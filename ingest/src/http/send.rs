@@ -13,6 +13,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use herald_engine::log::LogError;
+use herald_engine::submit::SubmitError;
 use herald_schemas::SendOptions;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -106,11 +108,16 @@ pub async fn handle(
     }
     check_mime(&body)?;
 
+    let unavailable = |e: LogError| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", format!("not accepted, try again: {e}"))
+    };
+    let body = state.submitter.place_body(&account, body, recipients.len()).await.map_err(|e| match e {
+        e @ SubmitError::FanoutTooLarge { .. } => unprocessable("fanout_too_large", e.to_string()),
+        SubmitError::Log(e) => unavailable(e),
+    })?;
     let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, body);
     let reply = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
-    state.submitter.submit(events).await.map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", format!("not accepted, try again: {e}"))
-    })?;
+    state.submitter.submit(events).await.map_err(unavailable)?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { messages: reply })))
 }
 

@@ -10,6 +10,7 @@
 use super::reply::{self, Reply};
 use super::session::{Session, SessionError};
 use crate::accept;
+use herald_engine::submit::SubmitError;
 use herald_schemas::{SendOptions, Timestamp};
 
 /// Incremental DATA decoder: dot-unstuffing and end-of-data detection.
@@ -197,6 +198,16 @@ impl Session {
             return Reply::refuse(550, "invalid_mime", format!("5.6.0 {e}"));
         }
         let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
+        let body = match self.server.submitter.place_body(&account, body, tx.recipients.len()).await {
+            Ok(body) => body,
+            Err(SubmitError::FanoutTooLarge { .. }) => {
+                return Reply::refuse(552, "fanout_too_large", "5.3.4 Message too large for that many recipients");
+            }
+            Err(SubmitError::Log(e)) => {
+                tracing::warn!(error = %e, "smtp: storing the body failed; message refused");
+                return Reply::refuse(451, "log_unavailable", "4.3.0 Temporary failure storing the message, try again");
+            }
+        };
         let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
         match self.server.submitter.submit(events).await {
             Ok(()) => {
