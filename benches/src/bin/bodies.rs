@@ -225,7 +225,7 @@ async fn fanout(a: &Args, dir: &Path) -> Result<()> {
     let sampler = Sampler::start(pid);
     let recipients: Vec<String> = (0..a.recipients).map(|i| format!("r{i}@example.test")).collect();
     let payload = serde_json::json!({"envelope": "b@sender.test", "recipient": recipients, "body": message(a.body_kb)}).to_string();
-    let wal0 = metric(&client, h.http, "herald_log_group_bytes_sum").await;
+    let wal0 = metric(&client, h.http, "herald_log_written_bytes_total").await;
     let started = Instant::now();
     let r = client
         .post(format!("http://127.0.0.1:{}/v1/send", h.http))
@@ -239,7 +239,7 @@ async fn fanout(a: &Args, dir: &Path) -> Result<()> {
         bail!("POST answered {}: {}", r.status(), r.text().await?);
     }
     let peak_request = sampler.take();
-    let wal1 = metric(&client, h.http, "herald_log_group_bytes_sum").await;
+    let wal1 = metric(&client, h.http, "herald_log_written_bytes_total").await;
     let disk1 = dir_bytes(&h.data);
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {

@@ -263,7 +263,7 @@ impl Writer {
         }
         let before = wal.len();
         wal.append(&frame).map_err(storage)?;
-        metrics::histogram!("herald_log_group_bytes").record(frame.len() as f64);
+        metrics::counter!("herald_log_written_bytes_total").increment(frame.len() as u64);
         if let Err(e) = txn.commit() {
             // Not acknowledged, so it must not come back at the next replay either.
             let _ = wal.erase_from(before);
