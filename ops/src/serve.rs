@@ -431,3 +431,22 @@ async fn smtp_listeners(
 
 /// Longest wait for components to finish their work at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_stay_as_long_as_a_retry_may_need_them() {
+        let mut c = Config::default();
+        let day = Duration::from_secs(86_400);
+        // Default: 7 days of log retention covers 5 days of max age plus a day of margin.
+        assert_eq!(bodies_retention(&c), Some(7 * day));
+        c.backend.log_retention_hours = 5 * 24;
+        assert_eq!(bodies_retention(&c), Some(6 * day), "max age + margin, beyond the log's retention");
+        c.bodies.retention_margin_hours = 0;
+        assert_eq!(bodies_retention(&c), Some(5 * day));
+        c.backend.log_retention_hours = 0;
+        assert_eq!(bodies_retention(&c), None, "a log kept for ever keeps its bodies for ever");
+    }
+}

@@ -36,6 +36,8 @@ impl EmbeddedStore {
         txn.open_table(COUNTS).map_err(err)?;
         txn.open_table(DOMAINS).map_err(err)?;
         txn.commit().map_err(err)?;
+        // A file just created is only durable once its directory is.
+        crate::log::embedded::sync_dir(path).map_err(err)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
 
