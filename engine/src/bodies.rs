@@ -121,11 +121,7 @@ impl BodyStore {
             Body::Inline(b) => return Ok(Resolved::Inline(b)),
             Body::Stored(r) => *r,
         };
-        let cached = self
-            .cache
-            .try_get_with(r, self.load(r))
-            .await
-            .map_err(|e: Arc<BodyError>| (*e).clone())?;
+        let cached = self.cache.try_get_with(r, self.load(r)).await.map_err(|e: Arc<BodyError>| (*e).clone())?;
         if &cached.account != account {
             return Err(BodyError::Gone(format!(
                 "{} partition {} offset {} belongs to another account",

@@ -46,7 +46,8 @@ async fn retention_keeps_bodies_for_their_own_period_and_a_lost_one_fails_cleanl
     let acme = AccountId("acme".into());
     let first = store.place(&acme, body("one"), 100).await.unwrap();
     let second = store.place(&acme, body("two"), 100).await.unwrap();
-    // The other topics are trimmed at once, but bodies must stay a week: nothing goes.
+    store.resolve(&acme, &first).await.unwrap(); // now in this store's cache
+                                                 // The other topics are trimmed at once, but bodies must stay a week: nothing goes.
     let week = Retention { consumed: Duration::ZERO, by_age: vec![(topics.bodies(), Duration::from_secs(7 * 86_400))] };
     assert_eq!(log.enforce_retention(&week).await.unwrap(), 0);
     // A fresh store (a restart: empty cache) still resolves both from the log.

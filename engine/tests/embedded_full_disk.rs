@@ -19,7 +19,11 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
         let uid = Command::new("id").arg("-u").output().expect("id");
-        assert_eq!(String::from_utf8_lossy(&uid.stdout).trim(), "0", "this test mounts a tmpfs: run it as root, as CI does");
+        assert_eq!(
+            String::from_utf8_lossy(&uid.stdout).trim(),
+            "0",
+            "this test mounts a tmpfs: run it as root, as CI does"
+        );
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

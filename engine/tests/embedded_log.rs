@@ -56,14 +56,13 @@ async fn records(log: &Arc<dyn EventLog>, topic: &str, partition: u32) -> Vec<(u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_over_the_limit_is_refused_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&dir.path().join("log.redb"), &names(), PARTITIONS).unwrap());
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(&dir.path().join("log.redb"), &names(), PARTITIONS).unwrap());
     let err = log.append(vec![record("t.bodies", 0, 1, MAX_RECORD_BYTES + 1)]).await.unwrap_err();
     assert!(matches!(err, LogError::TooLarge { .. }), "{err}");
     // An append that fits no group is refused whole, not cut into frames.
-    let err = log
-        .append((0..3).map(|i| record("t.bodies", 0, i, MAX_GROUP_BYTES / 3 + 1)).collect())
-        .await
-        .unwrap_err();
+    let err =
+        log.append((0..3).map(|i| record("t.bodies", 0, i, MAX_GROUP_BYTES / 3 + 1)).collect()).await.unwrap_err();
     assert!(matches!(err, LogError::TooLarge { .. }), "{err}");
     assert_eq!(log.append_with_offsets(vec![record("t.bodies", 0, 9, 10)]).await.unwrap(), vec![0]);
     assert_eq!(records(&log, "t.bodies", 0).await, vec![(0, 9, 10)]);
@@ -73,7 +72,8 @@ async fn a_record_over_the_limit_is_refused_and_the_log_goes_on() {
 async fn a_group_at_the_cap_replays_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open_with(&path, &names(), PARTITIONS, no_checkpoints()).unwrap());
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open_with(&path, &names(), PARTITIONS, no_checkpoints()).unwrap());
     // One append as large as a group may be: two records filling the cap.
     let each = MAX_GROUP_BYTES / 2 - 64;
     let at_cap = vec![record("t.bodies", 1, 1, each), record("t.bodies", 1, 2, each)];
@@ -93,7 +93,8 @@ async fn a_group_at_the_cap_replays_after_a_crash() {
     crash_copy(dir.path(), copy.path());
     drop(log);
 
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&copy.path().join("log.redb"), &names(), PARTITIONS).unwrap());
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(&copy.path().join("log.redb"), &names(), PARTITIONS).unwrap());
     assert_eq!(records(&log, "t.bodies", 1).await, vec![(0, 1, each), (1, 2, each)]);
     let mut fills: Vec<u8> = records(&log, "t.bodies", 0).await.iter().map(|r| r.1).collect();
     fills.sort();
@@ -128,7 +129,8 @@ async fn a_crash_needs_no_full_repair() {
         drop(db);
     }
     assert!(!repaired.load(Ordering::SeqCst), "a full repair ran");
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&copy.path().join("log.redb"), &names(), PARTITIONS).unwrap());
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(&copy.path().join("log.redb"), &names(), PARTITIONS).unwrap());
     assert_eq!(records(&log, "t.messages", 0).await.len(), 21, "and the write-ahead file replayed the rest");
 }
 

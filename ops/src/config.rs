@@ -160,7 +160,12 @@ pub struct Storage {
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { data_dir: PathBuf::from("./herald-data"), log_cache_mb: 64, store_cache_mb: 64, compact_idle_secs: 60 }
+        Storage {
+            data_dir: PathBuf::from("./herald-data"),
+            log_cache_mb: 64,
+            store_cache_mb: 64,
+            compact_idle_secs: 60,
+        }
     }
 }
 

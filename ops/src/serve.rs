@@ -250,8 +250,7 @@ pub async fn run(
         .flat_map(|a| a.api_keys.iter().map(move |k| (k.clone(), AccountId(a.id.clone()))))
         .collect();
     let bodies_topic = topics.bodies();
-    let submitter =
-        Submitter::new(log.clone(), topics, router).with_bodies(bodies, config.bodies.max_fanout_bytes);
+    let submitter = Submitter::new(log.clone(), topics, router).with_bodies(bodies, config.bodies.max_fanout_bytes);
     let store_for_cache = store.clone();
     let smtp = smtp_listeners(&config, submitter.clone()).await?;
     let state = Arc::new(ApiState {

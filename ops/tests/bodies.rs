@@ -119,7 +119,10 @@ async fn a_request_over_the_fanout_limit_is_refused_on_rest_and_smtp() {
     assert!(text.contains("3 recipients") && text.contains("50000"), "{text}");
     // Two recipients fit.
     let (code, reply) = herald
-        .send_json(KEY, &json!({"envelope": "b@sender.test", "recipient": ["a@example.test", "b@example.test"], "body": body}))
+        .send_json(
+            KEY,
+            &json!({"envelope": "b@sender.test", "recipient": ["a@example.test", "b@example.test"], "body": body}),
+        )
         .await;
     assert_eq!(code, 202, "{reply}");
 
@@ -134,7 +137,6 @@ async fn a_request_over_the_fanout_limit_is_refused_on_rest_and_smtp() {
         .expect("swaks (ops/scripts/install-peers.sh installs it)");
     let transcript = String::from_utf8_lossy(&out.stdout);
     assert!(transcript.contains("552 5.3.4"), "{transcript}");
-    support::eventually(60, "the two accepted messages", || async { (sink.messages().len() == 2).then_some(()) })
-        .await;
+    support::eventually(60, "the two accepted messages", || async { (sink.messages().len() == 2).then_some(()) }).await;
     herald.stop().await;
 }

@@ -176,7 +176,8 @@ async fn the_data_directory_is_fsynced_after_its_files_are_created() {
     let data = dir.path().join("data").canonicalize().unwrap();
     let data = data.display().to_string();
     let lines: Vec<String> = std::fs::read_to_string(&trace).unwrap().lines().map(str::to_owned).collect();
-    let dir_fsync = |from: usize| lines[from..].iter().any(|l| l.contains("fsync(") && l.contains(&format!("<{data}>")));
+    let dir_fsync =
+        |from: usize| lines[from..].iter().any(|l| l.contains("fsync(") && l.contains(&format!("<{data}>")));
     for file in ["log.redb", "log.wal", "projection.redb"] {
         let created = lines
             .iter()

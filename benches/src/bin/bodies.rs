@@ -99,7 +99,12 @@ fn knot(dir: &Path) -> Result<(Proc, u16)> {
             d = dir.display()
         ),
     )?;
-    let child = Command::new("knotd").arg("-c").arg(dir.join("knot.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(dir.join("knot.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
     std::thread::sleep(Duration::from_millis(500));
     Ok((Proc(child), port))
 }
@@ -197,10 +202,7 @@ fn message(kb: usize) -> String {
 async fn metric(client: &reqwest::Client, http: u16, name: &str) -> f64 {
     let Ok(r) = client.get(format!("http://127.0.0.1:{http}/metrics")).send().await else { return 0.0 };
     let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok()).sum()
 }
 
 async fn statuses(client: &reqwest::Client, http: u16) -> serde_json::Value {
@@ -224,7 +226,8 @@ async fn fanout(a: &Args, dir: &Path) -> Result<()> {
     let (rss0, disk0) = (status_kb(pid, "VmRSS:"), dir_bytes(&h.data));
     let sampler = Sampler::start(pid);
     let recipients: Vec<String> = (0..a.recipients).map(|i| format!("r{i}@example.test")).collect();
-    let payload = serde_json::json!({"envelope": "b@sender.test", "recipient": recipients, "body": message(a.body_kb)}).to_string();
+    let payload = serde_json::json!({"envelope": "b@sender.test", "recipient": recipients, "body": message(a.body_kb)})
+        .to_string();
     let wal0 = metric(&client, h.http, "herald_log_written_bytes_total").await;
     let started = Instant::now();
     let r = client
@@ -258,10 +261,22 @@ async fn fanout(a: &Args, dir: &Path) -> Result<()> {
     let (rss_after, disk2) = (status_kb(pid, "VmRSS:"), dir_bytes(&h.data));
     let n = a.recipients as f64;
     println!("fanout {} KB x {} recipients ({})", a.body_kb, a.recipients, a.herald.display());
-    println!("  202 after          : {:.3} s (all delivered after {:.1} s)", latency.as_secs_f64(), delivered.as_secs_f64());
+    println!(
+        "  202 after          : {:.3} s (all delivered after {:.1} s)",
+        latency.as_secs_f64(),
+        delivered.as_secs_f64()
+    );
     println!("  RSS before         : {:.1} MB", rss0 as f64 / 1024.0);
-    println!("  RSS peak, request  : {:.1} MB (+{:.1})", peak_request as f64 / 1024.0, (peak_request as f64 - rss0 as f64) / 1024.0);
-    println!("  RSS peak, delivery : {:.1} MB (+{:.1})", peak_delivery as f64 / 1024.0, (peak_delivery as f64 - rss0 as f64) / 1024.0);
+    println!(
+        "  RSS peak, request  : {:.1} MB (+{:.1})",
+        peak_request as f64 / 1024.0,
+        (peak_request as f64 - rss0 as f64) / 1024.0
+    );
+    println!(
+        "  RSS peak, delivery : {:.1} MB (+{:.1})",
+        peak_delivery as f64 / 1024.0,
+        (peak_delivery as f64 - rss0 as f64) / 1024.0
+    );
     println!("  RSS 10 s after     : {:.1} MB", rss_after as f64 / 1024.0);
     if wal1 > 0.0 {
         println!("  log bytes written by the request: {:.0} ({:.0} per recipient)", wal1 - wal0, (wal1 - wal0) / n);
@@ -330,8 +345,17 @@ async fn deferred(a: &Args, dir: &Path) -> Result<()> {
     let n = a.messages as f64;
     println!("deferred {} x 1 KB, {} per request ({})", a.messages, a.per_request, a.herald.display());
     println!("  accepted in {:.0} s, all deferred after {:.0} s", accepted.as_secs_f64(), all_deferred.as_secs_f64());
-    println!("  RSS before {:.1} MB, peak {:.1} MB, at rest with all deferred {:.1} MB", rss0 as f64 / 1024.0, peak as f64 / 1024.0, rss as f64 / 1024.0);
-    println!("  per deferred message: {:.0} B of RSS, {:.0} B on disk", (rss as f64 - rss0 as f64) * 1024.0 / n, (disk as f64 - disk0 as f64) / n);
+    println!(
+        "  RSS before {:.1} MB, peak {:.1} MB, at rest with all deferred {:.1} MB",
+        rss0 as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    println!(
+        "  per deferred message: {:.0} B of RSS, {:.0} B on disk",
+        (rss as f64 - rss0 as f64) * 1024.0 / n,
+        (disk as f64 - disk0 as f64) / n
+    );
     Ok(())
 }
 
@@ -348,10 +372,12 @@ async fn restart(a: &Args, dir: &Path) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..a.concurrency {
-        let (client, body, stop, url) = (client.clone(), body.clone(), stop.clone(), format!("http://127.0.0.1:{}/v1/send", h.http));
+        let (client, body, stop, url) =
+            (client.clone(), body.clone(), stop.clone(), format!("http://127.0.0.1:{}/v1/send", h.http));
         tasks.spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let payload = serde_json::json!({"envelope": "b@sender.test", "recipient": "r@example.test", "body": body});
+                let payload =
+                    serde_json::json!({"envelope": "b@sender.test", "recipient": "r@example.test", "body": body});
                 client.post(&url).bearer_auth("k").json(&payload).send().await?;
             }
             Ok::<_, anyhow::Error>(())
@@ -390,7 +416,12 @@ async fn restart(a: &Args, dir: &Path) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     println!("restart after kill -9 ({})", a.herald.display());
-    println!("  log {:.2} GB filled in {:.0} s; /healthz {:.2} s after the restart", size as f64 / 1024.0 / MB, started.elapsed().as_secs_f64() - t.elapsed().as_secs_f64(), t.elapsed().as_secs_f64());
+    println!(
+        "  log {:.2} GB filled in {:.0} s; /healthz {:.2} s after the restart",
+        size as f64 / 1024.0 / MB,
+        started.elapsed().as_secs_f64() - t.elapsed().as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

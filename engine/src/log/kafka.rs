@@ -73,8 +73,12 @@ impl KafkaLog {
             .set("message.max.bytes", MAX_MESSAGE_BYTES)
             .set("message.timeout.ms", "30000")
             .create()?;
-        let log =
-            KafkaLog { settings, producer, readers: Mutex::new(Vec::new()), reading: tokio::sync::Semaphore::new(READERS) };
+        let log = KafkaLog {
+            settings,
+            producer,
+            readers: Mutex::new(Vec::new()),
+            reading: tokio::sync::Semaphore::new(READERS),
+        };
         log.ensure_topics(topics).await?;
         Ok(log)
     }
@@ -92,20 +96,28 @@ impl KafkaLog {
         let resource = results
             .into_iter()
             .next()
-            .ok_or_else(|| LogError::Topic { topic: bodies.topic.clone(), problem: "no configuration returned".into() })?
-            .map_err(|code| LogError::Topic { topic: bodies.topic.clone(), problem: format!("describe configs: {code}") })?;
+            .ok_or_else(|| LogError::Topic {
+                topic: bodies.topic.clone(),
+                problem: "no configuration returned".into(),
+            })?
+            .map_err(|code| LogError::Topic {
+                topic: bodies.topic.clone(),
+                problem: format!("describe configs: {code}"),
+            })?;
         let value = |name: &str| resource.get(name).and_then(|e| e.value.clone()).unwrap_or_default();
         let need_ms = bodies.retention.map_or(-1, |r| r.as_millis() as i64);
         let have_ms: i64 = value("retention.ms").parse().unwrap_or(0);
         let long_enough = have_ms == -1 || (need_ms != -1 && have_ms >= need_ms);
         let by_bytes: i64 = value("retention.bytes").parse().unwrap_or(-1);
         let policy = value("cleanup.policy");
-        let fix = |problem: String| LogError::Topic {
+        let fix = |problem: String| {
+            LogError::Topic {
             topic: bodies.topic.clone(),
             problem: format!(
                 "{problem}: a retry would lose its message body. Fix it with kafka-configs.sh --alter --entity-type topics --entity-name {} --add-config retention.ms={need_ms},retention.bytes=-1,cleanup.policy=delete",
                 bodies.topic
             ),
+        }
         };
         if !long_enough {
             return Err(fix(format!("retention.ms is {have_ms}, bodies must stay {need_ms} ms (delivery.max_age_secs + bodies.retention_margin_hours; -1: for ever)")));
@@ -153,7 +165,8 @@ impl KafkaLog {
             return Ok(());
         }
         let retention_ms = self.settings.retention.map(|r| r.as_millis().to_string());
-        let bodies_ms = self.settings.bodies.as_ref().map(|b| b.retention.map_or("-1".to_owned(), |r| r.as_millis().to_string()));
+        let bodies_ms =
+            self.settings.bodies.as_ref().map(|b| b.retention.map_or("-1".to_owned(), |r| r.as_millis().to_string()));
         let new: Vec<NewTopic> = missing
             .iter()
             .map(|t| {
@@ -210,13 +223,12 @@ impl EventLog for KafkaLog {
             None => self.reader()?,
         };
         let topic = topic.to_owned();
-        let (consumer, result) =
-            tokio::task::spawn_blocking(move || {
-                let result = read_one(&consumer, &topic, partition, offset);
-                (consumer, result)
-            })
-            .await
-            .map_err(|_| LogError::Closed)?;
+        let (consumer, result) = tokio::task::spawn_blocking(move || {
+            let result = read_one(&consumer, &topic, partition, offset);
+            (consumer, result)
+        })
+        .await
+        .map_err(|_| LogError::Closed)?;
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(consumer);
         result
     }

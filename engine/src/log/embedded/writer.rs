@@ -393,7 +393,12 @@ impl Writer {
             Ok(()) => {
                 metrics::counter!("herald_log_compactions_total").increment(1);
                 metrics::counter!("herald_log_reclaimed_bytes_total").increment(file_len.saturating_sub(after));
-                tracing::info!(before = file_len, after, ms = started.elapsed().as_millis() as u64, "embedded log compacted");
+                tracing::info!(
+                    before = file_len,
+                    after,
+                    ms = started.elapsed().as_millis() as u64,
+                    "embedded log compacted"
+                );
             }
             Err(e) => tracing::warn!(error = %e, "embedded log compaction failed"),
         }
