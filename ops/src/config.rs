@@ -233,6 +233,9 @@ pub struct Smtp {
     pub max_auth_failures: u32,
     /// How long failures count against a client IP, in seconds.
     pub auth_lockout_secs: u64,
+    /// Error replies (5xx) a session may get before it is answered 421 4.7.0 and closed
+    /// (Postfix's `smtpd_hard_error_limit`); 0: no limit.
+    pub max_errors: u32,
 }
 
 impl Default for Smtp {
@@ -256,6 +259,7 @@ impl Default for Smtp {
             auth_failure_delay_ms: 1000,
             max_auth_failures: 5,
             auth_lockout_secs: 600,
+            max_errors: 20,
         }
     }
 }
@@ -405,6 +409,20 @@ pub struct Account {
     /// send over SMTP without AUTH, as this account.
     #[serde(default)]
     pub relay_networks: Vec<String>,
+    /// From domains this account may send from: `verified` (its verified sender domains and
+    /// their subdomains, and the domains of static `[[dkim]]` keys that name it) or `any`
+    /// (also domains nobody has verified; another account's domain is always refused).
+    /// Unset: `any` for an account that a static `[[dkim]]` key names, else `verified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_domains: Option<FromDomains>,
+}
+
+/// An account's From-domain policy (`accounts.from_domains`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FromDomains {
+    Verified,
+    Any,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -431,6 +449,9 @@ pub struct DkimKey {
     /// PKCS#8 PEM file, RSA or Ed25519; the algorithm follows the key. Relative paths are
     /// resolved from the config file's directory.
     pub private_key: PathBuf,
+    /// The accounts this key signs for (ids from `[[accounts]]`); they may send From the
+    /// domain and its subdomains, and no other account may.
+    pub accounts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -515,6 +536,22 @@ impl Config {
                 parse_network(n).map_err(|e| ConfigError::Invalid(format!("account {}: {e}", a.id)))?;
             }
         }
+        let ids: std::collections::HashSet<&str> = self.accounts.iter().map(|a| a.id.as_str()).collect();
+        for k in &self.dkim {
+            if k.accounts.is_empty() {
+                return invalid(format!(
+                    "[[dkim]] key {} of {}: `accounts` must name the accounts it signs for",
+                    k.selector, k.domain
+                ));
+            }
+            if let Some(unknown) = k.accounts.iter().find(|a| !ids.contains(a.as_str())) {
+                return invalid(format!("[[dkim]] key {} of {}: no account `{unknown}`", k.selector, k.domain));
+            }
+            let mut others = self.dkim.iter().filter(|o| o.domain.eq_ignore_ascii_case(&k.domain));
+            if others.any(|o| o.accounts != k.accounts) {
+                return invalid(format!("[[dkim]] keys of {} must name the same accounts", k.domain));
+            }
+        }
         if self.smtp.tls_cert.is_some() != self.smtp.tls_key.is_some() {
             return invalid("smtp.tls_cert and smtp.tls_key go together".into());
         }
@@ -564,6 +601,17 @@ impl Config {
     /// The verification resolvers as socket addresses (port 53 when none is given).
     pub fn resolvers(&self) -> Vec<SocketAddr> {
         self.dns.resolvers.iter().filter_map(|s| parse_dns_server(s).ok()).collect()
+    }
+
+    /// The From-domain policy of `account` (see [`Account::from_domains`]).
+    pub fn from_domains(&self, account: &Account) -> FromDomains {
+        account.from_domains.unwrap_or_else(|| {
+            if self.dkim.iter().any(|k| k.accounts.contains(&account.id)) {
+                FromDomains::Any
+            } else {
+                FromDomains::Verified
+            }
+        })
     }
 
     /// The name servers as socket addresses (port 53 when none is given).
@@ -624,6 +672,20 @@ mod tests {
     }
 
     #[test]
+    fn static_keys_must_name_known_accounts() {
+        let base =
+            "[[accounts]]\nid = \"acme\"\n[[dkim]]\ndomain = \"s.test\"\nselector = \"a\"\nprivate_key = \"k.pem\"\n";
+        let err = toml::from_str::<Config>(base).unwrap_err();
+        assert!(err.to_string().contains("accounts"), "{err}");
+        let none: Config = toml::from_str(&format!("{base}accounts = []\n")).unwrap();
+        assert!(none.validate().unwrap_err().to_string().contains("must name the accounts"));
+        let unknown: Config = toml::from_str(&format!("{base}accounts = [\"nobody\"]\n")).unwrap();
+        assert!(unknown.validate().unwrap_err().to_string().contains("no account `nobody`"));
+        let plain: Config = toml::from_str("[[accounts]]\nid = \"solo\"\n").unwrap();
+        assert_eq!(plain.from_domains(&plain.accounts[0]), FromDomains::Verified);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<Config>("[http]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
@@ -653,10 +715,12 @@ mod tests {
             domain = "sender.test"
             selector = "s1"
             private_key = "path/to/pkcs8.pem"
+            accounts = ["acme"]
             "#,
         )
         .unwrap();
         c.validate().unwrap();
+        assert_eq!(c.from_domains(&c.accounts[0]), FromDomains::Any, "named by a static key");
         assert_eq!(c.backend.store, StoreBackend::Cql);
         assert_eq!(c.dns_servers(), vec!["127.0.0.1:5354".parse().unwrap()]);
     }

@@ -1,7 +1,7 @@
 //! `herald serve`: the whole pipeline in one process: REST ingestion, delivery workers,
 //! projector and queries, on the backends the config names.
 
-use crate::config::{parse_network, Config, LogBackend, Role, StoreBackend};
+use crate::config::{parse_network, Config, FromDomains, LogBackend, Role, StoreBackend};
 use anyhow::Context;
 use herald_engine::bodies::{BodySettings, BodyStore};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
@@ -15,6 +15,7 @@ use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, ProjectionSto
 use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
 use herald_ingest::http::{ApiState, MetricsRender};
+use herald_ingest::sender::{FromPolicy, SenderPolicy};
 use herald_ingest::smtp;
 use herald_schemas::AccountId;
 use std::sync::Arc;
@@ -140,7 +141,32 @@ pub fn signers(config: &Config) -> anyhow::Result<dkim::Signers> {
         .zip(&pems)
         .map(|(k, pem)| dkim::KeySpec { domain: &k.domain, selector: &k.selector, pem })
         .collect();
-    dkim::Signers::new(&specs).map_err(anyhow::Error::msg)
+    let mut signers = dkim::Signers::new(&specs).map_err(anyhow::Error::msg)?;
+    for k in &config.dkim {
+        signers = signers.restrict(&k.domain, k.accounts.iter().map(|a| AccountId(a.clone())).collect());
+    }
+    Ok(signers)
+}
+
+/// Who may send From which domain: static keys' accounts, verified sender domains, and
+/// each account's `from_domains` policy.
+pub fn sender_policy(config: &Config, cache: Option<DomainCache>) -> SenderPolicy {
+    let mut static_domains: std::collections::HashMap<String, Vec<AccountId>> = Default::default();
+    for k in &config.dkim {
+        static_domains.insert(k.domain.clone(), k.accounts.iter().map(|a| AccountId(a.clone())).collect());
+    }
+    let policies = config
+        .accounts
+        .iter()
+        .map(|a| {
+            let policy = match config.from_domains(a) {
+                FromDomains::Verified => FromPolicy::Verified,
+                FromDomains::Any => FromPolicy::Any,
+            };
+            (AccountId(a.id.clone()), policy)
+        })
+        .collect();
+    SenderPolicy::new(cache, static_domains, policies)
 }
 
 /// The sender-domain settings the config names.
@@ -252,7 +278,8 @@ pub async fn run(
     let bodies_topic = topics.bodies();
     let submitter = Submitter::new(log.clone(), topics, router).with_bodies(bodies, config.bodies.max_fanout_bytes);
     let store_for_cache = store.clone();
-    let smtp = smtp_listeners(&config, submitter.clone()).await?;
+    let sender = Arc::new(sender_policy(&config, Some(cache.clone())));
+    let smtp = smtp_listeners(&config, submitter.clone(), sender.clone()).await?;
     let state = Arc::new(ApiState {
         submitter,
         store,
@@ -261,6 +288,8 @@ pub async fn run(
         max_recipients: config.http.max_recipients,
         metrics,
         domains: Some(domains.clone()),
+        hostname: config.smtp.hostname.clone(),
+        sender,
     });
     let dns = if config.dns.enabled {
         let sockets = domains::dns::bind(config.dns.listen)
@@ -377,6 +406,7 @@ pub async fn run(
 async fn smtp_listeners(
     config: &Config,
     submitter: Submitter,
+    sender: Arc<SenderPolicy>,
 ) -> anyhow::Result<Option<(Arc<smtp::Server>, Vec<(tokio::net::TcpListener, bool)>)>> {
     let c = &config.smtp;
     if !c.enabled || !config.cluster.has(Role::Smtp) {
@@ -415,8 +445,9 @@ async fn smtp_listeners(
         auth_lockout: Duration::from_secs(c.auth_lockout_secs),
         account_rate: c.account_messages_per_second,
         account_burst: c.account_burst,
+        max_errors: c.max_errors,
     };
-    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, Some(tls)));
+    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, sender, Some(tls)));
     let mut listeners = vec![];
     for (addr, implicit) in std::iter::once((c.listen, false)).chain(c.implicit_tls_listen.map(|a| (a, true))) {
         let l = tokio::net::TcpListener::bind(addr)

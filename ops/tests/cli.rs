@@ -29,7 +29,12 @@ fn config_check_names_the_problem() {
         ("[backend]\nlog = \"rabbitmq\"\n", "rabbitmq"),
         ("[cluster]\nnode_index = 2\nnode_count = 2\n", "node_index"),
         ("[cluster]\nnode_count = 2\n", "needs backend.log"),
-        ("[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nprivate_key = \"missing.pem\"\n", "missing.pem"),
+        (
+            "[[accounts]]\nid = \"a\"\n[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nprivate_key = \"missing.pem\"\naccounts = [\"a\"]\n",
+            "missing.pem",
+        ),
+        ("[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nprivate_key = \"k.pem\"\n", "missing field `accounts`"),
+        ("[[accounts]]\nid = \"a\"\nfrom_domains = \"some\"\n", "some"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));

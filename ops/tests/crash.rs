@@ -64,6 +64,7 @@ partitions = 4
 [[accounts]]
 id = "acme"
 api_keys = ["k"]
+from_domains = "any"
 "#,
             data = dir.path().join("data").display(),
             dns = knot.port,

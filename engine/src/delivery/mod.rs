@@ -94,17 +94,18 @@ impl Deliverer {
     }
 
     /// The message to send, the DKIM note for the attempt event, and the return path.
-    /// Static `[[dkim]]` keys of the From domain are an operator override; otherwise a
-    /// verified sender domain of the message's account signs; otherwise it goes unsigned.
+    /// Static `[[dkim]]` keys of the From domain that serve the message's account are an
+    /// operator override; otherwise a verified sender domain of the account signs;
+    /// otherwise it goes unsigned and the note says why.
     fn sign(&self, msg: &MessageAccepted, body: &[u8]) -> (Vec<u8>, String, Option<String>) {
         if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(body)) {
-            if !self.signers.has_domain(&from) {
+            if !self.signers.serves(&from, &msg.account) {
                 if let Some(signed) = domains.sign(msg, body, &from) {
                     return (signed.data, signed.note, signed.return_path);
                 }
             }
         }
-        let (data, note) = self.signers.sign(body);
+        let (data, note) = self.signers.sign_for(body, &msg.account);
         (data, note, None)
     }
 
@@ -121,26 +122,30 @@ impl Deliverer {
             mx_host: None,
             mx_ip: None,
             tls: false,
-            reply: local_reply(451, "4.4.0", "no attempt made"),
+            reply: local_reply(451, "4.4.0", "No attempt was made."),
             class: Class::Temporary,
             dkim,
             duration: Duration::ZERO,
         };
         match self.mx.route(&msg.recipient_domain).await {
             Err(trouble) => {
-                attempt.reply = local_reply(451, "4.4.3", format!("DNS lookup of MX failed: {trouble}"));
+                attempt.reply =
+                    local_reply(451, "4.4.3", format!("The MX lookup for {} failed: {trouble}.", msg.recipient_domain));
             }
             Ok(mx::Route::NullMx) => {
                 attempt.reply = local_reply(
                     556,
                     "5.1.10",
-                    format!("{} publishes a null MX: it accepts no mail", msg.recipient_domain),
+                    format!("The domain {} publishes a null MX: it accepts no mail.", msg.recipient_domain),
                 );
                 attempt.class = Class::Permanent;
             }
             Ok(mx::Route::NoSuchDomain) => {
-                attempt.reply =
-                    local_reply(550, "5.1.2", format!("domain {} does not exist (NXDOMAIN)", msg.recipient_domain));
+                attempt.reply = local_reply(
+                    550,
+                    "5.1.2",
+                    format!("The domain {} does not exist (NXDOMAIN).", msg.recipient_domain),
+                );
                 attempt.class = Class::Permanent;
             }
             Ok(mx::Route::Hosts(hosts)) => {
@@ -161,7 +166,11 @@ impl Deliverer {
                 Ok(ips) => ips,
                 Err(trouble) => {
                     attempt.mx_host = Some(host.clone());
-                    attempt.reply = local_reply(451, "4.4.3", format!("cannot resolve MX host {host}: {trouble}"));
+                    attempt.reply = local_reply(
+                        451,
+                        "4.4.3",
+                        format!("The address of the MX host {host} could not be found: {trouble}."),
+                    );
                     continue;
                 }
             };

@@ -1,6 +1,8 @@
-//! DATA (dot-terminated) and BDAT (RFC 3030 chunks), then acceptance: trace headers, the
-//! shared MIME check, one `MessageAccepted` per recipient, and the 250 only once
-//! `Submitter::submit` says every event is durable (451 4.3.0 otherwise, nothing accepted).
+//! DATA (dot-terminated) and BDAT (RFC 3030 chunks), then acceptance: the message checks
+//! shared with REST ([`crate::message`]: 550 5.6.x), the From domain policy
+//! ([`crate::sender`]: 550 5.7.1), the `Received:` trace field, one `MessageAccepted` per
+//! recipient, and the 250 only once `Submitter::submit` says every event is durable
+//! (451 4.3.0 otherwise, nothing accepted).
 //!
 //! Line endings (RFC 5321 §2.3.8, §4.1.1.4): only `CRLF.CRLF` ends DATA, so a bare LF
 //! can never end a message (no SMTP smuggling). A bare LF is normalized to CRLF and a line
@@ -9,9 +11,32 @@
 
 use super::reply::{self, Reply};
 use super::session::{Session, SessionError};
-use crate::accept;
+use crate::{accept, message};
 use herald_engine::submit::SubmitError;
 use herald_schemas::{SendOptions, Timestamp};
+
+/// What to do with a BDAT chunk (RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkPlan {
+    /// It fits within the message limit: buffer it.
+    Keep,
+    /// The message would exceed the limit: read the chunk and drop it, then answer 552.
+    Discard,
+    /// The chunk alone exceeds the limit: answer 552 at once and close the connection.
+    Refuse,
+}
+
+/// The plan for a chunk of `size` octets after `received` octets of the message, for a
+/// limit of `limit` octets. Checked arithmetic: no chunk size can wrap past the limit.
+pub fn chunk_plan(received: usize, size: usize, limit: usize) -> ChunkPlan {
+    if size > limit {
+        ChunkPlan::Refuse
+    } else if received.checked_add(size).is_some_and(|total| total <= limit) {
+        ChunkPlan::Keep
+    } else {
+        ChunkPlan::Discard
+    }
+}
 
 /// Incremental DATA decoder: dot-unstuffing and end-of-data detection.
 #[derive(Default)]
@@ -130,15 +155,22 @@ impl Session {
             self.tx = None;
             return Ok(reply::too_large(limit));
         }
-        let (bare_cr, nul) = (decoder.bare_cr, decoder.nul);
-        Ok(self.accept(decoder.body, bare_cr, nul).await)
+        Ok(self.accept(decoder.body).await)
     }
 
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Result<Reply, SessionError> {
         let limit = self.server.settings.max_message_bytes;
+        let received = self.tx.as_ref().map_or(0, |t| t.chunks.len());
+        let plan = chunk_plan(received, size, limit);
+        if plan == ChunkPlan::Refuse {
+            // The chunk can never fit: reading it would only waste bandwidth (an exabyte
+            // for `BDAT 18446744073709551614`), and its bytes cannot be read as commands.
+            self.tx = None;
+            return Ok(reply::too_large(limit).closing());
+        }
+        let keep = plan == ChunkPlan::Keep && self.tx.as_ref().is_some_and(|t| t.chunk_error.is_none());
         let mut left = size;
         let mut chunk = Vec::new();
-        let keep = self.tx.as_ref().is_some_and(|t| t.chunk_error.is_none() && t.chunks.len() + size <= limit);
         loop {
             let n = left.min(self.buf.len());
             if keep {
@@ -170,33 +202,32 @@ impl Session {
             return Ok(Reply::new(250, format!("2.0.0 {size} octets received")));
         }
         let body = std::mem::take(&mut tx.chunks);
-        let bare_cr = body.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n') || body.last() == Some(&b'\r');
-        let nul = body.contains(&0);
-        Ok(self.accept(accept::crlf(body), bare_cr, nul).await)
+        Ok(self.accept(accept::crlf(body)).await)
     }
 
-    /// Ends the transaction with `body` (CRLF line endings): the final reply.
-    async fn accept(&mut self, body: Vec<u8>, bare_cr: bool, nul: bool) -> Reply {
+    /// Ends the transaction with `body` (CRLF line endings): the final reply. The checks
+    /// are [`message::prepare`]'s, the same as `POST /v1/send`'s, then the From domain must
+    /// be the account's ([`crate::sender`]).
+    async fn accept(&mut self, body: Vec<u8>) -> Reply {
         let Some(tx) = self.tx.take() else {
             return reply::bad_sequence("No transaction");
         };
-        if nul {
-            return Reply::refuse(550, "nul", "5.6.0 NUL characters are not allowed in messages");
-        }
-        if bare_cr {
-            return Reply::refuse(550, "bare_cr", "5.6.2 Bare CR characters are not allowed (RFC 5321 §2.3.8)");
-        }
         let (Some(account), sender) = (tx.account, tx.sender) else {
             return reply::auth_required();
         };
         let limit = self.server.settings.max_message_bytes;
-        let body = self.trace_headers(body);
         if body.len() > limit {
             return reply::too_large(limit);
         }
-        if let Err(e) = accept::check_mime(&body) {
-            return Reply::refuse(550, "invalid_mime", format!("5.6.0 {e}"));
+        let stamp = message::Stamp { hostname: &self.server.settings.hostname, now: Timestamp::now() };
+        let prepared = match message::prepare(body, &stamp) {
+            Ok(p) => p,
+            Err(e) => return Reply::refuse(550, e.reason(), format!("{} {}", e.enhanced(), sentence(&e.to_string()))),
+        };
+        if let Err(e) = self.server.sender.check(&account, &prepared.from_domains) {
+            return Reply::refuse(550, "from_domain_not_verified", format!("5.7.1 {}", sentence(&e.to_string())));
         }
+        let body = self.received(prepared.message, stamp.now);
         let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
         let body = match self.server.submitter.place_body(&account, body, tx.recipients.len()).await {
             Ok(body) => body,
@@ -222,14 +253,8 @@ impl Session {
         }
     }
 
-    /// Prepends `Received:`, and `Message-ID:`/`Date:` when the message has none.
-    fn trace_headers(&self, body: Vec<u8>) -> Vec<u8> {
-        let s = &self.server.settings;
-        let now = Timestamp::now();
-        let date = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now.0) * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
-            .unwrap_or_default();
+    /// Prepends the `Received:` trace field (RFC 5321 section 4.4).
+    fn received(&self, body: Vec<u8>, now: Timestamp) -> Vec<u8> {
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
         let proto = match (esmtp, self.tls, self.authenticated.is_some()) {
             (false, _, _) => "SMTP",
@@ -239,26 +264,73 @@ impl Session {
             (true, true, true) => "ESMTPSA",
         };
         let helo: String = helo.chars().filter(|c| !c.is_control()).collect();
-        let mut head = format!(
-            "Received: from {helo} ([{}])\r\n\tby {} (Herald) with {proto};\r\n\t{date}\r\n",
+        let head = format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (Herald) with {proto};\r\n\t{}\r\n",
             self.peer.ip(),
-            s.hostname
+            self.server.settings.hostname,
+            message::rfc5322_date(now)
         );
-        if !accept::has_header(&body, "Message-ID") {
-            head.push_str(&format!("Message-ID: <{}@{}>\r\n", uuid::Uuid::now_v7(), s.hostname));
-        }
-        if !accept::has_header(&body, "Date") {
-            head.push_str(&format!("Date: {date}\r\n"));
-        }
         let mut out = head.into_bytes();
         out.extend_from_slice(&body);
         out
     }
 }
 
+/// An error sentence as SMTP reply text: first letter capitalized, ASCII only, one line.
+fn sentence(text: &str) -> String {
+    let mut out: String =
+        text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).take(400).collect();
+    if let Some(first) = out.get(..1) {
+        out.replace_range(..1, &first.to_ascii_uppercase());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Sizes near the interesting edges: 0, the limit, what is left, and the top of usize.
+    fn near(edge: usize) -> impl Strategy<Value = usize> {
+        (0usize..4).prop_map(move |d| edge.saturating_sub(2).saturating_add(d))
+    }
+
+    fn chunk_size(limit: usize, received: usize) -> impl Strategy<Value = usize> {
+        prop_oneof![
+            near(0),
+            near(limit),
+            near(limit - received),
+            near(usize::MAX),
+            (usize::MAX - limit)..=usize::MAX,
+            any::<usize>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_plan_never_lets_a_message_past_the_limit(
+            (limit, received, size) in (1usize..(1 << 40))
+                .prop_flat_map(|limit| (Just(limit), prop_oneof![near(0), near(limit), 0..=limit]))
+                .prop_map(|(limit, r)| (limit, r.min(limit)))
+                .prop_flat_map(|(limit, received)| (Just(limit), Just(received), chunk_size(limit, received)))
+        ) {
+            let total = received as u128 + size as u128;
+            match chunk_plan(received, size, limit) {
+                ChunkPlan::Keep => prop_assert!(total <= limit as u128),
+                ChunkPlan::Discard => prop_assert!(total > limit as u128 && size <= limit),
+                ChunkPlan::Refuse => prop_assert!(size > limit),
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_plan_edges() {
+        assert_eq!(chunk_plan(0, 10, 10), ChunkPlan::Keep);
+        assert_eq!(chunk_plan(1, 10, 10), ChunkPlan::Discard);
+        assert_eq!(chunk_plan(2, usize::MAX - 1, 10), ChunkPlan::Refuse);
+        assert_eq!(chunk_plan(usize::MAX, 1, usize::MAX), ChunkPlan::Discard);
+    }
 
     fn decode(input: &[u8]) -> (Option<usize>, DotDecoder) {
         let mut d = DotDecoder::default();

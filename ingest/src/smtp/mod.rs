@@ -44,6 +44,9 @@ pub struct Settings {
     /// Messages per second per account (0: unlimited) and the burst allowed.
     pub account_rate: u32,
     pub account_burst: u32,
+    /// Error replies (5xx) a session may get before its next command is answered
+    /// 421 4.7.0 and the connection closed (Postfix's `smtpd_hard_error_limit`).
+    pub max_errors: u32,
 }
 
 impl Default for Settings {
@@ -62,6 +65,7 @@ impl Default for Settings {
             auth_lockout: Duration::from_secs(600),
             account_rate: 0,
             account_burst: 0,
+            max_errors: 20,
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct Server {
     pub settings: Settings,
     pub submitter: Submitter,
     pub accounts: Vec<Account>,
+    /// Which From domains each account may send from.
+    pub sender: Arc<crate::sender::SenderPolicy>,
     pub tls: Option<TlsAcceptor>,
     pub connections: Arc<limits::Connections>,
     pub rate: limits::AccountRate,
@@ -87,12 +93,19 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(settings: Settings, submitter: Submitter, accounts: Vec<Account>, tls: Option<TlsAcceptor>) -> Self {
+    pub fn new(
+        settings: Settings,
+        submitter: Submitter,
+        accounts: Vec<Account>,
+        sender: Arc<crate::sender::SenderPolicy>,
+        tls: Option<TlsAcceptor>,
+    ) -> Self {
         let rate = limits::AccountRate::new(settings.account_rate, settings.account_burst);
         Server {
             settings,
             submitter,
             accounts,
+            sender,
             tls,
             connections: Arc::default(),
             rate,
