@@ -22,7 +22,9 @@ fn zones() -> Vec<Zone> {
 
 /// A 100 KB message whose lines are all different, so a byte out of place shows.
 fn big_message() -> String {
-    let mut m = String::from("From: news@sender.test\r\nSubject: campaign\r\nMessage-ID: <c@herald.test>\r\n\r\n");
+    let mut m = String::from(
+        "From: news@sender.test\r\nSubject: campaign\r\nDate: Fri, 27 Nov 2026 10:00:00 +0000\r\nMessage-ID: <c@herald.test>\r\n\r\n",
+    );
     let mut i = 0;
     while m.len() < 100_000 {
         m.push_str(&format!("line {i:06} of the campaign body, the same for every recipient\r\n"));
