@@ -2,12 +2,14 @@
 //!
 //! - [`log`]: the event log trait and its backends (embedded redb, Kafka);
 //! - [`store`]: the projection store trait and its backends (embedded redb, CQL);
-//! - [`submit`]: appending accepted messages (used by every ingestion path);
+//! - [`submit`]: appending accepted messages (used by every ingestion path), and [`bodies`]:
+//!   message bodies stored once per request and read back for delivery;
 //! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
 //! - [`projector`]: turning the log into the read models queries use;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
 
+pub mod bodies;
 pub mod consumer;
 pub mod delivery;
 pub mod domains;

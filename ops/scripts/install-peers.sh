@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real test peers, only what is missing (idempotent, fast on re-run):
-#   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl
+#   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl,
+#        strace (the embedded log test that sees the data directory fsynced)
 #   pip: dkimpy, dnspython, cryptography, pynacl
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
 # Env: HERALD_CACHE (default ~/.cache/herald), KAFKA_VERSION, CASSANDRA_VERSION.
@@ -16,7 +17,7 @@ log() { printf '[install-peers] %s\n' "$*"; }
 
 # ---- apt ---------------------------------------------------------------
 APT_PKGS=(postfix libsasl2-modules swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
-  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl prometheus)
+  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl prometheus strace)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

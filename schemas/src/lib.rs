@@ -16,6 +16,9 @@ pub use domain::{
     CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,
     DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
 };
-pub use event::{Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions, SmtpReply};
+pub use event::{
+    Body, BodyRef, BodyStored, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions,
+    SmtpReply,
+};
 pub use ids::{AccountId, MessageId};
 pub use time::Timestamp;
