@@ -241,7 +241,8 @@ pub fn membership(config: &Config) -> Membership {
     }
 }
 
-/// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address.
+/// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address. Returns
+/// once the log and the store are closed, so that their files can be opened again at once.
 pub async fn run(
     config: Config,
     metrics: Option<MetricsRender>,
@@ -251,6 +252,37 @@ pub async fn run(
     install_crypto();
     let log = open_log(&config).await.context("opening the event log")?;
     let store = open_store(&config).await.context("opening the projection store")?;
+    let result = serve(config, metrics, shutdown, ready, log.clone(), store.clone()).await;
+    close(log, store).await;
+    result
+}
+
+/// Longest wait at the end of [`run`] for the components' last references to the log and
+/// the store.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until nothing else holds `log` and `store`, then closes them off the runtime (the
+/// embedded log stops its writer and checkpoints). A finished component may still be
+/// dropping them (axum lets go of a connection before it drops the connection's service).
+async fn close(log: Arc<dyn EventLog>, store: Arc<dyn ProjectionStore>) {
+    let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+    while (Arc::strong_count(&log) > 1 || Arc::strong_count(&store) > 1) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&log) > 1 || Arc::strong_count(&store) > 1 {
+        tracing::warn!("the log or the store is still in use after {CLOSE_TIMEOUT:?}; it closes when let go");
+    }
+    let _ = tokio::task::spawn_blocking(move || drop((log, store))).await;
+}
+
+async fn serve(
+    config: Config,
+    metrics: Option<MetricsRender>,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+) -> anyhow::Result<()> {
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
