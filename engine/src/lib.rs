@@ -2,7 +2,8 @@
 //!
 //! - [`log`]: the event log trait and its backends (embedded redb, Kafka);
 //! - [`store`]: the projection store trait and its backends (embedded redb, CQL);
-//! - [`submit`]: appending accepted messages (used by every ingestion path);
+//! - [`submit`]: appending accepted messages (used by every ingestion path), and [`bodies`]:
+//!   message bodies stored once per request and read back for delivery;
 //! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
 //! - [`rewrite`]: send-time rewriting before signing (CSS, click and open tracking, unsubscribe);
 //! - [`projector`]: turning the log into the read models queries use; [`engagement`]: the same
@@ -10,6 +11,7 @@
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
 
+pub mod bodies;
 pub mod consumer;
 pub mod delivery;
 pub mod domains;

@@ -38,7 +38,7 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "envelope_sender": e.envelope_sender,
                 "recipient": e.recipient,
                 "options": e.options,
-                "size": e.body.bytes().len(),
+                "size": e.body.len(),
             }),
         }),
         Event::DeliveryAttempted(e) => Some(Projected {
@@ -66,8 +66,8 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "dkim": e.dkim,
             }),
         }),
-        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) => None,
-        Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
+        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) | Event::Body(_) => None,
+        Event::Reserved5(r) => match *r {},
     }
 }
 

@@ -3,7 +3,7 @@
 //! `ops/scripts/test.sh`; without it the Kafka tests fail rather than skip).
 
 use herald_engine::log::{
-    embedded::EmbeddedLog, kafka, Assignment, EventLog, PartitionConsumer, Position, Record, Stored, Topics,
+    embedded::EmbeddedLog, kafka, Assignment, EventLog, PartitionConsumer, Position, Record, Retention, Stored, Topics,
 };
 use herald_engine::routing::Router;
 use std::collections::HashMap;
@@ -68,6 +68,11 @@ async fn read_n(consumer: &mut Box<dyn PartitionConsumer>, n: usize) -> Vec<Stor
 async fn one(log: &Arc<dyn EventLog>, group: &str, topic: &str, partition: u32) -> Box<dyn PartitionConsumer> {
     let mut c = log.consume(group, &[Assignment { topic: topic.to_owned(), partition }]).await.unwrap();
     c.pop().unwrap()
+}
+
+/// Retention of consumed records only.
+fn kept(secs: u64) -> Retention {
+    Retention { consumed: Duration::from_secs(secs), by_age: vec![] }
 }
 
 fn text(r: &Stored) -> String {
@@ -214,6 +219,28 @@ async fn a_group_member_gets_every_partition_when_alone(open: Opener, prefix: &s
     sub.close().await;
 }
 
+async fn reads_by_position(open: Opener, prefix: &str) {
+    let log = open().await;
+    let topic = topics(prefix).bodies();
+    let first = log
+        .append_with_offsets(vec![record(&topic, 2, "a", "p0".into()), record(&topic, 2, "b", "p1".into())])
+        .await
+        .unwrap();
+    let second = log.append_with_offsets(vec![record(&topic, 2, "c", "p2".into())]).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(second, vec![first[1] + 1], "offsets follow each other in a partition");
+    assert_eq!(first[1], first[0] + 1);
+    let got = log.read_at(&topic, 2, first[1]).await.unwrap().expect("the record at that offset");
+    assert_eq!((text(&got), got.key.as_str(), got.offset), ("p1".to_owned(), "b", first[1]));
+    assert_eq!(text(&log.read_at(&topic, 2, second[0]).await.unwrap().unwrap()), "p2");
+    assert!(log.read_at(&topic, 2, second[0] + 100).await.unwrap().is_none(), "never written");
+    assert!(log.read_at(&topic, 3, 0).await.unwrap().is_none(), "empty partition");
+    // After a restart too (the embedded log reopens its file).
+    drop(log);
+    let log = open().await;
+    assert_eq!(text(&log.read_at(&topic, 2, first[0]).await.unwrap().unwrap()), "p0");
+}
+
 macro_rules! conformance {
     ($name:ident, $case:ident) => {
         mod $name {
@@ -241,6 +268,7 @@ conformance!(resume, offsets_resume_after_restart);
 conformance!(crash, no_loss_when_the_consumer_dies_before_commit);
 conformance!(atomic_commit, commit_appends_and_commits_together);
 conformance!(single_member, a_group_member_gets_every_partition_when_alone);
+conformance!(positions, reads_by_position);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_append_is_durable_across_reopen() {
@@ -357,10 +385,10 @@ async fn embedded_retention_keeps_what_is_not_consumed() {
         read_n(&mut all, 3).await;
         all.commit(vec![], Position::at(3)).await.unwrap();
         // Nothing is old enough under a one-hour retention.
-        assert_eq!(log.enforce_retention(Duration::from_secs(3600)).await.unwrap(), 0);
+        assert_eq!(log.enforce_retention(&kept(3600)).await.unwrap(), 0);
         // Partition 1: below the slowest group (6). Partition 2: all consumed, but the last
         // record stays so the next offset survives a restart.
-        assert_eq!(log.enforce_retention(Duration::ZERO).await.unwrap(), 6 + 2);
+        assert_eq!(log.enforce_retention(&kept(0)).await.unwrap(), 6 + 2);
         let mut late = one(&log, "late", &topic, 1).await;
         assert_eq!(read_n(&mut late, 4).await.iter().map(text).collect::<Vec<_>>(), vec!["r6", "r7", "r8", "r9"]);
     }
@@ -369,4 +397,31 @@ async fn embedded_retention_keeps_what_is_not_consumed() {
     let mut all = one(&log, "all", &topic, 2).await;
     let got = read_n(&mut all, 1).await;
     assert_eq!((got[0].offset, text(&got[0])), (3, "s3".to_owned()), "offsets are not reused after trimming");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_bodies_topic_keeps_bodies_long_enough() {
+    let week = Some(Duration::from_secs(7 * 86_400));
+    let settings = |prefix: &str, retention, bodies_retention| kafka::KafkaSettings {
+        retention,
+        bodies: Some(kafka::BodiesTopic { topic: topics(prefix).bodies(), retention: bodies_retention }),
+        ..kafka::KafkaSettings::single_broker(kafka_brokers(), PARTITIONS)
+    };
+    // Created by Herald: accepted at the next start.
+    let prefix = unique("bod");
+    let names = topics(&prefix).all();
+    kafka::KafkaLog::connect(settings(&prefix, Some(Duration::from_secs(3600)), week), &names).await.unwrap();
+    kafka::KafkaLog::connect(settings(&prefix, Some(Duration::from_secs(3600)), week), &names).await.unwrap();
+    // Created with the retention of the other topics (one hour), then asked to keep bodies
+    // a week: refused, with the command that fixes it.
+    let prefix = unique("bod");
+    let names = topics(&prefix).all();
+    let plain = kafka::KafkaSettings { bodies: None, ..settings(&prefix, Some(Duration::from_secs(3600)), week) };
+    kafka::KafkaLog::connect(plain, &names).await.unwrap();
+    let err = kafka::KafkaLog::connect(settings(&prefix, Some(Duration::from_secs(3600)), week), &names)
+        .await
+        .err()
+        .expect("a bodies topic that forgets too soon is refused");
+    let text = err.to_string();
+    assert!(text.contains("retention.ms is 3600000") && text.contains("kafka-configs.sh"), "{text}");
 }

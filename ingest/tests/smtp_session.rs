@@ -3,7 +3,7 @@
 //! panic and that every append is a completed transaction answered `250 ... queued as`.
 
 use async_trait::async_trait;
-use herald_engine::log::{Assignment, EventLog, LogError, PartitionConsumer, Record, Topics};
+use herald_engine::log::{Assignment, EventLog, LogError, PartitionConsumer, Record, Retention, Stored, Topics};
 use herald_engine::routing::Router;
 use herald_engine::submit::Submitter;
 use herald_ingest::sender::SenderPolicy;
@@ -28,18 +28,21 @@ impl EventLog for CountingLog {
     fn partitions(&self) -> u32 {
         4
     }
-    async fn append(&self, records: Vec<Record>) -> Result<(), LogError> {
+    async fn append_with_offsets(&self, records: Vec<Record>) -> Result<Vec<u64>, LogError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(LogError::Closed);
         }
         self.appends.fetch_add(1, Ordering::SeqCst);
-        self.records.fetch_add(records.len(), Ordering::SeqCst);
-        Ok(())
+        let before = self.records.fetch_add(records.len(), Ordering::SeqCst);
+        Ok((before..before + records.len()).map(|o| o as u64).collect())
+    }
+    async fn read_at(&self, _: &str, _: u32, _: u64) -> Result<Option<Stored>, LogError> {
+        Ok(None)
     }
     async fn consume(&self, _: &str, _: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
         Ok(vec![])
     }
-    async fn enforce_retention(&self, _: Duration) -> Result<u64, LogError> {
+    async fn enforce_retention(&self, _: &Retention) -> Result<u64, LogError> {
         Ok(0)
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the real test peers, only what is missing (idempotent, fast on re-run):
 #   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl,
-#        nginx-light and wrk (the tracking-server redirect figure, benches/src/bin/tracking.rs)
+#        nginx-light and wrk (the tracking-server redirect figure, benches/src/bin/tracking.rs),
+#        strace (the embedded log test that sees the data directory fsynced)
 #   pip: dkimpy, dnspython, cryptography, pynacl
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
 # Env: HERALD_CACHE (default ~/.cache/herald), KAFKA_VERSION, CASSANDRA_VERSION.
@@ -17,7 +18,7 @@ log() { printf '[install-peers] %s\n' "$*"; }
 
 # ---- apt ---------------------------------------------------------------
 APT_PKGS=(postfix libsasl2-modules swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
-  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl prometheus nginx-light wrk)
+  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl prometheus nginx-light wrk strace)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

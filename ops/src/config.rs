@@ -26,6 +26,8 @@ pub struct Config {
     pub dkim: Vec<DkimKey>,
     /// Click, open and unsubscribe tracking: the tracking server and its keys.
     pub tracking: Tracking,
+    /// Message bodies stored once per request: placement, cache, retention, fan-out limit.
+    pub bodies: Bodies,
 }
 
 /// `[tracking]`: the tracking server and the links it answers (`docs/config.md#tracking`).
@@ -96,6 +98,30 @@ pub struct TrackingKey {
     pub id: String,
     /// Base64 of at least 32 random bytes (`openssl rand -base64 32`).
     pub secret: String,
+}
+
+/// `[bodies]`: how message bodies travel (see `docs/adr/0007-bodies-stored-once.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bodies {
+    /// A request whose body × recipients is below this keeps the body inside every
+    /// recipient's event; above it (and always from 2 recipients up, when larger) the body is
+    /// stored once on `<prefix>.bodies`. Single-recipient messages are always inline.
+    pub inline_below_bytes: u64,
+    /// Memory for stored bodies on the delivery side, in MiB (per node).
+    pub cache_mb: u64,
+    /// Stored bodies are kept `delivery.max_age_secs` plus this long (and at least
+    /// `backend.log_retention_hours`), so a retry that runs late still finds its body.
+    pub retention_margin_hours: u64,
+    /// Most bytes one request may ask to send: body × recipients (more: REST 422
+    /// `fanout_too_large`, SMTP 552 5.3.4).
+    pub max_fanout_bytes: u64,
+}
+
+impl Default for Bodies {
+    fn default() -> Self {
+        Bodies { inline_below_bytes: 64 * 1024, cache_mb: 64, retention_margin_hours: 24, max_fanout_bytes: 4 << 30 }
+    }
 }
 
 /// `[dns]`: the service zone customers' CNAMEs point into (see `docs/sender-domains.md`).
@@ -194,11 +220,24 @@ impl Default for Domains {
 pub struct Storage {
     /// Directory of the embedded log and store (created if missing).
     pub data_dir: PathBuf,
+    /// Memory for the embedded log's page cache (redb), in MiB.
+    pub log_cache_mb: u64,
+    /// Memory for the embedded projection store's page cache (redb), in MiB.
+    pub store_cache_mb: u64,
+    /// Compact the embedded log's file after this many seconds without writes, when a
+    /// quarter or more of it is free (space freed by retention goes back to the disk);
+    /// 0: never.
+    pub compact_idle_secs: u64,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { data_dir: PathBuf::from("./herald-data") }
+        Storage {
+            data_dir: PathBuf::from("./herald-data"),
+            log_cache_mb: 64,
+            store_cache_mb: 64,
+            compact_idle_secs: 60,
+        }
     }
 }
 
@@ -696,6 +735,9 @@ impl Config {
         }
         if self.delivery.batch_size == 0 || self.delivery.domain_concurrency == 0 {
             return invalid("delivery.batch_size and delivery.domain_concurrency must be at least 1".into());
+        }
+        if self.storage.log_cache_mb == 0 || self.storage.store_cache_mb == 0 {
+            return invalid("storage.log_cache_mb and storage.store_cache_mb must be at least 1".into());
         }
         if self.delivery.retry_initial_secs == 0 {
             return invalid("delivery.retry_initial_secs must be at least 1".into());

@@ -3,10 +3,12 @@
 
 use crate::config::{parse_network, ClusterMode, Config, FromDomains, LogBackend, Role, StoreBackend};
 use anyhow::Context;
+use herald_engine::bodies::{BodySettings, BodyStore};
 use herald_engine::consumer::{Membership, Owned};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
 use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::ServiceZone, state::RotationPolicy};
-use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
+use herald_engine::log::embedded::{EmbeddedLog, EmbeddedOptions};
+use herald_engine::log::{kafka, EventLog, Retention, Topics};
 use herald_engine::projector::Projector;
 use herald_engine::retry::RetryPolicy;
 use herald_engine::rewrite::{self, token::Keys, Rewriter};
@@ -47,7 +49,13 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
         LogBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)
                 .with_context(|| format!("creating {}", config.storage.data_dir.display()))?;
-            Arc::new(EmbeddedLog::open(&config.storage.data_dir.join("log.redb"), &topics, config.backend.partitions)?)
+            let s = &config.storage;
+            let options = EmbeddedOptions {
+                cache_bytes: (s.log_cache_mb << 20) as usize,
+                compact_when_idle: (s.compact_idle_secs > 0).then(|| Duration::from_secs(s.compact_idle_secs)),
+                ..EmbeddedOptions::default()
+            };
+            Arc::new(EmbeddedLog::open_with(&s.data_dir.join("log.redb"), &topics, config.backend.partitions, options)?)
         }
         LogBackend::Kafka => {
             let b = &config.backend;
@@ -60,6 +68,10 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
                 session_timeout: Duration::from_millis(b.kafka_session_timeout_ms),
                 prefetch_kib: b.kafka_prefetch_kib,
                 drain: Duration::from_secs(config.delivery.drain_secs),
+                bodies: Some(kafka::BodiesTopic {
+                    topic: self::topics(config).bodies(),
+                    retention: bodies_retention(config),
+                }),
             };
             Arc::new(kafka::KafkaLog::connect(settings, &topics).await?)
         }
@@ -70,10 +82,26 @@ fn retention(config: &Config) -> Option<Duration> {
     (config.backend.log_retention_hours > 0).then(|| Duration::from_secs(config.backend.log_retention_hours * 3600))
 }
 
+/// How long stored bodies stay: the log's retention, and at least as long as the last retry
+/// of a message may run (`max_age` plus the margin); `None`: for ever, like the log.
+pub fn bodies_retention(config: &Config) -> Option<Duration> {
+    let needed = Duration::from_secs(config.delivery.max_age_secs + config.bodies.retention_margin_hours * 3600);
+    retention(config).map(|r| r.max(needed))
+}
+
+/// The body store every component of this node shares.
+pub fn body_store(config: &Config, log: Arc<dyn EventLog>) -> Arc<BodyStore> {
+    let settings = BodySettings {
+        inline_below_bytes: config.bodies.inline_below_bytes,
+        cache_bytes: config.bodies.cache_mb << 20,
+    };
+    Arc::new(BodyStore::new(log, topics(config).bodies(), settings))
+}
+
 /// Applies log retention every five minutes until `shutdown`.
 async fn retention_loop(
     log: Arc<dyn EventLog>,
-    retention: Duration,
+    retention: Retention,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
@@ -82,7 +110,7 @@ async fn retention_loop(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match log.enforce_retention(retention).await {
+        match log.enforce_retention(&retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "log retention removed records"),
             Err(e) => tracing::warn!(error = %e, "log retention failed"),
@@ -95,7 +123,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionSto
     Ok(match config.backend.store {
         StoreBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)?;
-            Arc::new(EmbeddedStore::open(&config.storage.data_dir.join("projection.redb"))?)
+            let cache = (config.storage.store_cache_mb << 20) as usize;
+            Arc::new(EmbeddedStore::open_with_cache(&config.storage.data_dir.join("projection.redb"), cache)?)
         }
         StoreBackend::Cql => {
             Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?)
@@ -271,7 +300,8 @@ async fn tracking_listener(config: &Config) -> anyhow::Result<track::listener::L
     })
 }
 
-/// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address.
+/// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address. Returns
+/// once the log and the store are closed, so that their files can be opened again at once.
 pub async fn run(
     config: Config,
     metrics: Option<MetricsRender>,
@@ -281,10 +311,42 @@ pub async fn run(
     install_crypto();
     let log = open_log(&config).await.context("opening the event log")?;
     let store = open_store(&config).await.context("opening the projection store")?;
+    let result = serve(config, metrics, shutdown, ready, log.clone(), store.clone()).await;
+    close(log, store).await;
+    result
+}
+
+/// Longest wait at the end of [`run`] for the components' last references to the log and
+/// the store.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until nothing else holds `log` and `store`, then closes them off the runtime (the
+/// embedded log stops its writer and checkpoints). A finished component may still be
+/// dropping them (axum lets go of a connection before it drops the connection's service).
+async fn close(log: Arc<dyn EventLog>, store: Arc<dyn ProjectionStore>) {
+    let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+    while (Arc::strong_count(&log) > 1 || Arc::strong_count(&store) > 1) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&log) > 1 || Arc::strong_count(&store) > 1 {
+        tracing::warn!("the log or the store is still in use after {CLOSE_TIMEOUT:?}; it closes when let go");
+    }
+    let _ = tokio::task::spawn_blocking(move || drop((log, store))).await;
+}
+
+async fn serve(
+    config: Config,
+    metrics: Option<MetricsRender>,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ProjectionStore>,
+) -> anyhow::Result<()> {
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
     let d = &config.delivery;
+    let bodies = body_store(&config, log.clone());
     let deliverer = Deliverer::new(
         DeliverySettings {
             helo_name: d.helo_name.clone(),
@@ -294,6 +356,7 @@ pub async fn run(
         },
         MxResolver::new(&config.dns_servers()).map_err(anyhow::Error::msg)?,
         signers(&config)?,
+        bodies.clone(),
     )
     .map_err(anyhow::Error::msg)?;
     let cache = DomainCache::default();
@@ -349,7 +412,8 @@ pub async fn run(
     } else {
         None
     };
-    let submitter = Submitter::new(log.clone(), topics, router);
+    let bodies_topic = topics.bodies();
+    let submitter = Submitter::new(log.clone(), topics, router).with_bodies(bodies, config.bodies.max_fanout_bytes);
     let store_for_cache = store.clone();
     let sender = Arc::new(sender_policy(&config, Some(cache.clone())));
     let smtp = smtp_listeners(&config, submitter.clone(), sender.clone()).await?;
@@ -464,7 +528,8 @@ pub async fn run(
             ("tracking server", served.map_err(Into::into))
         });
     }
-    if let Some(retention) = retention(&config) {
+    if let (Some(consumed), Some(bodies)) = (retention(&config), bodies_retention(&config)) {
+        let retention = Retention { consumed, by_age: vec![(bodies_topic, bodies)] };
         let (log, shutdown) = (log.clone(), shutdown.clone());
         tasks.spawn(async move { ("log retention", retention_loop(log, retention, shutdown).await) });
     }
@@ -565,3 +630,22 @@ async fn smtp_listeners(
 
 /// Time past `delivery.drain_secs` for the last commits and leaving the consumer groups.
 const DRAIN_MARGIN: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_stay_as_long_as_a_retry_may_need_them() {
+        let mut c = Config::default();
+        let day = Duration::from_secs(86_400);
+        // Default: 7 days of log retention covers 5 days of max age plus a day of margin.
+        assert_eq!(bodies_retention(&c), Some(7 * day));
+        c.backend.log_retention_hours = 5 * 24;
+        assert_eq!(bodies_retention(&c), Some(6 * day), "max age + margin, beyond the log's retention");
+        c.bodies.retention_margin_hours = 0;
+        assert_eq!(bodies_retention(&c), Some(5 * day));
+        c.backend.log_retention_hours = 0;
+        assert_eq!(bodies_retention(&c), None, "a log kept for ever keeps its bodies for ever");
+    }
+}

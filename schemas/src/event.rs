@@ -29,19 +29,60 @@ impl SendOptions {
     }
 }
 
-/// Where the MIME body lives. See `docs/adr/0002-message-bodies-in-the-log.md`.
+/// Where the MIME body lives. See `docs/adr/0007-bodies-stored-once.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum Body {
-    /// The full RFC 5322 message, carried in the event itself.
+    /// The full RFC 5322 message, carried in the event itself (single recipients and small
+    /// fan-outs).
     Inline(Vec<u8>),
+    /// The message is a [`BodyStored`] record on `<prefix>.bodies`, stored once for every
+    /// recipient of the request.
+    Stored(BodyRef),
 }
 
 impl Body {
-    pub fn bytes(&self) -> &[u8] {
+    /// The bytes, when they travel in the event.
+    pub fn inline(&self) -> Option<&[u8]> {
         match self {
-            Body::Inline(b) => b,
+            Body::Inline(b) => Some(b),
+            Body::Stored(_) => None,
         }
     }
+
+    /// Size of the message in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Inline(b) => b.len() as u64,
+            Body::Stored(r) => r.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a stored body is: the exact record on `<prefix>.bodies`, and what it must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct BodyRef {
+    pub partition: u32,
+    pub offset: u64,
+    /// Length of the message in bytes.
+    pub len: u64,
+    /// SHA-256 of the message: a reader checks the record it finds against it.
+    pub sha256: [u8; 32],
+}
+
+/// A message body, stored once on `<prefix>.bodies` and referred to by [`BodyRef`] from the
+/// per-recipient events. Appended (and durable) before any event that refers to it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BodyStored {
+    pub account: AccountId,
+    /// SHA-256 of `data`.
+    pub sha256: [u8; 32],
+    /// The full RFC 5322 message, CRLF line endings.
+    pub data: Vec<u8>,
+    pub stored_at: Timestamp,
 }
 
 /// A message to one recipient was durably accepted for delivery.
@@ -140,9 +181,9 @@ pub enum Event {
     DeliveryScheduled(DeliveryScheduled),
     /// Sender domains (`<prefix>.domains`), see [`crate::domain`].
     Domain(DomainEvent),
-    /// Index 4: stored message bodies (another change; replaced when it lands).
-    Reserved4(Reserved),
-    /// Index 5: idempotency records (another change; replaced when it lands).
+    /// A message body stored once (`<prefix>.bodies`).
+    Body(BodyStored),
+    /// Index 5: reserved (idempotency records live in the projection store, not the log).
     Reserved5(Reserved),
     /// Opens, clicks and unsubscriptions (`<prefix>.engagement`), see [`crate::engagement`].
     Engagement(EngagementEvent),
@@ -156,8 +197,9 @@ impl Event {
             Event::DeliveryAttempted(_) => "delivery.attempted",
             Event::DeliveryScheduled(_) => "delivery.scheduled",
             Event::Domain(e) => e.event_type(),
+            Event::Body(_) => "body.stored",
             Event::Engagement(e) => e.event_type(),
-            Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
+            Event::Reserved5(r) => match *r {},
         }
     }
 
@@ -176,8 +218,9 @@ impl Event {
             Event::DeliveryAttempted(e) => &e.account,
             Event::DeliveryScheduled(e) => &e.message.account,
             Event::Domain(e) => e.account(),
+            Event::Body(e) => &e.account,
             Event::Engagement(e) => e.account(),
-            Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
+            Event::Reserved5(r) => match *r {},
         }
     }
 
@@ -188,8 +231,8 @@ impl Event {
             Event::DeliveryAttempted(e) => Some(&e.message_id),
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
             Event::Engagement(e) => Some(e.message_id()),
-            Event::Domain(_) => None,
-            Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
+            Event::Domain(_) | Event::Body(_) => None,
+            Event::Reserved5(r) => match *r {},
         }
     }
 }

@@ -20,7 +20,8 @@ pub use domain::{
 };
 pub use engagement::{Client, EngagementEvent, LinkClicked, MachineReason, MessageOpened, RecipientUnsubscribed};
 pub use event::{
-    Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, Reserved, SendOptions, SmtpReply,
+    Body, BodyRef, BodyStored, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, Reserved,
+    SendOptions, SmtpReply,
 };
 pub use ids::{AccountId, MessageId};
 pub use time::Timestamp;

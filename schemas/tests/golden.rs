@@ -228,6 +228,22 @@ fn message_fixtures(list_unsubscribe: bool) -> Vec<(&'static str, Event)> {
             }),
         ),
         (
+            "body_stored",
+            Event::Body(BodyStored {
+                account: AccountId("acme".into()),
+                sha256: [7; 32],
+                data: b"From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n".to_vec(),
+                stored_at: Timestamp(1_763_800_000_100),
+            }),
+        ),
+        (
+            "message_accepted_stored_body",
+            Event::MessageAccepted(MessageAccepted {
+                body: Body::Stored(BodyRef { partition: 3, offset: 41_234, len: 1_048_576, sha256: [7; 32] }),
+                ..accepted()
+            }),
+        ),
+        (
             "delivery_scheduled",
             Event::DeliveryScheduled(DeliveryScheduled {
                 attempt: 2,

@@ -8,6 +8,7 @@ pub mod dkim;
 pub mod mx;
 pub mod smtp;
 
+use crate::bodies::{BodyError, BodyStore};
 use herald_schemas::{MessageAccepted, SmtpReply};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -65,10 +66,17 @@ pub struct Deliverer {
     pool: smtp::Pool,
     sender_domains: Option<std::sync::Arc<crate::domains::signing::SenderSigning>>,
     rewriter: Option<std::sync::Arc<crate::rewrite::Rewriter>>,
+    bodies: std::sync::Arc<BodyStore>,
 }
 
 impl Deliverer {
-    pub fn new(settings: DeliverySettings, mx: mx::MxResolver, signers: dkim::Signers) -> Result<Self, String> {
+    /// `bodies` resolves stored bodies (`Body::Stored`) before signing.
+    pub fn new(
+        settings: DeliverySettings,
+        mx: mx::MxResolver,
+        signers: dkim::Signers,
+        bodies: std::sync::Arc<BodyStore>,
+    ) -> Result<Self, String> {
         Ok(Deliverer {
             settings,
             mx,
@@ -77,6 +85,7 @@ impl Deliverer {
             pool: smtp::Pool::default(),
             sender_domains: None,
             rewriter: None,
+            bodies,
         })
     }
 
@@ -97,8 +106,7 @@ impl Deliverer {
     /// rewritten body and the added headers. Static `[[dkim]]` keys of the From domain that
     /// serve the message's account are an operator override; otherwise a verified sender
     /// domain of the account signs; otherwise it goes unsigned and the note says why.
-    fn sign(&self, msg: &MessageAccepted) -> (Vec<u8>, String, Option<String>) {
-        let original = msg.body.bytes();
+    fn sign(&self, msg: &MessageAccepted, original: &[u8]) -> (Vec<u8>, String, Option<String>) {
         let rewritten = match &self.rewriter {
             Some(r) => r.rewrite(msg, original),
             None => crate::rewrite::Rewritten { data: std::borrow::Cow::Borrowed(original), note: None },
@@ -121,7 +129,12 @@ impl Deliverer {
     /// Delivers `msg` once.
     pub async fn attempt(&self, msg: &MessageAccepted) -> Attempt {
         let started = Instant::now();
-        let (data, dkim, return_path) = self.sign(msg);
+        let body = match self.bodies.resolve(&msg.account, &msg.body).await {
+            Ok(body) => body,
+            Err(e) => return no_body(e, started),
+        };
+        let (data, dkim, return_path) = self.sign(msg, &body);
+        drop(body);
         let mut attempt = Attempt {
             mx_host: None,
             mx_ip: None,
@@ -198,6 +211,25 @@ impl Deliverer {
                 }
             }
         }
+    }
+}
+
+/// The attempt when the body cannot be had: deferred while the log does not answer,
+/// failed once the body is gone.
+fn no_body(e: BodyError, started: Instant) -> Attempt {
+    tracing::warn!(error = %e, "message body unavailable");
+    let (reply, class) = match &e {
+        BodyError::Unavailable(_) => (local_reply(451, "4.3.0", e.to_string()), Class::Temporary),
+        BodyError::Gone(_) => (local_reply(554, "5.3.0", e.to_string()), Class::Permanent),
+    };
+    Attempt {
+        mx_host: None,
+        mx_ip: None,
+        tls: false,
+        reply,
+        class,
+        dkim: "unsigned: no message body".into(),
+        duration: started.elapsed(),
     }
 }
 

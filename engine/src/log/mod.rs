@@ -13,12 +13,14 @@
 //!   transaction with `send_offsets_to_transaction`): either both happen or neither, so a
 //!   crash can never leave output appended for input that is then processed again;
 //! - whatever was read but not committed is read again (at-least-once for side effects
-//!   outside the log, such as an SMTP delivery).
+//!   outside the log, such as an SMTP delivery);
+//! - a record is at most [`MAX_RECORD_BYTES`]; bigger ones are refused, never cut.
 //!
 //! Consumers join a group with [`EventLog::subscribe`]: the embedded log is a group of one
 //! member that owns every partition; Kafka uses consumer groups (cooperative-sticky) and
 //! reports assignment changes as [`Change`]s. [`EventLog::consume`] opens fixed
-//! partitions (the explicit static mode and tests).
+//! partitions (the explicit static mode and tests). Topics no group reads (the bodies) are
+//! read by position with [`EventLog::read_at`].
 
 pub mod embedded;
 pub mod kafka;
@@ -31,6 +33,19 @@ use async_trait::async_trait;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
+
+/// Largest record (key and value) either backend takes: a 25 MiB body plus headroom. Kafka
+/// topics Herald creates get the same `max.message.bytes`.
+pub const MAX_RECORD_BYTES: usize = 32 << 20;
+
+/// Refuses a record over [`MAX_RECORD_BYTES`].
+pub fn check_record(r: &Record) -> Result<(), LogError> {
+    let bytes = r.key.len() + r.value.len();
+    if bytes > MAX_RECORD_BYTES {
+        return Err(LogError::TooLarge { what: format!("a record for {}", r.topic), bytes, limit: MAX_RECORD_BYTES });
+    }
+    Ok(())
+}
 
 /// One record to append. `partition` is chosen by the caller ([`crate::routing`]), so
 /// that placement is identical on every backend.
@@ -80,6 +95,8 @@ pub enum LogError {
     Transaction(String),
     #[error("the log is shut down")]
     Closed,
+    #[error("{what} is {bytes} bytes; the log takes at most {limit}")]
+    TooLarge { what: String, bytes: usize, limit: usize },
 }
 
 /// An append-only partitioned log of encoded events.
@@ -89,7 +106,23 @@ pub trait EventLog: Send + Sync + 'static {
     fn partitions(&self) -> u32;
 
     /// Appends records; returns once all are durable.
-    async fn append(&self, records: Vec<Record>) -> Result<(), LogError>;
+    async fn append(&self, records: Vec<Record>) -> Result<(), LogError> {
+        self.append_with_offsets(records).await.map(|_| ())
+    }
+
+    /// Appends records like [`EventLog::append`] and returns the offset each was given, in
+    /// the order of `records`.
+    async fn append_with_offsets(&self, records: Vec<Record>) -> Result<Vec<u64>, LogError>;
+
+    /// The record at `offset` of `topic`'s `partition`, read without a consumer group;
+    /// `None` when there is none (never written, or removed by retention).
+    async fn read_at(&self, topic: &str, partition: u32, offset: u64) -> Result<Option<Stored>, LogError>;
+
+    /// Why the log cannot take appends right now (the embedded log recovering from a failed
+    /// write, for example); `None` when it can. `/healthz` reports it.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 
     /// Opens one consumer per assignment for `group`, each starting at the group's committed
     /// position for its partition (or the beginning when none was committed). No group
@@ -111,10 +144,20 @@ pub trait EventLog: Send + Sync + 'static {
         Ok(Box::new(FixedSubscription::new(self.consume(group, &assignments).await?)))
     }
 
-    /// Deletes records older than `retention` that every consumer group has committed past.
-    /// Returns how many were deleted. Kafka enforces `retention.ms` itself (set on the topics
-    /// Herald creates), so there it does nothing.
-    async fn enforce_retention(&self, retention: Duration) -> Result<u64, LogError>;
+    /// Deletes records older than `retention.consumed` that every consumer group has
+    /// committed past, and records of the `retention.by_age` topics (which no group reads)
+    /// older than their own limit. Returns how many were deleted. Kafka enforces
+    /// `retention.ms` itself (set on the topics Herald creates), so there it does nothing.
+    async fn enforce_retention(&self, retention: &Retention) -> Result<u64, LogError>;
+}
+
+/// What log retention keeps.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Records older than this go once every consumer group has passed them.
+    pub consumed: Duration,
+    /// Topics no consumer group reads, with how long their records are kept.
+    pub by_age: Vec<(String, Duration)>,
 }
 
 /// Reads one partition for one consumer group.
@@ -251,8 +294,14 @@ impl Topics {
         format!("{}.engagement", self.prefix)
     }
 
+    /// Message bodies stored once per request (`BodyStored`), keyed by their SHA-256; read
+    /// by position ([`EventLog::read_at`]), never by a consumer group.
+    pub fn bodies(&self) -> String {
+        format!("{}.bodies", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.engagement()];
+        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.engagement(), self.bodies()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }

@@ -40,7 +40,12 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(err)?;
+        Self::open_with_cache(path, 64 << 20)
+    }
+
+    /// Opens with redb's page cache limited to `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(EVENTS).map_err(err)?;
         txn.open_table(COUNTS).map_err(err)?;
@@ -51,6 +56,8 @@ impl EmbeddedStore {
         txn.open_table(FIRSTS).map_err(err)?;
         txn.open_table(LINKS).map_err(err)?;
         txn.commit().map_err(err)?;
+        // A file just created is only durable once its directory is.
+        crate::log::embedded::sync_dir(path).map_err(err)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
 

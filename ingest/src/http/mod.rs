@@ -41,6 +41,15 @@ pub struct ApiState {
     pub defaults: HashMap<AccountId, herald_schemas::SendOptions>,
 }
 
+/// `200 ok` while the log takes appends; `503` with the reason while it cannot (the
+/// embedded log recovering from a failed write).
+async fn healthz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+    match state.submitter.log_failure() {
+        None => "ok\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {why}\n")).into_response(),
+    }
+}
+
 /// The API's routes.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
@@ -55,7 +64,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/domains/{domain}/rotate", post(domains::rotate))
         .route("/v1/domains/{domain}/check", get(domains::check))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }

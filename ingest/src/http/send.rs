@@ -20,6 +20,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use herald_engine::submit::SubmitError;
 use herald_schemas::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
@@ -124,7 +125,19 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
         .check(&account, &prepared.from_domains)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "from_domain_not_verified", e.to_string()))?;
 
-    let (events, accepted) = accept::build_events(&account, &sender, recipients, send_options, prepared.message);
+    // The body travels inline, or is stored once for a fan-out (durable before the events).
+    let body = state.submitter.place_body(&account, prepared.message, recipients.len()).await.map_err(|e| match e {
+        e @ SubmitError::FanoutTooLarge { .. } => unprocessable("fanout_too_large", e.to_string()),
+        SubmitError::Log(e) => {
+            tracing::warn!(error = %e, "send: storing the body failed; request refused");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the message was not accepted because the event log is unavailable; try again",
+            )
+        }
+    })?;
+    let (events, accepted) = accept::build_events(&account, &sender, recipients, send_options, body);
     let probe = accepted[0].id.clone();
     let messages = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
     let reply = serde_json::to_string(&Accepted { messages }).expect("a reply serializes");

@@ -13,6 +13,7 @@
 use super::reply::{self, Reply};
 use super::session::{Session, SessionError};
 use crate::{accept, message};
+use herald_engine::submit::SubmitError;
 use herald_schemas::Timestamp;
 
 /// What to do with a BDAT chunk (RFC 3030).
@@ -234,6 +235,16 @@ impl Session {
         }
         let body = self.received(prepared.message, stamp.now);
         let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
+        let body = match self.server.submitter.place_body(&account, body, tx.recipients.len()).await {
+            Ok(body) => body,
+            Err(SubmitError::FanoutTooLarge { .. }) => {
+                return Reply::refuse(552, "fanout_too_large", "5.3.4 Message too large for that many recipients");
+            }
+            Err(SubmitError::Log(e)) => {
+                tracing::warn!(error = %e, "smtp: storing the body failed; message refused");
+                return Reply::refuse(451, "log_unavailable", "4.3.0 Temporary failure storing the message, try again");
+            }
+        };
         let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, options, body);
         match self.server.submitter.submit(events).await {
             Ok(()) => {

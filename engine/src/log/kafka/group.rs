@@ -354,7 +354,7 @@ struct PartitionReader {
     committer: Arc<Committer>,
 }
 
-fn to_stored(m: &rdkafka::message::BorrowedMessage<'_>) -> Stored {
+pub(super) fn to_stored(m: &rdkafka::message::BorrowedMessage<'_>) -> Stored {
     Stored {
         offset: m.offset() as u64,
         key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
@@ -430,6 +430,9 @@ impl PartitionConsumer for PartitionReader {
     }
 
     async fn commit(&mut self, records: Vec<Record>, position: Position) -> Result<(), LogError> {
+        for r in &records {
+            crate::log::check_record(r)?;
+        }
         self.committer.commit(&self.assignment, records, position).await
     }
 }

@@ -14,21 +14,28 @@
 //! (KIP-447).
 //!
 //! Topics (`topics.rs`): created with the configured replication and
-//! `min.insync.replicas`; existing ones are checked.
+//! `min.insync.replicas`; existing ones are checked, the bodies topic's retention too.
+//!
+//! Reads by position (`read.rs`, [`EventLog::read_at`], for stored bodies): a small pool of
+//! consumers without a group, each assigned the one partition at the wanted offset, then
+//! unassigned.
 
 mod group;
+mod read;
 mod topics;
 mod txn;
 
-use super::{Assignment, EventLog, LogError, PartitionConsumer, Subscription};
+use super::{check_record, Assignment, EventLog, LogError, PartitionConsumer, Retention, Stored, Subscription};
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-/// Largest event, in bytes: a 25 MiB body plus headroom.
+/// Largest event, in bytes: a 25 MiB body plus headroom ([`super::MAX_RECORD_BYTES`]).
 pub const MAX_MESSAGE_BYTES: &str = "33554432";
+const _: () = assert!(super::MAX_RECORD_BYTES == 33_554_432);
 
 /// Connection and durability settings for the Kafka backend.
 #[derive(Debug, Clone)]
@@ -49,6 +56,17 @@ pub struct KafkaSettings {
     pub prefetch_kib: u32,
     /// How long a revoked partition may take to drain before the rebalance goes on.
     pub drain: Duration,
+    /// The topic read only by position (stored bodies), whose records must stay at least
+    /// as long as a retry may need them.
+    pub bodies: Option<BodiesTopic>,
+}
+
+/// The bodies topic and how long its records must stay.
+#[derive(Debug, Clone)]
+pub struct BodiesTopic {
+    pub topic: String,
+    /// At least this long; `None`: for ever (`retention.ms = -1`).
+    pub retention: Option<Duration>,
 }
 
 impl KafkaSettings {
@@ -63,6 +81,7 @@ impl KafkaSettings {
             session_timeout: Duration::from_secs(6),
             prefetch_kib: 4096,
             drain: Duration::from_secs(20),
+            bodies: None,
         }
     }
 }
@@ -72,6 +91,9 @@ pub struct KafkaLog {
     producer: RwLock<Arc<FutureProducer>>,
     /// Transactional committers of open consumers (for fatal-error injection in tests).
     committers: Mutex<Vec<Weak<txn::Committer>>>,
+    /// Idle consumers for [`EventLog::read_at`], and a bound on the busy ones.
+    readers: Mutex<Vec<BaseConsumer>>,
+    reading: tokio::sync::Semaphore,
 }
 
 fn producer_config(settings: &KafkaSettings) -> ClientConfig {
@@ -91,7 +113,13 @@ impl KafkaLog {
     /// replication).
     pub async fn connect(settings: KafkaSettings, topics: &[String]) -> Result<Self, LogError> {
         let producer: FutureProducer = producer_config(&settings).create()?;
-        let log = KafkaLog { settings, producer: RwLock::new(Arc::new(producer)), committers: Mutex::new(Vec::new()) };
+        let log = KafkaLog {
+            settings,
+            producer: RwLock::new(Arc::new(producer)),
+            committers: Mutex::new(Vec::new()),
+            readers: Mutex::new(Vec::new()),
+            reading: tokio::sync::Semaphore::new(read::READERS),
+        };
         topics::ensure(&log.settings, &log.producer(), topics).await?;
         Ok(log)
     }
@@ -141,7 +169,8 @@ impl KafkaLog {
         all.push(Arc::downgrade(committer));
     }
 
-    async fn append_all(&self, producer: &FutureProducer, records: &[super::Record]) -> Result<(), LogError> {
+    /// Sends every record, then waits for each acknowledgement; returns their offsets.
+    async fn append_all(&self, producer: &FutureProducer, records: &[super::Record]) -> Result<Vec<u64>, LogError> {
         let mut pending = Vec::with_capacity(records.len());
         for r in records {
             let record = FutureRecord::to(&r.topic).partition(r.partition as i32).key(&r.key).payload(&r.value);
@@ -150,14 +179,15 @@ impl KafkaLog {
                 Err((e, _)) => return Err(e.into()),
             }
         }
+        let mut offsets = Vec::with_capacity(pending.len());
         for delivery in pending {
             match delivery.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(delivered)) => offsets.push(delivered.offset as u64),
                 Ok(Err((e, _))) => return Err(e.into()),
                 Err(_) => return Err(LogError::Closed),
             }
         }
-        Ok(())
+        Ok(offsets)
     }
 }
 
@@ -167,7 +197,10 @@ impl EventLog for KafkaLog {
         self.settings.partitions
     }
 
-    async fn append(&self, records: Vec<super::Record>) -> Result<(), LogError> {
+    async fn append_with_offsets(&self, records: Vec<super::Record>) -> Result<Vec<u64>, LogError> {
+        for r in &records {
+            check_record(r)?;
+        }
         let started = Instant::now();
         let producer = self.producer();
         let mut result = self.append_all(&producer, &records).await;
@@ -178,6 +211,24 @@ impl EventLog for KafkaLog {
             result = self.append_all(&self.producer(), &records).await;
         }
         metrics::histogram!("herald_log_append_seconds", "backend" => "kafka").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn read_at(&self, topic: &str, partition: u32, offset: u64) -> Result<Option<Stored>, LogError> {
+        let _permit = self.reading.acquire().await.map_err(|_| LogError::Closed)?;
+        let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let consumer = match idle {
+            Some(c) => c,
+            None => read::reader(&self.settings)?,
+        };
+        let topic = topic.to_owned();
+        let (consumer, result) = tokio::task::spawn_blocking(move || {
+            let result = read::read_one(&consumer, &topic, partition, offset);
+            (consumer, result)
+        })
+        .await
+        .map_err(|_| LogError::Closed)?;
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).push(consumer);
         result
     }
 
@@ -197,7 +248,7 @@ impl EventLog for KafkaLog {
         Ok(subscription)
     }
 
-    async fn enforce_retention(&self, _retention: Duration) -> Result<u64, LogError> {
+    async fn enforce_retention(&self, _retention: &Retention) -> Result<u64, LogError> {
         Ok(0)
     }
 }
