@@ -10,6 +10,7 @@
 
 pub mod delivery;
 pub mod domains;
+pub mod feedback;
 pub mod log;
 pub mod projector;
 pub mod retry;

@@ -62,7 +62,8 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "dkim": e.dkim,
             }),
         }),
-        Event::DeliveryScheduled(_) | Event::Domain(_) => None,
+        Event::Feedback(e) => crate::feedback::rows::message_row(e),
+        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Reserved4 | Event::Reserved5 | Event::Reserved6 => None,
     }
 }
 

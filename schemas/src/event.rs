@@ -3,7 +3,7 @@
 //! Adding a field is a new schema version: add the new struct, keep the old one in
 //! `codec::v1`-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountId, DomainEvent, MessageId, Timestamp};
+use crate::{AccountId, DomainEvent, FeedbackEvent, MessageId, Timestamp};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
@@ -98,6 +98,9 @@ pub struct DeliveryScheduled {
     pub message: MessageAccepted,
 }
 
+/// The owner of the reserved placeholders, which are never appended.
+static NOBODY: AccountId = AccountId(String::new());
+
 /// Every event Herald appends to its log. New variants go at the end: the variant index is
 /// part of the encoding, and shipped frames must keep decoding.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -107,6 +110,16 @@ pub enum Event {
     DeliveryScheduled(DeliveryScheduled),
     /// Sender domains (`<prefix>.domains`), see [`crate::domain`].
     Domain(DomainEvent),
+    /// Index 4, reserved for message bodies (`Body`), added in parallel; the placeholder keeps
+    /// [`Event::Feedback`] at its assigned index 7 until the real variant replaces it.
+    Reserved4,
+    /// Index 5, reserved for idempotency keys (`Idempotency`), added in parallel.
+    Reserved5,
+    /// Index 6, reserved for engagement events (`Engagement`), added in parallel.
+    Reserved6,
+    /// Bounces, complaints and the suppression list (`<prefix>.feedback`), see
+    /// [`crate::feedback`]. Index 7.
+    Feedback(FeedbackEvent),
 }
 
 impl Event {
@@ -117,6 +130,8 @@ impl Event {
             Event::DeliveryAttempted(_) => "delivery.attempted",
             Event::DeliveryScheduled(_) => "delivery.scheduled",
             Event::Domain(e) => e.event_type(),
+            Event::Reserved4 | Event::Reserved5 | Event::Reserved6 => "reserved",
+            Event::Feedback(e) => e.event_type(),
         }
     }
 
@@ -131,6 +146,9 @@ impl Event {
             Event::DeliveryAttempted(e) => &e.account,
             Event::DeliveryScheduled(e) => &e.message.account,
             Event::Domain(e) => e.account(),
+            Event::Feedback(e) => e.account(),
+            // The placeholders are never appended; they belong to nobody.
+            Event::Reserved4 | Event::Reserved5 | Event::Reserved6 => &NOBODY,
         }
     }
 
@@ -140,7 +158,8 @@ impl Event {
             Event::MessageAccepted(e) => Some(&e.message_id),
             Event::DeliveryAttempted(e) => Some(&e.message_id),
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
-            Event::Domain(_) => None,
+            Event::Domain(_) | Event::Reserved4 | Event::Reserved5 | Event::Reserved6 => None,
+            Event::Feedback(e) => e.message_id(),
         }
     }
 }

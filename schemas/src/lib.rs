@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod domain;
 pub mod event;
+pub mod feedback;
 pub mod ids;
 pub mod time;
 
@@ -17,5 +18,9 @@ pub use domain::{
     DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
 };
 pub use event::{Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions, SmtpReply};
+pub use feedback::{
+    BounceAction, BounceClass, BounceReceived, BounceSource, BounceType, ComplaintReceived, FeedbackEvent,
+    MessageSuppressed, RecipientSuppressed, SuppressionLifted, SuppressionReason,
+};
 pub use ids::{AccountId, MessageId};
 pub use time::Timestamp;

@@ -64,6 +64,7 @@ pub struct Deliverer {
     tls: smtp::Tls,
     pool: smtp::Pool,
     sender_domains: Option<std::sync::Arc<crate::domains::signing::SenderSigning>>,
+    return_paths: Option<crate::feedback::verp::ReturnPaths>,
 }
 
 impl Deliverer {
@@ -75,7 +76,14 @@ impl Deliverer {
             tls: smtp::Tls::opportunistic()?,
             pool: smtp::Pool::default(),
             sender_domains: None,
+            return_paths: None,
         })
+    }
+
+    /// VERP return paths for messages sent with bounce tracking (`[bounces]`).
+    pub fn with_return_paths(mut self, paths: crate::feedback::verp::ReturnPaths) -> Self {
+        self.return_paths = Some(paths);
+        self
     }
 
     /// Signs with the keys of verified sender domains too (static keys still win).
@@ -87,17 +95,32 @@ impl Deliverer {
     /// The message to send, the DKIM note for the attempt event, and the return path.
     /// Static `[[dkim]]` keys of the From domain are an operator override; otherwise a
     /// verified sender domain of the message's account signs; otherwise it goes unsigned.
+    /// With bounce tracking, the return path is a VERP address (`feedback::verp`) and the
+    /// same token goes into an `X-Herald-ID:` header, for complaints that return the
+    /// message without its envelope.
     fn sign(&self, msg: &MessageAccepted) -> (Vec<u8>, String, Option<String>) {
-        let body = msg.body.bytes();
-        if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(body)) {
+        let verp = self.return_paths.as_ref().filter(|_| msg.options.bounce_tracking);
+        let token = verp.and_then(|v| v.keys.local_part(&msg.account, &msg.message_id));
+        let body: std::borrow::Cow<[u8]> = match &token {
+            Some(t) => {
+                let mut b = format!("{}: {t}\r\n", crate::feedback::arf::HERALD_ID_HEADER).into_bytes();
+                b.extend_from_slice(msg.body.bytes());
+                b.into()
+            }
+            None => msg.body.bytes().into(),
+        };
+        let return_path =
+            |bounce_domain: Option<&str>| verp.zip(token.as_deref()).and_then(|(v, t)| v.address(t, bounce_domain));
+        if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(&body)) {
             if !self.signers.has_domain(&from) {
-                if let Some(signed) = domains.sign(msg, &from) {
-                    return (signed.data, signed.note, signed.return_path);
+                if let Some(signed) = domains.sign_body(msg, &body, &from) {
+                    let rp = return_path(signed.bounce_domain.as_deref());
+                    return (signed.data, signed.note, rp);
                 }
             }
         }
-        let (data, note) = self.signers.sign(body);
-        (data, note, None)
+        let (data, note) = self.signers.sign(&body);
+        (data, note, return_path(None))
     }
 
     /// Delivers `msg` once.

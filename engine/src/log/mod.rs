@@ -124,8 +124,15 @@ impl Topics {
         format!("{}.domains", self.prefix)
     }
 
+    /// Bounces, complaints and suppression-list changes, keyed by recipient domain, on the
+    /// partition of the recipient; read by the feedback projector and every node's
+    /// suppression index.
+    pub fn feedback(&self) -> String {
+        format!("{}.feedback", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.messages(), self.attempts(), self.domains()];
+        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.feedback()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }
