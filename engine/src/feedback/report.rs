@@ -112,7 +112,7 @@ static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
 static DAEMON: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^(mailer[-_]?daemon|mail[-_]?daemon|postmaster)@").expect("valid"));
 static REPLY_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[\s:(])([45][0-9][0-9])[ -]((?:[245])\.[0-9]{1,3}\.[0-9]{1,3})?\s*(\S.*)$").expect("valid")
+    Regex::new(r"(?:^|[\s:(])([45][0-9][0-9])(?:[ -]|: )((?:[245])\.[0-9]{1,3}\.[0-9]{1,3})?\s*(\S.*)$").expect("valid")
 });
 static DELAY_WORDS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(delivery (is )?delayed|delayed mail|will (be )?retr|still trying|has not yet been delivered|not been delivered yet|temporary (failure|problem)|warning: message)").expect("valid")
