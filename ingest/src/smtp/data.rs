@@ -1,6 +1,6 @@
-//! DATA (dot-terminated) and BDAT (RFC 3030 chunks), then acceptance: trace headers, the
-//! shared MIME check, one `MessageAccepted` per recipient, and the 250 only once
-//! `Submitter::submit` says every event is durable (451 4.3.0 otherwise, nothing accepted).
+//! DATA (dot-terminated) and BDAT (RFC 3030 chunks), the checks every server makes (size,
+//! NUL, bare CR), then the server's policy decides the final reply (submission:
+//! `super::submission`; the bounce MX: `crate::inbound`).
 //!
 //! Line endings (RFC 5321 §2.3.8, §4.1.1.4): only `CRLF.CRLF` ends DATA, so a bare LF
 //! can never end a message (no SMTP smuggling). A bare LF is normalized to CRLF and a line
@@ -10,7 +10,6 @@
 use super::reply::{self, Reply};
 use super::session::{Session, SessionError};
 use crate::accept;
-use herald_schemas::{SendOptions, Timestamp};
 
 /// Incremental DATA decoder: dot-unstuffing and end-of-data detection.
 #[derive(Default)]
@@ -174,7 +173,8 @@ impl Session {
         Ok(self.accept(accept::crlf(body), bare_cr, nul).await)
     }
 
-    /// Ends the transaction with `body` (CRLF line endings): the final reply.
+    /// Ends the transaction with `body` (CRLF line endings): the final reply, from the
+    /// server's policy once the checks every server makes have passed.
     async fn accept(&mut self, body: Vec<u8>, bare_cr: bool, nul: bool) -> Reply {
         let Some(tx) = self.tx.take() else {
             return reply::bad_sequence("No transaction");
@@ -185,63 +185,8 @@ impl Session {
         if bare_cr {
             return Reply::refuse(550, "bare_cr", "5.6.2 Bare CR characters are not allowed (RFC 5321 §2.3.8)");
         }
-        let (Some(account), sender) = (tx.account, tx.sender) else {
-            return reply::auth_required();
-        };
-        let limit = self.server.settings.max_message_bytes;
-        let body = self.trace_headers(body);
-        if body.len() > limit {
-            return reply::too_large(limit);
-        }
-        if let Err(e) = accept::check_mime(&body) {
-            return Reply::refuse(550, "invalid_mime", format!("5.6.0 {e}"));
-        }
-        let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
-        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
-        match self.server.submitter.submit(events).await {
-            Ok(()) => {
-                metrics::counter!("herald_smtp_ingest_messages_total").increment(1);
-                let ids: Vec<&str> = accepted.iter().map(|a| a.id.0.as_str()).collect();
-                Reply::new(250, format!("2.0.0 Ok: queued as {}", ids.join(" ")))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "smtp: append failed; message refused");
-                Reply::refuse(451, "log_unavailable", "4.3.0 Temporary failure storing the message, try again")
-            }
-        }
-    }
-
-    /// Prepends `Received:`, and `Message-ID:`/`Date:` when the message has none.
-    fn trace_headers(&self, body: Vec<u8>) -> Vec<u8> {
-        let s = &self.server.settings;
-        let now = Timestamp::now();
-        let date = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now.0) * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
-            .unwrap_or_default();
-        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
-        let proto = match (esmtp, self.tls, self.authenticated.is_some()) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, true, false) => "ESMTPS",
-            (true, false, true) => "ESMTPA",
-            (true, true, true) => "ESMTPSA",
-        };
-        let helo: String = helo.chars().filter(|c| !c.is_control()).collect();
-        let mut head = format!(
-            "Received: from {helo} ([{}])\r\n\tby {} (Herald) with {proto};\r\n\t{date}\r\n",
-            self.peer.ip(),
-            s.hostname
-        );
-        if !accept::has_header(&body, "Message-ID") {
-            head.push_str(&format!("Message-ID: <{}@{}>\r\n", uuid::Uuid::now_v7(), s.hostname));
-        }
-        if !accept::has_header(&body, "Date") {
-            head.push_str(&format!("Date: {date}\r\n"));
-        }
-        let mut out = head.into_bytes();
-        out.extend_from_slice(&body);
-        out
+        let server = self.server.clone();
+        server.policy.data(&self.peer(), tx, body).await
     }
 }
 

@@ -1,0 +1,135 @@
+//! The submission server's and smart host's [`Policy`]: the owning account of a
+//! transaction (authenticated user, else smart-host network), its rate budget, no
+//! recipients without an account (530: never an open relay), and acceptance after DATA:
+//! trace headers, the shared MIME check, one `MessageAccepted` per recipient, and the 250
+//! only once `Submitter::submit` says every event is durable (451 4.3.0 otherwise, nothing
+//! accepted).
+
+use super::auth::Credentials;
+use super::limits::AccountRate;
+use super::policy::{Peer, Policy};
+use super::reply::{self, Reply};
+use super::session::Transaction;
+use super::{Account, Settings};
+use crate::accept;
+use crate::address::Mailbox;
+use async_trait::async_trait;
+use herald_engine::submit::Submitter;
+use herald_schemas::{AccountId, SendOptions, Timestamp};
+use std::net::IpAddr;
+
+pub struct Submission {
+    submitter: Submitter,
+    credentials: Credentials,
+    rate: AccountRate,
+    hostname: String,
+    max_message_bytes: usize,
+}
+
+impl Submission {
+    pub fn new(settings: &Settings, submitter: Submitter, accounts: Vec<Account>) -> Self {
+        Submission {
+            submitter,
+            credentials: Credentials { accounts, failures: Default::default() },
+            rate: AccountRate::new(settings.account_rate, settings.account_burst),
+            hostname: settings.hostname.clone(),
+            max_message_bytes: settings.max_message_bytes,
+        }
+    }
+
+    /// The account whose `relay_networks` contain `ip`, if any (smart-host mode).
+    pub fn relay_account(&self, ip: IpAddr) -> Option<&AccountId> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.credentials.accounts.iter().find(|a| a.relay_networks.iter().any(|n| n.contains(&ip))).map(|a| &a.id)
+    }
+
+    /// Prepends `Received:`, and `Message-ID:`/`Date:` when the message has none.
+    fn trace_headers(&self, peer: &Peer<'_>, body: Vec<u8>) -> Vec<u8> {
+        let now = Timestamp::now();
+        let date = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now.0) * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+            .unwrap_or_default();
+        let (helo, esmtp) = peer.helo.cloned().unwrap_or_default();
+        let proto = match (esmtp, peer.tls, peer.authenticated.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        let helo: String = helo.chars().filter(|c| !c.is_control()).collect();
+        let mut head = format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (Herald) with {proto};\r\n\t{date}\r\n",
+            peer.addr.ip(),
+            self.hostname
+        );
+        if !accept::has_header(&body, "Message-ID") {
+            head.push_str(&format!("Message-ID: <{}@{}>\r\n", uuid::Uuid::now_v7(), self.hostname));
+        }
+        if !accept::has_header(&body, "Date") {
+            head.push_str(&format!("Date: {date}\r\n"));
+        }
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+#[async_trait]
+impl Policy for Submission {
+    fn credentials(&self) -> Option<&Credentials> {
+        Some(&self.credentials)
+    }
+
+    fn mail(&self, peer: &Peer<'_>, _sender: Option<&Mailbox>) -> Result<Option<AccountId>, Reply> {
+        let account = match peer.authenticated {
+            Some(account) => Some(account.clone()),
+            None => self.relay_account(peer.addr.ip()).cloned(),
+        };
+        if let Some(a) = &account {
+            if !self.rate.allow(a) {
+                return Err(Reply::refuse(451, "rate_limited", "4.7.1 Message rate exceeded, try again later"));
+            }
+        }
+        Ok(account)
+    }
+
+    fn may_name_recipients(&self, _peer: &Peer<'_>, tx: &Transaction) -> Option<Reply> {
+        tx.account.is_none().then(reply::auth_required)
+    }
+
+    fn rcpt(&self, _peer: &Peer<'_>, _tx: &Transaction, _to: &Mailbox) -> Option<Reply> {
+        None
+    }
+
+    async fn data(&self, peer: &Peer<'_>, tx: Transaction, body: Vec<u8>) -> Reply {
+        let (Some(account), sender) = (tx.account, tx.sender) else {
+            return reply::auth_required();
+        };
+        let limit = self.max_message_bytes;
+        let body = self.trace_headers(peer, body);
+        if body.len() > limit {
+            return reply::too_large(limit);
+        }
+        if let Err(e) = accept::check_mime(&body) {
+            return Reply::refuse(550, "invalid_mime", format!("5.6.0 {e}"));
+        }
+        let sender = sender.unwrap_or(Mailbox { address: String::new(), domain: String::new() });
+        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
+        match self.submitter.submit(events).await {
+            Ok(()) => {
+                metrics::counter!("herald_smtp_ingest_messages_total").increment(1);
+                let ids: Vec<&str> = accepted.iter().map(|a| a.id.0.as_str()).collect();
+                Reply::new(250, format!("2.0.0 Ok: queued as {}", ids.join(" ")))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "smtp: append failed; message refused");
+                Reply::refuse(451, "log_unavailable", "4.3.0 Temporary failure storing the message, try again")
+            }
+        }
+    }
+}
