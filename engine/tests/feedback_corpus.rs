@@ -60,20 +60,37 @@ fn every_message_reads_and_classifies_as_expected() {
                     BounceAction::Failed => "failed",
                     BounceAction::Delayed => "delayed",
                 };
-                let c = classifier.classify(b.code, b.enhanced.as_deref(), &b.diagnostic, b.action == BounceAction::Delayed);
+                let c = classifier.classify(
+                    b.code,
+                    b.enhanced.as_deref(),
+                    &b.diagnostic,
+                    b.action == BounceAction::Delayed,
+                );
                 check("format", want.format.as_deref() == Some(format), format!("{format} {b:?}"));
                 check("action", want.action.as_deref() == Some(action), action.into());
                 check("code", want.code == b.code, format!("{:?}", b.code));
                 check("enhanced", want.enhanced == b.enhanced, format!("{:?}", b.enhanced));
-                check("class", want.class.as_deref() == Some(c.class.as_str()), format!("{} ({:?})", c.class.as_str(), b.diagnostic));
-                check("type", want.bounce_type.as_deref() == Some(c.bounce_type.as_str()), c.bounce_type.as_str().into());
+                check(
+                    "class",
+                    want.class.as_deref() == Some(c.class.as_str()),
+                    format!("{} ({:?})", c.class.as_str(), b.diagnostic),
+                );
+                check(
+                    "type",
+                    want.bounce_type.as_deref() == Some(c.bounce_type.as_str()),
+                    c.bounce_type.as_str().into(),
+                );
                 if let Some(r) = &want.final_recipient {
                     check("final recipient", b.final_recipient.as_ref() == Some(r), format!("{:?}", b.final_recipient));
                 }
                 assert_eq!(b.digest.len(), 16);
             }
             (Report::Complaint(c, _), "complaint") => {
-                check("feedback type", want.feedback_type.as_deref() == Some(c.feedback_type.as_str()), c.feedback_type.clone());
+                check(
+                    "feedback type",
+                    want.feedback_type.as_deref() == Some(c.feedback_type.as_str()),
+                    c.feedback_type.clone(),
+                );
                 if let Some(first) = &want.candidate {
                     check("candidate", c.candidates.first() == Some(first), format!("{:?}", c.candidates));
                 }
@@ -81,7 +98,9 @@ fn every_message_reads_and_classifies_as_expected() {
                     check("original rcpt", c.original_rcpt_to.as_ref() == Some(r), format!("{:?}", c.original_rcpt_to));
                 }
             }
-            (Report::Success, "success") | (Report::AutoReply, "auto-reply") | (Report::Unrecognized, "unrecognized") => {}
+            (Report::Success, "success")
+            | (Report::AutoReply, "auto-reply")
+            | (Report::Unrecognized, "unrecognized") => {}
             (other, want) => check("report", false, format!("wanted {want}, got {other:?}")),
         }
         checked += 1;
