@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+mod bounces;
+pub use bounces::Bounces;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,8 @@ pub struct Config {
     pub domains: Domains,
     /// Static DKIM keys by From domain (an operator override: they win over sender domains).
     pub dkim: Vec<DkimKey>,
+    /// Bounce processing: VERP return paths, the bounce MX, classification, suppression.
+    pub bounces: Bounces,
 }
 
 /// `[dns]`: the service zone customers' CNAMEs point into (see `docs/sender-domains.md`).
@@ -338,11 +343,13 @@ pub enum Role {
     Deliver,
     /// The projector for the owned partitions.
     Project,
+    /// The bounce MX (`[bounces] listen`).
+    Bounces,
 }
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { node_index: 0, node_count: 1, roles: vec![Role::Smtp, Role::Deliver, Role::Project] }
+        Cluster { node_index: 0, node_count: 1, roles: vec![Role::Smtp, Role::Deliver, Role::Project, Role::Bounces] }
     }
 }
 
@@ -420,7 +427,11 @@ impl Config {
         let mut config: Config =
             toml::Value::Table(tree).try_into().map_err(|source| ConfigError::Parse { path: shown, source })?;
         if let Some(dir) = path.and_then(Path::parent) {
-            for p in [&mut config.smtp.tls_cert, &mut config.smtp.tls_key].into_iter().flatten() {
+            let b = &mut config.bounces;
+            for p in [&mut config.smtp.tls_cert, &mut config.smtp.tls_key, &mut b.tls_cert, &mut b.tls_key, &mut b.rules_file]
+                .into_iter()
+                .flatten()
+            {
                 if p.is_relative() {
                     *p = dir.join(&*p);
                 }
@@ -508,6 +519,7 @@ impl Config {
         if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
             return invalid(format!("dns.zone `{}` is not a domain name", self.dns.zone));
         }
+        self.bounces.validate(self.cluster.node_count).map_err(ConfigError::Invalid)?;
         if self.domains.maintenance_interval_secs == 0 {
             return invalid("domains.maintenance_interval_secs must be at least 1".into());
         }

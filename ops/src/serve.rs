@@ -9,7 +9,7 @@ use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
 use herald_engine::projector::Projector;
 use herald_engine::retry::RetryPolicy;
 use herald_engine::routing::Router;
-use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, ProjectionStore};
+use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, feedback::FeedbackStore, ProjectionStore};
 use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
 use herald_ingest::http::{ApiState, MetricsRender};
@@ -84,13 +84,21 @@ async fn retention_loop(
 
 /// Opens the configured projection store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionStore>> {
+    Ok(open_stores(config).await?.0)
+}
+
+/// Opens the configured projection store, as the message/stats/domain store and as the
+/// feedback store (one backend, one connection).
+pub async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn ProjectionStore>, Arc<dyn FeedbackStore>)> {
     Ok(match config.backend.store {
         StoreBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)?;
-            Arc::new(EmbeddedStore::open(&config.storage.data_dir.join("projection.redb"))?)
+            let s = Arc::new(EmbeddedStore::open(&config.storage.data_dir.join("projection.redb"))?);
+            (s.clone(), s)
         }
         StoreBackend::Cql => {
-            Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?)
+            let s = Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?);
+            (s.clone(), s)
         }
     })
 }
@@ -177,10 +185,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     install_crypto();
     let log = open_log(&config).await.context("opening the event log")?;
-    let store = open_store(&config).await.context("opening the projection store")?;
+    let (store, feedback_store) = open_stores(&config).await.context("opening the projection store")?;
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
+    let feedback =
+        crate::feedback::Feedback::new(&config, log.clone(), store.clone(), feedback_store, topics.clone(), router.clone())?;
     let d = &config.delivery;
     let deliverer = Deliverer::new(
         DeliverySettings {
@@ -195,20 +205,26 @@ pub async fn run(
     .map_err(anyhow::Error::msg)?;
     let cache = DomainCache::default();
     let key_store = KeyStore::new(config.storage.data_dir.join("dkim"));
-    let deliverer =
+    let mut deliverer =
         deliverer.with_sender_domains(Arc::new(domains::signing::SenderSigning::new(cache.clone(), key_store)));
+    if config.bounces.enabled {
+        deliverer = deliverer.with_return_paths(feedback.return_paths(&config));
+    }
     let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
-    let worker = Arc::new(Worker::new(
-        log.clone(),
-        topics.clone(),
-        router.clone(),
-        Arc::new(deliverer),
-        WorkerSettings {
-            batch_size: d.batch_size,
-            domain_concurrency: d.domain_concurrency,
-            policy: retry_policy(&config),
-        },
-    ));
+    let worker = Arc::new(
+        Worker::new(
+            log.clone(),
+            topics.clone(),
+            router.clone(),
+            Arc::new(deliverer),
+            WorkerSettings {
+                batch_size: d.batch_size,
+                domain_concurrency: d.domain_concurrency,
+                policy: retry_policy(&config),
+            },
+        )
+        .with_feedback(feedback.sending()),
+    );
     let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
     let owned: Vec<u32> =
         (0..config.backend.partitions).filter(|p| p % config.cluster.node_count == config.cluster.node_index).collect();
@@ -229,7 +245,9 @@ pub async fn run(
         max_recipients: config.http.max_recipients,
         metrics,
         domains: Some(domains.clone()),
+        feedback: Some(feedback.service.clone()),
     });
+    let bounce_mx = feedback.bounce_mx(&config, cache.clone()).await?;
     let dns = if config.dns.enabled {
         let sockets = domains::dns::bind(config.dns.listen)
             .await
@@ -254,8 +272,22 @@ pub async fn run(
         tasks.spawn(async move { ("delivery workers", worker.run(&owned, shutdown).await.map_err(Into::into)) });
     }
     if config.cluster.has(Role::Project) {
-        let (owned, shutdown) = (owned.clone(), shutdown.clone());
-        tasks.spawn(async move { ("projector", projector.run(&owned, shutdown).await.map_err(Into::into)) });
+        let (mine, stop) = (owned.clone(), shutdown.clone());
+        tasks.spawn(async move { ("projector", projector.run(&mine, stop).await.map_err(Into::into)) });
+        let (mine, stop, projector) = (owned.clone(), shutdown.clone(), feedback.projector(&config));
+        tasks.spawn(async move { ("feedback projector", projector.run(&mine, stop).await.map_err(Into::into)) });
+    }
+    let feedback = Arc::new(feedback);
+    if config.cluster.has(Role::Deliver) {
+        let (feedback, shutdown, partitions) = (feedback.clone(), shutdown.clone(), config.backend.partitions);
+        tasks.spawn(async move {
+            feedback.run_index(partitions, shutdown).await;
+            ("suppression index", Ok(()))
+        });
+    }
+    if let Some((server, listener)) = bounce_mx {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { ("bounce MX", smtp::run(listener, false, server, shutdown).await.map_err(Into::into)) });
     }
     // Sender domains: the projector and the maintenance (rotation, periodic re-checks) for
     // the owned partitions run with the projector; the cache and the DNS server everywhere.
