@@ -428,9 +428,15 @@ impl Config {
             toml::Value::Table(tree).try_into().map_err(|source| ConfigError::Parse { path: shown, source })?;
         if let Some(dir) = path.and_then(Path::parent) {
             let b = &mut config.bounces;
-            for p in [&mut config.smtp.tls_cert, &mut config.smtp.tls_key, &mut b.tls_cert, &mut b.tls_key, &mut b.rules_file]
-                .into_iter()
-                .flatten()
+            for p in [
+                &mut config.smtp.tls_cert,
+                &mut config.smtp.tls_key,
+                &mut b.tls_cert,
+                &mut b.tls_key,
+                &mut b.rules_file,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if p.is_relative() {
                     *p = dir.join(&*p);

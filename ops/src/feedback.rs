@@ -179,11 +179,11 @@ impl Feedback {
             domains: cache,
             default_domain: b.default_domain.as_ref().map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
         });
-        let cert_key = b
+        let cert_key = b.tls_cert.as_deref().zip(b.tls_key.as_deref()).or(config
+            .smtp
             .tls_cert
             .as_deref()
-            .zip(b.tls_key.as_deref())
-            .or(config.smtp.tls_cert.as_deref().zip(config.smtp.tls_key.as_deref()));
+            .zip(config.smtp.tls_key.as_deref()));
         let tls = smtp::starttls::acceptor(cert_key, &config.storage.data_dir, &b.hostname)
             .context("bounce MX TLS certificate")?;
         let settings = smtp::Settings {

@@ -189,8 +189,14 @@ pub async fn run(
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
-    let feedback =
-        crate::feedback::Feedback::new(&config, log.clone(), store.clone(), feedback_store, topics.clone(), router.clone())?;
+    let feedback = crate::feedback::Feedback::new(
+        &config,
+        log.clone(),
+        store.clone(),
+        feedback_store,
+        topics.clone(),
+        router.clone(),
+    )?;
     let d = &config.delivery;
     let deliverer = Deliverer::new(
         DeliverySettings {
@@ -287,7 +293,9 @@ pub async fn run(
     }
     if let Some((server, listener)) = bounce_mx {
         let shutdown = shutdown.clone();
-        tasks.spawn(async move { ("bounce MX", smtp::run(listener, false, server, shutdown).await.map_err(Into::into)) });
+        tasks.spawn(
+            async move { ("bounce MX", smtp::run(listener, false, server, shutdown).await.map_err(Into::into)) },
+        );
     }
     // Sender domains: the projector and the maintenance (rotation, periodic re-checks) for
     // the owned partitions run with the projector; the cache and the DNS server everywhere.

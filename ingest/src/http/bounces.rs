@@ -67,7 +67,11 @@ pub async fn list(
     let class = match q.class.as_deref() {
         Some(c) => Some(BounceClass::parse(c).ok_or_else(|| {
             let all: Vec<&str> = BounceClass::ALL.iter().map(|c| c.as_str()).collect();
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_class", format!("unknown class `{c}`; one of {}", all.join(", ")))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_class",
+                format!("unknown class `{c}`; one of {}", all.join(", ")),
+            )
         })?),
         None => None,
     };

@@ -159,7 +159,8 @@ pub async fn put(
     } else {
         serde_json::from_slice(&body).map_err(|e| malformed(format!("invalid JSON body: {e}")))?
     };
-    let entry = new_entry(address, b).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m))?;
+    let entry =
+        new_entry(address, b).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m))?;
     let (shown, created) = service.put(&account, entry).await.map_err(error)?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view(&shown))))
 }
@@ -191,18 +192,20 @@ pub async fn import(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (service, account) = service(&state, &headers)?;
     let raw = axum::body::to_bytes(body, IMPORT_LIMIT).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("an import is limited to {IMPORT_LIMIT} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("an import is limited to {IMPORT_LIMIT} bytes"),
+        )
     })?;
     let text = std::str::from_utf8(&raw).map_err(|_| malformed("the import is not UTF-8".into()))?;
     let mut entries = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let parsed = serde_json::from_str::<ImportLine>(line)
-            .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|l| {
-                let address = parse_mailbox(&l.address).map_err(|e| format!("address: {e}"))?.address;
-                new_entry(address, PutBody { reason: l.reason, detail: l.detail, expires_at: l.expires_at })
-            });
+        let parsed = serde_json::from_str::<ImportLine>(line).map_err(|e| format!("invalid JSON: {e}")).and_then(|l| {
+            let address = parse_mailbox(&l.address).map_err(|e| format!("address: {e}"))?.address;
+            new_entry(address, PutBody { reason: l.reason, detail: l.detail, expires_at: l.expires_at })
+        });
         match parsed {
             Ok(e) => entries.push(e),
             Err(message) => errors.push(json!({ "line": i + 1, "message": message })),

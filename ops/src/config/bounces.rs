@@ -125,7 +125,8 @@ impl Bounces {
                 return Err(format!("bounces.soft_bounce_classes: unknown class `{c}`"));
             }
         }
-        if self.soft_bounce_threshold > 0 && (self.soft_bounce_window_days == 0 || self.soft_bounce_suppress_days == 0) {
+        if self.soft_bounce_threshold > 0 && (self.soft_bounce_window_days == 0 || self.soft_bounce_suppress_days == 0)
+        {
             return Err("bounces.soft_bounce_window_days and soft_bounce_suppress_days must be at least 1".into());
         }
         Ok(())
