@@ -98,11 +98,13 @@ fn main() -> anyhow::Result<()> {
             let c = Config::load(Some(&config))?;
             herald::serve::install_crypto();
             herald::serve::signers(&c)?;
+            let rules = herald::feedback::classifier(&c)?;
             println!(
-                "{}: ok ({} accounts, {} DKIM keys, log {:?}, store {:?}, {} partitions)",
+                "{}: ok ({} accounts, {} DKIM keys, {} bounce rules, log {:?}, store {:?}, {} partitions)",
                 config.display(),
                 c.accounts.len(),
                 c.dkim.len(),
+                rules.len(),
                 c.backend.log,
                 c.backend.store,
                 c.backend.partitions

@@ -230,10 +230,14 @@ impl SuppressionIndex {
                             }
                         }
                         Ok(records) => {
+                            let changed = !records.is_empty();
                             for r in records {
                                 if let Ok(Event::Feedback(e)) = decode(&r.value) {
                                     index.apply(&e);
                                 }
+                            }
+                            if changed && index.is_ready() {
+                                index.gauges();
                             }
                         }
                         Err(e) => {
@@ -252,9 +256,13 @@ impl SuppressionIndex {
 
     fn mark_ready(&self, started: std::time::Instant, loaded: u64) {
         tracing::info!(from_store = loaded, entries = self.len(), elapsed = ?started.elapsed(), "suppression index ready");
+        self.gauges();
+        self.ready.send_replace(true);
+    }
+
+    fn gauges(&self) {
         metrics::gauge!("herald_suppression_index_entries").set(self.len() as f64);
         metrics::gauge!("herald_suppression_index_bytes").set(self.memory_bytes() as f64);
-        self.ready.send_replace(true);
     }
 }
 
