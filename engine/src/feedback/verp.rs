@@ -183,7 +183,7 @@ mod tests {
         bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
         assert_eq!(keys.verify(std::str::from_utf8(&bytes).unwrap()), Err(VerpError::BadMac));
         // Another account's tag with the same id does not verify.
-        let mut token = base32().decode(local[2..].as_bytes()).unwrap();
+        let mut token = base32().decode(&local.as_bytes()[2..]).unwrap();
         token[ID_LEN] ^= 1;
         assert_eq!(keys.verify(&format!("b-{}", base32().encode(&token))), Err(VerpError::BadMac));
         assert_eq!(keys.verify("fbl"), Err(VerpError::NotVerp));
