@@ -24,7 +24,8 @@ fn corpus() -> Vec<Vec<u8>> {
 fn read_and_classify(classifier: &Classifier, raw: &[u8]) -> usize {
     match report::read(raw) {
         Report::Bounce(b) => {
-            let c = classifier.classify(b.code, b.enhanced.as_deref(), &b.diagnostic, b.action == BounceAction::Delayed);
+            let c =
+                classifier.classify(b.code, b.enhanced.as_deref(), &b.diagnostic, b.action == BounceAction::Delayed);
             c.class as usize + 1
         }
         Report::Complaint(c, _) => c.candidates.len(),

@@ -52,6 +52,7 @@ relay_networks = ["127.0.0.0/8"]
 domain = "sender.test"
 selector = "s1"
 private_key = "$WORK/dkim.pem"
+accounts = ["bench"]
 TOML
   RUST_LOG=warn "$HERALD" serve --config "$WORK/herald.toml" > "$WORK/herald.log" 2>&1 & HERALD_PID=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.1; done

@@ -8,6 +8,7 @@
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
 
+pub mod consumer;
 pub mod delivery;
 pub mod domains;
 pub mod feedback;

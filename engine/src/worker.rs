@@ -1,34 +1,42 @@
-//! The delivery worker: one task per assigned partition of the messages topic and of each
-//! retry-tier topic. A task reads a batch, delivers it (concurrently, within per-domain
-//! limits), appends one `DeliveryAttempted` per attempt (plus a `DeliveryScheduled` on the
-//! right retry tier for each deferral), and only then commits its offset.
+//! The delivery worker: a [`ChunkHandler`] run by the consumer runtime ([`crate::consumer`])
+//! on every partition this node owns of the messages topic and of each retry-tier topic.
+//! Each record is one delivery attempt; a partition has up to `batch_size` records in
+//! flight at once (within per-domain limits), and as each attempt finishes its
+//! `DeliveryAttempted` (plus a `DeliveryScheduled` on the right retry tier for a deferral)
+//! is appended together with the partition's new position, atomically.
 //!
 //! Workers hold no state of their own: everything needed to resume is in the log, so any
-//! worker can take over any partition. After a crash, the records after the last commit
-//! are delivered again (at-least-once); a partition has at most `batch_size` records in
-//! flight, which bounds the duplicates.
+//! worker can take over any partition. A retry record is appended only with the commit that
+//! marks its attempt finished, so a crash can never fork a retry chain; after a crash only
+//! the attempts that were in flight are made again (at most `batch_size` per partition).
 
+use crate::consumer::{self, ChunkHandler, Membership, Owned};
 use crate::delivery::{Attempt, Class, Deliverer};
-use crate::log::{Assignment, EventLog, PartitionConsumer, Record, Stored, Topics};
+use crate::log::{Assignment, EventLog, Record, Stored, Topics};
 use crate::retry::{Next, RetryPolicy};
 use crate::routing::Router;
+use async_trait::async_trait;
 use herald_schemas::{
     decode, encode, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SmtpReply, Timestamp,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-delivery";
+/// The role in the delivery consumer group's name ([`Topics::group`]).
+pub const ROLE: &str = "delivery";
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
+    /// Attempts in flight per partition (and records read ahead).
     pub batch_size: usize,
     /// Concurrent deliveries per recipient domain, across all of this node's partitions.
     pub domain_concurrency: usize,
     pub policy: RetryPolicy,
+    /// How long a stopping partition waits for its attempts in flight.
+    pub drain: Duration,
 }
 
 pub struct Worker {
@@ -43,10 +51,27 @@ pub struct Worker {
 }
 
 /// A message due for an attempt.
-struct Job {
+pub struct Job {
     message: MessageAccepted,
     attempt: u32,
     not_before: Timestamp,
+}
+
+#[async_trait]
+impl ChunkHandler for Worker {
+    type Item = Job;
+
+    fn prepare(&self, record: &Stored) -> Option<Job> {
+        job(record)
+    }
+
+    fn due(&self, job: &Job) -> Timestamp {
+        job.not_before
+    }
+
+    async fn handle(&self, _: &Assignment, items: Vec<(u64, Job)>) -> Vec<Record> {
+        self.deliver_all(items.into_iter().map(|(_, j)| j).collect()).await
+    }
 }
 
 impl Worker {
@@ -67,75 +92,30 @@ impl Worker {
         self
     }
 
-    /// Consumes `partitions` of the messages and retry topics until `shutdown`.
+    /// Consumes the messages and retry topics until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
-        partitions: &[u32],
+        membership: &Membership,
         shutdown: CancellationToken,
     ) -> Result<(), crate::log::LogError> {
-        let mut assignments = Vec::new();
-        for topic in
-            std::iter::once(self.topics.messages()).chain((0..self.topics.retry_tiers).map(|t| self.topics.retry(t)))
-        {
-            assignments.extend(partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }));
-        }
+        let topics: Vec<String> = std::iter::once(self.topics.messages())
+            .chain((0..self.topics.retry_tiers).map(|t| self.topics.retry(t)))
+            .collect();
+        let settings = consumer::Settings {
+            window: self.settings.batch_size,
+            concurrency: self.settings.batch_size,
+            chunk: 1,
+            drain: self.settings.drain,
+        };
         if let Some(f) = &self.feedback {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = f.index.ready() => {}
             }
         }
-        let consumers = self.log.consume(GROUP, &assignments).await?;
-        let mut tasks = tokio::task::JoinSet::new();
-        for consumer in consumers {
-            tasks.spawn(self.clone().partition_loop(consumer, shutdown.clone()));
-        }
-        while tasks.join_next().await.is_some() {}
-        Ok(())
-    }
-
-    async fn partition_loop(self: Arc<Self>, mut consumer: Box<dyn PartitionConsumer>, shutdown: CancellationToken) {
-        let mut pending: VecDeque<(u64, Option<Job>)> = VecDeque::new();
-        loop {
-            if pending.is_empty() {
-                let polled = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = consumer.poll(self.settings.batch_size, Duration::from_secs(1)) => r,
-                };
-                match polled {
-                    Ok(records) => pending.extend(records.into_iter().map(|r| (r.offset, job(&r)))),
-                    Err(e) => {
-                        tracing::warn!(error = %e, assignment = ?consumer.assignment(), "poll failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                }
-                continue;
-            }
-            // Retry tiers hold records in due order: wait for the head, then take every
-            // record that is due.
-            let head_due = pending.front().and_then(|(_, j)| j.as_ref()).map(|j| j.not_before).unwrap_or(Timestamp(0));
-            let wait = head_due.until(Timestamp::now());
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            let now = Timestamp::now();
-            let due = pending.iter().take_while(|(_, j)| j.as_ref().is_none_or(|j| j.not_before <= now)).count().max(1);
-            let chunk: Vec<(u64, Option<Job>)> = pending.drain(..due).collect();
-            let next_offset = chunk.last().map(|(o, _)| o + 1).expect("chunk is never empty");
-            let jobs: Vec<Job> = chunk.into_iter().filter_map(|(_, j)| j).collect();
-            let records = self.deliver_all(jobs).await;
-            if !self.append_until_done(records, &shutdown).await {
-                return; // shutting down: the chunk stays uncommitted and is redone later
-            }
-            if let Err(e) = consumer.commit(next_offset).await {
-                // Not fatal: the records will be delivered again after a restart.
-                tracing::warn!(error = %e, "offset commit failed");
-            }
-        }
+        let log = self.log.clone();
+        let group = self.topics.group(ROLE);
+        consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
     }
 
     async fn deliver_all(&self, jobs: Vec<Job>) -> Vec<Record> {
@@ -224,25 +204,6 @@ impl Worker {
             });
         }
         records
-    }
-
-    /// Appends, retrying with backoff: the offset must not be committed before this
-    /// succeeds, and giving up would lose the attempt's outcome. `false` only on shutdown.
-    async fn append_until_done(&self, records: Vec<Record>, shutdown: &CancellationToken) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.log.append(records.clone()).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::error!(error = %e, "appending attempt events failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
     }
 }
 

@@ -1,10 +1,14 @@
-//! One conformance suite for every `ProjectionStore` backend: embedded redb and a real CQL
+//! One conformance suite for every `ProjectionStore` backend (events and counters, sender
+//! domains, idempotency keys): embedded redb and a real CQL
 //! server (`HERALD_TEST_CQL=host:port`, set by `ops/scripts/test.sh`; without it the CQL
 //! tests fail rather than skip).
 
-use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, Kind, Projected, ProjectionStore, Stats, Status};
+use herald_engine::store::{
+    cql::CqlStore, embedded::EmbeddedStore, Claim, IdempotencyRecord, Kind, Projected, ProjectionStore, Stats, Status,
+};
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use std::sync::Arc;
+use std::time::Duration;
 
 const HOUR: i64 = 3_600_000;
 /// 2026-11-22T10:00:00Z
@@ -64,7 +68,63 @@ async fn suite(store: Arc<dyn ProjectionStore>) {
     let before = store.stats(&a, Timestamp(T0 - 5 * HOUR), Timestamp(T0)).await.unwrap();
     assert_eq!(before, Stats::default());
     feedback_kinds(store.clone()).await;
-    domains(store).await;
+    domains(store.clone()).await;
+    idempotency(store).await;
+}
+
+fn record(claim: &str, done: bool) -> IdempotencyRecord {
+    IdempotencyRecord {
+        fingerprint: "f1".into(),
+        claim: claim.into(),
+        response: r#"{"messages":[]}"#.into(),
+        probe: MessageId("m1".into()),
+        done,
+        claimed_at: Timestamp(T0),
+    }
+}
+
+/// Idempotency keys: one winner among concurrent claims, changes only by the holder,
+/// per account, gone after their time to live.
+async fn idempotency(store: Arc<dyn ProjectionStore>) {
+    let (a, b) = (AccountId("acme".into()), AccountId("other".into()));
+    let day = Duration::from_secs(86_400);
+    let claims = (0..8).map(|i| {
+        let (store, a) = (store.clone(), a.clone());
+        async move { store.claim_idempotency(&a, "k1", &record(&format!("c{i}"), false), day).await.unwrap() }
+    });
+    let outcomes = futures::future::join_all(claims).await;
+    let winners: Vec<usize> = (0..8).filter(|&i| outcomes[i] == Claim::Won).collect();
+    assert_eq!(winners.len(), 1, "exactly one concurrent claim wins: {outcomes:?}");
+    let holder = format!("c{}", winners[0]);
+    for o in &outcomes {
+        if let Claim::Held(r) = o {
+            assert_eq!(r.claim, holder);
+        }
+    }
+    assert!(!store.replace_idempotency(&a, "k1", "intruder", &record("intruder", true), day).await.unwrap());
+    assert!(store.replace_idempotency(&a, "k1", &holder, &record(&holder, true), day).await.unwrap());
+    assert_eq!(
+        store.claim_idempotency(&a, "k1", &record("late", false), day).await.unwrap(),
+        Claim::Held(record(&holder, true))
+    );
+    assert_eq!(
+        store.claim_idempotency(&b, "k1", &record("b", false), day).await.unwrap(),
+        Claim::Won,
+        "keys are per account"
+    );
+    store.release_idempotency(&a, "k1", "intruder").await.unwrap();
+    assert!(matches!(store.claim_idempotency(&a, "k1", &record("x", false), day).await.unwrap(), Claim::Held(_)));
+    store.release_idempotency(&a, "k1", &holder).await.unwrap();
+    assert_eq!(store.claim_idempotency(&a, "k1", &record("again", false), day).await.unwrap(), Claim::Won);
+    // Time to live: one second, then the key is free again.
+    let second = Duration::from_secs(1);
+    assert_eq!(store.claim_idempotency(&a, "short", &record("s1", false), second).await.unwrap(), Claim::Won);
+    assert!(matches!(
+        store.claim_idempotency(&a, "short", &record("s2", false), second).await.unwrap(),
+        Claim::Held(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.claim_idempotency(&a, "short", &record("s3", false), second).await.unwrap(), Claim::Won);
 }
 
 /// Feedback rows: status is the latest word that has one, `info` counts nothing.

@@ -1,6 +1,7 @@
 //! Herald's ingestion. [`http`] serves the REST API and [`smtp`] the SMTP submission server
-//! and smart host; both share [`accept`]. [`inbound`] is the bounce MX, on [`smtp`]'s
-//! session machinery.
+//! and smart host; both share [`message`] (the message checks), [`sender`] (which From
+//! domains an account may use) and [`accept`] (building the events).
+//! [`inbound`] is the bounce MX, on [`smtp`]'s session machinery.
 //! Ingestion validates and appends accepted messages to the log through
 //! [`herald_engine::submit::Submitter`]; it never delivers.
 
@@ -8,4 +9,6 @@ pub mod accept;
 pub mod address;
 pub mod http;
 pub mod inbound;
+pub mod message;
+pub mod sender;
 pub mod smtp;

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use herald_engine::log::{Assignment, EventLog, LogError, PartitionConsumer, Record, Topics};
 use herald_engine::routing::Router;
 use herald_engine::submit::Submitter;
+use herald_ingest::sender::SenderPolicy;
 use herald_ingest::smtp::{session::Session, Account, Server, Settings};
 use herald_schemas::AccountId;
 use proptest::prelude::*;
@@ -56,7 +57,8 @@ fn server(log: Arc<CountingLog>, relay: bool) -> Arc<Server> {
     };
     let relay_networks = if relay { vec!["127.0.0.0/8".parse().unwrap()] } else { vec![] };
     let accounts = vec![Account { id: AccountId("acme".into()), users: vec![], relay_networks }];
-    Arc::new(Server::new(settings, submitter, accounts, None))
+    let sender = Arc::new(SenderPolicy::permissive([AccountId("acme".into())]));
+    Arc::new(Server::new(settings, submitter, accounts, sender, None))
 }
 
 /// Runs a session on `input` (the client half-closes after writing it); returns the replies.
@@ -178,4 +180,87 @@ proptest! {
             prop_assert!(text.contains("RCPT TO:") && (text.contains("DATA") || text.contains("BDAT")));
         }
     }
+}
+
+/// Issue 10 item 3: a chunk size that overflowed `received + size` used to bypass
+/// `max_message_bytes` (and, in debug builds, panicked the session).
+#[tokio::test]
+async fn bdat_size_overflow_is_refused_and_closes() {
+    let log = Arc::new(CountingLog::default());
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT 2\r\nabBDAT {} LAST\r\n{}",
+        usize::MAX - 1,
+        "z".repeat(8192)
+    );
+    let out = drive(server(log.clone(), true), input.as_bytes()).await;
+    assert!(out.contains("250 2.0.0 2 octets received"), "{out}");
+    assert!(out.trim_end().ends_with("closing connection"), "{out}");
+    assert!(out.contains("552 5.3.4"), "{out}");
+    assert_eq!(log.appends.load(Ordering::SeqCst), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// BDAT chunks of sizes near the limit (4096 here) and near `usize::MAX`: never a panic,
+    /// and nothing accepted whose chunks add up to more than the limit.
+    #[test]
+    fn bdat_sizes_near_the_limits(sizes in proptest::collection::vec(
+        prop_oneof![0usize..8, 4090usize..4100, (usize::MAX - 4)..=usize::MAX, 0usize..5000], 1..4)
+    ) {
+        let mut input = b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT 20\r\nFrom: a@b.test\r\n\r\nx".to_vec();
+        let mut total = 20u128;
+        for (i, &size) in sizes.iter().enumerate() {
+            let last = if i + 1 == sizes.len() { " LAST" } else { "" };
+            input.extend_from_slice(format!("BDAT {size}{last}\r\n").as_bytes());
+            input.extend(std::iter::repeat_n(b'y', size.min(5000)));
+            total += size as u128;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let log = Arc::new(CountingLog::default());
+        let out = rt.block_on(drive(server(log.clone(), true), &input));
+        if total > 4096 {
+            prop_assert_eq!(log.appends.load(Ordering::SeqCst), 0, "{}", out);
+            prop_assert!(!out.contains("queued as"), "{}", out);
+        }
+    }
+}
+
+#[tokio::test]
+async fn twenty_bad_commands_close_the_session_with_421() {
+    let log = Arc::new(CountingLog::default());
+    let mut input = "EHLO c.test\r\n".to_owned();
+    for _ in 0..20 {
+        input.push_str("BOGUS\r\n");
+    }
+    input.push_str("NOOP\r\nNOOP\r\n");
+    let out = drive(server(log.clone(), true), input.as_bytes()).await;
+    assert_eq!(out.matches("500 5.5.2").count(), 20, "{out}");
+    assert!(out.ends_with("421 4.7.0 Too many errors, closing connection\r\n"), "{out}");
+    assert!(!out.contains("250 2.0.0 OK"), "the session ended before the NOOPs: {out}");
+    // 19 errors leave the session usable.
+    let input = format!("EHLO c.test\r\n{}NOOP\r\n", "BOGUS\r\n".repeat(19));
+    let out = drive(server(log, true), input.as_bytes()).await;
+    assert!(out.ends_with("250 2.0.0 OK\r\n"), "{out}");
+}
+
+#[tokio::test]
+async fn duplicate_recipients_get_one_copy_and_bad_messages_the_shared_checks() {
+    let log = Arc::new(CountingLog::default());
+    let input = "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@Example.test>\r\nRCPT TO:<x@EXAMPLE.TEST>\r\nRCPT TO:<y@example.test>\r\nDATA\r\nFrom: a@b.test\r\n\r\nhi\r\n.\r\n";
+    let out = drive(server(log.clone(), true), input.as_bytes()).await;
+    assert!(out.contains("250 2.1.5 Duplicate recipient"), "{out}");
+    assert!(out.contains("queued as"), "{out}");
+    assert_eq!(log.records.load(Ordering::SeqCst), 2);
+    let bad = [
+        ("From: a@b.test\r\nFrom: c@d.test\r\n\r\nx\r\n", "550 5.6.0 The message has 2 `From:` header fields"),
+        ("From: a@b.test\r\nSubject: \0\r\n\r\nx\r\n", "550 5.6.0 The message contains a NUL"),
+        ("Subject: none\r\n\r\nx\r\n", "550 5.6.0 The message has no From:"),
+    ];
+    for (message, expected) in bad {
+        let input =
+            format!("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@example.test>\r\nDATA\r\n{message}.\r\n");
+        let out = drive(server(log.clone(), true), input.as_bytes()).await;
+        assert!(out.contains(expected), "{expected}: {out}");
+    }
+    assert_eq!(log.appends.load(Ordering::SeqCst), 1);
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use dns::{Knot, Zone};
-use herald::config::{Account, Config};
+use herald::config::{Account, Config, FromDomains};
 use std::sync::Arc;
 
 use herald_loadtest::generator::{self, http::HttpTarget, Mode, SendConfig};
@@ -41,8 +41,13 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
     c.delivery.connect_timeout_secs = 5;
     c.delivery.command_timeout_secs = 10;
     c.backend.partitions = 4;
-    c.accounts =
-        vec![Account { id: "loadtest".into(), api_keys: vec![KEY.into()], smtp_users: vec![], relay_networks: vec![] }];
+    c.accounts = vec![Account {
+        id: "loadtest".into(),
+        api_keys: vec![KEY.into()],
+        smtp_users: vec![],
+        relay_networks: vec![],
+        from_domains: Some(FromDomains::Any),
+    }];
     c
 }
 

@@ -16,7 +16,7 @@ log() { printf '[install-peers] %s\n' "$*"; }
 
 # ---- apt ---------------------------------------------------------------
 APT_PKGS=(postfix libsasl2-modules swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
-  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl)
+  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl prometheus)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -23,14 +23,24 @@ echo "[test] starting Kafka and Cassandra in $peers"
 export HERALD_TEST_KAFKA="127.0.0.1:${KAFKA_PORT:-9092}"
 export HERALD_TEST_CQL="127.0.0.1:${CQL_PORT:-9042}"
 cd "$root"
-echo "[test] cargo test --workspace (Kafka $HERALD_TEST_KAFKA, CQL $HERALD_TEST_CQL)"
-log="$peers/cargo-test.log"
+echo "[test] tests of the workspace (Kafka $HERALD_TEST_KAFKA, CQL $HERALD_TEST_CQL)"
 status=0
-cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
-# One closing line over every test binary (cargo's own last line is a doc-test summary).
-passed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
-failed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s += $6} END {print s + 0}')
+if (($# == 0)); then
+  # Every test binary built once, then run in parallel (TEST_JOBS, default 3), longest first;
+  # the script prints the closing `N passed, N failed` line.
+  TEST_HISTORY="${TEST_HISTORY:-$cache/test-durations.json}" \
+    python3 "$here/run-tests.py" "$peers/tests" | tee "$peers/summary.log" || status=$?
+  summary="$(tail -n 1 "$peers/summary.log")"
+else
+  # Extra arguments (a filter, -p crate …): plain cargo test, one binary after the other.
+  log="$peers/cargo-test.log"
+  cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+  passed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+  failed=$(grep -oE 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s += $6} END {print s + 0}')
+  summary="$passed passed, $failed failed"
+fi
 stop_peers
 trap - EXIT
-echo "$passed passed, $failed failed"
+# One closing line over every test binary.
+echo "$summary"
 exit "$status"

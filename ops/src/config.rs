@@ -199,6 +199,9 @@ pub struct Smtp {
     pub max_auth_failures: u32,
     /// How long failures count against a client IP, in seconds.
     pub auth_lockout_secs: u64,
+    /// Error replies (5xx) a session may get before it is answered 421 4.7.0 and closed
+    /// (Postfix's `smtpd_hard_error_limit`); 0: no limit.
+    pub max_errors: u32,
 }
 
 impl Default for Smtp {
@@ -222,6 +225,7 @@ impl Default for Smtp {
             auth_failure_delay_ms: 1000,
             max_auth_failures: 5,
             auth_lockout_secs: 600,
+            max_errors: 20,
         }
     }
 }
@@ -240,8 +244,12 @@ pub struct Delivery {
     pub command_timeout_secs: u64,
     /// Concurrent deliveries per recipient domain on this node.
     pub domain_concurrency: usize,
-    /// Records a partition task reads and delivers at once (bounds duplicates after a crash).
+    /// Attempts in flight per partition (and records read ahead). Each finished attempt is
+    /// committed at once, so this bounds the attempts made again after a crash.
     pub batch_size: usize,
+    /// At a stop (or when a partition moves to another node) attempts in flight get this
+    /// long to finish; the rest are aborted and made again by the next owner.
+    pub drain_secs: u64,
     /// Delay before the second attempt; each later attempt doubles it.
     pub retry_initial_secs: u64,
     /// Longest delay between attempts.
@@ -262,6 +270,7 @@ impl Default for Delivery {
             command_timeout_secs: 300,
             domain_concurrency: 20,
             batch_size: 256,
+            drain_secs: 20,
             retry_initial_secs: 60,
             retry_max_delay_secs: 4 * 3600,
             max_age_secs: 5 * 86_400,
@@ -292,8 +301,22 @@ pub struct Backend {
     /// `embedded` (default) or `cql` (ScyllaDB or Cassandra).
     pub store: StoreBackend,
     pub kafka_brokers: String,
-    /// Replication factor of topics Herald creates.
+    /// Replication factor of topics Herald creates; existing topics must have at least this
+    /// many replicas. Below 3 only with `kafka_allow_weak_durability`.
     pub kafka_replication: i32,
+    /// `min.insync.replicas` of topics Herald creates (with `acks=all`, an append is
+    /// acknowledged once this many replicas have it). Below 2 only with
+    /// `kafka_allow_weak_durability`.
+    pub kafka_min_insync_replicas: i32,
+    /// The explicit development setting: allow replication below 3 and
+    /// `min.insync.replicas` below 2 (a single test broker). Never in production.
+    pub kafka_allow_weak_durability: bool,
+    /// Consumer group session timeout: a node that dies keeps its partitions this long
+    /// before the group moves them (failover time).
+    pub kafka_session_timeout_ms: u64,
+    /// Records prefetched per assigned partition, in KiB (librdkafka's
+    /// `queued.max.messages.kbytes`, which applies per partition with Herald's queues).
+    pub kafka_prefetch_kib: u32,
     pub cql_nodes: Vec<String>,
     pub cql_keyspace: String,
     /// Partitions of every topic. Changing it re-routes domains: drain first.
@@ -312,7 +335,11 @@ impl Default for Backend {
             log: LogBackend::Embedded,
             store: StoreBackend::Embedded,
             kafka_brokers: "127.0.0.1:9092".into(),
-            kafka_replication: 1,
+            kafka_replication: 3,
+            kafka_min_insync_replicas: 2,
+            kafka_allow_weak_durability: false,
+            kafka_session_timeout_ms: 10_000,
+            kafka_prefetch_kib: 4096,
             cql_nodes: vec!["127.0.0.1:9042".into()],
             cql_keyspace: "herald".into(),
             partitions: 16,
@@ -322,14 +349,29 @@ impl Default for Backend {
     }
 }
 
-/// Static partition ownership: node `i` of `n` works partitions `p` with `p % n == i`;
-/// `roles` picks the components this node runs (all of them by default).
+/// How partitions are shared between nodes, and which components this node runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
+    /// `group` (default): nodes join Kafka consumer groups and partitions move between
+    /// them as they join and leave, with no config change. `static`: node `node_index` of
+    /// `node_count` works partitions `p` with `p % node_count == node_index`, with no
+    /// rebalancing (a dead node's partitions wait for it). The embedded backends are one
+    /// node, which owns every partition, in either mode.
+    pub mode: ClusterMode,
+    /// Static mode only.
     pub node_index: u32,
+    /// Static mode only.
     pub node_count: u32,
+    /// The components this node runs (all of them by default).
     pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    Group,
+    Static,
 }
 
 /// A component of `herald serve`. The HTTP API (`POST /v1/send`, queries, metrics) runs on
@@ -349,7 +391,12 @@ pub enum Role {
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { node_index: 0, node_count: 1, roles: vec![Role::Smtp, Role::Deliver, Role::Project, Role::Bounces] }
+        Cluster {
+            mode: ClusterMode::Group,
+            node_index: 0,
+            node_count: 1,
+            roles: vec![Role::Smtp, Role::Deliver, Role::Project, Role::Bounces],
+        }
     }
 }
 
@@ -373,6 +420,20 @@ pub struct Account {
     /// send over SMTP without AUTH, as this account.
     #[serde(default)]
     pub relay_networks: Vec<String>,
+    /// From domains this account may send from: `verified` (its verified sender domains and
+    /// their subdomains, and the domains of static `[[dkim]]` keys that name it) or `any`
+    /// (also domains nobody has verified; another account's domain is always refused).
+    /// Unset: `any` for an account that a static `[[dkim]]` key names, else `verified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_domains: Option<FromDomains>,
+}
+
+/// An account's From-domain policy (`accounts.from_domains`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FromDomains {
+    Verified,
+    Any,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -399,6 +460,9 @@ pub struct DkimKey {
     /// PKCS#8 PEM file, RSA or Ed25519; the algorithm follows the key. Relative paths are
     /// resolved from the config file's directory.
     pub private_key: PathBuf,
+    /// The accounts this key signs for (ids from `[[accounts]]`); they may send From the
+    /// domain and its subdomains, and no other account may.
+    pub accounts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -468,6 +532,31 @@ impl Config {
         {
             return invalid("cluster.node_count > 1 needs backend.log = \"kafka\" and backend.store = \"cql\": embedded storage is one node's".into());
         }
+        if self.cluster.mode == ClusterMode::Group && (self.cluster.node_count != 1 || self.cluster.node_index != 0) {
+            return invalid(
+                "cluster.node_index/node_count are for cluster.mode = \"static\"; in group mode nodes share partitions through Kafka consumer groups".into(),
+            );
+        }
+        if self.backend.log == LogBackend::Kafka && !self.backend.kafka_allow_weak_durability {
+            if self.backend.kafka_replication < 3 {
+                return invalid(format!(
+                    "backend.kafka_replication = {} is below 3: an acknowledged message could be lost with one broker; set backend.kafka_allow_weak_durability = true only for development",
+                    self.backend.kafka_replication
+                ));
+            }
+            if self.backend.kafka_min_insync_replicas < 2 {
+                return invalid(format!(
+                    "backend.kafka_min_insync_replicas = {} is below 2: acks=all would then mean one replica; set backend.kafka_allow_weak_durability = true only for development",
+                    self.backend.kafka_min_insync_replicas
+                ));
+            }
+        }
+        if self.backend.kafka_min_insync_replicas > self.backend.kafka_replication {
+            return invalid("backend.kafka_min_insync_replicas cannot exceed backend.kafka_replication".into());
+        }
+        if self.backend.kafka_session_timeout_ms < 1000 {
+            return invalid("backend.kafka_session_timeout_ms must be at least 1000".into());
+        }
         let mut keys = std::collections::HashSet::new();
         for a in &self.accounts {
             for k in &a.api_keys {
@@ -491,6 +580,22 @@ impl Config {
             }
             for n in &a.relay_networks {
                 parse_network(n).map_err(|e| ConfigError::Invalid(format!("account {}: {e}", a.id)))?;
+            }
+        }
+        let ids: std::collections::HashSet<&str> = self.accounts.iter().map(|a| a.id.as_str()).collect();
+        for k in &self.dkim {
+            if k.accounts.is_empty() {
+                return invalid(format!(
+                    "[[dkim]] key {} of {}: `accounts` must name the accounts it signs for",
+                    k.selector, k.domain
+                ));
+            }
+            if let Some(unknown) = k.accounts.iter().find(|a| !ids.contains(a.as_str())) {
+                return invalid(format!("[[dkim]] key {} of {}: no account `{unknown}`", k.selector, k.domain));
+            }
+            let mut others = self.dkim.iter().filter(|o| o.domain.eq_ignore_ascii_case(&k.domain));
+            if others.any(|o| o.accounts != k.accounts) {
+                return invalid(format!("[[dkim]] keys of {} must name the same accounts", k.domain));
             }
         }
         if self.smtp.tls_cert.is_some() != self.smtp.tls_key.is_some() {
@@ -540,6 +645,17 @@ impl Config {
     /// The verification resolvers as socket addresses (port 53 when none is given).
     pub fn resolvers(&self) -> Vec<SocketAddr> {
         self.dns.resolvers.iter().filter_map(|s| parse_dns_server(s).ok()).collect()
+    }
+
+    /// The From-domain policy of `account` (see [`Account::from_domains`]).
+    pub fn from_domains(&self, account: &Account) -> FromDomains {
+        account.from_domains.unwrap_or_else(|| {
+            if self.dkim.iter().any(|k| k.accounts.contains(&account.id)) {
+                FromDomains::Any
+            } else {
+                FromDomains::Verified
+            }
+        })
     }
 
     /// The name servers as socket addresses (port 53 when none is given).
@@ -600,6 +716,20 @@ mod tests {
     }
 
     #[test]
+    fn static_keys_must_name_known_accounts() {
+        let base =
+            "[[accounts]]\nid = \"acme\"\n[[dkim]]\ndomain = \"s.test\"\nselector = \"a\"\nprivate_key = \"k.pem\"\n";
+        let err = toml::from_str::<Config>(base).unwrap_err();
+        assert!(err.to_string().contains("accounts"), "{err}");
+        let none: Config = toml::from_str(&format!("{base}accounts = []\n")).unwrap();
+        assert!(none.validate().unwrap_err().to_string().contains("must name the accounts"));
+        let unknown: Config = toml::from_str(&format!("{base}accounts = [\"nobody\"]\n")).unwrap();
+        assert!(unknown.validate().unwrap_err().to_string().contains("no account `nobody`"));
+        let plain: Config = toml::from_str("[[accounts]]\nid = \"solo\"\n").unwrap();
+        assert_eq!(plain.from_domains(&plain.accounts[0]), FromDomains::Verified);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<Config>("[http]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
@@ -629,10 +759,12 @@ mod tests {
             domain = "sender.test"
             selector = "s1"
             private_key = "path/to/pkcs8.pem"
+            accounts = ["acme"]
             "#,
         )
         .unwrap();
         c.validate().unwrap();
+        assert_eq!(c.from_domains(&c.accounts[0]), FromDomains::Any, "named by a static key");
         assert_eq!(c.backend.store, StoreBackend::Cql);
         assert_eq!(c.dns_servers(), vec!["127.0.0.1:5354".parse().unwrap()]);
     }

@@ -1,8 +1,9 @@
 //! `herald serve`: the whole pipeline in one process: REST ingestion, delivery workers,
 //! projector and queries, on the backends the config names.
 
-use crate::config::{parse_network, Config, LogBackend, Role, StoreBackend};
+use crate::config::{parse_network, ClusterMode, Config, FromDomains, LogBackend, Role, StoreBackend};
 use anyhow::Context;
+use herald_engine::consumer::{Membership, Owned};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
 use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::ServiceZone, state::RotationPolicy};
 use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
@@ -13,6 +14,7 @@ use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, feedback::Fee
 use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
 use herald_ingest::http::{ApiState, MetricsRender};
+use herald_ingest::sender::{FromPolicy, SenderPolicy};
 use herald_ingest::smtp;
 use herald_schemas::AccountId;
 use std::sync::Arc;
@@ -47,11 +49,16 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
             Arc::new(EmbeddedLog::open(&config.storage.data_dir.join("log.redb"), &topics, config.backend.partitions)?)
         }
         LogBackend::Kafka => {
+            let b = &config.backend;
             let settings = kafka::KafkaSettings {
-                brokers: config.backend.kafka_brokers.clone(),
-                partitions: config.backend.partitions,
-                replication: config.backend.kafka_replication,
+                brokers: b.kafka_brokers.clone(),
+                partitions: b.partitions,
+                replication: b.kafka_replication,
+                min_insync_replicas: b.kafka_min_insync_replicas,
                 retention: retention(config),
+                session_timeout: Duration::from_millis(b.kafka_session_timeout_ms),
+                prefetch_kib: b.kafka_prefetch_kib,
+                drain: Duration::from_secs(config.delivery.drain_secs),
             };
             Arc::new(kafka::KafkaLog::connect(settings, &topics).await?)
         }
@@ -119,7 +126,32 @@ pub fn signers(config: &Config) -> anyhow::Result<dkim::Signers> {
         .zip(&pems)
         .map(|(k, pem)| dkim::KeySpec { domain: &k.domain, selector: &k.selector, pem })
         .collect();
-    dkim::Signers::new(&specs).map_err(anyhow::Error::msg)
+    let mut signers = dkim::Signers::new(&specs).map_err(anyhow::Error::msg)?;
+    for k in &config.dkim {
+        signers = signers.restrict(&k.domain, k.accounts.iter().map(|a| AccountId(a.clone())).collect());
+    }
+    Ok(signers)
+}
+
+/// Who may send From which domain: static keys' accounts, verified sender domains, and
+/// each account's `from_domains` policy.
+pub fn sender_policy(config: &Config, cache: Option<DomainCache>) -> SenderPolicy {
+    let mut static_domains: std::collections::HashMap<String, Vec<AccountId>> = Default::default();
+    for k in &config.dkim {
+        static_domains.insert(k.domain.clone(), k.accounts.iter().map(|a| AccountId(a.clone())).collect());
+    }
+    let policies = config
+        .accounts
+        .iter()
+        .map(|a| {
+            let policy = match config.from_domains(a) {
+                FromDomains::Verified => FromPolicy::Verified,
+                FromDomains::Any => FromPolicy::Any,
+            };
+            (AccountId(a.id.clone()), policy)
+        })
+        .collect();
+    SenderPolicy::new(cache, static_domains, policies)
 }
 
 /// The sender-domain settings the config names.
@@ -176,6 +208,18 @@ pub fn open_domains(
     Ok(Arc::new(service))
 }
 
+/// How this node gets its partitions: the consumer group, or the explicit static mode.
+pub fn membership(config: &Config) -> Membership {
+    match config.cluster.mode {
+        ClusterMode::Group => Membership::Group,
+        ClusterMode::Static => Membership::Static(
+            (0..config.backend.partitions)
+                .filter(|p| p % config.cluster.node_count == config.cluster.node_index)
+                .collect(),
+        ),
+    }
+}
+
 /// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address.
 pub async fn run(
     config: Config,
@@ -227,13 +271,13 @@ pub async fn run(
                 batch_size: d.batch_size,
                 domain_concurrency: d.domain_concurrency,
                 policy: retry_policy(&config),
+                drain: Duration::from_secs(d.drain_secs),
             },
         )
         .with_feedback(feedback.sending()),
     );
     let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
-    let owned: Vec<u32> =
-        (0..config.backend.partitions).filter(|p| p % config.cluster.node_count == config.cluster.node_index).collect();
+    let membership = membership(&config);
 
     let api_keys = config
         .accounts
@@ -242,7 +286,8 @@ pub async fn run(
         .collect();
     let submitter = Submitter::new(log.clone(), topics, router);
     let store_for_cache = store.clone();
-    let smtp = smtp_listeners(&config, submitter.clone()).await?;
+    let sender = Arc::new(sender_policy(&config, Some(cache.clone())));
+    let smtp = smtp_listeners(&config, submitter.clone(), sender.clone()).await?;
     let state = Arc::new(ApiState {
         submitter,
         store,
@@ -252,6 +297,8 @@ pub async fn run(
         metrics,
         domains: Some(domains.clone()),
         feedback: Some(feedback.service.clone()),
+        hostname: config.smtp.hostname.clone(),
+        sender,
     });
     let bounce_mx = feedback.bounce_mx(&config, cache.clone()).await?;
     let dns = if config.dns.enabled {
@@ -267,21 +314,24 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, log = ?config.backend.log, store = ?config.backend.store, partitions = owned.len(), "herald serving");
+    tracing::info!(%addr, log = ?config.backend.log, store = ?config.backend.store, membership = ?membership, "herald serving");
+    if config.backend.log == LogBackend::Embedded {
+        tracing::info!("embedded log: a single node, which owns every partition");
+    }
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
 
     let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> = tokio::task::JoinSet::new();
     if config.cluster.has(Role::Deliver) {
-        let (owned, shutdown) = (owned.clone(), shutdown.clone());
-        tasks.spawn(async move { ("delivery workers", worker.run(&owned, shutdown).await.map_err(Into::into)) });
+        let (membership, shutdown) = (membership.clone(), shutdown.clone());
+        tasks.spawn(async move { ("delivery workers", worker.run(&membership, shutdown).await.map_err(Into::into)) });
     }
     if config.cluster.has(Role::Project) {
-        let (mine, stop) = (owned.clone(), shutdown.clone());
+        let (mine, stop) = (membership.clone(), shutdown.clone());
         tasks.spawn(async move { ("projector", projector.run(&mine, stop).await.map_err(Into::into)) });
-        let (mine, stop, projector) = (owned.clone(), shutdown.clone(), feedback.projector(&config));
-        tasks.spawn(async move { ("feedback projector", projector.run(&mine, stop).await.map_err(Into::into)) });
+        let (membership, stop, projector) = (membership.clone(), shutdown.clone(), feedback.projector(&config));
+        tasks.spawn(async move { ("feedback projector", projector.run(&membership, stop).await.map_err(Into::into)) });
     }
     let feedback = Arc::new(feedback);
     if config.cluster.has(Role::Deliver) {
@@ -298,15 +348,19 @@ pub async fn run(
         );
     }
     // Sender domains: the projector and the maintenance (rotation, periodic re-checks) for
-    // the owned partitions run with the projector; the cache and the DNS server everywhere.
+    // the partitions of the domains topic this node owns (they follow the group) run with
+    // the projector; the cache and the DNS server everywhere.
+    let domain_partitions = Owned::default();
     if config.cluster.has(Role::Project) {
-        let (log, store, cache, shutdown, owned) =
-            (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), owned.clone());
-        let topic = self::topics(&config).domains();
+        let (log, store, cache, shutdown, membership) =
+            (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), membership.clone());
+        let (topics, owned) = (self::topics(&config), domain_partitions.clone());
         tasks.spawn(async move {
             (
                 "domain projector",
-                domains::projector::run(log, store, topic, &owned, cache, shutdown).await.map_err(Into::into),
+                domains::projector::run(log, store, &topics, &membership, cache, owned, shutdown)
+                    .await
+                    .map_err(Into::into),
             )
         });
     }
@@ -319,10 +373,11 @@ pub async fn run(
         });
     }
     if config.cluster.has(Role::Project) {
-        let (domains, shutdown, owned) = (domains.clone(), shutdown.clone(), owned.clone());
-        let every = Duration::from_secs(config.domains.maintenance_interval_secs);
+        let (domains, shutdown, owned) = (domains.clone(), shutdown.clone(), domain_partitions.clone());
+        let (every, topic) =
+            (Duration::from_secs(config.domains.maintenance_interval_secs), self::topics(&config).domains());
         tasks.spawn(async move {
-            domains::service::maintenance_loop(domains, owned, every, shutdown).await;
+            domains::service::maintenance_loop(domains, topic, owned, every, shutdown).await;
             ("sender-domain maintenance", Ok(()))
         });
     }
@@ -364,13 +419,15 @@ pub async fn run(
     }
     // The first component to stop (normally because `shutdown` was cancelled) stops the
     // others; they finish what they hold (a worker completes its chunk, appends and
-    // commits), bounded by DRAIN_TIMEOUT, so a restart redoes as little as possible.
+    // commits), bounded by `delivery.drain_secs` + DRAIN_MARGIN, so a restart redoes as
+    // little as possible.
     let first = tasks.join_next().await;
     shutdown.cancel();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+    let drain_timeout = Duration::from_secs(config.delivery.drain_secs) + DRAIN_MARGIN;
+    let drained = tokio::time::timeout(drain_timeout, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
-            "components still busy after {DRAIN_TIMEOUT:?}; stopping anyway (unfinished work is redone on restart)"
+            "components still busy after {drain_timeout:?}; stopping anyway (unfinished work is redone on restart)"
         );
     }
     match first {
@@ -384,6 +441,7 @@ pub async fn run(
 async fn smtp_listeners(
     config: &Config,
     submitter: Submitter,
+    sender: Arc<SenderPolicy>,
 ) -> anyhow::Result<Option<(Arc<smtp::Server>, Vec<(tokio::net::TcpListener, bool)>)>> {
     let c = &config.smtp;
     if !c.enabled || !config.cluster.has(Role::Smtp) {
@@ -422,8 +480,9 @@ async fn smtp_listeners(
         auth_lockout: Duration::from_secs(c.auth_lockout_secs),
         account_rate: c.account_messages_per_second,
         account_burst: c.account_burst,
+        max_errors: c.max_errors,
     };
-    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, Some(tls)));
+    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, sender, Some(tls)));
     let mut listeners = vec![];
     for (addr, implicit) in std::iter::once((c.listen, false)).chain(c.implicit_tls_listen.map(|a| (a, true))) {
         let l = tokio::net::TcpListener::bind(addr)
@@ -435,5 +494,5 @@ async fn smtp_listeners(
     Ok(Some((server, listeners)))
 }
 
-/// Longest wait for components to finish their work at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time past `delivery.drain_secs` for the last commits and leaving the consumer groups.
+const DRAIN_MARGIN: Duration = Duration::from_secs(10);

@@ -66,6 +66,7 @@ partitions = 4
 [[accounts]]
 id = "acme"
 api_keys = ["k"]
+from_domains = "any"
 "#,
             data = dir.path().join("data").display(),
             dns = knot.port,
@@ -121,7 +122,7 @@ api_keys = ["k"]
         .await;
     }
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    for name in ["herald_delivery_attempts_total", "herald_log_append_seconds", "herald_log_commit_seconds"] {
+    for name in ["herald_delivery_attempts_total", "herald_consumer_commit_seconds", "herald_log_commit_seconds"] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     // A graceful stop: SIGTERM, drained, exit status 0, in bounded time.

@@ -223,7 +223,10 @@ async fn sender_domains(backends: Backends) {
     assert!(report.contains("ok d=sender.test s=hd1"), "{report}");
     // The bounce MX takes a DSN for that address at the account's bounce domain, and
     // nothing else there.
-    let dsn = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/feedback/icloud-user-unknown.eml")).unwrap();
+    let dsn = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/feedback/icloud-user-unknown.eml"),
+    )
+    .unwrap();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), dsn).unwrap();
     let bounce = |to: String| {

@@ -56,13 +56,24 @@ async fn world(backends: Backends, tls: bool) -> World {
     let knot = Knot::start(&zones(&rsa.txt, &ed.txt));
     let (sink, addr) = if tls { Sink::start_tls().await } else { Sink::start(0).await };
     let dkim = vec![
-        herald::config::DkimKey { domain: "sender.test".into(), selector: "s1".into(), private_key: rsa.pem_path },
+        herald::config::DkimKey {
+            domain: "sender.test".into(),
+            selector: "s1".into(),
+            private_key: rsa.pem_path,
+            accounts: vec!["acme".into()],
+        },
         herald::config::DkimKey {
             domain: "sender.test".into(),
             selector: "e2".into(),
             private_key: ed.pem_path.clone(),
+            accounts: vec!["acme".into()],
         },
-        herald::config::DkimKey { domain: "ed.sender.test".into(), selector: "e1".into(), private_key: ed.pem_path },
+        herald::config::DkimKey {
+            domain: "ed.sender.test".into(),
+            selector: "e1".into(),
+            private_key: ed.pem_path,
+            accounts: vec!["acme".into()],
+        },
     ];
     let herald = start(config(&dir.path().join("data"), knot.port, addr.port(), backends, dkim)).await;
     World { knot, sink, herald, _dir: dir }

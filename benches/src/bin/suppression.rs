@@ -48,7 +48,8 @@ async fn fill(store: &dyn FeedbackStore, account: &AccountId, n: u64) -> f64 {
     let t = Instant::now();
     let mut i = 0;
     while i < n {
-        let batch: Vec<FeedbackChange> = (i..(i + 2000).min(n)).map(|j| FeedbackChange::Suppress(entry(account, j))).collect();
+        let batch: Vec<FeedbackChange> =
+            (i..(i + 2000).min(n)).map(|j| FeedbackChange::Suppress(entry(account, j))).collect();
         store.apply_feedback(&batch).await.unwrap();
         i += 2000;
     }
@@ -102,7 +103,12 @@ async fn main() {
         hits += index.is_suppressed(&account, p, now) as u64;
     }
     let per_check = t.elapsed().as_secs_f64() * 1e9 / probes.len() as f64;
-    println!("index: {n} entries, built in {build:.2} s; RSS +{:.1} MB ({:.1} bytes/entry), tables {:.1} MB", grown as f64 / 1e6, grown as f64 / n as f64, index.memory_bytes() as f64 / 1e6);
+    println!(
+        "index: {n} entries, built in {build:.2} s; RSS +{:.1} MB ({:.1} bytes/entry), tables {:.1} MB",
+        grown as f64 / 1e6,
+        grown as f64 / n as f64,
+        index.memory_bytes() as f64 / 1e6
+    );
     println!("index: {per_check:.0} ns per check (1M checks, {hits} hits)");
     drop(index);
 
@@ -113,7 +119,10 @@ async fn main() {
     let index = SuppressionIndex::default();
     let t = Instant::now();
     let loaded = index.load(store.as_ref()).await.unwrap();
-    println!("embedded store: {n} entries written in {filled:.1} s; index loaded from it in {:.2} s ({loaded})", t.elapsed().as_secs_f64());
+    println!(
+        "embedded store: {n} entries written in {filled:.1} s; index loaded from it in {:.2} s ({loaded})",
+        t.elapsed().as_secs_f64()
+    );
     let (seq, conc) = store_checks(store.clone(), &account, n, 100_000).await;
     println!("embedded store: {seq:.2} µs per look-up sequential, {conc:.2} µs with 64 concurrent");
 
@@ -126,8 +135,13 @@ async fn main() {
         let index = SuppressionIndex::default();
         let t = Instant::now();
         let loaded = index.load(cql.as_ref()).await.unwrap();
-        println!("cql store: {m} entries written in {filled:.1} s; index loaded from it in {:.2} s ({loaded})", t.elapsed().as_secs_f64());
+        println!(
+            "cql store: {m} entries written in {filled:.1} s; index loaded from it in {:.2} s ({loaded})",
+            t.elapsed().as_secs_f64()
+        );
         let (seq, conc) = store_checks(cql, &account, m, 20_000).await;
-        println!("cql store: {seq:.0} µs per look-up sequential, {conc:.1} µs with 64 concurrent (keyspace {keyspace})");
+        println!(
+            "cql store: {seq:.0} µs per look-up sequential, {conc:.1} µs with 64 concurrent (keyspace {keyspace})"
+        );
     }
 }

@@ -93,8 +93,9 @@ impl Deliverer {
     }
 
     /// The message to send, the DKIM note for the attempt event, and the return path.
-    /// Static `[[dkim]]` keys of the From domain are an operator override; otherwise a
-    /// verified sender domain of the message's account signs; otherwise it goes unsigned.
+    /// Static `[[dkim]]` keys of the From domain that serve the message's account are an
+    /// operator override; otherwise a verified sender domain of the account signs;
+    /// otherwise it goes unsigned and the note says why.
     /// With bounce tracking, the return path is a VERP address (`feedback::verp`) and the
     /// same token goes into an `X-Herald-ID:` header, for complaints that return the
     /// message without its envelope.
@@ -112,14 +113,14 @@ impl Deliverer {
         let return_path =
             |bounce_domain: Option<&str>| verp.zip(token.as_deref()).and_then(|(v, t)| v.address(t, bounce_domain));
         if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(&body)) {
-            if !self.signers.has_domain(&from) {
+            if !self.signers.serves(&from, &msg.account) {
                 if let Some(signed) = domains.sign_body(msg, &body, &from) {
                     let rp = return_path(signed.bounce_domain.as_deref());
                     return (signed.data, signed.note, rp);
                 }
             }
         }
-        let (data, note) = self.signers.sign(&body);
+        let (data, note) = self.signers.sign_for(&body, &msg.account);
         (data, note, return_path(None))
     }
 
@@ -131,26 +132,30 @@ impl Deliverer {
             mx_host: None,
             mx_ip: None,
             tls: false,
-            reply: local_reply(451, "4.4.0", "no attempt made"),
+            reply: local_reply(451, "4.4.0", "No attempt was made."),
             class: Class::Temporary,
             dkim,
             duration: Duration::ZERO,
         };
         match self.mx.route(&msg.recipient_domain).await {
             Err(trouble) => {
-                attempt.reply = local_reply(451, "4.4.3", format!("DNS lookup of MX failed: {trouble}"));
+                attempt.reply =
+                    local_reply(451, "4.4.3", format!("The MX lookup for {} failed: {trouble}.", msg.recipient_domain));
             }
             Ok(mx::Route::NullMx) => {
                 attempt.reply = local_reply(
                     556,
                     "5.1.10",
-                    format!("{} publishes a null MX: it accepts no mail", msg.recipient_domain),
+                    format!("The domain {} publishes a null MX: it accepts no mail.", msg.recipient_domain),
                 );
                 attempt.class = Class::Permanent;
             }
             Ok(mx::Route::NoSuchDomain) => {
-                attempt.reply =
-                    local_reply(550, "5.1.2", format!("domain {} does not exist (NXDOMAIN)", msg.recipient_domain));
+                attempt.reply = local_reply(
+                    550,
+                    "5.1.2",
+                    format!("The domain {} does not exist (NXDOMAIN).", msg.recipient_domain),
+                );
                 attempt.class = Class::Permanent;
             }
             Ok(mx::Route::Hosts(hosts)) => {
@@ -171,7 +176,11 @@ impl Deliverer {
                 Ok(ips) => ips,
                 Err(trouble) => {
                     attempt.mx_host = Some(host.clone());
-                    attempt.reply = local_reply(451, "4.4.3", format!("cannot resolve MX host {host}: {trouble}"));
+                    attempt.reply = local_reply(
+                        451,
+                        "4.4.3",
+                        format!("The address of the MX host {host} could not be found: {trouble}."),
+                    );
                     continue;
                 }
             };

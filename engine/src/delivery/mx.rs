@@ -2,6 +2,7 @@
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{ResolverBuilder, TokioResolver};
 use std::net::{IpAddr, SocketAddr};
@@ -70,7 +71,7 @@ impl MxResolver {
             }
             Err(e) if e.is_nx_domain() => Ok(Route::NoSuchDomain),
             Err(e) if e.is_no_records_found() => Ok(Route::Hosts(vec![domain.to_owned()])),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(trouble(&e)),
         }
     }
 
@@ -80,12 +81,28 @@ impl MxResolver {
             return Ok(vec![ip]);
         }
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        let ips: Vec<IpAddr> =
-            self.resolver.lookup_ip(fqdn.as_str()).await.map_err(|e| e.to_string())?.iter().collect();
+        let ips: Vec<IpAddr> = match self.resolver.lookup_ip(fqdn.as_str()).await {
+            Ok(lookup) => lookup.iter().collect(),
+            Err(e) if e.is_no_records_found() => vec![],
+            Err(e) => return Err(trouble(&e)),
+        };
         if ips.is_empty() {
-            return Err(format!("{host} has no address"));
+            return Err(format!("{host} has no address record"));
         }
         Ok(ips)
+    }
+}
+
+/// A temporary DNS failure as a phrase for the attempt's reply text (the resolver's own
+/// messages name its internals; they go to the log instead).
+pub fn trouble(e: &NetError) -> String {
+    tracing::debug!(error = %e, "dns lookup failed");
+    match e {
+        NetError::Timeout => "the DNS query timed out".into(),
+        NetError::Dns(DnsError::ResponseCode(code)) => format!("the DNS server answered {code}"),
+        NetError::NoConnections | NetError::Io(_) | NetError::Busy => "no DNS server could be reached".into(),
+        e if e.is_connection_closed() => "no DNS server could be reached".into(),
+        _ => "the DNS answer could not be used".into(),
     }
 }
 

@@ -101,30 +101,50 @@ fn reply_of(r: &Response<String>) -> SmtpReply {
     SmtpReply { code: r.code, enhanced, text: r.message.trim().to_owned() }
 }
 
+/// What went wrong, as the attempt's reply: the server's own reply when there is one, else
+/// a sentence such as "The connection was refused while connecting." (the client library's
+/// error goes to the log, not to the customer).
 fn trouble(stage: &str, e: mail_send::Error) -> SmtpReply {
-    match e {
-        mail_send::Error::UnexpectedReply(r) => reply_of(&r),
-        mail_send::Error::Timeout => local_reply(451, "4.4.2", format!("timeout during {stage}")),
-        other => local_reply(451, "4.4.2", format!("connection trouble during {stage}: {other:?}")),
-    }
+    use std::io::ErrorKind;
+    let cause = match &e {
+        mail_send::Error::UnexpectedReply(r) => return reply_of(r),
+        mail_send::Error::Timeout => "The server did not answer in time",
+        mail_send::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => "The connection was refused",
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "The server reset the connection",
+            ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe | ErrorKind::NotConnected => {
+                "The server closed the connection"
+            }
+            ErrorKind::TimedOut => "The server did not answer in time",
+            ErrorKind::HostUnreachable => "The host is unreachable",
+            ErrorKind::NetworkUnreachable => "The network is unreachable",
+            _ => "A network error occurred",
+        },
+        mail_send::Error::Tls(_) | mail_send::Error::InvalidTLSName => "The TLS handshake failed",
+        mail_send::Error::UnparseableReply => "The server sent a reply that is not valid SMTP",
+        mail_send::Error::MissingStartTls => "The server does not offer STARTTLS",
+        _ => "The SMTP session failed",
+    };
+    tracing::debug!(stage, error = %e, "smtp delivery trouble");
+    local_reply(451, "4.4.2", format!("{cause} while {stage}."))
 }
 
 /// Connects, reads the greeting, says EHLO and upgrades to TLS when offered.
 async fn open(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls: &Tls) -> Result<Session, SmtpReply> {
-    let mut client = SmtpClient::connect(addr, settings.connect_timeout).await.map_err(|e| trouble("connect", e))?;
+    let mut client = SmtpClient::connect(addr, settings.connect_timeout).await.map_err(|e| trouble("connecting", e))?;
     client.timeout = settings.command_timeout;
     match tokio::time::timeout(settings.command_timeout, client.read()).await {
         Ok(Ok(greeting)) if greeting.code == 220 => {}
         Ok(Ok(greeting)) => return Err(reply_of(&greeting)),
-        Ok(Err(e)) => return Err(trouble("greeting", e)),
-        Err(_) => return Err(local_reply(451, "4.4.2", "timeout waiting for the greeting")),
+        Ok(Err(e)) => return Err(trouble("waiting for the greeting", e)),
+        Err(_) => return Err(local_reply(451, "4.4.2", "The server did not send its greeting in time.")),
     }
-    let ehlo = client.ehlo(&settings.helo_name).await.map_err(|e| trouble("EHLO", e))?;
+    let ehlo = client.ehlo(&settings.helo_name).await.map_err(|e| trouble("saying EHLO", e))?;
     let timeout = client.timeout;
     if ehlo.has_capability(EXT_START_TLS) {
-        let secured = client.start_tls(&tls.0, host).await.map_err(|e| trouble("STARTTLS", e))?;
+        let secured = client.start_tls(&tls.0, host).await.map_err(|e| trouble("starting TLS", e))?;
         let mut client = SmtpClient { stream: Box::new(secured.stream) as Box<dyn Io>, timeout };
-        let ehlo = client.ehlo(&settings.helo_name).await.map_err(|e| trouble("EHLO after STARTTLS", e))?;
+        let ehlo = client.ehlo(&settings.helo_name).await.map_err(|e| trouble("saying EHLO after STARTTLS", e))?;
         Ok(Session { client, ehlo, tls: true, sent: 0, idle_since: Instant::now() })
     } else {
         let client = SmtpClient { stream: Box::new(client.stream) as Box<dyn Io>, timeout };
@@ -191,7 +211,7 @@ async fn transaction(session: &mut Session, env: &Envelope<'_>) -> Result<(SmtpR
     // RFC 6531: UTF-8 addresses need SMTPUTF8; a server without it cannot take them.
     let utf8 = !env.from.is_ascii() || !env.to.is_ascii();
     if utf8 && !session.ehlo.has_capability(EXT_SMTP_UTF8) {
-        return Ok((local_reply(553, "5.6.7", "the address needs SMTPUTF8, which the server does not offer"), true));
+        return Ok((local_reply(553, "5.6.7", "The address needs SMTPUTF8, which the server does not offer."), true));
     }
     let commands = [
         format!("MAIL FROM:<{}>{}\r\n", env.from, if utf8 { " SMTPUTF8" } else { "" }),
@@ -199,14 +219,17 @@ async fn transaction(session: &mut Session, env: &Envelope<'_>) -> Result<(SmtpR
         "DATA\r\n".to_owned(),
     ];
     let replies = if pipelining {
-        client.cmds(&commands).await.map_err(|e| Failure { reply: trouble("MAIL/RCPT/DATA", e), answered: false })?
+        client
+            .cmds(&commands)
+            .await
+            .map_err(|e| Failure { reply: trouble("sending MAIL, RCPT and DATA", e), answered: false })?
     } else {
         let mut replies = Vec::with_capacity(3);
         for cmd in &commands {
-            let r = client
-                .cmd(cmd)
-                .await
-                .map_err(|e| Failure { reply: trouble("MAIL/RCPT/DATA", e), answered: !replies.is_empty() })?;
+            let r = client.cmd(cmd).await.map_err(|e| Failure {
+                reply: trouble("sending MAIL, RCPT and DATA", e),
+                answered: !replies.is_empty(),
+            })?;
             let stop = r.code >= 400;
             replies.push(r);
             if stop {
@@ -231,9 +254,9 @@ async fn transaction(session: &mut Session, env: &Envelope<'_>) -> Result<(SmtpR
     .await;
     match written {
         Ok(Ok(r)) => Ok((reply_of(&r), true)),
-        Ok(Err(e)) => Err(Failure { reply: trouble("end of data", e), answered: true }),
+        Ok(Err(e)) => Err(Failure { reply: trouble("sending the message", e), answered: true }),
         Err(_) => Err(Failure {
-            reply: local_reply(451, "4.4.2", "timeout waiting for the reply to end of data"),
+            reply: local_reply(451, "4.4.2", "The server did not answer the end of the message in time."),
             answered: true,
         }),
     }

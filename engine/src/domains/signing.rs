@@ -56,7 +56,7 @@ impl SenderSigning {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(domain = from_domain, error = %e, "loading sender-domain keys failed");
-                return unsigned(format!("key of {from_domain} unavailable: {e}"));
+                return unsigned(format!("the key of {from_domain} could not be loaded"));
             }
         };
         let (data, note) = signers.sign(body);

@@ -1,27 +1,33 @@
-//! The feedback projector: reads `<prefix>.feedback` (the owned partitions, group
-//! `herald-feedback`), writes message-view rows and counters, the bounce list and the
-//! suppression lists, and makes the suppression decisions of [`SuppressionPolicy`]: a
-//! decision is a `RecipientSuppressed` appended to the same topic (on the recipient's
-//! partition, so after the bounce that caused it), which a later chunk projects.
+//! The feedback projector: a [`ChunkHandler`] run by the consumer runtime
+//! ([`crate::consumer`]) on the partitions of `<prefix>.feedback` this node owns (group
+//! `<prefix>-feedback-projector`). It writes message-view rows and counters, the bounce list
+//! and the suppression lists, and makes the suppression decisions of [`SuppressionPolicy`]:
+//! a decision is a `RecipientSuppressed` appended to the same topic (on the recipient's
+//! partition, so after the bounce that caused it) atomically with the commit of the chunk
+//! that made it; a later chunk projects it.
 //!
 //! A chunk: message rows (idempotent), then the list changes and decisions in log order,
-//! then the changes, soft-failure histories and new events are written, then the offset is
-//! committed. A crash before the commit repeats the chunk: rows and list changes are
-//! idempotent, decisions have stable ids, histories are keyed by bounce.
+//! then the changes and soft-failure histories are written, then the decisions and the
+//! partition's position are committed together. A crash before the commit repeats the
+//! chunk: rows and list changes are idempotent, decisions have stable ids, histories are
+//! keyed by bounce.
 
 use super::policy::{strengthens, SoftStep, SuppressionPolicy};
 use super::rows;
-use crate::log::{Assignment, EventLog, PartitionConsumer, Record, Topics};
+use crate::consumer::{self, ChunkHandler, Membership, Owned};
+use crate::log::{Assignment, EventLog, Record, Stored, Topics};
 use crate::routing::Router;
 use crate::store::feedback::{FeedbackChange, FeedbackStore, SoftFailure, Suppression};
 use crate::store::{ProjectionStore, StoreError};
+use async_trait::async_trait;
 use herald_schemas::{decode, AccountId, Event, FeedbackEvent, RecipientSuppressed, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-feedback";
+/// The role in the feedback projector's consumer group name (`<prefix>-feedback-projector`).
+pub const ROLE: &str = "feedback-projector";
 
 pub struct FeedbackProjector {
     log: Arc<dyn EventLog>,
@@ -54,86 +60,64 @@ impl FeedbackProjector {
         FeedbackProjector { log, store, feedback, topics, router, policy }
     }
 
+    /// Consumes the feedback topic until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
-        partitions: &[u32],
+        membership: &Membership,
         shutdown: CancellationToken,
     ) -> Result<(), crate::log::LogError> {
-        let topic = self.topics.feedback();
-        let assignments: Vec<Assignment> =
-            partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }).collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        for consumer in self.log.consume(GROUP, &assignments).await? {
-            tasks.spawn(self.clone().partition_loop(consumer, shutdown.clone()));
-        }
-        while tasks.join_next().await.is_some() {}
-        Ok(())
+        // One chunk at a time per partition: a recipient's decisions follow log order.
+        let settings = consumer::Settings { window: 512, concurrency: 1, chunk: 512, drain: Duration::from_secs(10) };
+        let (log, group, topic) = (self.log.clone(), self.topics.group(ROLE), self.topics.feedback());
+        consumer::run(log, &group, &[topic], membership, self, settings, Owned::default(), shutdown).await
     }
+}
 
-    async fn partition_loop(self: Arc<Self>, mut consumer: Box<dyn PartitionConsumer>, shutdown: CancellationToken) {
-        loop {
-            let polled = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = consumer.poll(512, Duration::from_secs(1)) => r,
-            };
-            let records = match polled {
-                Ok(r) if r.is_empty() => continue,
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "feedback projector poll failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let next_offset = records.last().map(|r| r.offset + 1).unwrap_or(0);
-            let events: Vec<FeedbackEvent> = records
-                .iter()
-                .filter_map(|r| match decode(&r.value) {
-                    Ok(Event::Feedback(e)) => Some(e),
-                    Ok(other) => {
-                        tracing::warn!(event = other.event_type(), "unexpected event on the feedback topic; skipped");
-                        None
-                    }
-                    Err(e) => {
-                        metrics::counter!("herald_projector_poison_records_total").increment(1);
-                        tracing::error!(error = %e, offset = r.offset, "undecodable feedback record; skipped");
-                        None
-                    }
-                })
-                .collect();
-            if !self.until_done(&shutdown, || self.process(&events)).await {
-                return;
+#[async_trait]
+impl ChunkHandler for FeedbackProjector {
+    type Item = FeedbackEvent;
+
+    fn prepare(&self, record: &Stored) -> Option<FeedbackEvent> {
+        match decode(&record.value) {
+            Ok(Event::Feedback(e)) => Some(e),
+            Ok(other) => {
+                tracing::warn!(
+                    event = other.event_type(),
+                    offset = record.offset,
+                    "unexpected event on the feedback topic; skipped"
+                );
+                None
             }
-            if let Err(e) = consumer.commit(next_offset).await {
-                tracing::warn!(error = %e, "feedback projector commit failed");
+            Err(e) => {
+                metrics::counter!("herald_projector_poison_records_total").increment(1);
+                tracing::error!(error = %e, offset = record.offset, "undecodable feedback record; skipped");
+                None
             }
         }
     }
 
-    /// Retries `work` with backoff until it succeeds; `false` on shutdown.
-    async fn until_done<F, Fut>(&self, shutdown: &CancellationToken, mut work: F) -> bool
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<(), String>>,
-    {
+    /// Projects the chunk, retrying until the stores take it (the runner aborts it when a
+    /// stop's drain time is up; the next owner then projects it again, idempotently).
+    /// Returns the suppression decisions, committed with the chunk.
+    async fn handle(&self, _: &Assignment, items: Vec<(u64, FeedbackEvent)>) -> Vec<Record> {
+        let events: Vec<FeedbackEvent> = items.into_iter().map(|(_, e)| e).collect();
         let mut backoff = Duration::from_millis(100);
         loop {
-            match work().await {
-                Ok(()) => return true,
+            match self.process(&events).await {
+                Ok(records) => return records,
                 Err(e) => {
                     tracing::error!(error = %e, "feedback projection failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
     }
+}
 
+impl FeedbackProjector {
     /// One chunk, all or nothing from the caller's view (it is retried whole).
-    async fn process(&self, events: &[FeedbackEvent]) -> Result<(), String> {
+    async fn process(&self, events: &[FeedbackEvent]) -> Result<Vec<Record>, String> {
         let rows: Vec<_> = events.iter().filter_map(rows::message_row).collect();
         self.store.apply(&rows).await.map_err(|e| e.to_string())?;
         let mut chunk = Chunk::default();
@@ -144,11 +128,8 @@ impl FeedbackProjector {
         for ((account, address), history) in &chunk.histories {
             self.feedback.put_soft_failures(account, address, history).await.map_err(|e| e.to_string())?;
         }
-        if !chunk.decisions.is_empty() {
-            let records: Vec<Record> =
-                chunk.decisions.iter().map(|e| super::record(&self.topics, &self.router, e.clone())).collect();
-            self.log.append(records).await.map_err(|e| e.to_string())?;
-        }
+        let records: Vec<Record> =
+            chunk.decisions.iter().map(|e| super::record(&self.topics, &self.router, e.clone())).collect();
         for e in events {
             let (kind, label) = match e {
                 FeedbackEvent::BounceReceived(b) => ("bounce", b.bounce_type.as_str()),
@@ -159,7 +140,7 @@ impl FeedbackProjector {
             };
             metrics::counter!("herald_feedback_projected_events_total", "kind" => kind, "detail" => label).increment(1);
         }
-        Ok(())
+        Ok(records)
     }
 
     async fn step(&self, event: &FeedbackEvent, chunk: &mut Chunk) -> Result<(), StoreError> {

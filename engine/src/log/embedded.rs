@@ -11,9 +11,15 @@
 //! append and fdatasync costs about half of redb's own durable commit, which writes the
 //! B-tree's pages in place.
 //! Readers use redb's MVCC read transactions and never block the writer.
+//!
+//! A consumer's commit carries the records it produced: they and the consumer's position
+//! (offset and finished set, `position.rs`) are written by one writer command, so they
+//! share a write-ahead frame and a transaction and are durable together or not at all.
+//! The embedded log is a consumer group of one member that owns every partition (the
+//! default [`EventLog::subscribe`]).
 
 use super::wal::{self, Entry, Wal};
-use super::{Assignment, EventLog, LogError, PartitionConsumer, Record, Stored};
+use super::{Assignment, EventLog, LogError, PartitionConsumer, Position, Record, Stored};
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
@@ -23,6 +29,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("consumer_offsets");
+/// The commit metadata beside each consumer offset (the finished set, `position.rs`).
+const OFFSET_META: TableDefinition<(&str, &str, u32), &str> = TableDefinition::new("consumer_offset_meta");
 /// `wal_generation`: the id of the write-ahead generation whose frames are not yet durable
 /// in redb.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -45,8 +53,19 @@ fn table_name(topic: &str) -> String {
 }
 
 enum Command {
-    Append { records: Vec<Record>, done: oneshot::Sender<Result<(), LogError>> },
-    Commit { group: String, topic: String, partition: u32, offset: u64, done: oneshot::Sender<Result<(), LogError>> },
+    Append {
+        records: Vec<Record>,
+        done: oneshot::Sender<Result<(), LogError>>,
+    },
+    /// A consumer's output records and its new position, in one transaction.
+    Commit {
+        group: String,
+        topic: String,
+        partition: u32,
+        position: Position,
+        records: Vec<Record>,
+        done: oneshot::Sender<Result<(), LogError>>,
+    },
     Shutdown,
 }
 
@@ -83,6 +102,7 @@ impl EmbeddedLog {
             let mut txn = db.begin_write().map_err(storage)?;
             txn.set_durability(Durability::Immediate).map_err(storage)?;
             txn.open_table(OFFSETS).map_err(storage)?;
+            txn.open_table(OFFSET_META).map_err(storage)?;
             let generation =
                 txn.open_table(META).map_err(storage)?.get("wal_generation").map_err(storage)?.map_or(0, |v| v.value());
             let (mut wal, replay) = Wal::open(&path.with_extension("wal"), generation).map_err(storage)?;
@@ -135,9 +155,10 @@ fn apply(txn: &redb::WriteTransaction, entries: Vec<Entry>) -> Result<(), LogErr
                 let mut table = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
                 table.insert((partition, offset), stored.as_slice()).map_err(storage)?;
             }
-            Entry::Offset { group, topic, partition, offset } => {
-                let mut offsets = txn.open_table(OFFSETS).map_err(storage)?;
-                offsets.insert((group.as_str(), topic.as_str(), partition), offset).map_err(storage)?;
+            Entry::Offset { group, topic, partition, offset, metadata } => {
+                let key = (group.as_str(), topic.as_str(), partition);
+                txn.open_table(OFFSETS).map_err(storage)?.insert(key, offset).map_err(storage)?;
+                txn.open_table(OFFSET_META).map_err(storage)?.insert(key, metadata.as_str()).map_err(storage)?;
             }
         }
     }
@@ -238,7 +259,10 @@ fn write_batch(shared: &Shared, wal: &mut Wal, batch: &[Command]) -> Result<Hash
         let now = now_ms();
         let mut buf = Vec::new();
         for cmd in batch {
-            let Command::Append { records, .. } = cmd else { continue };
+            let records = match cmd {
+                Command::Append { records, .. } | Command::Commit { records, .. } => records,
+                Command::Shutdown => continue,
+            };
             for r in records {
                 let heads = shared.heads.get(&r.topic).ok_or_else(|| LogError::Topic {
                     topic: r.topic.clone(),
@@ -263,10 +287,14 @@ fn write_batch(shared: &Shared, wal: &mut Wal, batch: &[Command]) -> Result<Hash
             }
         }
         let mut offsets = txn.open_table(OFFSETS).map_err(storage)?;
+        let mut metas = txn.open_table(OFFSET_META).map_err(storage)?;
         for cmd in batch {
-            if let Command::Commit { group, topic, partition, offset, .. } = cmd {
-                offsets.insert((group.as_str(), topic.as_str(), *partition), *offset).map_err(storage)?;
-                wal::put_offset(&mut frame, group, topic, *partition, *offset);
+            if let Command::Commit { group, topic, partition, position, .. } = cmd {
+                let key = (group.as_str(), topic.as_str(), *partition);
+                let metadata = position.metadata();
+                offsets.insert(key, position.next_offset).map_err(storage)?;
+                metas.insert(key, metadata.as_str()).map_err(storage)?;
+                wal::put_offset(&mut frame, group, topic, *partition, position.next_offset, &metadata);
             }
         }
     }
@@ -330,19 +358,25 @@ impl EventLog for EmbeddedLog {
     ) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
         let read = self.shared.db.begin_read().map_err(storage)?;
         let offsets = read.open_table(OFFSETS).map_err(storage)?;
+        let metas = read.open_table(OFFSET_META).map_err(storage)?;
         let mut consumers: Vec<Box<dyn PartitionConsumer>> = Vec::new();
         for a in assignments {
             let head = self.shared.heads.get(&a.topic).and_then(|h| h.get(a.partition as usize)).ok_or_else(|| {
                 LogError::Topic { topic: a.topic.clone(), problem: format!("no partition {}", a.partition) }
             })?;
-            let committed =
-                offsets.get((group, a.topic.as_str(), a.partition)).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+            let key = (group, a.topic.as_str(), a.partition);
+            let committed = offsets.get(key).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+            let start = match metas.get(key).map_err(storage)? {
+                Some(meta) => Position::parse(committed, meta.value()),
+                None => Position::at(committed),
+            };
             consumers.push(Box::new(Consumer {
                 shared: self.shared.clone(),
                 writer: self.writer.clone(),
                 group: group.to_owned(),
                 assignment: a.clone(),
                 position: committed,
+                start,
                 head: head.subscribe(),
             }));
         }
@@ -410,6 +444,7 @@ struct Consumer {
     group: String,
     assignment: Assignment,
     position: u64,
+    start: Position,
     head: watch::Receiver<u64>,
 }
 
@@ -417,6 +452,10 @@ struct Consumer {
 impl PartitionConsumer for Consumer {
     fn assignment(&self) -> &Assignment {
         &self.assignment
+    }
+
+    fn start(&self) -> &Position {
+        &self.start
     }
 
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Stored>, LogError> {
@@ -448,14 +487,15 @@ impl PartitionConsumer for Consumer {
         Ok(records)
     }
 
-    async fn commit(&mut self, next_offset: u64) -> Result<(), LogError> {
+    async fn commit(&mut self, records: Vec<Record>, position: Position) -> Result<(), LogError> {
         let (done, rx) = oneshot::channel();
         self.writer
             .send(Command::Commit {
                 group: self.group.clone(),
                 topic: self.assignment.topic.clone(),
                 partition: self.assignment.partition,
-                offset: next_offset,
+                position,
+                records,
                 done,
             })
             .map_err(|_| LogError::Closed)?;

@@ -7,16 +7,30 @@
 //! - `append` returns only once every record is durable (fsynced, or acked by all in-sync
 //!   Kafka replicas); a failed `append` may have stored some records, never reported them.
 //! - records of one partition are read in append order;
-//! - a consumer group resumes from its last committed offset, after any restart;
-//! - delivery is at-least-once: whatever was read but not committed is read again.
+//! - a consumer group resumes from its last committed [`Position`], after any restart;
+//! - [`PartitionConsumer::commit`] appends a consumer's output records **and** commits its
+//!   position as one atomic step (one write-ahead frame and redb transaction; one Kafka
+//!   transaction with `send_offsets_to_transaction`): either both happen or neither, so a
+//!   crash can never leave output appended for input that is then processed again;
+//! - whatever was read but not committed is read again (at-least-once for side effects
+//!   outside the log, such as an SMTP delivery).
+//!
+//! Consumers join a group with [`EventLog::subscribe`]: the embedded log is a group of one
+//! member that owns every partition; Kafka uses consumer groups (cooperative-sticky) and
+//! reports assignment changes as [`Change`]s. [`EventLog::consume`] opens fixed
+//! partitions (the explicit static mode and tests).
 
 pub mod embedded;
 pub mod kafka;
+pub mod position;
 mod wal;
+
+pub use position::Position;
 
 use async_trait::async_trait;
 use std::time::Duration;
 use thiserror::Error;
+use tokio::sync::mpsc;
 
 /// One record to append. `partition` is chosen by the caller ([`crate::routing`]), so
 /// that placement is identical on every backend.
@@ -40,7 +54,7 @@ pub struct Stored {
 }
 
 /// A `(topic, partition)` a consumer is assigned.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Assignment {
     pub topic: String,
     pub partition: u32,
@@ -56,6 +70,14 @@ pub enum LogError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic {topic}: {problem}")]
     Topic { topic: String, problem: String },
+    /// The group's committed offset is no longer in the log (retention deleted records no
+    /// member had consumed). Herald refuses to skip them silently; an operator decides.
+    #[error("{topic}/{partition}: committed offset is out of range (records lost to retention?)")]
+    OutOfRange { topic: String, partition: u32 },
+    /// A Kafka transaction (records + offsets) failed and was aborted: nothing of it is
+    /// visible. Retry; after a fencing error this member no longer owns the partition.
+    #[error("kafka transaction: {0}")]
+    Transaction(String),
     #[error("the log is shut down")]
     Closed,
 }
@@ -70,12 +92,24 @@ pub trait EventLog: Send + Sync + 'static {
     async fn append(&self, records: Vec<Record>) -> Result<(), LogError>;
 
     /// Opens one consumer per assignment for `group`, each starting at the group's committed
-    /// offset for its partition (or the beginning when none was committed).
+    /// position for its partition (or the beginning when none was committed). No group
+    /// membership: the caller owns these partitions (static mode, tests).
     async fn consume(
         &self,
         group: &str,
         assignments: &[Assignment],
     ) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError>;
+
+    /// Joins `group` as a member consuming `topics`; the partitions this member owns arrive
+    /// as [`Change`]s. The default is a group of one member that owns every partition,
+    /// which is what the embedded log is (a second process cannot open its files).
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Box<dyn Subscription>, LogError> {
+        let assignments: Vec<Assignment> = topics
+            .iter()
+            .flat_map(|t| (0..self.partitions()).map(move |partition| Assignment { topic: t.clone(), partition }))
+            .collect();
+        Ok(Box::new(FixedSubscription::new(self.consume(group, &assignments).await?)))
+    }
 
     /// Deletes records older than `retention` that every consumer group has committed past.
     /// Returns how many were deleted. Kafka enforces `retention.ms` itself (set on the topics
@@ -88,12 +122,92 @@ pub trait EventLog: Send + Sync + 'static {
 pub trait PartitionConsumer: Send + 'static {
     fn assignment(&self) -> &Assignment;
 
+    /// The group's committed position when this consumer was opened: reading starts at its
+    /// `next_offset`, and the offsets in its `finished` set were already processed.
+    fn start(&self) -> &Position;
+
     /// Up to `max` records after the last one returned; waits up to `wait` for the first.
-    /// An empty vector means nothing arrived in time.
+    /// An empty vector means nothing arrived in time. Records already received are returned
+    /// even when an error follows them; the error comes with the next call.
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Stored>, LogError>;
 
-    /// Records that every record before `next_offset` is processed. Durable on return.
-    async fn commit(&mut self, next_offset: u64) -> Result<(), LogError>;
+    /// Appends `records` and commits `position` for this partition, atomically: after a
+    /// crash either both are in the log or neither is. Durable on return. Fails when this
+    /// member no longer owns the partition (Kafka fences it), and then nothing was written.
+    async fn commit(&mut self, records: Vec<Record>, position: Position) -> Result<(), LogError>;
+}
+
+/// A change of what a group member owns.
+pub enum Change {
+    /// New partitions, each with its consumer.
+    Assigned(Vec<Box<dyn PartitionConsumer>>),
+    /// Partitions taken away. Stop their work, commit what finished (unless `lost`), then
+    /// hand their consumers back with [`Revocation::done`]; the group waits for that.
+    Revoked(Revocation),
+}
+
+/// Partitions being revoked from this member.
+pub struct Revocation {
+    pub partitions: Vec<Assignment>,
+    /// The member was already thrown out of the group (session timeout): another member may
+    /// own these partitions now, so nothing may be committed.
+    pub lost: bool,
+    done: std::sync::mpsc::SyncSender<Vec<Box<dyn PartitionConsumer>>>,
+}
+
+impl Revocation {
+    pub fn new(
+        partitions: Vec<Assignment>,
+        lost: bool,
+    ) -> (Self, std::sync::mpsc::Receiver<Vec<Box<dyn PartitionConsumer>>>) {
+        let (done, rx) = std::sync::mpsc::sync_channel(1);
+        (Revocation { partitions, lost, done }, rx)
+    }
+
+    /// Reports the partitions drained and returns their consumers (which the backend keeps
+    /// until the partitions are released).
+    pub fn done(self, consumers: Vec<Box<dyn PartitionConsumer>>) {
+        let _ = self.done.send(consumers);
+    }
+}
+
+/// A consumer group membership.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next change of this member's assignment; `None` once the membership ended.
+    async fn next(&mut self) -> Option<Change>;
+
+    /// Leaves the group. Call it after every partition was drained and committed, so the
+    /// other members take over at once (graceful handover).
+    async fn close(self: Box<Self>);
+}
+
+/// A membership whose partitions are fixed: one [`Change::Assigned`], then nothing.
+pub struct FixedSubscription {
+    first: Option<Vec<Box<dyn PartitionConsumer>>>,
+    closed: mpsc::Receiver<()>,
+    _keep: mpsc::Sender<()>,
+}
+
+impl FixedSubscription {
+    pub fn new(consumers: Vec<Box<dyn PartitionConsumer>>) -> Self {
+        let (keep, closed) = mpsc::channel(1);
+        FixedSubscription { first: Some(consumers), closed, _keep: keep }
+    }
+}
+
+#[async_trait]
+impl Subscription for FixedSubscription {
+    async fn next(&mut self) -> Option<Change> {
+        if let Some(first) = self.first.take() {
+            return Some(Change::Assigned(first));
+        }
+        // Never changes: wait for ever (the sender is ours and stays alive).
+        self.closed.recv().await;
+        None
+    }
+
+    async fn close(self: Box<Self>) {}
 }
 
 /// Topic names, derived from one prefix so several Herald clusters can share a Kafka.
@@ -129,6 +243,13 @@ impl Topics {
     /// suppression index.
     pub fn feedback(&self) -> String {
         format!("{}.feedback", self.prefix)
+    }
+
+    /// The consumer group of a role (`delivery`, `projector`, `domain-projector`):
+    /// `<prefix>-<role>`, so clusters with different prefixes on one Kafka never share a
+    /// group (and `herald-delivery` etc. with the default prefix, as before).
+    pub fn group(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
     }
 
     pub fn all(&self) -> Vec<String> {

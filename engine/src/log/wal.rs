@@ -18,8 +18,10 @@
 //! (u32 LE), payload. Reading stops at the first frame that is short, of another
 //! generation or fails its CRC: a torn tail is a group that was never acknowledged.
 //!
-//! Payload: entries, each `1` topic partition offset stored-bytes (a record) or `2` group
-//! topic partition offset (a consumer offset); strings and byte strings are length-prefixed.
+//! Payload: entries, each `1` topic partition offset stored-bytes (a record), `2` group
+//! topic partition offset (a consumer offset, as written before commit metadata existed) or
+//! `3` group topic partition offset metadata (a consumer position, see `position.rs`);
+//! strings and byte strings are length-prefixed.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -41,7 +43,7 @@ pub struct Wal {
 #[derive(Debug, PartialEq)]
 pub enum Entry {
     Record { topic: String, partition: u32, offset: u64, stored: Vec<u8> },
-    Offset { group: String, topic: String, partition: u32, offset: u64 },
+    Offset { group: String, topic: String, partition: u32, offset: u64, metadata: String },
 }
 
 impl Wal {
@@ -162,13 +164,14 @@ pub fn put_record(payload: &mut Vec<u8>, topic: &str, partition: u32, offset: u6
     put_bytes(payload, stored);
 }
 
-/// Appends a consumer-offset entry to a frame payload.
-pub fn put_offset(payload: &mut Vec<u8>, group: &str, topic: &str, partition: u32, offset: u64) {
-    payload.push(2);
+/// Appends a consumer-position entry (offset and commit metadata) to a frame payload.
+pub fn put_offset(payload: &mut Vec<u8>, group: &str, topic: &str, partition: u32, offset: u64, metadata: &str) {
+    payload.push(3);
     put_bytes(payload, group.as_bytes());
     put_bytes(payload, topic.as_bytes());
     payload.extend_from_slice(&partition.to_le_bytes());
     payload.extend_from_slice(&offset.to_le_bytes());
+    put_bytes(payload, metadata.as_bytes());
 }
 
 fn put_bytes(payload: &mut Vec<u8>, b: &[u8]) {
@@ -208,7 +211,20 @@ fn parse(payload: &[u8]) -> Option<Vec<Entry>> {
             1 => {
                 Entry::Record { topic: r.string()?, partition: r.u32()?, offset: r.u64()?, stored: r.bytes()?.to_vec() }
             }
-            2 => Entry::Offset { group: r.string()?, topic: r.string()?, partition: r.u32()?, offset: r.u64()? },
+            2 => Entry::Offset {
+                group: r.string()?,
+                topic: r.string()?,
+                partition: r.u32()?,
+                offset: r.u64()?,
+                metadata: String::new(),
+            },
+            3 => Entry::Offset {
+                group: r.string()?,
+                topic: r.string()?,
+                partition: r.u32()?,
+                offset: r.u64()?,
+                metadata: r.string()?,
+            },
             _ => return None,
         });
     }
@@ -222,7 +238,7 @@ mod tests {
     fn payload(offset: u64) -> Vec<u8> {
         let mut p = Vec::new();
         put_record(&mut p, "t.messages", 3, offset, b"stored bytes");
-        put_offset(&mut p, "workers", "t.messages", 3, offset);
+        put_offset(&mut p, "workers", "t.messages", 3, offset, "h1:2");
         p
     }
 
@@ -254,7 +270,13 @@ mod tests {
         );
         assert_eq!(
             replayed[3],
-            Entry::Offset { group: "workers".into(), topic: "t.messages".into(), partition: 3, offset: 2 }
+            Entry::Offset {
+                group: "workers".into(),
+                topic: "t.messages".into(),
+                partition: 3,
+                offset: 2,
+                metadata: "h1:2".into()
+            }
         );
         drop(wal);
         // Another generation's frames are not replayed.

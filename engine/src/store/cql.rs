@@ -7,7 +7,7 @@
 //! row write and the counter update loses at most that batch's increments (counters may
 //! undercount by one batch per crash; statuses are always exact).
 
-use super::{DomainState, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError};
+use super::{Claim, DomainState, IdempotencyRecord, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError};
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use scylla::client::session::Session;
@@ -34,6 +34,9 @@ pub struct CqlStore {
     insert_domain: PreparedStatement,
     select_domains: PreparedStatement,
     feedback: feedback::Statements,
+    claim_key: PreparedStatement,
+    replace_key: PreparedStatement,
+    release_key: PreparedStatement,
 }
 
 impl CqlStore {
@@ -78,9 +81,36 @@ impl CqlStore {
             insert_domain: prepare(format!("INSERT INTO {ks}.sender_domains (domain, account, state) VALUES (?, ?, ?)")).await?,
             select_domains: prepare(format!("SELECT state FROM {ks}.sender_domains")).await?,
             feedback: feedback::Statements::prepare(&session, ks).await?,
+            claim_key: prepare(format!(
+                "INSERT INTO {ks}.idempotency_keys (account, key, claim, record) VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
+            ))
+            .await?,
+            replace_key: prepare(format!(
+                "UPDATE {ks}.idempotency_keys USING TTL ? SET claim = ?, record = ? WHERE account = ? AND key = ? IF claim = ?"
+            ))
+            .await?,
+            release_key: prepare(format!("DELETE FROM {ks}.idempotency_keys WHERE account = ? AND key = ? IF claim = ?"))
+                .await?,
             session,
         })
     }
+}
+
+/// `[applied]` of a lightweight transaction's result, and the `record` column it returns
+/// when not applied (the row that is there).
+fn lwt_outcome(result: scylla::response::query_result::QueryResult) -> Result<(bool, Option<String>), StoreError> {
+    let rows = result.into_rows_result().map_err(err)?;
+    let specs = rows.column_specs();
+    let applied_at = specs.get_by_name("[applied]").map(|(i, _)| i).unwrap_or(0);
+    let record_at = specs.get_by_name("record").map(|(i, _)| i);
+    let row = rows.maybe_first_row::<scylla::value::Row>().map_err(err)?.ok_or_else(|| err("empty LWT result"))?;
+    let applied = row.columns.get(applied_at).cloned().flatten().and_then(|v| v.as_boolean()).unwrap_or(false);
+    let record = record_at.and_then(|i| row.columns.get(i).cloned().flatten()).and_then(|v| v.into_string());
+    Ok((applied, record))
+}
+
+fn ttl_secs(ttl: std::time::Duration) -> i32 {
+    ttl.as_secs().clamp(1, i32::MAX as u64) as i32
 }
 
 fn strip_comments(s: &str) -> String {
@@ -232,5 +262,41 @@ impl ProjectionStore for CqlStore {
             out.push(serde_json::from_str(&row.map_err(err)?.0).map_err(err)?);
         }
         Ok(out)
+    }
+
+    async fn claim_idempotency(
+        &self,
+        account: &AccountId,
+        key: &str,
+        record: &IdempotencyRecord,
+        ttl: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        let json = serde_json::to_string(record).map_err(err)?;
+        let values = (account.0.as_str(), key, record.claim.as_str(), json, ttl_secs(ttl));
+        let result = self.session.execute_unpaged(&self.claim_key, values).await.map_err(err)?;
+        match lwt_outcome(result)? {
+            (true, _) => Ok(Claim::Won),
+            (false, Some(held)) => Ok(Claim::Held(serde_json::from_str(&held).map_err(err)?)),
+            (false, None) => Err(err("a claimed idempotency key has no record")),
+        }
+    }
+
+    async fn replace_idempotency(
+        &self,
+        account: &AccountId,
+        key: &str,
+        claim: &str,
+        record: &IdempotencyRecord,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(record).map_err(err)?;
+        let values = (ttl_secs(ttl), record.claim.as_str(), json, account.0.as_str(), key, claim);
+        let result = self.session.execute_unpaged(&self.replace_key, values).await.map_err(err)?;
+        Ok(lwt_outcome(result)?.0)
+    }
+
+    async fn release_idempotency(&self, account: &AccountId, key: &str, claim: &str) -> Result<(), StoreError> {
+        self.session.execute_unpaged(&self.release_key, (account.0.as_str(), key, claim)).await.map_err(err)?;
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The embedded projection store on redb. Exactly-once: an event already stored is
 //! skipped in the same transaction that would have counted it.
 
-use super::{DomainState, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError};
+use super::{Claim, DomainState, IdempotencyRecord, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError};
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -16,6 +16,12 @@ const EVENTS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("
 const COUNTS: TableDefinition<(&str, i64, &str), u64> = TableDefinition::new("hourly_counts");
 /// Punycode domain → JSON of [`DomainState`].
 const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("sender_domains");
+/// (account, idempotency key) → (expiry in ms, JSON of [`IdempotencyRecord`]).
+const IDEMPOTENCY: TableDefinition<(&str, &str), (i64, &[u8])> = TableDefinition::new("idempotency_keys");
+/// (expiry in ms, account, key): the expiry index, oldest first, for purging.
+const IDEMPOTENCY_EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("idempotency_expiry");
+/// Expired keys removed per claim (bounded work; claims outpace expiries).
+const PURGE_PER_CLAIM: usize = 16;
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Embedded(e.to_string())
@@ -33,6 +39,8 @@ impl EmbeddedStore {
         txn.open_table(COUNTS).map_err(err)?;
         txn.open_table(DOMAINS).map_err(err)?;
         feedback::create_tables(&txn)?;
+        txn.open_table(IDEMPOTENCY).map_err(err)?;
+        txn.open_table(IDEMPOTENCY_EXPIRY).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
@@ -44,6 +52,64 @@ impl EmbeddedStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(err)?
     }
+}
+
+/// The live record of `(account, key)` at `now`, if any.
+fn live_record(
+    table: &impl ReadableTable<(&'static str, &'static str), (i64, &'static [u8])>,
+    account: &str,
+    key: &str,
+    now: i64,
+) -> Result<Option<(i64, IdempotencyRecord)>, StoreError> {
+    match table.get((account, key)).map_err(err)? {
+        Some(v) => {
+            let (expires, json) = v.value();
+            if expires <= now {
+                return Ok(None);
+            }
+            Ok(Some((expires, serde_json::from_slice(json).map_err(err)?)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Writes `record` for `(account, key)` until `expires`, replacing any older row.
+fn put_record(
+    txn: &redb::WriteTransaction,
+    account: &str,
+    key: &str,
+    record: &IdempotencyRecord,
+    expires: i64,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(record).map_err(err)?;
+    let mut table = txn.open_table(IDEMPOTENCY).map_err(err)?;
+    let mut index = txn.open_table(IDEMPOTENCY_EXPIRY).map_err(err)?;
+    if let Some(old) = table.insert((account, key), (expires, json.as_slice())).map_err(err)? {
+        index.remove((old.value().0, account, key)).map_err(err)?;
+    }
+    index.insert((expires, account, key), ()).map_err(err)?;
+    Ok(())
+}
+
+/// Removes up to [`PURGE_PER_CLAIM`] expired keys.
+fn purge_expired(txn: &redb::WriteTransaction, now: i64) -> Result<(), StoreError> {
+    let mut table = txn.open_table(IDEMPOTENCY).map_err(err)?;
+    let mut index = txn.open_table(IDEMPOTENCY_EXPIRY).map_err(err)?;
+    let expired: Vec<(i64, String, String)> = index
+        .range((i64::MIN, "", "")..(now, "", ""))
+        .map_err(err)?
+        .take(PURGE_PER_CLAIM)
+        .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_owned(), k.value().2.to_owned())))
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    for (expires, account, key) in expired {
+        index.remove((expires, account.as_str(), key.as_str())).map_err(err)?;
+        let current = table.get((account.as_str(), key.as_str())).map_err(err)?.map(|v| v.value().0);
+        if current == Some(expires) {
+            table.remove((account.as_str(), key.as_str())).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -148,6 +214,82 @@ impl ProjectionStore for EmbeddedStore {
                 out.push(serde_json::from_slice(v.value()).map_err(err)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn claim_idempotency(
+        &self,
+        account: &AccountId,
+        key: &str,
+        record: &IdempotencyRecord,
+        ttl: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        let (account, key, record) = (account.0.clone(), key.to_owned(), record.clone());
+        self.blocking(move |db| {
+            let now = Timestamp::now().millis();
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            let held = live_record(&txn.open_table(IDEMPOTENCY).map_err(err)?, &account, &key, now)?;
+            if let Some((_, held)) = held {
+                return Ok(Claim::Held(held));
+            }
+            purge_expired(&txn, now)?;
+            put_record(&txn, &account, &key, &record, now + ttl.as_millis() as i64)?;
+            txn.commit().map_err(err)?;
+            Ok(Claim::Won)
+        })
+        .await
+    }
+
+    async fn replace_idempotency(
+        &self,
+        account: &AccountId,
+        key: &str,
+        claim: &str,
+        record: &IdempotencyRecord,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let (account, key, claim, record) = (account.0.clone(), key.to_owned(), claim.to_owned(), record.clone());
+        self.blocking(move |db| {
+            let now = Timestamp::now().millis();
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            let held = live_record(&txn.open_table(IDEMPOTENCY).map_err(err)?, &account, &key, now)?;
+            if held.is_none_or(|(_, h)| h.claim != claim) {
+                return Ok(false);
+            }
+            put_record(&txn, &account, &key, &record, now + ttl.as_millis() as i64)?;
+            txn.commit().map_err(err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn release_idempotency(&self, account: &AccountId, key: &str, claim: &str) -> Result<(), StoreError> {
+        let (account, key, claim) = (account.0.clone(), key.to_owned(), claim.to_owned());
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(err)?;
+                let held = match table.get((account.as_str(), key.as_str())).map_err(err)? {
+                    Some(v) => {
+                        let (expires, json) = v.value();
+                        let record: IdempotencyRecord = serde_json::from_slice(json).map_err(err)?;
+                        (record.claim == claim).then_some(expires)
+                    }
+                    None => None,
+                };
+                if let Some(expires) = held {
+                    table.remove((account.as_str(), key.as_str())).map_err(err)?;
+                    txn.open_table(IDEMPOTENCY_EXPIRY)
+                        .map_err(err)?
+                        .remove((expires, account.as_str(), key.as_str()))
+                        .map_err(err)?;
+                }
+            }
+            txn.commit().map_err(err)
         })
         .await
     }

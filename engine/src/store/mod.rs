@@ -201,6 +201,33 @@ pub fn view(mut events: Vec<Projected>) -> Option<MessageView> {
     })
 }
 
+/// What an `Idempotency-Key` of `POST /v1/send` holds (keys are per account). Stored by
+/// the request that claimed the key, before it appends its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// SHA-256 (hex) of the request: the same key with another request is refused.
+    pub fingerprint: String,
+    /// Unique id of the request holding the key.
+    pub claim: String,
+    /// The 202 reply body (the message ids are chosen before the append).
+    pub response: String,
+    /// One of the request's messages: once the projection shows it, the request's append
+    /// happened, even if its holder died before marking the record done.
+    pub probe: MessageId,
+    /// The append succeeded and the reply was sent.
+    pub done: bool,
+    pub claimed_at: Timestamp,
+}
+
+/// The outcome of [`ProjectionStore::claim_idempotency`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free (or expired); the record is now the caller's.
+    Won,
+    /// Another request holds the key; its record.
+    Held(IdempotencyRecord),
+}
+
 /// Read models of the log.
 #[async_trait]
 pub trait ProjectionStore: Send + Sync + 'static {
@@ -222,6 +249,30 @@ pub trait ProjectionStore: Send + Sync + 'static {
 
     /// Every sender domain, tombstones included (the service zone and signing read this).
     async fn domains(&self) -> Result<Vec<DomainState>, StoreError>;
+
+    /// Stores `record` under `(account, key)` for `ttl` unless a live record is there
+    /// already. Atomic across nodes (a CQL lightweight transaction; one redb write).
+    async fn claim_idempotency(
+        &self,
+        account: &AccountId,
+        key: &str,
+        record: &IdempotencyRecord,
+        ttl: std::time::Duration,
+    ) -> Result<Claim, StoreError>;
+
+    /// Replaces the record of `(account, key)` with `record` only if it is still held by
+    /// `claim`; returns whether it was. Keeps the key for `ttl` from now.
+    async fn replace_idempotency(
+        &self,
+        account: &AccountId,
+        key: &str,
+        claim: &str,
+        record: &IdempotencyRecord,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Frees `(account, key)` if `claim` still holds it (the request was not accepted).
+    async fn release_idempotency(&self, account: &AccountId, key: &str, claim: &str) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -37,7 +37,19 @@ fn error(e: DomainError) -> ApiError {
         DomainError::Lag(_) => (StatusCode::SERVICE_UNAVAILABLE, "projection_lag"),
         DomainError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
-    ApiError::new(status, code, e.to_string())
+    let message = match &e {
+        DomainError::Log(_) | DomainError::Store(_) | DomainError::Internal(_) => {
+            tracing::warn!(error = %e, "sender domains: {code}");
+            match code {
+                "log_unavailable" => "the change was not recorded because the event log is unavailable; try again",
+                "store_unavailable" => "the store is unavailable; try again shortly",
+                _ => "an internal error occurred; try again, and tell the operator if it persists",
+            }
+            .to_owned()
+        }
+        _ => e.to_string(),
+    };
+    ApiError::new(status, code, message)
 }
 
 fn malformed(message: String) -> ApiError {
@@ -115,7 +127,7 @@ pub async fn add(
     body: Result<Json<AddBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let (domains, account) = service(&state, &headers)?;
-    let Json(b) = body.map_err(|e| malformed(e.body_text()))?;
+    let Json(b) = body.map_err(super::json_rejection)?;
     let req = AddDomain {
         domain: b.domain,
         dmarc_rua: b.dmarc_rua,
@@ -166,7 +178,7 @@ pub async fn update(
     body: Result<Json<UpdateBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (domains, account) = service(&state, &headers)?;
-    let Json(b) = body.map_err(|e| malformed(e.body_text()))?;
+    let Json(b) = body.map_err(super::json_rejection)?;
     let req = UpdateDomain { tracking_label: b.tracking_label, dmarc_rua: b.dmarc_rua, bimi_logo: b.bimi_logo };
     Ok(Json(view(&domains.update(&account, &name, req).await.map_err(error)?)))
 }
@@ -193,7 +205,8 @@ pub async fn records(
     query: Result<Query<RecordsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (domains, account) = service(&state, &headers)?;
-    let Query(q) = query.map_err(|e| malformed(e.body_text()))?;
+    let Query(q) =
+        query.map_err(|_| malformed("the query string is not valid: use `format=zone` or nothing".into()))?;
     let s = domains.get(&account, &name).await.map_err(error)?;
     let records = domains.records(&s);
     match q.format.as_deref() {

@@ -14,11 +14,7 @@ pub async fn handle(
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let account = authenticate(&state, &headers)?;
-    let view = state
-        .store
-        .message(&account, &MessageId(id.clone()))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+    let view = state.store.message(&account, &MessageId(id.clone())).await.map_err(super::store_unavailable)?;
     // Another account's message is indistinguishable from a missing one.
     view.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no message {id}")))
 }

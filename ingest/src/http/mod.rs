@@ -3,6 +3,7 @@
 
 mod bounces;
 mod domains;
+pub mod idempotency;
 mod messages;
 mod send;
 mod stats;
@@ -37,6 +38,10 @@ pub struct ApiState {
     /// Suppression and bounce lists (`/v1/suppressions`, `/v1/bounces`); `None` answers
     /// 404 `not_enabled`.
     pub feedback: Option<Arc<herald_engine::feedback::service::FeedbackService>>,
+    /// Right-hand side of the `Message-ID:` given to messages that have none.
+    pub hostname: String,
+    /// Which From domains each account may send from.
+    pub sender: Arc<crate::sender::SenderPolicy>,
 }
 
 /// The API's routes.
@@ -92,6 +97,27 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
         (self.status, Json(body)).into_response()
     }
+}
+
+/// 503 `store_unavailable` for a failed query; the store's own error goes to the log.
+pub fn store_unavailable(e: herald_engine::store::StoreError) -> ApiError {
+    tracing::warn!(error = %e, "projection store query failed");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; try again shortly")
+}
+
+/// 400 `malformed_request` for a JSON body axum could not decode, as a sentence.
+pub fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    use axum::extract::rejection::JsonRejection;
+    let message = match &e {
+        JsonRejection::MissingJsonContentType(_) => "Content-Type must be application/json".to_owned(),
+        JsonRejection::JsonSyntaxError(_) => "the request body is not valid JSON".to_owned(),
+        JsonRejection::JsonDataError(d) => {
+            let detail = std::error::Error::source(d).map(|s| s.to_string()).unwrap_or_default();
+            format!("the JSON body does not have the expected fields: {detail}")
+        }
+        _ => "the request body could not be read".to_owned(),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
 }
 
 /// The account of the request's `Authorization: Bearer <key>`, or 401.

@@ -3,18 +3,23 @@
 //! Accepts `application/json` or `application/x-www-form-urlencoded` with the fields
 //! `envelope`, `recipient` (one, a list, or a repeated form field), `body`, and the
 //! optional booleans `inlinizecss`, `clicktracking`, `bouncetracking`, `openstracking`.
-//! Replies 202 with one id per recipient only after every event is durably in the log;
-//! any refusal appends nothing.
+//! The message goes through the checks SMTP uses too ([`crate::message`]: 422
+//! `invalid_mime`), its From domains must be the account's ([`crate::sender`]: 422
+//! `from_domain_not_verified`), and a recipient named twice is sent once. An
+//! `Idempotency-Key` makes retries safe ([`super::idempotency`]). Replies 202 with one id
+//! per recipient only after every event is durably in the log; any refusal appends nothing.
 
-use super::{authenticate, ApiError, ApiState};
+use super::{authenticate, idempotency, ApiError, ApiState};
 use crate::accept::{self, crlf};
-use crate::address::parse_mailbox;
+use crate::address::{parse_mailbox, Mailbox};
+use crate::message;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::Json;
-use herald_schemas::SendOptions;
-use serde::{Deserialize, Serialize};
+use axum::response::{IntoResponse, Response};
+use herald_schemas::{SendOptions, Timestamp};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
 
 /// The request once decoded, whatever its encoding.
@@ -45,12 +50,9 @@ fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
-pub async fn handle(
-    State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let account = authenticate(&state, &headers)?;
+    let idempotency_key = idempotency::key(&headers)?;
     // Encodings inflate the MIME body (JSON escapes, percent-encoding): allow 3x + 64 KiB
     // for the request, then hold the decoded `body` to the configured limit.
     let request_limit = state.max_body_bytes.saturating_mul(3).saturating_add(64 * 1024);
@@ -58,15 +60,14 @@ pub async fn handle(
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("message body is limited to {} bytes", state.max_body_bytes),
+            format!("the message body is limited to {} bytes", state.max_body_bytes),
         )
     };
     let raw = axum::body::to_bytes(body, request_limit).await.map_err(|e| {
-        let e = e.into_inner();
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+        if e.into_inner().downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             too_large()
         } else {
-            bad("malformed_request", format!("could not read the request body: {e}"))
+            bad("malformed_request", "the request body could not be read completely")
         }
     })?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -78,7 +79,9 @@ pub async fn handle(
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                format!("Content-Type must be application/json or application/x-www-form-urlencoded, not `{other}`"),
+                format!(
+                    "Content-Type must be application/json or application/x-www-form-urlencoded, not `{other:.60}`"
+                ),
             ))
         }
     };
@@ -94,77 +97,155 @@ pub async fn handle(
         ));
     }
     let body = request.body.ok_or_else(|| bad("missing_field", "`body` (the MIME message) is required"))?;
-    // The limit applies to what is stored and sent: the body after CRLF normalization.
+    // The limit applies to what the client sent, after CRLF normalization.
     let body = crlf(body.into_bytes());
+    let fingerprint = idempotency_key.as_ref().map(|_| {
+        let o = request.options;
+        let flags = [o.inline_css, o.click_tracking, o.bounce_tracking, o.opens_tracking].map(u8::from);
+        let parts = [envelope.as_bytes(), &body, &flags].into_iter();
+        idempotency::fingerprint(parts.chain(request.recipients.iter().map(|r| r.as_bytes())))
+    });
     if body.len() > state.max_body_bytes {
         return Err(too_large());
     }
     let sender = parse_mailbox(&envelope).map_err(|e| unprocessable("invalid_address", format!("envelope: {e}")))?;
-    let mut recipients = Vec::with_capacity(request.recipients.len());
-    for r in &request.recipients {
-        recipients.push(parse_mailbox(r).map_err(|e| unprocessable("invalid_address", format!("recipient: {e}")))?);
-    }
-    check_mime(&body)?;
+    let recipients = recipients(&request.recipients)?;
+    let stamp = message::Stamp { hostname: &state.hostname, now: Timestamp::now() };
+    let prepared = message::prepare(body, &stamp).map_err(|e| unprocessable("invalid_mime", e.to_string()))?;
+    state
+        .sender
+        .check(&account, &prepared.from_domains)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "from_domain_not_verified", e.to_string()))?;
 
-    let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, body);
-    let reply = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
-    state.submitter.submit(events).await.map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", format!("not accepted, try again: {e}"))
-    })?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { messages: reply })))
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Flag {
-    Bool(bool),
-    Text(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonRequest {
-    envelope: Option<String>,
-    recipient: Option<OneOrMany>,
-    body: Option<String>,
-    inlinizecss: Option<Flag>,
-    clicktracking: Option<Flag>,
-    bouncetracking: Option<Flag>,
-    openstracking: Option<Flag>,
-}
-
-fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
-    let j: JsonRequest =
-        serde_json::from_slice(raw).map_err(|e| bad("malformed_request", format!("invalid JSON: {e}")))?;
-    let flag = |name: &str, f: Option<Flag>| -> Result<bool, ApiError> {
-        match f {
-            None => Ok(false),
-            Some(Flag::Bool(b)) => Ok(b),
-            Some(Flag::Text(t)) => parse_bool(name, &t),
+    let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, prepared.message);
+    let probe = accepted[0].id.clone();
+    let messages = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
+    let reply = serde_json::to_string(&Accepted { messages }).expect("a reply serializes");
+    let held = match (idempotency_key, fingerprint) {
+        (Some(key), Some(fingerprint)) => {
+            match idempotency::begin(state.store.as_ref(), &account, key, fingerprint, reply.clone(), probe).await? {
+                idempotency::Begin::Replay(first) => return Ok(accepted_reply(first, true)),
+                idempotency::Begin::Fresh(held) => Some(held),
+            }
         }
+        _ => None,
     };
-    Ok(SendRequest {
-        envelope: j.envelope,
-        recipients: match j.recipient {
-            None => vec![],
-            Some(OneOrMany::One(r)) => vec![r],
-            Some(OneOrMany::Many(rs)) => rs,
-        },
-        body: j.body,
-        options: SendOptions {
-            inline_css: flag("inlinizecss", j.inlinizecss)?,
-            click_tracking: flag("clicktracking", j.clicktracking)?,
-            bounce_tracking: flag("bouncetracking", j.bouncetracking)?,
-            opens_tracking: flag("openstracking", j.openstracking)?,
-        },
-    })
+    let appended = state.submitter.submit(events).await;
+    if let Some(held) = held {
+        held.finish(state.store.as_ref(), appended.is_ok()).await;
+    }
+    appended.map_err(|e| {
+        tracing::warn!(error = %e, "send: append failed; request refused");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "log_unavailable",
+            "the message was not accepted because the event log is unavailable; try again",
+        )
+    })?;
+    Ok(accepted_reply(reply, false))
+}
+
+/// 202 with the reply body; `Idempotent-Replayed: true` when it repeats an earlier reply.
+fn accepted_reply(body: String, replayed: bool) -> Response {
+    let mut r = (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if replayed {
+        r.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    r
+}
+
+/// Checks every recipient; a recipient named twice (domains compared without case) is
+/// sent once, in the order first named.
+fn recipients(raw: &[String]) -> Result<Vec<Mailbox>, ApiError> {
+    let mut seen = std::collections::HashSet::with_capacity(raw.len());
+    let mut out = Vec::with_capacity(raw.len());
+    for r in raw {
+        let m = parse_mailbox(r).map_err(|e| unprocessable("invalid_address", format!("recipient: {e}")))?;
+        if seen.insert(m.address.clone()) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// The JSON fields of a request, for error messages.
+const FIELDS: &str = "envelope, recipient, body, inlinizecss, clicktracking, bouncetracking, openstracking";
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Decodes a JSON request by hand, so that every error names the field and what it must
+/// be (serde's messages name Rust types).
+fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
+    let value: Value = serde_json::from_slice(raw).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Eof => "the JSON request body ends early".to_owned(),
+            _ => format!("the request body is not valid JSON (line {}, column {})", e.line(), e.column()),
+        };
+        bad("malformed_request", what)
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(bad("malformed_request", format!("the request body must be a JSON object, not {}", kind(&value))));
+    };
+    let mut r = SendRequest::default();
+    for (name, v) in fields {
+        let string = |v: Value| match v {
+            Value::String(s) => Ok(s),
+            other => Err(bad("malformed_request", format!("`{name}` must be a string, not {}", kind(&other)))),
+        };
+        match name.as_str() {
+            "envelope" => r.envelope = Some(string(v)?),
+            "body" => r.body = Some(string(v)?),
+            "recipient" => {
+                let list = match v {
+                    Value::String(s) => vec![Value::String(s)],
+                    Value::Array(items) => items,
+                    other => {
+                        return Err(bad(
+                            "malformed_request",
+                            format!("`recipient` must be a string or a list of strings, not {}", kind(&other)),
+                        ))
+                    }
+                };
+                for item in list {
+                    match item {
+                        Value::String(s) => r.recipients.push(s),
+                        other => {
+                            return Err(bad(
+                                "malformed_request",
+                                format!("every `recipient` must be a string, not {}", kind(&other)),
+                            ))
+                        }
+                    }
+                }
+            }
+            "inlinizecss" => r.options.inline_css = json_flag(&name, v)?,
+            "clicktracking" => r.options.click_tracking = json_flag(&name, v)?,
+            "bouncetracking" => r.options.bounce_tracking = json_flag(&name, v)?,
+            "openstracking" => r.options.opens_tracking = json_flag(&name, v)?,
+            other => {
+                return Err(bad("malformed_request", format!("unknown field `{other:.60}`; the fields are {FIELDS}")))
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn json_flag(name: &str, v: Value) -> Result<bool, ApiError> {
+    match v {
+        Value::Bool(b) => Ok(b),
+        Value::Null => Ok(false),
+        Value::String(t) => parse_bool(name, &t),
+        other => Err(bad("malformed_request", format!("`{name}` must be a boolean, not {}", kind(&other)))),
+    }
 }
 
 fn from_form(raw: &[u8]) -> Result<SendRequest, ApiError> {
@@ -179,7 +260,12 @@ fn from_form(raw: &[u8]) -> Result<SendRequest, ApiError> {
             "clicktracking" => r.options.click_tracking = parse_bool("clicktracking", &value)?,
             "bouncetracking" => r.options.bounce_tracking = parse_bool("bouncetracking", &value)?,
             "openstracking" => r.options.opens_tracking = parse_bool("openstracking", &value)?,
-            other => return Err(bad("malformed_request", format!("unknown form field `{other}`"))),
+            other => {
+                return Err(bad(
+                    "malformed_request",
+                    format!("unknown form field `{other:.60}`; the fields are {FIELDS}"),
+                ))
+            }
         }
     }
     Ok(r)
@@ -189,25 +275,46 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err(bad("malformed_request", format!("`{name}` must be a boolean, not `{v}`"))),
+        _ => Err(bad("malformed_request", format!("`{name}` must be a boolean (true or false), not `{v:.40}`"))),
     }
-}
-
-/// The shared MIME check, as this route's error.
-fn check_mime(body: &[u8]) -> Result<(), ApiError> {
-    accept::check_mime(body).map_err(|m| unprocessable("invalid_mime", m))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn json_error(raw: &str) -> String {
+        let e = from_json(raw.as_bytes()).unwrap_err();
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "malformed_request"));
+        e.message
+    }
+
     #[test]
-    fn mime_refusals_become_422_invalid_mime() {
-        // The cases themselves are tested in `accept`; this is the route's mapping.
-        assert!(check_mime(b"From: a@b.test\r\n\r\nhi\r\n").is_ok());
-        let err = check_mime(b"hello world").unwrap_err();
-        assert_eq!((err.status, err.code), (axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid_mime"));
+    fn json_errors_are_sentences() {
+        assert_eq!(
+            json_error(r#"{"recipient":42}"#),
+            "`recipient` must be a string or a list of strings, not a number"
+        );
+        assert_eq!(json_error(r#"{"recipient":["a@b.test",7]}"#), "every `recipient` must be a string, not a number");
+        assert_eq!(json_error(r#"{"envelope":{}}"#), "`envelope` must be a string, not an object");
+        assert_eq!(json_error(r#"{"clicktracking":3}"#), "`clicktracking` must be a boolean, not a number");
+        assert!(json_error(r#"{"bogus":1}"#).starts_with("unknown field `bogus`; the fields are envelope"));
+        assert_eq!(json_error("[1]"), "the request body must be a JSON object, not a list");
+        assert_eq!(json_error(r#"{"a": "#), "the JSON request body ends early");
+        assert_eq!(json_error("{x}"), "the request body is not valid JSON (line 1, column 2)");
+        let r = from_json(br#"{"recipient":"a@b.test","clicktracking":"yes","openstracking":null}"#).unwrap();
+        assert_eq!(r.recipients, vec!["a@b.test"]);
+        assert!(r.options.click_tracking && !r.options.opens_tracking);
+    }
+
+    #[test]
+    fn duplicate_recipients_are_sent_once() {
+        let raw: Vec<String> =
+            ["Bob@Example.org", "bob@EXAMPLE.org", "bob@example.org", "alice@example.org"].map(String::from).into();
+        let r = recipients(&raw).unwrap();
+        let addresses: Vec<&str> = r.iter().map(|m| m.address.as_str()).collect();
+        // The local part keeps its case (RFC 5321 §2.4); only the domain is case-blind.
+        assert_eq!(addresses, vec!["Bob@example.org", "bob@example.org", "alice@example.org"]);
     }
 
     #[test]

@@ -18,11 +18,11 @@ pub struct Range {
 }
 
 fn parse(name: &str, value: &str) -> Result<Timestamp, ApiError> {
-    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).map_err(|e| {
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_time",
-            format!("`{name}` is not an RFC 3339 time ({e}): {value}"),
+            format!("`{name}` must be an RFC 3339 time such as 2026-01-31T12:00:00Z, not `{value:.40}`"),
         )
     })?;
     Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
@@ -34,7 +34,9 @@ pub async fn handle(
     query: Result<Query<Range>, QueryRejection>,
 ) -> Result<Json<Stats>, ApiError> {
     let account = authenticate(&state, &headers)?;
-    let Query(range) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", e.body_text()))?;
+    let Query(range) = query.map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", "the query string must be `from=<time>&to=<time>`")
+    })?;
     let to = match range.to.as_deref() {
         Some(v) => parse("to", v)?,
         None => Timestamp::now(),
@@ -46,10 +48,6 @@ pub async fn handle(
     if from >= to {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_time", "`from` must be before `to`"));
     }
-    let stats = state
-        .store
-        .stats(&account, from, to)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+    let stats = state.store.stats(&account, from, to).await.map_err(super::store_unavailable)?;
     Ok(Json(stats))
 }

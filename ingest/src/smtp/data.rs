@@ -1,6 +1,7 @@
-//! DATA (dot-terminated) and BDAT (RFC 3030 chunks), the checks every server makes (size,
-//! NUL, bare CR), then the server's policy decides the final reply (submission:
-//! `super::submission`; the bounce MX: `crate::inbound`).
+//! DATA (dot-terminated) and BDAT (RFC 3030 chunks) and the size check every server
+//! makes, then the server's policy decides the final reply (submission:
+//! `super::submission`, with the message checks shared with REST; the bounce MX:
+//! `crate::inbound`).
 //!
 //! Line endings (RFC 5321 §2.3.8, §4.1.1.4): only `CRLF.CRLF` ends DATA, so a bare LF
 //! can never end a message (no SMTP smuggling). A bare LF is normalized to CRLF and a line
@@ -10,6 +11,29 @@
 use super::reply::{self, Reply};
 use super::session::{Session, SessionError};
 use crate::accept;
+
+/// What to do with a BDAT chunk (RFC 3030).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkPlan {
+    /// It fits within the message limit: buffer it.
+    Keep,
+    /// The message would exceed the limit: read the chunk and drop it, then answer 552.
+    Discard,
+    /// The chunk alone exceeds the limit: answer 552 at once and close the connection.
+    Refuse,
+}
+
+/// The plan for a chunk of `size` octets after `received` octets of the message, for a
+/// limit of `limit` octets. Checked arithmetic: no chunk size can wrap past the limit.
+pub fn chunk_plan(received: usize, size: usize, limit: usize) -> ChunkPlan {
+    if size > limit {
+        ChunkPlan::Refuse
+    } else if received.checked_add(size).is_some_and(|total| total <= limit) {
+        ChunkPlan::Keep
+    } else {
+        ChunkPlan::Discard
+    }
+}
 
 /// Incremental DATA decoder: dot-unstuffing and end-of-data detection.
 #[derive(Default)]
@@ -128,15 +152,22 @@ impl Session {
             self.tx = None;
             return Ok(reply::too_large(limit));
         }
-        let (bare_cr, nul) = (decoder.bare_cr, decoder.nul);
-        Ok(self.accept(decoder.body, bare_cr, nul).await)
+        Ok(self.accept(decoder.body).await)
     }
 
     pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Result<Reply, SessionError> {
         let limit = self.server.settings.max_message_bytes;
+        let received = self.tx.as_ref().map_or(0, |t| t.chunks.len());
+        let plan = chunk_plan(received, size, limit);
+        if plan == ChunkPlan::Refuse {
+            // The chunk can never fit: reading it would only waste bandwidth (an exabyte
+            // for `BDAT 18446744073709551614`), and its bytes cannot be read as commands.
+            self.tx = None;
+            return Ok(reply::too_large(limit).closing());
+        }
+        let keep = plan == ChunkPlan::Keep && self.tx.as_ref().is_some_and(|t| t.chunk_error.is_none());
         let mut left = size;
         let mut chunk = Vec::new();
-        let keep = self.tx.as_ref().is_some_and(|t| t.chunk_error.is_none() && t.chunks.len() + size <= limit);
         loop {
             let n = left.min(self.buf.len());
             if keep {
@@ -168,22 +199,18 @@ impl Session {
             return Ok(Reply::new(250, format!("2.0.0 {size} octets received")));
         }
         let body = std::mem::take(&mut tx.chunks);
-        let bare_cr = body.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n') || body.last() == Some(&b'\r');
-        let nul = body.contains(&0);
-        Ok(self.accept(accept::crlf(body), bare_cr, nul).await)
+        Ok(self.accept(accept::crlf(body)).await)
     }
 
     /// Ends the transaction with `body` (CRLF line endings): the final reply, from the
-    /// server's policy once the checks every server makes have passed.
-    async fn accept(&mut self, body: Vec<u8>, bare_cr: bool, nul: bool) -> Reply {
+    /// server's policy once the size check every server makes has passed.
+    async fn accept(&mut self, body: Vec<u8>) -> Reply {
         let Some(tx) = self.tx.take() else {
             return reply::bad_sequence("No transaction");
         };
-        if nul {
-            return Reply::refuse(550, "nul", "5.6.0 NUL characters are not allowed in messages");
-        }
-        if bare_cr {
-            return Reply::refuse(550, "bare_cr", "5.6.2 Bare CR characters are not allowed (RFC 5321 §2.3.8)");
+        let limit = self.server.settings.max_message_bytes;
+        if body.len() > limit {
+            return reply::too_large(limit);
         }
         let server = self.server.clone();
         server.policy.data(&self.peer(), tx, body).await
@@ -193,6 +220,48 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Sizes near the interesting edges: 0, the limit, what is left, and the top of usize.
+    fn near(edge: usize) -> impl Strategy<Value = usize> {
+        (0usize..4).prop_map(move |d| edge.saturating_sub(2).saturating_add(d))
+    }
+
+    fn chunk_size(limit: usize, received: usize) -> impl Strategy<Value = usize> {
+        prop_oneof![
+            near(0),
+            near(limit),
+            near(limit - received),
+            near(usize::MAX),
+            (usize::MAX - limit)..=usize::MAX,
+            any::<usize>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn chunk_plan_never_lets_a_message_past_the_limit(
+            (limit, received, size) in (1usize..(1 << 40))
+                .prop_flat_map(|limit| (Just(limit), prop_oneof![near(0), near(limit), 0..=limit]))
+                .prop_map(|(limit, r)| (limit, r.min(limit)))
+                .prop_flat_map(|(limit, received)| (Just(limit), Just(received), chunk_size(limit, received)))
+        ) {
+            let total = received as u128 + size as u128;
+            match chunk_plan(received, size, limit) {
+                ChunkPlan::Keep => prop_assert!(total <= limit as u128),
+                ChunkPlan::Discard => prop_assert!(total > limit as u128 && size <= limit),
+                ChunkPlan::Refuse => prop_assert!(size > limit),
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_plan_edges() {
+        assert_eq!(chunk_plan(0, 10, 10), ChunkPlan::Keep);
+        assert_eq!(chunk_plan(1, 10, 10), ChunkPlan::Discard);
+        assert_eq!(chunk_plan(2, usize::MAX - 1, 10), ChunkPlan::Refuse);
+        assert_eq!(chunk_plan(usize::MAX, 1, usize::MAX), ChunkPlan::Discard);
+    }
 
     fn decode(input: &[u8]) -> (Option<usize>, DotDecoder) {
         let mut d = DotDecoder::default();

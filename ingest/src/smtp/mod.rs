@@ -48,6 +48,9 @@ pub struct Settings {
     /// Messages per second per account (0: unlimited) and the burst allowed.
     pub account_rate: u32,
     pub account_burst: u32,
+    /// Error replies (5xx) a session may get before its next command is answered
+    /// 421 4.7.0 and the connection closed (Postfix's `smtpd_hard_error_limit`).
+    pub max_errors: u32,
 }
 
 impl Default for Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             auth_lockout: Duration::from_secs(600),
             account_rate: 0,
             account_burst: 0,
+            max_errors: 20,
         }
     }
 }
@@ -90,8 +94,14 @@ pub struct Server {
 
 impl Server {
     /// The submission server and smart host.
-    pub fn new(settings: Settings, submitter: Submitter, accounts: Vec<Account>, tls: Option<TlsAcceptor>) -> Self {
-        let policy = submission::Submission::new(&settings, submitter, accounts);
+    pub fn new(
+        settings: Settings,
+        submitter: Submitter,
+        accounts: Vec<Account>,
+        sender: Arc<crate::sender::SenderPolicy>,
+        tls: Option<TlsAcceptor>,
+    ) -> Self {
+        let policy = submission::Submission::new(&settings, submitter, accounts, sender);
         Server::with_policy(settings, tls, Arc::new(policy))
     }
 

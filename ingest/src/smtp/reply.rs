@@ -7,11 +7,22 @@ use std::borrow::Cow;
 pub struct Reply {
     pub code: u16,
     pub lines: Vec<Cow<'static, str>>,
+    /// The session ends after this reply (set by [`Reply::closing`]; 421 and 221 always do).
+    pub close: bool,
 }
 
 impl Reply {
     pub fn new(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
-        Reply { code, lines: vec![text.into()] }
+        Reply { code, lines: vec![text.into()], close: false }
+    }
+
+    /// The same reply, after which the server closes the connection; the text says so.
+    pub fn closing(mut self) -> Self {
+        if let Some(last) = self.lines.last_mut() {
+            *last = format!("{last}; closing connection").into();
+        }
+        self.close = true;
+        self
     }
 
     /// A refusal: also counted in `herald_smtp_ingest_refusals_total{reason}`.
@@ -22,21 +33,24 @@ impl Reply {
 
     /// No reply at all (after a TLS handshake).
     pub fn silent() -> Self {
-        Reply { code: 0, lines: vec![] }
+        Reply { code: 0, lines: vec![], close: false }
     }
 
-    /// Wire form: `250-a\r\n250 b\r\n`.
+    /// Wire form: `250-a\r\n250 b\r\n`. Reply text is ASCII (RFC 5321 section 4.2): any
+    /// other character (say, from a client's UTF-8 address quoted back) is sent as `?`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
+            let line: String =
+                line.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect();
             out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes());
         }
     }
 
-    /// 421: the session ends after this reply.
+    /// Whether the session ends after this reply (421, 221, or [`Reply::closing`]).
     pub fn closes(&self) -> bool {
-        self.code == 421 || self.code == 221
+        self.close || self.code == 421 || self.code == 221
     }
 }
 
@@ -63,6 +77,9 @@ pub fn encryption_required() -> Reply {
 }
 pub fn timeout() -> Reply {
     Reply::refuse(421, "timeout", "4.4.2 Timeout, closing connection")
+}
+pub fn too_many_errors() -> Reply {
+    Reply::refuse(421, "too_many_errors", "4.7.0 Too many errors, closing connection")
 }
 pub fn shutting_down() -> Reply {
     Reply::new(421, "4.3.2 Service shutting down, closing connection")

@@ -65,6 +65,8 @@ pub struct Session {
     /// The account authenticated by AUTH, and the user name.
     pub(super) authenticated: Option<(AccountId, String)>,
     pub(super) auth_failures: u32,
+    /// Error replies since the last accepted message.
+    errors: u32,
     pub(super) tx: Option<Transaction>,
 }
 
@@ -81,6 +83,7 @@ impl Session {
             helo: None,
             authenticated: None,
             auth_failures: 0,
+            errors: 0,
             tx: None,
         }
     }
@@ -95,14 +98,25 @@ impl Session {
                 Err(SessionError::Closed) => return Ok(()),
                 Err(e) => return Err(e),
             };
-            let reply = match line {
-                Line::TooLong => reply::line_too_long(),
-                Line::Complete(line) => self.command(&line).await?,
+            let max_errors = self.server.settings.max_errors;
+            let reply = if max_errors > 0 && self.errors >= max_errors {
+                reply::too_many_errors()
+            } else {
+                match line {
+                    Line::TooLong => reply::line_too_long(),
+                    Line::Complete(line) => self.command(&line).await?,
+                }
             };
+            match reply.code {
+                500..=599 => self.errors += 1,
+                250 if reply.lines.first().is_some_and(|l| l.contains("queued as")) => self.errors = 0,
+                _ => {}
+            }
             let closes = reply.closes();
             self.send(reply);
             if closes {
                 self.flush().await?;
+                self.linger().await;
                 return Ok(());
             }
         }
@@ -144,6 +158,23 @@ impl Session {
             tls: self.tls,
             helo: self.helo.as_ref(),
             authenticated: self.authenticated.as_ref().map(|(a, _)| a),
+        }
+    }
+
+    /// After a closing reply: half-closes, then reads and drops what the client still
+    /// sends (at most 1 MiB, for at most 1 s), so that the reply is not lost to a TCP
+    /// reset while the client is still writing (say, the rest of a refused BDAT chunk).
+    async fn linger(&mut self) {
+        let Some(mut io) = self.io.take() else { return };
+        let _ = io.shutdown().await;
+        let mut sink = vec![0u8; 16 * 1024];
+        let mut left = 1usize << 20;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while left > 0 {
+            match tokio::time::timeout_at(deadline, io.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => return,
+            }
         }
     }
 

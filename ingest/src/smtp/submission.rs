@@ -1,9 +1,10 @@
 //! The submission server's and smart host's [`Policy`]: the owning account of a
 //! transaction (authenticated user, else smart-host network), its rate budget, no
 //! recipients without an account (530: never an open relay), and acceptance after DATA:
-//! trace headers, the shared MIME check, one `MessageAccepted` per recipient, and the 250
-//! only once `Submitter::submit` says every event is durable (451 4.3.0 otherwise, nothing
-//! accepted).
+//! the message checks shared with REST ([`crate::message`]: 550 5.6.x), the From domain
+//! policy ([`crate::sender`]: 550 5.7.1), the `Received:` trace field, one
+//! `MessageAccepted` per recipient, and the 250 only once `Submitter::submit` says every
+//! event is durable (451 4.3.0 otherwise, nothing accepted).
 
 use super::auth::Credentials;
 use super::limits::AccountRate;
@@ -11,29 +12,36 @@ use super::policy::{Peer, Policy};
 use super::reply::{self, Reply};
 use super::session::Transaction;
 use super::{Account, Settings};
-use crate::accept;
 use crate::address::Mailbox;
+use crate::{accept, message};
 use async_trait::async_trait;
 use herald_engine::submit::Submitter;
 use herald_schemas::{AccountId, SendOptions, Timestamp};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub struct Submission {
     submitter: Submitter,
+    /// Which From domains each account may send from.
+    sender: Arc<crate::sender::SenderPolicy>,
     credentials: Credentials,
     rate: AccountRate,
     hostname: String,
-    max_message_bytes: usize,
 }
 
 impl Submission {
-    pub fn new(settings: &Settings, submitter: Submitter, accounts: Vec<Account>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        submitter: Submitter,
+        accounts: Vec<Account>,
+        sender: Arc<crate::sender::SenderPolicy>,
+    ) -> Self {
         Submission {
             submitter,
+            sender,
             credentials: Credentials { accounts, failures: Default::default() },
             rate: AccountRate::new(settings.account_rate, settings.account_burst),
             hostname: settings.hostname.clone(),
-            max_message_bytes: settings.max_message_bytes,
         }
     }
 
@@ -46,13 +54,8 @@ impl Submission {
         self.credentials.accounts.iter().find(|a| a.relay_networks.iter().any(|n| n.contains(&ip))).map(|a| &a.id)
     }
 
-    /// Prepends `Received:`, and `Message-ID:`/`Date:` when the message has none.
-    fn trace_headers(&self, peer: &Peer<'_>, body: Vec<u8>) -> Vec<u8> {
-        let now = Timestamp::now();
-        let date = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now.0) * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
-            .unwrap_or_default();
+    /// Prepends the `Received:` trace field (RFC 5321 section 4.4).
+    fn received(&self, peer: &Peer<'_>, body: Vec<u8>, now: Timestamp) -> Vec<u8> {
         let (helo, esmtp) = peer.helo.cloned().unwrap_or_default();
         let proto = match (esmtp, peer.tls, peer.authenticated.is_some()) {
             (false, _, _) => "SMTP",
@@ -62,21 +65,26 @@ impl Submission {
             (true, true, true) => "ESMTPSA",
         };
         let helo: String = helo.chars().filter(|c| !c.is_control()).collect();
-        let mut head = format!(
-            "Received: from {helo} ([{}])\r\n\tby {} (Herald) with {proto};\r\n\t{date}\r\n",
+        let head = format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (Herald) with {proto};\r\n\t{}\r\n",
             peer.addr.ip(),
-            self.hostname
+            self.hostname,
+            message::rfc5322_date(now)
         );
-        if !accept::has_header(&body, "Message-ID") {
-            head.push_str(&format!("Message-ID: <{}@{}>\r\n", uuid::Uuid::now_v7(), self.hostname));
-        }
-        if !accept::has_header(&body, "Date") {
-            head.push_str(&format!("Date: {date}\r\n"));
-        }
         let mut out = head.into_bytes();
         out.extend_from_slice(&body);
         out
     }
+}
+
+/// An error sentence as SMTP reply text: first letter capitalized, ASCII only, one line.
+fn sentence(text: &str) -> String {
+    let mut out: String =
+        text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).take(400).collect();
+    if let Some(first) = out.get(..1) {
+        out.replace_range(..1, &first.to_ascii_uppercase());
+    }
+    out
 }
 
 #[async_trait]
@@ -110,14 +118,15 @@ impl Policy for Submission {
         let (Some(account), sender) = (tx.account, tx.sender) else {
             return reply::auth_required();
         };
-        let limit = self.max_message_bytes;
-        let body = self.trace_headers(peer, body);
-        if body.len() > limit {
-            return reply::too_large(limit);
+        let stamp = message::Stamp { hostname: &self.hostname, now: Timestamp::now() };
+        let prepared = match message::prepare(body, &stamp) {
+            Ok(p) => p,
+            Err(e) => return Reply::refuse(550, e.reason(), format!("{} {}", e.enhanced(), sentence(&e.to_string()))),
+        };
+        if let Err(e) = self.sender.check(&account, &prepared.from_domains) {
+            return Reply::refuse(550, "from_domain_not_verified", format!("5.7.1 {}", sentence(&e.to_string())));
         }
-        if let Err(e) = accept::check_mime(&body) {
-            return Reply::refuse(550, "invalid_mime", format!("5.6.0 {e}"));
-        }
+        let body = self.received(peer, prepared.message, stamp.now);
         let sender = sender.unwrap_or(Mailbox { address: String::new(), domain: String::new() });
         let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
         match self.submitter.submit(events).await {

@@ -1,6 +1,6 @@
 //! Herald in-process for tests, plus a small API client.
 
-use herald::config::{Account, Config, DkimKey, LogBackend, StoreBackend};
+use herald::config::{Account, Config, DkimKey, FromDomains, LogBackend, StoreBackend};
 use serde_json::Value;
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
@@ -38,10 +38,7 @@ pub fn config(
     c.delivery.connect_timeout_secs = 5;
     c.delivery.command_timeout_secs = 10;
     c.backend.partitions = 4;
-    c.accounts = vec![
-        Account { id: "acme".into(), api_keys: vec![KEY.into()], smtp_users: vec![], relay_networks: vec![] },
-        Account { id: "other".into(), api_keys: vec![OTHER_KEY.into()], smtp_users: vec![], relay_networks: vec![] },
-    ];
+    c.accounts = vec![account("acme", KEY), account("other", OTHER_KEY)];
     c.dkim = dkim;
     if let Backends::KafkaCql = backends {
         let unique = herald_schemas::MessageId::generate().0;
@@ -53,8 +50,25 @@ pub fn config(
             .expect("HERALD_TEST_CQL must name a real CQL server (ops/scripts/test.sh)")];
         c.backend.topic_prefix = format!("e2e-{unique}");
         c.backend.cql_keyspace = format!("e2e_{}", &unique[16..]);
+        // One test broker.
+        c.backend.kafka_replication = 1;
+        c.backend.kafka_min_insync_replicas = 1;
+        c.backend.kafka_allow_weak_durability = true;
+        c.backend.kafka_session_timeout_ms = 6000;
     }
     c
+}
+
+/// A test account. Tests send from domains nobody verified (sender.test), so the accounts
+/// may use any From domain; `ops/tests/ingest.rs` tests the `verified` policy itself.
+pub fn account(id: &str, key: &str) -> Account {
+    Account {
+        id: id.into(),
+        api_keys: vec![key.into()],
+        smtp_users: vec![],
+        relay_networks: vec![],
+        from_domains: Some(FromDomains::Any),
+    }
 }
 
 pub struct Running {

@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod herald;
+pub mod node;
 pub mod postfix;
 pub mod sink;
 

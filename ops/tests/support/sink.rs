@@ -3,7 +3,9 @@
 //! the next RCPT commands, in order; recipients whose local part starts with `always451`
 //! are always deferred, `always550` always refused as unknown users, `always552` always
 //! refused as over quota. With TLS, it offers STARTTLS (self-signed certificate) and
-//! records whether each message came over TLS.
+//! records whether each message came over TLS. `defer_all` defers every recipient while
+//! on; a message to a recipient whose local part starts with `hold` gets its final reply
+//! only after `hold` (the first time only).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -32,6 +34,11 @@ pub struct Sink {
     pub connections: Arc<AtomicUsize>,
     /// Close each connection after its message (as a server with a per-connection limit).
     close_after_message: Arc<AtomicBool>,
+    /// Defer every recipient (451) while set.
+    defer_all: Arc<AtomicBool>,
+    /// How long the final reply to a `hold…` recipient's first message waits.
+    hold: Arc<Mutex<Option<std::time::Duration>>>,
+    held: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 fn acceptor() -> TlsAcceptor {
@@ -75,6 +82,15 @@ impl Sink {
     /// Replies for the next RCPT commands (e.g. "451 4.7.1 try later").
     pub fn script(&self, replies: &[&str]) {
         self.script.lock().unwrap().extend(replies.iter().map(|r| r.to_string()));
+    }
+
+    pub fn defer_all(&self, on: bool) {
+        self.defer_all.store(on, Ordering::SeqCst);
+    }
+
+    /// Holds the final reply to the first message for each `hold…` recipient this long.
+    pub fn hold_final_reply(&self, d: std::time::Duration) {
+        *self.hold.lock().unwrap() = Some(d);
     }
 
     pub fn close_after_each_message(&self, on: bool) {
@@ -137,7 +153,7 @@ impl Sink {
             } else if upper.starts_with("RCPT TO:") {
                 let rcpt = between(&cmd);
                 self.rcpts.lock().unwrap().push(rcpt.clone());
-                let reply = if rcpt.starts_with("always451") {
+                let reply = if rcpt.starts_with("always451") || self.defer_all.load(Ordering::SeqCst) {
                     "451 4.3.0 mailbox busy".into()
                 } else if rcpt.starts_with("always550") {
                     format!("550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table")
@@ -169,6 +185,14 @@ impl Sink {
                         data.extend_from_slice(&l);
                     }
                     self.received.lock().unwrap().push(Received { from: from.clone(), to: to.clone(), data, tls });
+                    let hold = *self.hold.lock().unwrap();
+                    if let Some(d) = hold {
+                        let first =
+                            to.iter().any(|r| r.starts_with("hold") && self.held.lock().unwrap().insert(r.clone()));
+                        if first {
+                            tokio::time::sleep(d).await;
+                        }
+                    }
                     if self.close_after_message.load(Ordering::SeqCst) {
                         io.write_all(b"250 2.0.0 queued\r\n").await?;
                         io.flush().await?;
