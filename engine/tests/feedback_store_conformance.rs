@@ -1,6 +1,6 @@
 //! One conformance suite for every `FeedbackStore` backend: embedded redb and a real CQL
 //! server (`HERALD_TEST_CQL=host:port`, set by `ops/scripts/test.sh`; without it the CQL
-//! test fails rather than skips).
+//! test fails rather than skips). Also the shared secret (the VERP key every node reads).
 
 use herald_engine::store::cql::CqlStore;
 use herald_engine::store::embedded::EmbeddedStore;
@@ -159,10 +159,25 @@ async fn soft_failures(store: &dyn FeedbackStore) {
     assert!(store.soft_failures(&a, "s@x.test").await.unwrap().is_empty());
 }
 
+/// A shared secret: among racing candidates exactly one is stored, and every caller, then
+/// and later, gets that one.
+async fn shared_secret(store: Arc<dyn FeedbackStore>) {
+    let racers = (0..6).map(|i| {
+        let store = store.clone();
+        async move { store.shared_secret("verp", &format!("candidate-{i}")).await.unwrap() }
+    });
+    let got = futures::future::join_all(racers).await;
+    assert!(got[0].starts_with("candidate-"), "{got:?}");
+    assert!(got.iter().all(|g| g == &got[0]), "one winner for every caller: {got:?}");
+    assert_eq!(store.shared_secret("verp", "late").await.unwrap(), got[0]);
+    assert_eq!(store.shared_secret("other", "o-1").await.unwrap(), "o-1", "names are separate");
+}
+
 async fn suite(store: Arc<dyn FeedbackStore>) {
     suppressions(store.as_ref()).await;
     bounces(store.as_ref()).await;
     soft_failures(store.as_ref()).await;
+    shared_secret(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

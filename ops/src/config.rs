@@ -630,7 +630,7 @@ impl Config {
         if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
             return invalid(format!("dns.zone `{}` is not a domain name", self.dns.zone));
         }
-        self.bounces.validate(self.cluster.node_count).map_err(ConfigError::Invalid)?;
+        self.bounces.validate().map_err(ConfigError::Invalid)?;
         if self.domains.maintenance_interval_secs == 0 {
             return invalid("domains.maintenance_interval_secs must be at least 1".into());
         }

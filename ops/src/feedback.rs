@@ -3,7 +3,7 @@
 //! the API service and the bounce MX. Kept apart from `serve.rs` so each capability's
 //! wiring stays readable.
 
-use crate::config::{Config, Role};
+use crate::config::{Config, Role, StoreBackend};
 use anyhow::Context;
 use herald_engine::domains::cache::DomainCache;
 use herald_engine::feedback::classify::Classifier;
@@ -24,13 +24,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The VERP keys: the configured secret, else the one kept in `<data_dir>/verp.key`
-/// (generated at first start).
-pub fn verp_keys(config: &Config) -> anyhow::Result<VerpKeys> {
+/// The VERP keys: the configured secret; else, on Cassandra, the one every node shares in
+/// the store (the first node to start generates it); else the one kept in
+/// `<data_dir>/verp.key` (generated at first start; the embedded store is one node's).
+pub async fn verp_keys(config: &Config, store: &dyn FeedbackStore) -> anyhow::Result<VerpKeys> {
     let b = &config.bounces;
-    let current = match &b.secret {
-        Some(s) => s.as_bytes().to_vec(),
-        None => local_secret(&config.storage.data_dir)?,
+    let current = match (&b.secret, config.backend.store) {
+        (Some(s), _) => s.as_bytes().to_vec(),
+        (None, StoreBackend::Cql) => {
+            let shared = store.shared_secret("verp", &random_hex()?).await.context("reading the shared VERP secret")?;
+            shared.into_bytes()
+        }
+        (None, StoreBackend::Embedded) => local_secret(&config.storage.data_dir)?,
     };
     let previous: Vec<&[u8]> = b.previous_secrets.iter().map(|s| s.as_bytes()).collect();
     Ok(VerpKeys::new(&current, &previous))
@@ -44,9 +49,7 @@ fn local_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         return Ok(t.as_bytes().to_vec());
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let mut raw = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut raw).map_err(|_| anyhow::anyhow!("no randomness for the VERP secret"))?;
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = random_hex()?;
     std::fs::write(&path, &hex).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {
@@ -55,6 +58,13 @@ fn local_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     }
     tracing::info!(path = %path.display(), "generated a VERP secret");
     Ok(hex.into_bytes())
+}
+
+/// 32 random bytes in hex: a new VERP secret.
+fn random_hex() -> anyhow::Result<String> {
+    let mut raw = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut raw).map_err(|_| anyhow::anyhow!("no randomness for the VERP secret"))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The classifier: the operator's rule file (if any) before the shipped rules.
@@ -96,7 +106,7 @@ pub struct Feedback {
 }
 
 impl Feedback {
-    pub fn new(
+    pub async fn new(
         config: &Config,
         log: Arc<dyn EventLog>,
         store: Arc<dyn ProjectionStore>,
@@ -112,7 +122,7 @@ impl Feedback {
             Duration::from_millis(config.bounces.api_wait_ms),
         ));
         Ok(Feedback {
-            keys: verp_keys(config)?,
+            keys: verp_keys(config, feedback_store.as_ref()).await?,
             classifier: Arc::new(classifier(config)?),
             index: SuppressionIndex::new(),
             service,

@@ -240,7 +240,8 @@ pub async fn run(
         feedback_store,
         topics.clone(),
         router.clone(),
-    )?;
+    )
+    .await?;
     let d = &config.delivery;
     let deliverer = Deliverer::new(
         DeliverySettings {

@@ -137,6 +137,11 @@ pub trait FeedbackStore: Send + Sync + 'static {
         address: &str,
         failures: &[SoftFailure],
     ) -> Result<(), StoreError>;
+
+    /// The secret stored under `name`, or `candidate`, stored now when there is none: the
+    /// first writer wins, so every node sharing the store ends up with the same value
+    /// (the VERP key when `bounces.secret` is unset).
+    async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError>;
 }
 
 /// Cursor helpers shared by the backends: URL-safe base64 of a small JSON value, so a

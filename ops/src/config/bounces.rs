@@ -21,8 +21,9 @@ pub struct Bounces {
     /// their envelope sender and their bounces do not come back to Herald.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_domain: Option<String>,
-    /// HMAC secret of VERP tokens (at least 16 bytes). Unset: one is generated at first
-    /// start and kept in `<data_dir>/verp.key`; several nodes must share one, so set it.
+    /// HMAC secret of VERP tokens (at least 16 bytes). Unset: on Cassandra the first node
+    /// to start generates one and every node reads it from the store; on the embedded
+    /// store one is generated at first start and kept in `<data_dir>/verp.key`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// Earlier secrets, still accepted for returning bounces after a rotation.
@@ -100,13 +101,11 @@ impl Default for Bounces {
 impl Bounces {
     /// Checks what `Config::validate` can check without I/O; the rule file is compiled at
     /// `herald config check` and at start.
-    pub fn validate(&self, node_count: u32) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         if let Some(s) = &self.secret {
             if s.len() < 16 {
                 return Err("bounces.secret must be at least 16 bytes".into());
             }
-        } else if node_count > 1 && self.enabled {
-            return Err("bounces.secret must be set when cluster.node_count > 1: every node must verify every node's VERP tokens".into());
         }
         if let Some(d) = &self.default_domain {
             let d = d.trim_end_matches('.');

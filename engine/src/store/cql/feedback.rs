@@ -30,6 +30,7 @@ pub(super) struct Statements {
     get_soft: PreparedStatement,
     put_soft: PreparedStatement,
     delete_soft: PreparedStatement,
+    claim_secret: PreparedStatement,
     /// Counters of the feedback kinds.
     pub(super) count: HashMap<&'static str, PreparedStatement>,
     pub(super) select_counts: PreparedStatement,
@@ -74,6 +75,7 @@ impl Statements {
             get_soft: p(format!("SELECT history FROM {ks}.soft_failures WHERE account = ? AND address = ?")).await?,
             put_soft: p(format!("INSERT INTO {ks}.soft_failures (account, address, history) VALUES (?, ?, ?)")).await?,
             delete_soft: p(format!("DELETE FROM {ks}.soft_failures WHERE account = ? AND address = ?")).await?,
+            claim_secret: p(format!("INSERT INTO {ks}.secrets (name, value) VALUES (?, ?) IF NOT EXISTS")).await?,
             count,
             select_counts: p(format!(
                 "SELECT bounced_permanent, bounced_transient, complained, suppressed FROM {ks}.hourly_feedback_counts WHERE account = ? AND hour >= ? AND hour < ?"
@@ -338,5 +340,21 @@ impl FeedbackStore for CqlStore {
                 .map_err(err)?;
         }
         Ok(())
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
+        let result = self.session.execute_unpaged(&self.feedback.claim_secret, (name, candidate)).await.map_err(err)?;
+        let rows = result.into_rows_result().map_err(err)?;
+        let at = |column: &str| rows.column_specs().get_by_name(column).map(|(i, _)| i);
+        let (applied_at, value_at) = (at("[applied]").unwrap_or(0), at("value"));
+        let row = rows.maybe_first_row::<scylla::value::Row>().map_err(err)?.ok_or_else(|| err("empty LWT result"))?;
+        let applied = row.columns.get(applied_at).cloned().flatten().and_then(|v| v.as_boolean()).unwrap_or(false);
+        if applied {
+            return Ok(candidate.to_owned());
+        }
+        value_at
+            .and_then(|i| row.columns.get(i).cloned().flatten())
+            .and_then(|v| v.into_string())
+            .ok_or_else(|| err(format!("the stored secret {name} has no value")))
     }
 }

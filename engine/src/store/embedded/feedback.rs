@@ -7,7 +7,7 @@ use crate::store::feedback::{
 use crate::store::StoreError;
 use async_trait::async_trait;
 use herald_schemas::{AccountId, BounceClass, SuppressionReason, Timestamp};
-use redb::{Durability, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 /// (account, address) → JSON of [`Suppression`].
 const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("suppressions");
@@ -15,6 +15,8 @@ const SUPPRESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 const BOUNCES: TableDefinition<(&str, i64, &str), &[u8]> = TableDefinition::new("bounces");
 /// (account, address) → JSON list of [`SoftFailure`].
 const SOFT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("soft_failures");
+/// name → secret ([`FeedbackStore::shared_secret`]).
+const SECRETS: TableDefinition<&str, &str> = TableDefinition::new("secrets");
 
 /// Rows read per blocking call of a full scan.
 const SCAN_CHUNK: usize = 10_000;
@@ -23,6 +25,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SUPPRESSIONS).map_err(err)?;
     txn.open_table(BOUNCES).map_err(err)?;
     txn.open_table(SOFT).map_err(err)?;
+    txn.open_table(SECRETS).map_err(err)?;
     Ok(())
 }
 
@@ -229,6 +232,28 @@ impl FeedbackStore for EmbeddedStore {
                 }
             }
             txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String, StoreError> {
+        let (name, candidate) = (name.to_owned(), candidate.to_owned());
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            let value = {
+                let mut table = txn.open_table(SECRETS).map_err(err)?;
+                let stored = table.get(name.as_str()).map_err(err)?.map(|v| v.value().to_owned());
+                match stored {
+                    Some(v) => v,
+                    None => {
+                        table.insert(name.as_str(), candidate.as_str()).map_err(err)?;
+                        candidate
+                    }
+                }
+            };
+            txn.commit().map_err(err)?;
+            Ok(value)
         })
         .await
     }
