@@ -37,6 +37,7 @@ roles = ["project", "bounces"]
 [[accounts]]
 id = "bench"
 api_keys = ["k"]
+from_domains = "any"
 TOML
 RUST_LOG=warn "$HERALD" serve --config "$WORK/herald.toml" > "$WORK/herald.log" 2>&1 & HERALD_PID=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BPORT") 2>/dev/null && break; sleep 0.1; done
