@@ -67,7 +67,8 @@ pub fn project(event: &Event) -> Option<Projected> {
             }),
         }),
         Event::Feedback(e) => crate::feedback::rows::message_row(e),
-        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Reserved4 | Event::Reserved5 | Event::Reserved6 => None,
+        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) => None,
+        Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
     }
 }
 

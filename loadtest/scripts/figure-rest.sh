@@ -27,6 +27,8 @@ data_dir = "$WORK/data-$1"
 listen = "127.0.0.1:$1"
 [bounces]
 listen = "127.0.0.1:0"
+[tracking]
+listen = "127.0.0.1:0"
 [delivery]
 helo_name = "mta.herald.localhost"
 retry_initial_secs = 60

@@ -52,6 +52,8 @@ listen = "127.0.0.1:{http_port}"
 listen = "127.0.0.1:0"
 [bounces]
 listen = "127.0.0.1:0"
+[tracking]
+listen = "127.0.0.1:0"
 [delivery]
 dns_servers = ["127.0.0.1:{dns}"]
 mx_port = {sink_port}

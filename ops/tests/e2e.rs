@@ -159,8 +159,8 @@ async fn delivered_and_signed(backends: Backends) {
     .await;
     assert_eq!(
         stats,
-        json!({"accepted": 3, "delivered": 3, "deferred": 0, "failed": 0, "bounced_permanent": 0,
-               "bounced_transient": 0, "complained": 0, "suppressed": 0})
+        json!({"accepted": 3, "delivered": 3, "deferred": 0, "failed": 0, "opened": 0, "unique_opened": 0, "clicked": 0, "unique_clicked": 0, "unsubscribed": 0,
+               "bounced_permanent": 0, "bounced_transient": 0, "complained": 0, "suppressed": 0})
     );
     // Another account sees none of it.
     assert_eq!(w.herald.stats(OTHER_KEY).await["accepted"], 0);
@@ -251,8 +251,8 @@ async fn deferred_then_delivered_and_failures(backends: Backends) {
     .await;
     assert_eq!(
         stats,
-        json!({"accepted": 4, "delivered": 1, "deferred": 1 + deferrals, "failed": 3, "bounced_permanent": 2,
-               "bounced_transient": 1, "complained": 0, "suppressed": 0})
+        json!({"accepted": 4, "delivered": 1, "deferred": 1 + deferrals, "failed": 3, "opened": 0, "unique_opened": 0, "clicked": 0, "unique_clicked": 0, "unsubscribed": 0,
+               "bounced_permanent": 2, "bounced_transient": 1, "complained": 0, "suppressed": 0})
     );
     assert_eq!(w.sink.messages().len(), 1);
     w.herald.stop().await;

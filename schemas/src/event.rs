@@ -1,19 +1,32 @@
 //! The events. Names are past tense and stable; see [`Event::event_type`].
 //!
 //! Adding a field is a new schema version: add the new struct, keep the old one in
-//! `codec::v1`-style modules and upcast it in [`crate::codec`].
+//! [`crate::v1`]-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountId, DomainEvent, FeedbackEvent, MessageId, Timestamp};
+use crate::{AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, Timestamp};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
-/// Per-message options chosen at submission. Stored now; rewriting stages act on them.
+/// Per-message options chosen at submission; the send-time rewriting acts on them
+/// (`engine/src/rewrite/`). Schema version 2 added `list_unsubscribe`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct SendOptions {
+    /// Inline the `<style>` rules of HTML parts into `style` attributes.
     pub inline_css: bool,
+    /// Rewrite links to the tracking domain and record clicks.
     pub click_tracking: bool,
     pub bounce_tracking: bool,
+    /// Add an open pixel to HTML parts and record opens.
     pub opens_tracking: bool,
+    /// Add `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 2369, RFC 8058).
+    pub list_unsubscribe: bool,
+}
+
+impl SendOptions {
+    /// Whether any option needs the message rewritten at send time.
+    pub fn rewrites(&self) -> bool {
+        self.inline_css || self.click_tracking || self.opens_tracking || self.list_unsubscribe
+    }
 }
 
 /// Where the MIME body lives. See `docs/adr/0002-message-bodies-in-the-log.md`.
@@ -98,8 +111,25 @@ pub struct DeliveryScheduled {
     pub message: MessageAccepted,
 }
 
-/// The owner of the reserved placeholders, which are never appended.
-static NOBODY: AccountId = AccountId(String::new());
+/// An index of [`Event`] assigned to another change that is not in this build yet. It has
+/// no values: a frame using the index fails to decode (a poison record), and the variant is
+/// replaced by the real one when both changes meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {}
+
+impl bincode::Encode for Reserved {
+    fn encode<E: bincode::enc::Encoder>(&self, _: &mut E) -> Result<(), bincode::error::EncodeError> {
+        match *self {}
+    }
+}
+
+impl<C> bincode::Decode<C> for Reserved {
+    fn decode<D: bincode::de::Decoder<Context = C>>(_: &mut D) -> Result<Self, bincode::error::DecodeError> {
+        Err(bincode::error::DecodeError::Other("event index reserved for a change not in this build"))
+    }
+}
+
+bincode::impl_borrow_decode!(Reserved);
 
 /// Every event Herald appends to its log. New variants go at the end: the variant index is
 /// part of the encoding, and shipped frames must keep decoding.
@@ -110,13 +140,12 @@ pub enum Event {
     DeliveryScheduled(DeliveryScheduled),
     /// Sender domains (`<prefix>.domains`), see [`crate::domain`].
     Domain(DomainEvent),
-    /// Index 4, reserved for message bodies (`Body`), added in parallel; the placeholder keeps
-    /// [`Event::Feedback`] at its assigned index 7 until the real variant replaces it.
-    Reserved4,
-    /// Index 5, reserved for idempotency keys (`Idempotency`), added in parallel.
-    Reserved5,
-    /// Index 6, reserved for engagement events (`Engagement`), added in parallel.
-    Reserved6,
+    /// Index 4: stored message bodies (another change; replaced when it lands).
+    Reserved4(Reserved),
+    /// Index 5: idempotency records (another change; replaced when it lands).
+    Reserved5(Reserved),
+    /// Opens, clicks and unsubscriptions (`<prefix>.engagement`), see [`crate::engagement`].
+    Engagement(EngagementEvent),
     /// Bounces, complaints and the suppression list (`<prefix>.feedback`), see
     /// [`crate::feedback`]. Index 7.
     Feedback(FeedbackEvent),
@@ -130,14 +159,19 @@ impl Event {
             Event::DeliveryAttempted(_) => "delivery.attempted",
             Event::DeliveryScheduled(_) => "delivery.scheduled",
             Event::Domain(e) => e.event_type(),
-            Event::Reserved4 | Event::Reserved5 | Event::Reserved6 => "reserved",
+            Event::Engagement(e) => e.event_type(),
             Event::Feedback(e) => e.event_type(),
+            Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
         }
     }
 
-    /// Version of this event's shape within the current schema.
+    /// Version of this event's shape: 2 for those that carry [`SendOptions`] (which gained
+    /// `list_unsubscribe` in schema version 2), 1 for the others.
     pub fn event_version(&self) -> u16 {
-        1
+        match self {
+            Event::MessageAccepted(_) | Event::DeliveryScheduled(_) => 2,
+            _ => 1,
+        }
     }
 
     pub fn account(&self) -> &AccountId {
@@ -146,9 +180,9 @@ impl Event {
             Event::DeliveryAttempted(e) => &e.account,
             Event::DeliveryScheduled(e) => &e.message.account,
             Event::Domain(e) => e.account(),
+            Event::Engagement(e) => e.account(),
             Event::Feedback(e) => e.account(),
-            // The placeholders are never appended; they belong to nobody.
-            Event::Reserved4 | Event::Reserved5 | Event::Reserved6 => &NOBODY,
+            Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
         }
     }
 
@@ -158,8 +192,10 @@ impl Event {
             Event::MessageAccepted(e) => Some(&e.message_id),
             Event::DeliveryAttempted(e) => Some(&e.message_id),
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
-            Event::Domain(_) | Event::Reserved4 | Event::Reserved5 | Event::Reserved6 => None,
+            Event::Engagement(e) => Some(e.message_id()),
             Event::Feedback(e) => e.message_id(),
+            Event::Domain(_) => None,
+            Event::Reserved4(r) | Event::Reserved5(r) => match *r {},
         }
     }
 }

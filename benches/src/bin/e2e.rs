@@ -12,8 +12,13 @@
 //! Herald signs and delivers to the sink; measured from smtp-source's start to the sink's
 //! N-th message.
 //!
+//! With `--engagement`, Herald alone runs twice on the 20 KB newsletter
+//! (`herald_benches::newsletter_20k`, a `<style>` block and 30 links), with a fresh data
+//! directory each: once without options, once with CSS inlining, click and open tracking;
+//! it prints both rates and their ratio (the cost of send-time rewriting end to end).
+//!
 //! Usage (after `cargo build --release -p herald -p herald-benches`):
-//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--skip-postfix]
+//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--skip-postfix] [--engagement]
 
 use anyhow::{bail, Context, Result};
 use std::io::Read;
@@ -28,16 +33,18 @@ struct Args {
     concurrency: usize,
     smtp: bool,
     skip_postfix: bool,
+    engagement: bool,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { messages: 10_000, concurrency: 20, smtp: false, skip_postfix: false };
+    let mut a = Args { messages: 10_000, concurrency: 20, smtp: false, skip_postfix: false, engagement: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--messages" => a.messages = it.next().context("--messages N")?.parse()?,
             "--concurrency" => a.concurrency = it.next().context("--concurrency C")?.parse()?,
             "--skip-postfix" => a.skip_postfix = true,
+            "--engagement" => a.engagement = true,
             "--ingest" => {
                 a.smtp = match it.next().as_deref() {
                     Some("smtp") => true,
@@ -170,7 +177,13 @@ fn body_5k() -> String {
     String::from_utf8(herald_benches::message_5k()).unwrap()
 }
 
-async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String)> {
+/// What Herald is sent: the MIME body and extra request fields (options).
+struct Payload {
+    body: String,
+    options: serde_json::Value,
+}
+
+async fn herald(a: &Args, dir: &Path, dns_port: u16, payload: &Payload) -> Result<(f64, f64, String)> {
     let sink_port = free_port();
     let sink = start_sink(sink_port, a.messages)?;
     std::fs::write(dir.join("dkim.pem"), rsa_pem()?)?;
@@ -179,7 +192,7 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
     std::fs::write(
         dir.join("herald.toml"),
         format!(
-            "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[bounces]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\naccounts = [\"bench\"]\n",
+            "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[tracking]\nlisten = \"127.0.0.1:0\"\n[bounces]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\naccounts = [\"bench\"]\n",
             d = dir.display(),
             c = a.concurrency
         ),
@@ -199,10 +212,12 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
         return herald_smtp(a, &sink, smtp_port, http_port, &client).await;
     }
     let url = format!("http://127.0.0.1:{http_port}/v1/send");
-    let payload = Arc::new(
-        serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": body_5k()})
-            .to_string(),
-    );
+    let mut request =
+        serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": payload.body});
+    if let (Some(r), Some(o)) = (request.as_object_mut(), payload.options.as_object()) {
+        r.extend(o.clone());
+    }
+    let payload = Arc::new(request.to_string());
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -243,7 +258,14 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
         .await?
         .json()
         .await?;
-    let dkim = view["events"][1]["dkim"].as_str().unwrap_or("?").to_owned();
+    let mut dkim = view["events"][1]["dkim"].as_str().unwrap_or("?").to_owned();
+    let metrics = client.get(format!("http://127.0.0.1:{http_port}/metrics")).send().await?.text().await?;
+    let counter = |name: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+    };
+    let (prepared, rewritten) =
+        (counter("herald_rewrite_bodies_prepared_total "), counter("herald_rewrite_messages_total "));
+    dkim.push_str(&format!("; rewritten {rewritten} messages from {prepared} prepared bodies"));
     Ok((a.messages as f64 / total, a.messages as f64 / ingested.as_secs_f64(), dkim))
 }
 
@@ -320,7 +342,11 @@ async fn main() -> Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
     let (_knot, dns_port) = knot(dir.path())?;
-    let (herald_rate, ingest_rate, dkim) = herald(&a, dir.path(), dns_port).await?;
+    if a.engagement {
+        return engagement(&a, dir.path(), dns_port).await;
+    }
+    let payload = Payload { body: body_5k(), options: serde_json::json!({}) };
+    let (herald_rate, ingest_rate, dkim) = herald(&a, dir.path(), dns_port, &payload).await?;
     let how = if a.smtp {
         "smtp-source start → last arrival; accepted over SMTP at"
     } else {
@@ -336,6 +362,28 @@ async fn main() -> Result<()> {
     println!(
         "{}",
         serde_json::json!({"ingest": if a.smtp { "smtp" } else { "http" }, "messages": a.messages, "concurrency": a.concurrency, "herald_msgs_per_s": herald_rate.round(), "herald_ingest_msgs_per_s": ingest_rate.round(), "postfix_msgs_per_s": postfix_rate.round(), "ratio": (herald_rate / postfix_rate * 100.0).round() / 100.0})
+    );
+    Ok(())
+}
+
+/// The newsletter without options, then with CSS inlining, click and open tracking.
+async fn engagement(a: &Args, dir: &Path, dns_port: u16) -> Result<()> {
+    let body = String::from_utf8(herald_benches::newsletter_20k())?;
+    let mut rates = vec![];
+    for (name, options) in [
+        ("off", serde_json::json!({})),
+        ("on", serde_json::json!({"inlinizecss": true, "clicktracking": true, "openstracking": true})),
+    ] {
+        let run = dir.join(format!("engagement-{name}"));
+        std::fs::create_dir_all(&run)?;
+        let (rate, ingest, note) = herald(a, &run, dns_port, &Payload { body: body.clone(), options }).await?;
+        println!("herald {name:>3}: {rate:8.0} msg/s end to end (accepted over HTTP at {ingest:.0} msg/s); {note}");
+        rates.push(rate);
+    }
+    println!("ratio  : on/off = {:.2}", rates[1] / rates[0]);
+    println!(
+        "{}",
+        serde_json::json!({"figure": "engagement", "messages": a.messages, "concurrency": a.concurrency, "off_msgs_per_s": rates[0].round(), "on_msgs_per_s": rates[1].round(), "ratio": (rates[1] / rates[0] * 100.0).round() / 100.0})
     );
     Ok(())
 }

@@ -65,6 +65,7 @@ pub struct Deliverer {
     pool: smtp::Pool,
     sender_domains: Option<std::sync::Arc<crate::domains::signing::SenderSigning>>,
     return_paths: Option<crate::feedback::verp::ReturnPaths>,
+    rewriter: Option<std::sync::Arc<crate::rewrite::Rewriter>>,
 }
 
 impl Deliverer {
@@ -77,6 +78,7 @@ impl Deliverer {
             pool: smtp::Pool::default(),
             sender_domains: None,
             return_paths: None,
+            rewriter: None,
         })
     }
 
@@ -92,29 +94,44 @@ impl Deliverer {
         self
     }
 
+    /// Rewrites messages that ask for it (CSS, tracking, unsubscribe) before signing.
+    pub fn with_rewriter(mut self, rewriter: std::sync::Arc<crate::rewrite::Rewriter>) -> Self {
+        self.rewriter = Some(rewriter);
+        self
+    }
+
     /// The message to send, the DKIM note for the attempt event, and the return path.
-    /// Static `[[dkim]]` keys of the From domain that serve the message's account are an
-    /// operator override; otherwise a verified sender domain of the account signs;
-    /// otherwise it goes unsigned and the note says why.
+    /// The message is rewritten first (`crate::rewrite`), so the signature covers the
+    /// rewritten body and the added headers. Static `[[dkim]]` keys of the From domain that
+    /// serve the message's account are an operator override; otherwise a verified sender
+    /// domain of the account signs; otherwise it goes unsigned and the note says why.
     /// With bounce tracking, the return path is a VERP address (`feedback::verp`) and the
-    /// same token goes into an `X-Herald-ID:` header, for complaints that return the
-    /// message without its envelope.
+    /// same token goes into an `X-Herald-ID:` header (after the rewrite, before signing),
+    /// for complaints that return the message without its envelope.
     fn sign(&self, msg: &MessageAccepted) -> (Vec<u8>, String, Option<String>) {
+        let original = msg.body.bytes();
+        let rewritten = match &self.rewriter {
+            Some(r) => r.rewrite(msg, original),
+            None => crate::rewrite::Rewritten { data: std::borrow::Cow::Borrowed(original), note: None },
+        };
+        if let Some(note) = &rewritten.note {
+            tracing::debug!(message_id = %msg.message_id, note = %note, "rewritten before signing");
+        }
         let verp = self.return_paths.as_ref().filter(|_| msg.options.bounce_tracking);
         let token = verp.and_then(|v| v.keys.local_part(&msg.account, &msg.message_id));
         let body: std::borrow::Cow<[u8]> = match &token {
             Some(t) => {
                 let mut b = format!("{}: {t}\r\n", crate::feedback::arf::HERALD_ID_HEADER).into_bytes();
-                b.extend_from_slice(msg.body.bytes());
+                b.extend_from_slice(&rewritten.data);
                 b.into()
             }
-            None => msg.body.bytes().into(),
+            None => rewritten.data,
         };
         let return_path =
             |bounce_domain: Option<&str>| verp.zip(token.as_deref()).and_then(|(v, t)| v.address(t, bounce_domain));
         if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(&body)) {
             if !self.signers.serves(&from, &msg.account) {
-                if let Some(signed) = domains.sign_body(msg, &body, &from) {
+                if let Some(signed) = domains.sign(msg, &body, &from) {
                     let rp = return_path(signed.bounce_domain.as_deref());
                     return (signed.data, signed.note, rp);
                 }

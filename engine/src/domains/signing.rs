@@ -32,13 +32,8 @@ impl SenderSigning {
     }
 
     /// `None` when `from_domain` is nobody's sender domain (static keys or nothing apply).
-    pub fn sign(&self, msg: &MessageAccepted, from_domain: &str) -> Option<Signed> {
-        self.sign_body(msg, msg.body.bytes(), from_domain)
-    }
-
-    /// Like [`SenderSigning::sign`], for `body` (the message as it will be sent, which may
-    /// carry headers added at send time).
-    pub fn sign_body(&self, msg: &MessageAccepted, body: &[u8], from_domain: &str) -> Option<Signed> {
+    /// `body` is the message as it will be sent (rewritten, maybe).
+    pub fn sign(&self, msg: &MessageAccepted, body: &[u8], from_domain: &str) -> Option<Signed> {
         let snapshot = self.cache.current();
         let ascii = idna::domain_to_ascii(from_domain).unwrap_or_else(|_| from_domain.to_owned());
         let state = snapshot.domains.get(&ascii)?;

@@ -4,8 +4,7 @@
 //! - a permanent bounce that ended a message (invalid recipient, bad domain, inactive
 //!   mailbox): suppressed until lifted;
 //! - a complaint of any feedback type but `not-spam`: suppressed until lifted;
-//! - an unsubscribe: suppressed until lifted ([`unsubscribed`], the hook for engagement
-//!   events);
+//! - an unsubscribe (the engagement events): suppressed until lifted ([`unsubscribed`]);
 //! - `soft_threshold` transient failures of the `soft_classes` within `soft_window`:
 //!   suppressed for `soft_duration`.
 //!
@@ -138,8 +137,8 @@ impl SuppressionPolicy {
     }
 }
 
-/// The hook for unsubscribes: the engagement events (`RecipientUnsubscribed`) call this
-/// once they exist; until then an unsubscribe is recorded through the API (`manual`).
+/// The suppression an unsubscribe (`RecipientUnsubscribed`, read by the feedback projector
+/// from the engagement topic) makes: until lifted, with a stable id from the event.
 pub fn unsubscribed(
     account: &AccountId,
     recipient: &str,

@@ -6,6 +6,10 @@
 //! partition, so after the bounce that caused it) atomically with the commit of the chunk
 //! that made it; a later chunk projects it.
 //!
+//! It also reads `<prefix>.engagement` for `RecipientUnsubscribed`: each becomes a
+//! `RecipientSuppressed` (reason `unsubscribe`, [`super::policy::unsubscribed`]) appended to
+//! the feedback topic the same way, so the suppression index and the lists see it.
+//!
 //! A chunk: message rows (idempotent), then the list changes and decisions in log order,
 //! then the changes and soft-failure histories are written, then the decisions and the
 //! partition's position are committed together. A crash before the commit repeats the
@@ -20,7 +24,7 @@ use crate::routing::Router;
 use crate::store::feedback::{FeedbackChange, FeedbackStore, SoftFailure, Suppression};
 use crate::store::{ProjectionStore, StoreError};
 use async_trait::async_trait;
-use herald_schemas::{decode, AccountId, Event, FeedbackEvent, RecipientSuppressed, Timestamp};
+use herald_schemas::{decode, AccountId, EngagementEvent, Event, FeedbackEvent, RecipientSuppressed, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +40,12 @@ pub struct FeedbackProjector {
     topics: Topics,
     router: Router,
     policy: SuppressionPolicy,
+}
+
+/// A record made ready: a feedback event, or an unsubscribe to turn into a suppression.
+pub enum Item {
+    Feedback(FeedbackEvent),
+    Unsubscribed(RecipientSuppressed),
 }
 
 /// What one chunk decided, before it is written.
@@ -60,7 +70,7 @@ impl FeedbackProjector {
         FeedbackProjector { log, store, feedback, topics, router, policy }
     }
 
-    /// Consumes the feedback topic until `shutdown`.
+    /// Consumes the feedback and engagement topics until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
         membership: &Membership,
@@ -68,23 +78,34 @@ impl FeedbackProjector {
     ) -> Result<(), crate::log::LogError> {
         // One chunk at a time per partition: a recipient's decisions follow log order.
         let settings = consumer::Settings { window: 512, concurrency: 1, chunk: 512, drain: Duration::from_secs(10) };
-        let (log, group, topic) = (self.log.clone(), self.topics.group(ROLE), self.topics.feedback());
-        consumer::run(log, &group, &[topic], membership, self, settings, Owned::default(), shutdown).await
+        let (log, group) = (self.log.clone(), self.topics.group(ROLE));
+        let topics = [self.topics.feedback(), self.topics.engagement()];
+        consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
     }
 }
 
 #[async_trait]
 impl ChunkHandler for FeedbackProjector {
-    type Item = FeedbackEvent;
+    type Item = Item;
 
-    fn prepare(&self, record: &Stored) -> Option<FeedbackEvent> {
+    fn prepare(&self, record: &Stored) -> Option<Item> {
         match decode(&record.value) {
-            Ok(Event::Feedback(e)) => Some(e),
+            Ok(Event::Feedback(e)) => Some(Item::Feedback(e)),
+            Ok(Event::Engagement(EngagementEvent::RecipientUnsubscribed(u))) => {
+                Some(Item::Unsubscribed(super::policy::unsubscribed(
+                    &u.account,
+                    &u.recipient,
+                    Some(&u.message_id),
+                    &u.event_id,
+                    u.unsubscribed_at,
+                )))
+            }
+            Ok(Event::Engagement(_)) => None, // opens and clicks say nothing about suppression
             Ok(other) => {
                 tracing::warn!(
                     event = other.event_type(),
                     offset = record.offset,
-                    "unexpected event on the feedback topic; skipped"
+                    "unexpected event on the feedback or engagement topic; skipped"
                 );
                 None
             }
@@ -99,11 +120,17 @@ impl ChunkHandler for FeedbackProjector {
     /// Projects the chunk, retrying until the stores take it (the runner aborts it when a
     /// stop's drain time is up; the next owner then projects it again, idempotently).
     /// Returns the suppression decisions, committed with the chunk.
-    async fn handle(&self, _: &Assignment, items: Vec<(u64, FeedbackEvent)>) -> Vec<Record> {
-        let events: Vec<FeedbackEvent> = items.into_iter().map(|(_, e)| e).collect();
+    async fn handle(&self, _: &Assignment, items: Vec<(u64, Item)>) -> Vec<Record> {
+        let (mut events, mut unsubscribes) = (Vec::new(), Vec::new());
+        for (_, item) in items {
+            match item {
+                Item::Feedback(e) => events.push(e),
+                Item::Unsubscribed(s) => unsubscribes.push(s),
+            }
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.process(&events).await {
+            match self.process(&events, &unsubscribes).await {
                 Ok(records) => return records,
                 Err(e) => {
                     tracing::error!(error = %e, "feedback projection failed; retrying");
@@ -117,10 +144,17 @@ impl ChunkHandler for FeedbackProjector {
 
 impl FeedbackProjector {
     /// One chunk, all or nothing from the caller's view (it is retried whole).
-    async fn process(&self, events: &[FeedbackEvent]) -> Result<Vec<Record>, String> {
+    async fn process(
+        &self,
+        events: &[FeedbackEvent],
+        unsubscribes: &[RecipientSuppressed],
+    ) -> Result<Vec<Record>, String> {
         let rows: Vec<_> = events.iter().filter_map(rows::message_row).collect();
         self.store.apply(&rows).await.map_err(|e| e.to_string())?;
         let mut chunk = Chunk::default();
+        for s in unsubscribes {
+            self.decide(s.clone(), &mut chunk).await.map_err(|e| e.to_string())?;
+        }
         for event in events {
             self.step(event, &mut chunk).await.map_err(|e| e.to_string())?;
         }

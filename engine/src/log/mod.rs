@@ -252,8 +252,14 @@ impl Topics {
         format!("{}-{role}", self.prefix)
     }
 
+    /// Opens, clicks and unsubscriptions, keyed by recipient domain; read by the engagement
+    /// projector.
+    pub fn engagement(&self) -> String {
+        format!("{}.engagement", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.feedback()];
+        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.engagement(), self.feedback()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }

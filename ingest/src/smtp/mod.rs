@@ -81,6 +81,8 @@ pub struct Account {
     /// `(username, argon2 PHC hash)`.
     pub users: Vec<(String, String)>,
     pub relay_networks: Vec<ipnet::IpNet>,
+    /// Options of messages that do not set them (`X-Herald-Options`).
+    pub defaults: herald_schemas::SendOptions,
 }
 
 /// Everything a session needs; shared by all connections of one server.

@@ -2,7 +2,9 @@
 //! transaction (authenticated user, else smart-host network), its rate budget, no
 //! recipients without an account (530: never an open relay), and acceptance after DATA:
 //! the message checks shared with REST ([`crate::message`]: 550 5.6.x), the From domain
-//! policy ([`crate::sender`]: 550 5.7.1), the `Received:` trace field, one
+//! policy ([`crate::sender`]: 550 5.7.1), the options (`X-Herald-Options`, removed, over
+//! the account's defaults; a bad one refuses the message with 550 5.6.0), the `Received:`
+//! trace field, one
 //! `MessageAccepted` per recipient, and the 250 only once `Submitter::submit` says every
 //! event is durable (451 4.3.0 otherwise, nothing accepted).
 
@@ -16,7 +18,7 @@ use crate::address::Mailbox;
 use crate::{accept, message};
 use async_trait::async_trait;
 use herald_engine::submit::Submitter;
-use herald_schemas::{AccountId, SendOptions, Timestamp};
+use herald_schemas::{AccountId, Timestamp};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -43,6 +45,11 @@ impl Submission {
             rate: AccountRate::new(settings.account_rate, settings.account_burst),
             hostname: settings.hostname.clone(),
         }
+    }
+
+    /// The default send options of `account`.
+    pub fn defaults(&self, account: &AccountId) -> herald_schemas::SendOptions {
+        self.credentials.accounts.iter().find(|a| a.id == *account).map(|a| a.defaults).unwrap_or_default()
     }
 
     /// The account whose `relay_networks` contain `ip`, if any (smart-host mode).
@@ -118,6 +125,11 @@ impl Policy for Submission {
         let (Some(account), sender) = (tx.account, tx.sender) else {
             return reply::auth_required();
         };
+        let (body, overrides) = match crate::options::take_header(body) {
+            Ok(taken) => taken,
+            Err(e) => return Reply::refuse(550, "invalid_options", format!("5.6.0 {}", sentence(&e.to_string()))),
+        };
+        let options = overrides.over(self.defaults(&account));
         let stamp = message::Stamp { hostname: &self.hostname, now: Timestamp::now() };
         let prepared = match message::prepare(body, &stamp) {
             Ok(p) => p,
@@ -128,7 +140,7 @@ impl Policy for Submission {
         }
         let body = self.received(peer, prepared.message, stamp.now);
         let sender = sender.unwrap_or(Mailbox { address: String::new(), domain: String::new() });
-        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
+        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, options, body);
         match self.submitter.submit(events).await {
             Ok(()) => {
                 metrics::counter!("herald_smtp_ingest_messages_total").increment(1);
