@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod delivery;
 pub mod domains;
 pub mod engagement;
+pub mod feedback;
 pub mod log;
 pub mod projector;
 pub mod retry;

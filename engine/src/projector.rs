@@ -66,6 +66,7 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "dkim": e.dkim,
             }),
         }),
+        Event::Feedback(e) => crate::feedback::rows::message_row(e),
         Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) | Event::Body(_) => None,
         Event::Reserved5(r) => match *r {},
     }

@@ -46,6 +46,8 @@ pub struct Worker {
     deliverer: Arc<Deliverer>,
     settings: WorkerSettings,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The suppression check and refusal classification (`crate::feedback::sending`).
+    feedback: Option<Arc<crate::feedback::sending::Sending>>,
 }
 
 /// A message due for an attempt.
@@ -80,7 +82,14 @@ impl Worker {
         deliverer: Arc<Deliverer>,
         settings: WorkerSettings,
     ) -> Self {
-        Worker { log, topics, router, deliverer, settings, domains: Mutex::new(HashMap::new()) }
+        Worker { log, topics, router, deliverer, settings, domains: Mutex::new(HashMap::new()), feedback: None }
+    }
+
+    /// Checks the suppression lists before each attempt and classifies refusals after it.
+    /// The worker waits for the node's suppression index to be ready before it delivers.
+    pub fn with_feedback(mut self, sending: Arc<crate::feedback::sending::Sending>) -> Self {
+        self.feedback = Some(sending);
+        self
     }
 
     /// Consumes the messages and retry topics until `shutdown`.
@@ -98,6 +107,12 @@ impl Worker {
             chunk: 1,
             drain: self.settings.drain,
         };
+        if let Some(f) = &self.feedback {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = f.index.ready() => {}
+            }
+        }
         let log = self.log.clone();
         let group = self.topics.group(ROLE);
         consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
@@ -105,6 +120,11 @@ impl Worker {
 
     async fn deliver_all(&self, jobs: Vec<Job>) -> Vec<Record> {
         let work = jobs.into_iter().map(|job| async move {
+            if let Some(f) = &self.feedback {
+                if let Some(record) = f.suppressed(&job.message, job.attempt).await {
+                    return vec![record];
+                }
+            }
             let permit = self.domain_semaphore(&job.message.recipient_domain).acquire_owned().await;
             let attempt = self.deliverer.attempt(&job.message).await;
             drop(permit);
@@ -164,12 +184,17 @@ impl Worker {
         };
         tracing::debug!(message_id = %msg.message_id, attempt = job.attempt, outcome = outcome_label, code = event.reply.code, "attempted");
         let key = msg.recipient_domain.clone();
+        let refusal = self
+            .feedback
+            .as_ref()
+            .and_then(|f| f.refusal(&msg, job.attempt, outcome, &event.reply, event.mx_host.as_deref()));
         let mut records = vec![Record {
             topic: self.topics.attempts(),
             partition,
             key: key.clone(),
             value: encode(&Event::DeliveryAttempted(event)),
         }];
+        records.extend(refusal);
         if let Some((attempt, tier, at)) = next {
             records.push(Record {
                 topic: self.topics.retry(tier),

@@ -68,6 +68,7 @@ async fn suite(store: Arc<dyn ProjectionStore>) {
     assert_eq!(other.accepted, 1);
     let before = store.stats(&a, Timestamp(T0 - 5 * HOUR), Timestamp(T0)).await.unwrap();
     assert_eq!(before, Stats::default());
+    feedback_kinds(store.clone()).await;
     engagement(store.clone()).await;
     domains(store.clone()).await;
     idempotency(store).await;
@@ -126,6 +127,54 @@ async fn idempotency(store: Arc<dyn ProjectionStore>) {
     ));
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(store.claim_idempotency(&a, "short", &record("s3", false), second).await.unwrap(), Claim::Won);
+}
+
+/// Feedback rows: status is the latest word that has one, `info` counts nothing.
+async fn feedback_kinds(store: Arc<dyn ProjectionStore>) {
+    use herald_engine::store::feedback_seq;
+    let a = AccountId("fb".into());
+    let t = T0 + 3 * HOUR;
+    let batch = vec![
+        event("fb", "f1", 0, Kind::Accepted, t),
+        event("fb", "f1", 1, Kind::Delivered, t + 1),
+        event("fb", "f1", feedback_seq("dsn-a"), Kind::Bounced, t + 2),
+        event("fb", "f2", 0, Kind::Accepted, t),
+        event("fb", "f2", 1, Kind::Delivered, t + 1),
+        event("fb", "f2", feedback_seq("dsn-delayed"), Kind::Info, t + 2),
+        event("fb", "f3", 0, Kind::Accepted, t),
+        event("fb", "f3", feedback_seq("suppressed-1"), Kind::Suppressed, t + 1),
+        event("fb", "f4", 0, Kind::Accepted, t),
+        event("fb", "f4", 1, Kind::Failed, t + 1),
+        event("fb", "f4", feedback_seq("sync-1"), Kind::SoftBounced, t + 1),
+        event("fb", "f2", feedback_seq("arf-1"), Kind::Complained, t + 5),
+    ];
+    store.apply(&batch).await.unwrap();
+    store.apply(&batch).await.unwrap();
+    let status = |id: &'static str| {
+        let store = store.clone();
+        let a = a.clone();
+        async move { store.message(&a, &MessageId(id.into())).await.unwrap().unwrap() }
+    };
+    assert_eq!(status("f1").await.status, Status::Bounced);
+    let f2 = status("f2").await;
+    assert_eq!(f2.status, Status::Complained);
+    assert_eq!(f2.events.len(), 4);
+    assert_eq!(status("f3").await.status, Status::Suppressed);
+    assert_eq!(status("f4").await.status, Status::Bounced);
+    let stats = store.stats(&a, Timestamp(t), Timestamp(t + HOUR)).await.unwrap();
+    assert_eq!(
+        stats,
+        Stats {
+            accepted: 4,
+            delivered: 2,
+            failed: 1,
+            bounced_permanent: 1,
+            bounced_transient: 1,
+            complained: 1,
+            suppressed: 1,
+            ..Stats::default()
+        }
+    );
 }
 
 fn row(id: &str, event: &str, kind: EngagementKind, at: i64, machine: bool, url: Option<&str>) -> EngagementRow {

@@ -211,7 +211,7 @@ proptest! {
     fn bdat_sizes_near_the_limits(sizes in proptest::collection::vec(
         prop_oneof![0usize..8, 4090usize..4100, (usize::MAX - 4)..=usize::MAX, 0usize..5000], 1..4)
     ) {
-        let mut input = b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT 20\r\nFrom: a@b.test\r\n\r\nx".to_vec();
+        let mut input = b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT 20\r\nFrom: a@b.test\r\n\r\nxx".to_vec();
         let mut total = 20u128;
         for (i, &size) in sizes.iter().enumerate() {
             let last = if i + 1 == sizes.len() { " LAST" } else { "" };
@@ -222,7 +222,9 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let log = Arc::new(CountingLog::default());
         let out = rt.block_on(drive(server(log.clone(), true), &input));
-        if total > 4096 {
+        // A size the parser refuses (501: above what a chunk size may be) names no chunk:
+        // the transaction goes on without it.
+        if total > 4096 && !out.contains("501 5.5.4") {
             prop_assert_eq!(log.appends.load(Ordering::SeqCst), 0, "{}", out);
             prop_assert!(!out.contains("queued as"), "{}", out);
         }

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+mod bounces;
+pub use bounces::Bounces;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,8 @@ pub struct Config {
     pub domains: Domains,
     /// Static DKIM keys by From domain (an operator override: they win over sender domains).
     pub dkim: Vec<DkimKey>,
+    /// Bounce processing: VERP return paths, the bounce MX, classification, suppression.
+    pub bounces: Bounces,
     /// Click, open and unsubscribe tracking: the tracking server and its keys.
     pub tracking: Tracking,
     /// Message bodies stored once per request: placement, cache, retention, fan-out limit.
@@ -491,6 +496,8 @@ pub enum Role {
     Deliver,
     /// The projector for the owned partitions.
     Project,
+    /// The bounce MX (`[bounces] listen`).
+    Bounces,
     /// The click, open and unsubscribe tracking server.
     Track,
 }
@@ -501,7 +508,7 @@ impl Default for Cluster {
             mode: ClusterMode::Group,
             node_index: 0,
             node_count: 1,
-            roles: vec![Role::Smtp, Role::Deliver, Role::Project, Role::Track],
+            roles: vec![Role::Smtp, Role::Deliver, Role::Project, Role::Bounces, Role::Track],
         }
     }
 }
@@ -623,7 +630,17 @@ impl Config {
         let mut config: Config =
             toml::Value::Table(tree).try_into().map_err(|source| ConfigError::Parse { path: shown, source })?;
         if let Some(dir) = path.and_then(Path::parent) {
-            for p in [&mut config.smtp.tls_cert, &mut config.smtp.tls_key].into_iter().flatten() {
+            let b = &mut config.bounces;
+            for p in [
+                &mut config.smtp.tls_cert,
+                &mut config.smtp.tls_key,
+                &mut b.tls_cert,
+                &mut b.tls_key,
+                &mut b.rules_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
                 if p.is_relative() {
                     *p = dir.join(&*p);
                 }
@@ -760,6 +777,7 @@ impl Config {
         if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
             return invalid(format!("dns.zone `{}` is not a domain name", self.dns.zone));
         }
+        self.bounces.validate().map_err(ConfigError::Invalid)?;
         self.validate_tracking()?;
         if self.domains.maintenance_interval_secs == 0 {
             return invalid("domains.maintenance_interval_secs must be at least 1".into());

@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             let c = Config::load(Some(&config))?;
             herald::serve::install_crypto();
             herald::serve::signers(&c)?;
+            let rules = herald::feedback::classifier(&c)?;
             let nodes = match (c.backend.log, c.cluster.mode) {
                 (herald::config::LogBackend::Embedded, _) => {
                     "single node (embedded log), owning every partition".to_owned()
@@ -110,10 +111,11 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             println!(
-                "{}: ok ({} accounts, {} DKIM keys, log {:?}, store {:?}, {} partitions; {nodes})",
+                "{}: ok ({} accounts, {} DKIM keys, {} bounce rules, log {:?}, store {:?}, {} partitions; {nodes})",
                 config.display(),
                 c.accounts.len(),
                 c.dkim.len(),
+                rules.len(),
                 c.backend.log,
                 c.backend.store,
                 c.backend.partitions

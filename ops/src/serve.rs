@@ -13,7 +13,7 @@ use herald_engine::projector::Projector;
 use herald_engine::retry::RetryPolicy;
 use herald_engine::rewrite::{self, token::Keys, Rewriter};
 use herald_engine::routing::Router;
-use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, ProjectionStore};
+use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, feedback::FeedbackStore, ProjectionStore};
 use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
 use herald_ingest::http::{ApiState, MetricsRender};
@@ -120,14 +120,22 @@ async fn retention_loop(
 
 /// Opens the configured projection store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionStore>> {
+    Ok(open_stores(config).await?.0)
+}
+
+/// Opens the configured projection store, as the message/stats/domain store and as the
+/// feedback store (one backend, one connection).
+pub async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn ProjectionStore>, Arc<dyn FeedbackStore>)> {
     Ok(match config.backend.store {
         StoreBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)?;
             let cache = (config.storage.store_cache_mb << 20) as usize;
-            Arc::new(EmbeddedStore::open_with_cache(&config.storage.data_dir.join("projection.redb"), cache)?)
+            let s = Arc::new(EmbeddedStore::open_with_cache(&config.storage.data_dir.join("projection.redb"), cache)?);
+            (s.clone(), s)
         }
         StoreBackend::Cql => {
-            Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?)
+            let s = Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?);
+            (s.clone(), s)
         }
     })
 }
@@ -310,8 +318,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     install_crypto();
     let log = open_log(&config).await.context("opening the event log")?;
-    let store = open_store(&config).await.context("opening the projection store")?;
-    let result = serve(config, metrics, shutdown, ready, log.clone(), store.clone()).await;
+    let (store, feedback_store) = open_stores(&config).await.context("opening the projection store")?;
+    let result = serve(config, metrics, shutdown, ready, log.clone(), store.clone(), feedback_store).await;
     close(log, store).await;
     result
 }
@@ -341,10 +349,20 @@ async fn serve(
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
+    feedback_store: Arc<dyn FeedbackStore>,
 ) -> anyhow::Result<()> {
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
+    let feedback = crate::feedback::Feedback::new(
+        &config,
+        log.clone(),
+        store.clone(),
+        feedback_store,
+        topics.clone(),
+        router.clone(),
+    )
+    .await?;
     let d = &config.delivery;
     let bodies = body_store(&config, log.clone());
     let deliverer = Deliverer::new(
@@ -361,22 +379,28 @@ async fn serve(
     .map_err(anyhow::Error::msg)?;
     let cache = DomainCache::default();
     let key_store = KeyStore::new(config.storage.data_dir.join("dkim"));
-    let deliverer = deliverer
+    let mut deliverer = deliverer
         .with_sender_domains(Arc::new(domains::signing::SenderSigning::new(cache.clone(), key_store)))
         .with_rewriter(Arc::new(rewriter(&config, cache.clone())?));
+    if config.bounces.enabled {
+        deliverer = deliverer.with_return_paths(feedback.return_paths(&config));
+    }
     let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
-    let worker = Arc::new(Worker::new(
-        log.clone(),
-        topics.clone(),
-        router.clone(),
-        Arc::new(deliverer),
-        WorkerSettings {
-            batch_size: d.batch_size,
-            domain_concurrency: d.domain_concurrency,
-            policy: retry_policy(&config),
-            drain: Duration::from_secs(d.drain_secs),
-        },
-    ));
+    let worker = Arc::new(
+        Worker::new(
+            log.clone(),
+            topics.clone(),
+            router.clone(),
+            Arc::new(deliverer),
+            WorkerSettings {
+                batch_size: d.batch_size,
+                domain_concurrency: d.domain_concurrency,
+                policy: retry_policy(&config),
+                drain: Duration::from_secs(d.drain_secs),
+            },
+        )
+        .with_feedback(feedback.sending()),
+    );
     let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
     let membership = membership(&config);
 
@@ -425,10 +449,12 @@ async fn serve(
         max_recipients: config.http.max_recipients,
         metrics,
         domains: Some(domains.clone()),
+        feedback: Some(feedback.service.clone()),
         hostname: config.smtp.hostname.clone(),
         sender,
         defaults: config.accounts.iter().map(|a| (AccountId(a.id.clone()), a.defaults.options())).collect(),
     });
+    let bounce_mx = feedback.bounce_mx(&config, cache.clone()).await?;
     let dns = if config.dns.enabled {
         let sockets = domains::dns::bind(config.dns.listen)
             .await
@@ -456,8 +482,24 @@ async fn serve(
         tasks.spawn(async move { ("delivery workers", worker.run(&membership, shutdown).await.map_err(Into::into)) });
     }
     if config.cluster.has(Role::Project) {
-        let (membership, shutdown) = (membership.clone(), shutdown.clone());
-        tasks.spawn(async move { ("projector", projector.run(&membership, shutdown).await.map_err(Into::into)) });
+        let (mine, stop) = (membership.clone(), shutdown.clone());
+        tasks.spawn(async move { ("projector", projector.run(&mine, stop).await.map_err(Into::into)) });
+        let (membership, stop, projector) = (membership.clone(), shutdown.clone(), feedback.projector(&config));
+        tasks.spawn(async move { ("feedback projector", projector.run(&membership, stop).await.map_err(Into::into)) });
+    }
+    let feedback = Arc::new(feedback);
+    if config.cluster.has(Role::Deliver) {
+        let (feedback, shutdown, partitions) = (feedback.clone(), shutdown.clone(), config.backend.partitions);
+        tasks.spawn(async move {
+            feedback.run_index(partitions, shutdown).await;
+            ("suppression index", Ok(()))
+        });
+    }
+    if let Some((server, listener)) = bounce_mx {
+        let shutdown = shutdown.clone();
+        tasks.spawn(
+            async move { ("bounce MX", smtp::run(listener, false, server, shutdown).await.map_err(Into::into)) },
+        );
     }
     // Sender domains: the projector and the maintenance (rotation, periodic re-checks) for
     // the partitions of the domains topic this node owns (they follow the group) run with

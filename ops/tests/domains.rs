@@ -70,6 +70,7 @@ struct World {
     sink: Sink,
     herald: Running,
     dns_port: u16,
+    bounce_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -101,9 +102,11 @@ async fn world_with(backends: Backends, tweak: impl FnOnce(&mut herald::config::
     c.domains.grace_secs = 3600;
     c.domains.maintenance_interval_secs = 1;
     c.domains.reverify_secs = 3600;
+    let bounce_port = support::free_port();
+    c.bounces.listen = format!("127.0.0.1:{bounce_port}").parse().unwrap();
     tweak(&mut c);
     let herald = start(c).await;
-    World { knot, sink, herald, dns_port, dir }
+    World { knot, sink, herald, dns_port, bounce_port, dir }
 }
 
 async fn send(w: &World, from: &str, subject: &str, bounce: bool) -> String {
@@ -211,9 +214,39 @@ async fn sender_domains(backends: Backends) {
     // Signed now, return path on the bounce domain, verified by dkimpy through the CNAME.
     wait_signing(&w, "signed-1").await;
     let got = received(&w, "signed-1");
-    assert!(got.from.starts_with("bounces+") && got.from.ends_with("@bounce.sender.test"), "{}", got.from);
+    // A VERP address (issue 12): `b-` + the 48-character token, on the sender domain's
+    // bounce domain, and the same token in X-Herald-ID.
+    let (local, domain) = got.from.split_once('@').unwrap();
+    assert!(local.starts_with("b-") && local.len() == 50 && domain == "bounce.sender.test", "{}", got.from);
+    assert!(String::from_utf8_lossy(&got.data).contains(&format!("X-Herald-ID: {local}\r\n")), "the token header");
     let report = support::dkim_verify_zones(&got.data, w.knot.port, &[(ZONE, w.dns_port)]).unwrap();
     assert!(report.contains("ok d=sender.test s=hd1"), "{report}");
+    // The bounce MX takes a DSN for that address at the account's bounce domain, and
+    // nothing else there. A delay notice: it suppresses nothing, so alice gets the later
+    // messages of this test.
+    let dsn = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/feedback/postfix-delayed.eml"),
+    )
+    .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), dsn).unwrap();
+    let bounce = |to: String| {
+        let port = w.bounce_port.to_string();
+        let path = file.path().to_owned();
+        async move {
+            let out = tokio::process::Command::new("swaks")
+                .args(["--server", "127.0.0.1", "--port", &port, "--from", "<>", "--to", &to, "--data"])
+                .arg(path)
+                .output()
+                .await
+                .expect("swaks");
+            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let (ok, t) = bounce(got.from.clone()).await;
+    assert!(ok && t.contains("1 feedback event"), "{t}");
+    let (ok, t) = bounce(format!("{local}@bounce.other.test")).await;
+    assert!(!ok && t.contains("550 5.1.1"), "{t}");
 
     // A subdomain with an Ed25519 key beside RSA: two signatures, both verified by dkimpy.
     let (code, ed) = post(h, KEY, "/v1/domains", json!({ "domain": "ed.sender.test", "ed25519": true })).await;

@@ -293,6 +293,17 @@ async fn engagement(backends: Backends) {
     assert_eq!(unsub["user_agent"], BROWSER);
     let (_, view) = h.get(KEY, &format!("/v1/messages/{news_id}")).await;
     assert_eq!(view["status"], "delivered", "engagement leaves the status alone");
+    // The unsubscribe suppresses alice (issue 12): the feedback projector reads it from the
+    // engagement topic and appends a `RecipientSuppressed` with reason `unsubscribe`.
+    let s = support::eventually(30, "alice suppressed after unsubscribing", || async {
+        let (code, v) = h.get(KEY, "/v1/suppressions/alice@example.test").await;
+        (code == 200).then_some(v)
+    })
+    .await;
+    assert_eq!(
+        (&s["reason"], &s["message_id"], &s["expires_at"]),
+        (&json!("unsubscribe"), &json!(news_id), &Value::Null)
+    );
 
     // REST form, base64, no </body>; and SMTP (swaks) with X-Herald-Options over the defaults.
     let (code, reply) = h

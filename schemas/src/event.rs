@@ -3,7 +3,7 @@
 //! Adding a field is a new schema version: add the new struct, keep the old one in
 //! [`crate::v1`]-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountId, DomainEvent, EngagementEvent, MessageId, Timestamp};
+use crate::{AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, Timestamp};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
@@ -187,6 +187,9 @@ pub enum Event {
     Reserved5(Reserved),
     /// Opens, clicks and unsubscriptions (`<prefix>.engagement`), see [`crate::engagement`].
     Engagement(EngagementEvent),
+    /// Bounces, complaints and the suppression list (`<prefix>.feedback`), see
+    /// [`crate::feedback`]. Index 7.
+    Feedback(FeedbackEvent),
 }
 
 impl Event {
@@ -199,6 +202,7 @@ impl Event {
             Event::Domain(e) => e.event_type(),
             Event::Body(_) => "body.stored",
             Event::Engagement(e) => e.event_type(),
+            Event::Feedback(e) => e.event_type(),
             Event::Reserved5(r) => match *r {},
         }
     }
@@ -220,6 +224,7 @@ impl Event {
             Event::Domain(e) => e.account(),
             Event::Body(e) => &e.account,
             Event::Engagement(e) => e.account(),
+            Event::Feedback(e) => e.account(),
             Event::Reserved5(r) => match *r {},
         }
     }
@@ -231,6 +236,7 @@ impl Event {
             Event::DeliveryAttempted(e) => Some(&e.message_id),
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
             Event::Engagement(e) => Some(e.message_id()),
+            Event::Feedback(e) => e.message_id(),
             Event::Domain(_) | Event::Body(_) => None,
             Event::Reserved5(r) => match *r {},
         }

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod domain;
 pub mod engagement;
 pub mod event;
+pub mod feedback;
 pub mod ids;
 pub mod time;
 pub mod v1;
@@ -22,6 +23,10 @@ pub use engagement::{Client, EngagementEvent, LinkClicked, MachineReason, Messag
 pub use event::{
     Body, BodyRef, BodyStored, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, Reserved,
     SendOptions, SmtpReply,
+};
+pub use feedback::{
+    BounceAction, BounceClass, BounceReceived, BounceSource, BounceType, ComplaintReceived, FeedbackEvent,
+    MessageSuppressed, RecipientSuppressed, SuppressionLifted, SuppressionReason,
 };
 pub use ids::{AccountId, MessageId};
 pub use time::Timestamp;

@@ -128,12 +128,111 @@ fn domain_fixtures() -> Vec<(&'static str, Event)> {
     ]
 }
 
+fn feedback_fixtures() -> Vec<(&'static str, Event)> {
+    let acme = || AccountId("acme".into());
+    let id = || MessageId("0190f0c4a1b27c3d8e9f001122334455".into());
+    let fb = Event::Feedback;
+    vec![
+        (
+            "feedback_bounce_received",
+            fb(FeedbackEvent::BounceReceived(BounceReceived {
+                account: acme(),
+                message_id: id(),
+                recipient: "Bob@Example.org".into(),
+                recipient_domain: "example.org".into(),
+                bounce_type: BounceType::Permanent,
+                class: BounceClass::InvalidRecipient,
+                action: BounceAction::Failed,
+                code: Some(550),
+                enhanced: Some("5.1.1".into()),
+                diagnostic: "smtp; 550 5.1.1 <Bob@Example.org>: Recipient address rejected: User unknown".into(),
+                remote_mta: Some("dns; mx1.example.org".into()),
+                reporting_mta: Some("dns; relay.sender.test".into()),
+                source: BounceSource::Dsn,
+                id: "dsn-3f2a9c1b7d4e5f60".into(),
+                received_at: Timestamp(1_763_800_120_000),
+            })),
+        ),
+        (
+            "feedback_bounce_received_sync",
+            fb(FeedbackEvent::BounceReceived(BounceReceived {
+                account: acme(),
+                message_id: id(),
+                recipient: "Bob@Example.org".into(),
+                recipient_domain: "example.org".into(),
+                bounce_type: BounceType::Transient,
+                class: BounceClass::Reputation,
+                action: BounceAction::Delayed,
+                code: Some(421),
+                enhanced: Some("4.7.28".into()),
+                diagnostic: "Our system has detected an unusual rate of unsolicited mail".into(),
+                remote_mta: Some("mx1.example.org".into()),
+                reporting_mta: None,
+                source: BounceSource::Sync,
+                id: "sync-2".into(),
+                received_at: Timestamp(1_763_800_061_000),
+            })),
+        ),
+        (
+            "feedback_complaint_received",
+            fb(FeedbackEvent::ComplaintReceived(ComplaintReceived {
+                account: acme(),
+                message_id: id(),
+                recipient: "Bob@Example.org".into(),
+                recipient_domain: "example.org".into(),
+                feedback_type: "abuse".into(),
+                user_agent: Some("SomeGenerator/1.0".into()),
+                reporting_mta: Some("dns; mail.example.org".into()),
+                arrival_date: Some(Timestamp(1_763_800_000_000)),
+                id: "arf-77aa01bc22dd33ee".into(),
+                received_at: Timestamp(1_763_803_600_000),
+            })),
+        ),
+        (
+            "feedback_recipient_suppressed",
+            fb(FeedbackEvent::RecipientSuppressed(RecipientSuppressed {
+                account: acme(),
+                recipient: "bob@example.org".into(),
+                reason: SuppressionReason::SoftBounces,
+                message_id: Some(id()),
+                detail: "3 transient failures (quota) within 7 days".into(),
+                expires_at: Some(Timestamp(1_766_392_120_000)),
+                id: "soft-dsn-3f2a9c1b7d4e5f60".into(),
+                suppressed_at: Timestamp(1_763_800_120_500),
+            })),
+        ),
+        (
+            "feedback_suppression_lifted",
+            fb(FeedbackEvent::SuppressionLifted(SuppressionLifted {
+                account: acme(),
+                recipient: "bob@example.org".into(),
+                by: "api".into(),
+                id: "0190f0c4a1b27c3d8e9f0011223344ff".into(),
+                lifted_at: Timestamp(1_763_900_000_000),
+            })),
+        ),
+        (
+            "feedback_message_suppressed",
+            fb(FeedbackEvent::MessageSuppressed(MessageSuppressed {
+                account: acme(),
+                message_id: id(),
+                recipient: "Bob@Example.org".into(),
+                recipient_domain: "example.org".into(),
+                reason: SuppressionReason::HardBounce,
+                attempt: 1,
+                suppressed_at: Timestamp(1_763_900_000_100),
+            })),
+        ),
+    ]
+}
+
 /// The fixtures of schema `version`, as the current build decodes them.
 fn fixtures(version: u16) -> Vec<(&'static str, Event)> {
     let mut all = message_fixtures(version >= 2);
     all.extend(domain_fixtures());
     if version >= 2 {
         all.extend(engagement_fixtures());
+        all.extend(feedback_fixtures());
     }
     all
 }
@@ -276,6 +375,14 @@ fn golden_frames_keep_decoding() {
         assert_eq!(decoded, expected, "{} decodes to something else", path.display());
     }
     assert!(blessed.is_empty(), "wrote new golden files {blessed:?}: commit them and rerun");
+}
+
+#[test]
+fn feedback_is_variant_seven() {
+    // The lead assigned index 7 to `Feedback`: the variant index is the first byte after
+    // the header (bincode's varint of a small number is the number itself).
+    let frame = encode(&feedback_fixtures()[0].1);
+    assert_eq!(frame[4], 7, "Event::Feedback must encode as variant 7");
 }
 
 #[test]

@@ -65,6 +65,7 @@ pub struct Deliverer {
     tls: smtp::Tls,
     pool: smtp::Pool,
     sender_domains: Option<std::sync::Arc<crate::domains::signing::SenderSigning>>,
+    return_paths: Option<crate::feedback::verp::ReturnPaths>,
     rewriter: Option<std::sync::Arc<crate::rewrite::Rewriter>>,
     bodies: std::sync::Arc<BodyStore>,
 }
@@ -84,9 +85,16 @@ impl Deliverer {
             tls: smtp::Tls::opportunistic()?,
             pool: smtp::Pool::default(),
             sender_domains: None,
+            return_paths: None,
             rewriter: None,
             bodies,
         })
+    }
+
+    /// VERP return paths for messages sent with bounce tracking (`[bounces]`).
+    pub fn with_return_paths(mut self, paths: crate::feedback::verp::ReturnPaths) -> Self {
+        self.return_paths = Some(paths);
+        self
     }
 
     /// Signs with the keys of verified sender domains too (static keys still win).
@@ -106,6 +114,9 @@ impl Deliverer {
     /// rewritten body and the added headers. Static `[[dkim]]` keys of the From domain that
     /// serve the message's account are an operator override; otherwise a verified sender
     /// domain of the account signs; otherwise it goes unsigned and the note says why.
+    /// With bounce tracking, the return path is a VERP address (`feedback::verp`) and the
+    /// same token goes into an `X-Herald-ID:` header (after the rewrite, before signing),
+    /// for complaints that return the message without its envelope.
     fn sign(&self, msg: &MessageAccepted, original: &[u8]) -> (Vec<u8>, String, Option<String>) {
         let rewritten = match &self.rewriter {
             Some(r) => r.rewrite(msg, original),
@@ -114,16 +125,28 @@ impl Deliverer {
         if let Some(note) = &rewritten.note {
             tracing::debug!(message_id = %msg.message_id, note = %note, "rewritten before signing");
         }
-        let body: &[u8] = &rewritten.data;
-        if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(body)) {
+        let verp = self.return_paths.as_ref().filter(|_| msg.options.bounce_tracking);
+        let token = verp.and_then(|v| v.keys.local_part(&msg.account, &msg.message_id));
+        let body: std::borrow::Cow<[u8]> = match &token {
+            Some(t) => {
+                let mut b = format!("{}: {t}\r\n", crate::feedback::arf::HERALD_ID_HEADER).into_bytes();
+                b.extend_from_slice(&rewritten.data);
+                b.into()
+            }
+            None => rewritten.data,
+        };
+        let return_path =
+            |bounce_domain: Option<&str>| verp.zip(token.as_deref()).and_then(|(v, t)| v.address(t, bounce_domain));
+        if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(&body)) {
             if !self.signers.serves(&from, &msg.account) {
-                if let Some(signed) = domains.sign(msg, body, &from) {
-                    return (signed.data, signed.note, signed.return_path);
+                if let Some(signed) = domains.sign(msg, &body, &from) {
+                    let rp = return_path(signed.bounce_domain.as_deref());
+                    return (signed.data, signed.note, rp);
                 }
             }
         }
-        let (data, note) = self.signers.sign_for(body, &msg.account);
-        (data, note, None)
+        let (data, note) = self.signers.sign_for(&body, &msg.account);
+        (data, note, return_path(None))
     }
 
     /// Delivers `msg` once.

@@ -281,6 +281,13 @@ impl Topics {
         format!("{}.domains", self.prefix)
     }
 
+    /// Bounces, complaints and suppression-list changes, keyed by recipient domain, on the
+    /// partition of the recipient; read by the feedback projector and every node's
+    /// suppression index.
+    pub fn feedback(&self) -> String {
+        format!("{}.feedback", self.prefix)
+    }
+
     /// The consumer group of a role (`delivery`, `projector`, `domain-projector`):
     /// `<prefix>-<role>`, so clusters with different prefixes on one Kafka never share a
     /// group (and `herald-delivery` etc. with the default prefix, as before).
@@ -301,7 +308,8 @@ impl Topics {
     }
 
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.engagement(), self.bodies()];
+        let mut all =
+            vec![self.messages(), self.attempts(), self.domains(), self.engagement(), self.feedback(), self.bodies()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }

@@ -17,6 +17,8 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
 
+mod feedback;
+
 /// The schema, shipped for operators under `ops/cql/` and applied by [`CqlStore::connect`].
 pub const SCHEMA: &str = include_str!("../../../ops/cql/schema.cql");
 
@@ -36,6 +38,7 @@ pub struct CqlStore {
     select_domain: PreparedStatement,
     insert_domain: PreparedStatement,
     select_domains: PreparedStatement,
+    feedback: feedback::Statements,
     claim_key: PreparedStatement,
     replace_key: PreparedStatement,
     release_key: PreparedStatement,
@@ -98,6 +101,7 @@ impl CqlStore {
             select_domain: prepare(format!("SELECT state FROM {ks}.sender_domains WHERE domain = ?")).await?,
             insert_domain: prepare(format!("INSERT INTO {ks}.sender_domains (domain, account, state) VALUES (?, ?, ?)")).await?,
             select_domains: prepare(format!("SELECT state FROM {ks}.sender_domains")).await?,
+            feedback: feedback::Statements::prepare(&session, ks).await?,
             claim_key: prepare(format!(
                 "INSERT INTO {ks}.idempotency_keys (account, key, claim, record) VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))
@@ -218,12 +222,17 @@ fn strip_comments(s: &str) -> String {
     s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n").trim().to_owned()
 }
 
-fn counter_index(kind: Kind) -> usize {
-    match kind {
-        Kind::Accepted => 0,
-        Kind::Delivered => 1,
-        Kind::Deferred => 2,
-        Kind::Failed => 3,
+impl CqlStore {
+    /// The counter update of `kind`; `None` for kinds without a counter.
+    fn counter(&self, kind: Kind) -> Option<&PreparedStatement> {
+        match kind {
+            Kind::Accepted => Some(&self.count[0]),
+            Kind::Delivered => Some(&self.count[1]),
+            Kind::Deferred => Some(&self.count[2]),
+            Kind::Failed => Some(&self.count[3]),
+            Kind::Info => None,
+            other => self.feedback.count.get(other.as_str()),
+        }
     }
 }
 
@@ -243,10 +252,9 @@ impl ProjectionStore for CqlStore {
             let detail = serde_json::to_string(&p.detail).map_err(err)?;
             let row = (key.0, key.1, key.2, p.recipient.as_str(), p.kind.as_str(), p.at.millis(), detail);
             self.session.execute_unpaged(&self.insert, row).await.map_err(err)?;
-            self.session
-                .execute_unpaged(&self.count[counter_index(p.kind)], (key.0, p.at.hour_bucket()))
-                .await
-                .map_err(err)?;
+            if let Some(counter) = self.counter(p.kind) {
+                self.session.execute_unpaged(counter, (key.0, p.at.hour_bucket())).await.map_err(err)?;
+            }
             Ok::<(), StoreError>(())
         });
         for result in futures::future::join_all(writes).await {
@@ -312,6 +320,21 @@ impl ProjectionStore for CqlStore {
             stats.add(Kind::Delivered, n(d));
             stats.add(Kind::Deferred, n(f));
             stats.add(Kind::Failed, n(x));
+        }
+        let result = self
+            .session
+            .execute_unpaged(&self.feedback.select_counts, (account.0.as_str(), from.hour_bucket(), to.millis()))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        for row in result.rows::<Counts>().map_err(err)? {
+            let (b, t, c, s) = row.map_err(err)?;
+            let n = |c: Option<scylla::value::Counter>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+            stats.add(Kind::Bounced, n(b));
+            stats.add(Kind::SoftBounced, n(t));
+            stats.add(Kind::Complained, n(c));
+            stats.add(Kind::Suppressed, n(s));
         }
         let result = self
             .session

@@ -11,6 +11,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use std::path::Path;
 use std::sync::Arc;
 
+mod feedback;
+
 /// (account, message id, seq) → JSON of [`Projected`].
 const EVENTS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("message_events");
 /// (account, hour start in ms, kind) → count.
@@ -50,6 +52,7 @@ impl EmbeddedStore {
         txn.open_table(EVENTS).map_err(err)?;
         txn.open_table(COUNTS).map_err(err)?;
         txn.open_table(DOMAINS).map_err(err)?;
+        feedback::create_tables(&txn)?;
         txn.open_table(IDEMPOTENCY).map_err(err)?;
         txn.open_table(IDEMPOTENCY_EXPIRY).map_err(err)?;
         txn.open_table(ENGAGEMENT).map_err(err)?;
@@ -145,6 +148,9 @@ impl ProjectionStore for EmbeddedStore {
                     }
                     let json = serde_json::to_vec(p).map_err(err)?;
                     events.insert(key, json.as_slice()).map_err(err)?;
+                    if !p.kind.counted() {
+                        continue;
+                    }
                     let ckey = (p.account.0.as_str(), p.at.hour_bucket(), p.kind.as_str());
                     let n = counts.get(ckey).map_err(err)?.map(|v| v.value()).unwrap_or(0);
                     counts.insert(ckey, n + 1).map_err(err)?;

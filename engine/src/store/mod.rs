@@ -10,6 +10,7 @@
 
 pub mod cql;
 pub mod embedded;
+pub mod feedback;
 
 use crate::domains::state::DomainState;
 use async_trait::async_trait;
@@ -24,16 +25,30 @@ pub enum StoreError {
     Embedded(String),
     #[error("cql: {0}")]
     Cql(String),
+    /// 400 `invalid_cursor`: the client sent a cursor this server did not make.
+    #[error("invalid cursor `{0}`")]
+    BadCursor(String),
 }
 
 /// What a projected event counts as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Accepted,
     Delivered,
     Deferred,
     Failed,
+    /// A bounce that ended the message, of a permanent type (counts `bounced_permanent`).
+    Bounced,
+    /// A bounce that ended the message, transient or undetermined (`bounced_transient`).
+    SoftBounced,
+    /// A spam complaint (`complained`).
+    Complained,
+    /// Not sent: the recipient is suppressed (`suppressed`).
+    Suppressed,
+    /// Shown with the message but changes neither its status nor a counter (a delayed
+    /// DSN, a not-spam report, the suppression a bounce caused).
+    Info,
 }
 
 impl Kind {
@@ -43,6 +58,11 @@ impl Kind {
             Kind::Delivered => "delivered",
             Kind::Deferred => "deferred",
             Kind::Failed => "failed",
+            Kind::Bounced => "bounced",
+            Kind::SoftBounced => "soft_bounced",
+            Kind::Complained => "complained",
+            Kind::Suppressed => "suppressed",
+            Kind::Info => "info",
         }
     }
 
@@ -52,9 +72,49 @@ impl Kind {
             "delivered" => Kind::Delivered,
             "deferred" => Kind::Deferred,
             "failed" => Kind::Failed,
+            "bounced" => Kind::Bounced,
+            "soft_bounced" => Kind::SoftBounced,
+            "complained" => Kind::Complained,
+            "suppressed" => Kind::Suppressed,
+            "info" => Kind::Info,
             _ => return None,
         })
     }
+
+    /// The status a message has when this is its latest word; `None` for `Info`.
+    pub fn status(self) -> Option<Status> {
+        Some(match self {
+            Kind::Accepted => Status::Queued,
+            Kind::Delivered => Status::Delivered,
+            Kind::Deferred => Status::Deferred,
+            Kind::Failed => Status::Failed,
+            Kind::Bounced | Kind::SoftBounced => Status::Bounced,
+            Kind::Complained => Status::Complained,
+            Kind::Suppressed => Status::Suppressed,
+            Kind::Info => return None,
+        })
+    }
+
+    /// Whether the kind has an hourly counter.
+    pub fn counted(self) -> bool {
+        self != Kind::Info
+    }
+}
+
+/// Sequence numbers at or above this are feedback events (see [`feedback_seq`]): they sort
+/// after every attempt, among themselves by time.
+pub const FEEDBACK_SEQ: u32 = 0x8000_0000;
+
+/// The projection sequence of a feedback event with id `id`: stable (so a replay is
+/// skipped), in the feedback range.
+pub fn feedback_seq(id: &str) -> u32 {
+    // FNV-1a, 32 bits: stable across builds and platforms.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    FEEDBACK_SEQ | (h & 0x7fff_ffff)
 }
 
 /// One event as the projection keeps it. `(account, message_id, seq)` identifies it, so
@@ -80,6 +140,12 @@ pub enum Status {
     Deferred,
     Delivered,
     Failed,
+    /// A bounce ended the message (synchronous refusal or DSN).
+    Bounced,
+    /// The recipient complained.
+    Complained,
+    /// Not sent: the recipient is on the account's suppression list.
+    Suppressed,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +165,14 @@ pub struct Stats {
     pub delivered: u64,
     pub deferred: u64,
     pub failed: u64,
+    /// Bounces that ended a message and say the address is bad.
+    pub bounced_permanent: u64,
+    /// Bounces that ended a message for another reason (transient or undetermined).
+    pub bounced_transient: u64,
+    /// Spam complaints (not-spam reports are not counted).
+    pub complained: u64,
+    /// Messages not sent because the recipient is suppressed.
+    pub suppressed: u64,
     pub opened: u64,
     pub unique_opened: u64,
     pub clicked: u64,
@@ -113,6 +187,11 @@ impl Stats {
             Kind::Delivered => self.delivered += n,
             Kind::Deferred => self.deferred += n,
             Kind::Failed => self.failed += n,
+            Kind::Bounced => self.bounced_permanent += n,
+            Kind::SoftBounced => self.bounced_transient += n,
+            Kind::Complained => self.complained += n,
+            Kind::Suppressed => self.suppressed += n,
+            Kind::Info => {}
         }
     }
 
@@ -270,18 +349,15 @@ pub fn top_links(rows: impl IntoIterator<Item = (String, u64, u64)>) -> Vec<Link
     out
 }
 
-/// Builds the view of one message from its events, in any order: delivery events by seq,
-/// then engagement events by time. Engagement never changes the status.
+/// Builds the view of one message from its events, in any order: acceptance and attempts
+/// by their number, then feedback events by time, then engagement events by time. The
+/// status is that of the latest delivery or feedback event that has one; engagement never
+/// changes it.
 pub fn view(mut events: Vec<Projected>, mut engagement: Vec<EngagementRow>) -> Option<MessageView> {
-    events.sort_by_key(|e| e.seq);
+    events.sort_by_key(|e| if e.seq >= FEEDBACK_SEQ { (1, e.at.millis(), e.seq) } else { (0, i64::from(e.seq), 0) });
     engagement.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.event_id.cmp(&b.event_id)));
     let last = events.last()?;
-    let status = match last.kind {
-        Kind::Accepted => Status::Queued,
-        Kind::Delivered => Status::Delivered,
-        Kind::Deferred => Status::Deferred,
-        Kind::Failed => Status::Failed,
-    };
+    let status = events.iter().rev().find_map(|e| e.kind.status()).unwrap_or(Status::Queued);
     Some(MessageView {
         id: last.message_id.clone(),
         recipient: last.recipient.clone(),
@@ -409,5 +485,23 @@ mod tests {
         let v = view(vec![ev(1, Kind::Delivered), ev(0, Kind::Accepted)], vec![opened]).unwrap();
         assert_eq!(v.status, Status::Delivered, "engagement does not change the status");
         assert_eq!(v.events[2]["type"], "message.opened");
+    }
+
+    #[test]
+    fn feedback_comes_after_attempts_and_info_keeps_the_status() {
+        let mut bounce = ev(feedback_seq("dsn-1"), Kind::Bounced);
+        bounce.at = Timestamp(-5); // even if its clock says earlier
+        let v = view(vec![bounce.clone(), ev(1, Kind::Delivered), ev(0, Kind::Accepted)], vec![]).unwrap();
+        assert_eq!(v.status, Status::Bounced);
+        let mut info = ev(feedback_seq("dsn-2"), Kind::Info);
+        info.at = Timestamp(10);
+        let v = view(vec![ev(0, Kind::Accepted), ev(1, Kind::Delivered), info.clone()], vec![]).unwrap();
+        assert_eq!(v.status, Status::Delivered);
+        assert_eq!(v.events.len(), 3);
+        let mut complaint = ev(feedback_seq("arf-1"), Kind::Complained);
+        complaint.at = Timestamp(20);
+        let v = view(vec![complaint, info, ev(1, Kind::Delivered), bounce], vec![]).unwrap();
+        assert_eq!(v.status, Status::Complained, "the latest word wins");
+        assert!(feedback_seq("a") >= FEEDBACK_SEQ && feedback_seq("a") != feedback_seq("b"));
     }
 }

@@ -1,11 +1,13 @@
 //! The REST API (axum): a file per route, shared state, bearer-key authentication and the
 //! JSON error body every route uses.
 
+mod bounces;
 mod domains;
 pub mod idempotency;
 mod messages;
 mod send;
 mod stats;
+mod suppressions;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +35,9 @@ pub struct ApiState {
     pub metrics: Option<MetricsRender>,
     /// Sender domains (`/v1/domains`); `None` answers 404 `not_enabled`.
     pub domains: Option<Arc<Domains>>,
+    /// Suppression and bounce lists (`/v1/suppressions`, `/v1/bounces`); `None` answers
+    /// 404 `not_enabled`.
+    pub feedback: Option<Arc<herald_engine::feedback::service::FeedbackService>>,
     /// Right-hand side of the `Message-ID:` given to messages that have none.
     pub hostname: String,
     /// Which From domains each account may send from.
@@ -63,6 +68,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/domains/{domain}/verify", post(domains::verify))
         .route("/v1/domains/{domain}/rotate", post(domains::rotate))
         .route("/v1/domains/{domain}/check", get(domains::check))
+        .route("/v1/suppressions", get(suppressions::list))
+        .route("/v1/suppressions/import", post(suppressions::import))
+        .route("/v1/suppressions/export", get(suppressions::export))
+        .route(
+            "/v1/suppressions/{address}",
+            get(suppressions::show).put(suppressions::put).delete(suppressions::remove),
+        )
+        .route("/v1/bounces", get(bounces::list))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(axum::extract::DefaultBodyLimit::disable())

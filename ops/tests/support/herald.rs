@@ -28,6 +28,7 @@ pub fn config(
     c.storage.data_dir = data_dir.to_owned();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    c.bounces.listen = "127.0.0.1:0".parse().unwrap();
     let tracking_port = super::free_port();
     c.tracking.listen = format!("127.0.0.1:{tracking_port}").parse().unwrap();
     c.tracking.default_host = format!("127.0.0.1:{tracking_port}");

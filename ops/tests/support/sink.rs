@@ -1,9 +1,11 @@
 //! A scripted SMTP sink on loopback: accepts everything unless told otherwise, records
-//! what arrived. `script` holds replies for the next RCPT commands, in order; recipients
-//! whose local part starts with `always451` are always deferred. With TLS, it offers
-//! STARTTLS (self-signed certificate) and records whether each message came over TLS.
-//! `defer_all` defers every recipient while on; a message to a recipient whose local part
-//! starts with `hold` gets its final reply only after `hold` (the first time only).
+//! what arrived (and every RCPT it was asked, accepted or not). `script` holds replies for
+//! the next RCPT commands, in order; recipients whose local part starts with `always451`
+//! are always deferred, `always550` always refused as unknown users, `always552` always
+//! refused as over quota. With TLS, it offers STARTTLS (self-signed certificate) and
+//! records whether each message came over TLS. `defer_all` defers every recipient while
+//! on; a message to a recipient whose local part starts with `hold` gets its final reply
+//! only after `hold` (the first time only).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -24,6 +26,8 @@ pub struct Received {
 #[derive(Clone, Default)]
 pub struct Sink {
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// Every RCPT address asked, in order.
+    pub rcpts: Arc<Mutex<Vec<String>>>,
     script: Arc<Mutex<VecDeque<String>>>,
     tls: Option<TlsAcceptor>,
     /// Connections accepted so far.
@@ -101,6 +105,11 @@ impl Sink {
         self.received.lock().unwrap().clone()
     }
 
+    /// How many times `address` was named in a RCPT.
+    pub fn rcpt_count(&self, address: &str) -> usize {
+        self.rcpts.lock().unwrap().iter().filter(|r| r.eq_ignore_ascii_case(address)).count()
+    }
+
     async fn serve(&self, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
         self.connections.fetch_add(1, Ordering::SeqCst);
         stream.write_all(b"220 sink.test ESMTP ready\r\n").await?;
@@ -143,8 +152,13 @@ impl Sink {
                 "250 2.1.0 ok".into()
             } else if upper.starts_with("RCPT TO:") {
                 let rcpt = between(&cmd);
+                self.rcpts.lock().unwrap().push(rcpt.clone());
                 let reply = if rcpt.starts_with("always451") || self.defer_all.load(Ordering::SeqCst) {
                     "451 4.3.0 mailbox busy".into()
+                } else if rcpt.starts_with("always550") {
+                    format!("550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table")
+                } else if rcpt.starts_with("always552") {
+                    format!("552 5.2.2 <{rcpt}>: Mailbox full")
                 } else {
                     self.script.lock().unwrap().pop_front().unwrap_or_else(|| "250 2.1.5 ok".into())
                 };
