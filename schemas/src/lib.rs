@@ -9,6 +9,7 @@ pub mod codec;
 pub mod domain;
 pub mod event;
 pub mod ids;
+pub mod shaping;
 pub mod time;
 
 pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
@@ -16,6 +17,11 @@ pub use domain::{
     CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,
     DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
 };
-pub use event::{Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions, SmtpReply};
+pub use event::{
+    Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, Reserved, SendOptions, SmtpReply,
+};
 pub use ids::{AccountId, MessageId};
+pub use shaping::{
+    LaneUsage, ProviderResumed, ProviderThrottled, ShapingEvent, SourceFirstUsed, ThrottleAction, UsageReported,
+};
 pub use time::Timestamp;
