@@ -210,7 +210,13 @@ fn shaping_fixtures() -> Vec<(&'static str, Event)> {
                 seq: 42,
                 interval_ms: 1000,
                 lanes: vec![
-                    LaneUsage { provider: "google".into(), source: "192.0.2.10".into(), sent: 20, waiting: 380, day: 3 },
+                    LaneUsage {
+                        provider: "google".into(),
+                        source: "192.0.2.10".into(),
+                        sent: 20,
+                        waiting: 380,
+                        day: 3,
+                    },
                     LaneUsage { provider: "default".into(), source: "default".into(), sent: 7, waiting: 0, day: 0 },
                 ],
                 at: Timestamp(1_763_800_001_000),
