@@ -6,6 +6,7 @@
 //! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
 //! - [`projector`]: turning the log into the read models queries use;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
+//! - [`shaping`]: provider limits, adaptive backoff, source pools and warm-up;
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
 
 pub mod consumer;
@@ -15,6 +16,7 @@ pub mod log;
 pub mod projector;
 pub mod retry;
 pub mod routing;
+pub mod shaping;
 pub mod store;
 pub mod submit;
 pub mod worker;

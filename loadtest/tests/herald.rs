@@ -46,6 +46,7 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
         smtp_users: vec![],
         relay_networks: vec![],
         from_domains: Some(FromDomains::Any),
+        pool: None,
     }];
     c
 }

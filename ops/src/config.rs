@@ -24,6 +24,34 @@ pub struct Config {
     pub domains: Domains,
     /// Static DKIM keys by From domain (an operator override: they win over sender domains).
     pub dkim: Vec<DkimKey>,
+    /// Traffic shaping: how long messages wait for their provider's limits, how often
+    /// nodes share their usage (`docs/shaping.md`).
+    pub shaping: Shaping,
+    /// Source-address pools: `[[pools]] name, default, sources = [{ ip, ehlo, weight,
+    /// warmup }]`; accounts name theirs with `pool` (`docs/shaping.md`).
+    pub pools: Vec<herald_engine::shaping::pools::PoolSpec>,
+}
+
+/// `[shaping]`: the provider limits' timing (the limits themselves are in the providers
+/// file, `[delivery] providers_file`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shaping {
+    /// Longest a message waits in memory for its provider's rate or connections before it
+    /// is set aside (back through the held topic or a retry tier, without using up an
+    /// attempt).
+    pub queue_wait_ms: u64,
+    /// Delay of the held topic: the shortest time a message set aside stays away.
+    pub hold_secs: u64,
+    /// How often each node reports its usage on the shaping topic and recomputes its share
+    /// of the cluster-wide limits.
+    pub report_interval_ms: u64,
+}
+
+impl Default for Shaping {
+    fn default() -> Self {
+        Shaping { queue_wait_ms: 2000, hold_secs: 5, report_interval_ms: 1000 }
+    }
 }
 
 /// `[dns]`: the service zone customers' CNAMEs point into (see `docs/sender-domains.md`).
@@ -253,6 +281,10 @@ pub struct Delivery {
     pub max_age_secs: u64,
     /// Domains spread over several partitions: `{ "gmail.com" = 8 }`.
     pub hot_domains: BTreeMap<String, u32>,
+    /// The operator's providers file: extends the shipped `ops/config/providers.toml`
+    /// (built in), or replaces it when it says `replace_shipped = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers_file: Option<PathBuf>,
 }
 
 impl Default for Delivery {
@@ -270,6 +302,7 @@ impl Default for Delivery {
             retry_max_delay_secs: 4 * 3600,
             max_age_secs: 5 * 86_400,
             hot_domains: BTreeMap::new(),
+            providers_file: None,
         }
     }
 }
@@ -419,6 +452,9 @@ pub struct Account {
     /// Unset: `any` for an account that a static `[[dkim]]` key names, else `verified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_domains: Option<FromDomains>,
+    /// The `[[pools]]` this account sends from; unset: the default pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// An account's From-domain policy (`accounts.from_domains`).
@@ -471,6 +507,28 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The source pools, with each account's (checked: every named pool exists).
+    pub fn pools(&self) -> Result<herald_engine::shaping::pools::Pools, String> {
+        let accounts: Vec<_> =
+            self.accounts.iter().map(|a| (herald_schemas::AccountId(a.id.clone()), a.pool.clone())).collect();
+        herald_engine::shaping::pools::Pools::new(&self.pools, &self.delivery.helo_name, &accounts)
+            .map_err(|e| format!("[[pools]]: {e}"))
+    }
+
+    /// The shipped providers file, extended or replaced by `[delivery] providers_file`.
+    pub fn providers(&self) -> Result<herald_engine::shaping::providers::Providers, ConfigError> {
+        use herald_engine::shaping::providers::{Providers, SHIPPED};
+        let own = match &self.delivery.providers_file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?,
+            )),
+            None => None,
+        };
+        Providers::load(SHIPPED, own.as_ref().map(|(n, t)| (n.as_str(), t.as_str())))
+            .map_err(|e| ConfigError::Invalid(format!("providers file: {e}")))
+    }
+
     /// Reads `path` (or the defaults when `None`), applies environment overrides, checks.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match path {
@@ -492,6 +550,11 @@ impl Config {
             for key in &mut config.dkim {
                 if key.private_key.is_relative() {
                     key.private_key = dir.join(&key.private_key);
+                }
+            }
+            if let Some(p) = &mut config.delivery.providers_file {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
                 }
             }
         }
@@ -591,6 +654,10 @@ impl Config {
         }
         if self.delivery.batch_size == 0 || self.delivery.domain_concurrency == 0 {
             return invalid("delivery.batch_size and delivery.domain_concurrency must be at least 1".into());
+        }
+        self.pools().map_err(ConfigError::Invalid)?;
+        if self.shaping.hold_secs == 0 || self.shaping.report_interval_ms < 100 {
+            return invalid("shaping.hold_secs must be at least 1 and shaping.report_interval_ms at least 100".into());
         }
         if self.delivery.retry_initial_secs == 0 {
             return invalid("delivery.retry_initial_secs must be at least 1".into());

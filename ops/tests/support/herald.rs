@@ -67,6 +67,7 @@ pub fn account(id: &str, key: &str) -> Account {
         smtp_users: vec![],
         relay_networks: vec![],
         from_domains: Some(FromDomains::Any),
+        pool: None,
     }
 }
 
