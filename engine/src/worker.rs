@@ -139,7 +139,11 @@ impl Worker {
             _ => None,
         };
         let provider = self.shaper.provider_for(&domain, hosts);
-        let ticket = match self.shaper.admit(assignment, &job.message.account, &domain, &provider).await {
+        let ticket = match self
+            .shaper
+            .admit(assignment, &job.message.message_id.0, &job.message.account, &domain, &provider)
+            .await
+        {
             Admission::Go(ticket) => ticket,
             Admission::Park { until, .. } => return self.set_aside(job, until),
         };

@@ -11,7 +11,7 @@ use super::limits::Pacer;
 use super::pools::Source;
 use super::providers::Provider;
 use crate::delivery::Connections;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,7 +31,18 @@ struct Pacing {
     rate: Option<f64>,
     /// Where the line of messages set aside ends (virtual: they hold no reservation).
     parked_until: Option<Instant>,
+    /// The slot in that line of each message set aside (by message id), so a message that
+    /// comes back before its slot (the hold and retry delays are coarser than the line)
+    /// keeps its place instead of joining the end again.
+    slots: HashMap<String, Instant>,
 }
+
+/// Messages set aside per lane whose place in the line is remembered (beyond this, a
+/// message coming back early joins the end of the line again).
+const MAX_SLOTS: usize = 200_000;
+/// A remembered place is forgotten this long after its time (the message went through
+/// another node, or failed).
+const SLOT_TTL: Duration = Duration::from_secs(600);
 
 /// Admissions per second over the last ten seconds.
 #[derive(Debug, Default)]
@@ -109,16 +120,42 @@ impl Lane {
         }
     }
 
-    /// How long a message set aside now should stay away: the end of the line of messages
-    /// already waiting or set aside, one interval further.
-    pub fn park_estimate(&self, now: Instant) -> Duration {
-        let mut p = self.pacing.lock().expect("lane poisoned");
+    /// How long message `id`, set aside now, should stay away: until its place in the
+    /// line of messages set aside (kept from an earlier time it was set aside, while that
+    /// place is still ahead), else the end of the line, one interval further.
+    pub fn park_estimate(&self, id: &str, now: Instant) -> Duration {
+        let mut guard = self.pacing.lock().expect("lane poisoned");
+        let p = &mut *guard;
         let Some(pacer) = &p.pacer else { return Duration::ZERO };
+        if let Some(slot) = p.slots.get(id).filter(|s| **s > now) {
+            return *slot - now;
+        }
         let interval = pacer.interval();
         let head = pacer.next_slot(now);
         let end = p.parked_until.map_or(head, |t| t.max(head)) + interval;
         p.parked_until = Some(end);
+        if p.slots.len() < MAX_SLOTS || p.slots.contains_key(id) {
+            p.slots.insert(id.to_owned(), end);
+        }
         end - now
+    }
+
+    /// Message `id` was admitted: it leaves the line of messages set aside.
+    pub fn admitted(&self, id: &str) {
+        let mut p = self.pacing.lock().expect("lane poisoned");
+        if !p.slots.is_empty() {
+            p.slots.remove(id);
+        }
+    }
+
+    /// Forgets places in the line long past (their messages went elsewhere).
+    pub fn sweep_slots(&self, now: Instant) {
+        self.pacing.lock().expect("lane poisoned").slots.retain(|_, s| *s + SLOT_TTL > now);
+    }
+
+    /// Messages set aside whose place in the line is remembered.
+    pub fn parked(&self) -> usize {
+        self.pacing.lock().expect("lane poisoned").slots.len()
     }
 
     /// The effective rate last applied (`None`: unlimited).
@@ -243,10 +280,19 @@ mod tests {
             l.reserve(Some(2.0), now, Duration::from_secs(5)).unwrap(); // slots 0, 0.5 s, ... 5 s
         }
         assert!(l.reserve(Some(2.0), now, Duration::from_secs(5)).is_err());
-        let first = l.park_estimate(now);
-        let second = l.park_estimate(now);
+        let first = l.park_estimate("m1", now);
+        let second = l.park_estimate("m2", now);
         assert_eq!(first, Duration::from_millis(6000));
         assert_eq!(second - first, Duration::from_millis(500));
+        // m1 comes back early (a coarser delay): it keeps its place, the line does not grow.
+        let back = now + Duration::from_secs(4);
+        assert_eq!(l.park_estimate("m1", back), Duration::from_millis(2000));
+        assert_eq!(l.park_estimate("m3", now) - second, Duration::from_millis(500));
+        assert_eq!(l.parked(), 3);
+        l.admitted("m1");
+        assert_eq!(l.parked(), 2);
+        l.sweep_slots(now + Duration::from_secs(3600));
+        assert_eq!(l.parked(), 0);
         assert_eq!(l.reserve(None, now, Duration::ZERO), Ok(None));
     }
 

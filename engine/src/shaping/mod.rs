@@ -230,6 +230,7 @@ impl Shaper {
     pub async fn admit(
         &self,
         partition: &Assignment,
+        message: &str,
         account: &AccountId,
         domain: &str,
         provider: &Arc<Provider>,
@@ -272,10 +273,11 @@ impl Shaper {
             Ok(_) => {}
             Err(_) => {
                 self.uncount(&lane, day);
-                let until = later(now, lane.park_estimate(started));
+                let until = later(now, lane.park_estimate(message, started));
                 return self.park(provider, &source.label, until, ParkReason::Rate);
             }
         }
+        lane.admitted(message);
         lane.tick(Instant::now());
         Admission::Go(Ticket { lane, deadline: Instant::now() + self.settings.queue_wait })
     }
@@ -653,12 +655,14 @@ impl Shaper {
                 }
             }
             l.connections.sweep();
+            l.sweep_slots(instant);
         }
         self.gauges(&lanes, instant);
         self.lanes.lock().expect("lanes poisoned").retain(|_, l| {
             l.idle_for(instant) < Duration::from_secs(600)
                 || l.connections.counts().0 > 0
                 || l.waiting.load(Ordering::Relaxed) > 0
+                || l.parked() > 0
         });
         (!entries.is_empty()).then(|| UsageReported {
             node: self.me.clone(),
