@@ -46,11 +46,15 @@ pub struct Shaping {
     /// How often each node reports its usage on the shaping topic and recomputes its share
     /// of the cluster-wide limits.
     pub report_interval_ms: u64,
+    /// Keys for `Authorization: Bearer <key>` on the operators' routes
+    /// (`/v1/admin/providers`, `/v1/admin/pools`); empty: those routes answer 401.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_keys: Vec<String>,
 }
 
 impl Default for Shaping {
     fn default() -> Self {
-        Shaping { queue_wait_ms: 2000, hold_secs: 5, report_interval_ms: 1000 }
+        Shaping { queue_wait_ms: 2000, hold_secs: 5, report_interval_ms: 1000, operator_keys: vec![] }
     }
 }
 
@@ -559,6 +563,7 @@ impl Config {
             }
         }
         config.validate()?;
+        config.providers()?;
         Ok(config)
     }
 
@@ -604,10 +609,19 @@ impl Config {
             return invalid("backend.kafka_session_timeout_ms must be at least 1000".into());
         }
         let mut keys = std::collections::HashSet::new();
+        for k in &self.shaping.operator_keys {
+            if k.trim().len() < 16 {
+                return invalid("shaping.operator_keys: each key must have at least 16 characters".into());
+            }
+            keys.insert(k);
+        }
         for a in &self.accounts {
             for k in &a.api_keys {
                 if !keys.insert(k) {
-                    return invalid(format!("API key of account {} is also another account's", a.id));
+                    return invalid(format!(
+                        "API key of account {} is also another account's or an operator key",
+                        a.id
+                    ));
                 }
             }
         }

@@ -309,6 +309,8 @@ pub async fn run(
         domains: Some(domains.clone()),
         hostname: config.smtp.hostname.clone(),
         sender,
+        shaping: config.cluster.has(Role::Deliver).then(|| shaper.clone()),
+        operator_keys: config.shaping.operator_keys.clone(),
     });
     let dns = if config.dns.enabled {
         let sockets = domains::dns::bind(config.dns.listen)

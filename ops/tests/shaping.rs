@@ -390,3 +390,71 @@ async fn warmup_moves_the_rest_to_the_warm_source_embedded() {
 async fn warmup_moves_the_rest_to_the_warm_source_kafka_cql() {
     warmup_moves_the_rest_to_the_warm_source(Backends::KafkaCql).await;
 }
+
+const OPERATOR: &str = "operator-key-0123456789";
+
+async fn admin(h: &Running, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}{path}", h.base);
+    let request = match method {
+        "GET" => h.http.get(url),
+        _ => h.http.post(url).json(&body.unwrap_or(json!({}))),
+    };
+    let r = request.bearer_auth(key).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn operators_suspend_and_resume(backends: Backends) {
+    let w = world(backends, |c| c.shaping.operator_keys = vec![OPERATOR.into()]).await;
+    let h = &w.herald;
+    let provider = format!("gmail-{}", tag(backends));
+    let (code, reply) = admin(h, KEY, "GET", "/v1/admin/providers", None).await;
+    assert_eq!(
+        (code, reply["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "an account key is not an operator's"
+    );
+    let (code, reply) =
+        admin(h, OPERATOR, "POST", "/v1/admin/providers/nope/suspend", Some(json!({"duration": "1h"}))).await;
+    assert_eq!((code, reply["error"]["code"].as_str()), (404, Some("unknown_provider")));
+    let path = format!("/v1/admin/providers/{provider}/suspend");
+    let (code, reply) = admin(h, OPERATOR, "POST", &path, Some(json!({"duration": "soon"}))).await;
+    assert_eq!((code, reply["error"]["code"].as_str()), (422, Some("invalid_request")), "{reply}");
+    let (code, reply) =
+        admin(h, OPERATOR, "POST", &path, Some(json!({"duration": "1h", "reason": "maintenance"}))).await;
+    assert_eq!(code, 200, "{reply}");
+    let recipients: Vec<String> = (0..5).map(|i| format!("m{i}@gmail-like.test")).collect();
+    let ids = send_all(h, KEY, &recipients).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(w.sink.messages().is_empty(), "a suspended provider gets nothing");
+    let (code, view) = admin(h, OPERATOR, "GET", &format!("/v1/admin/providers?provider={provider}"), None).await;
+    assert_eq!(code, 200, "{view}");
+    let p = &view["providers"][0];
+    assert_eq!(p["name"], provider.as_str());
+    assert_eq!(p["limits"]["max_connections"], 3);
+    assert_eq!(p["throttles"][0]["rule"], "manual");
+    assert_eq!(p["throttles"][0]["reason"], "maintenance");
+    let path = format!("/v1/admin/providers/{provider}/resume");
+    let (code, reply) = admin(h, OPERATOR, "POST", &path, Some(json!({}))).await;
+    assert_eq!((code, reply["lifted"].as_u64()), (200, Some(1)), "{reply}");
+    arrived(&w.sink, &recipients, 30).await;
+    for r in &recipients {
+        let view = h.wait_status(&ids[r], "delivered", 10).await;
+        assert_eq!(attempts(&view), 1, "held back without using an attempt: {view}");
+    }
+    let (code, view) = admin(h, OPERATOR, "GET", "/v1/admin/providers", None).await;
+    assert_eq!(code, 200);
+    assert!(view["providers"].as_array().unwrap().iter().all(|p| p["throttles"].as_array().unwrap().is_empty()));
+    let (code, pools) = admin(h, OPERATOR, "GET", "/v1/admin/pools", None).await;
+    assert_eq!((code, pools["pools"][0]["name"].as_str()), (200, Some("default")), "{pools}");
+    w.herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_suspend_and_resume_embedded() {
+    operators_suspend_and_resume(Backends::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_suspend_and_resume_kafka_cql() {
+    operators_suspend_and_resume(Backends::KafkaCql).await;
+}

@@ -4,6 +4,7 @@
 mod domains;
 pub mod idempotency;
 mod messages;
+mod providers;
 mod send;
 mod stats;
 
@@ -37,6 +38,12 @@ pub struct ApiState {
     pub hostname: String,
     /// Which From domains each account may send from.
     pub sender: Arc<crate::sender::SenderPolicy>,
+    /// Traffic shaping (`/v1/admin/providers`, `/v1/admin/pools`); `None` on a node that
+    /// does not deliver (404 `not_enabled`).
+    pub shaping: Option<Arc<herald_engine::shaping::Shaper>>,
+    /// Keys for the operators' routes (`[shaping] operator_keys`); account keys never open
+    /// them.
+    pub operator_keys: Vec<String>,
 }
 
 /// The API's routes.
@@ -51,6 +58,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/domains/{domain}/verify", post(domains::verify))
         .route("/v1/domains/{domain}/rotate", post(domains::rotate))
         .route("/v1/domains/{domain}/check", get(domains::check))
+        .route("/v1/admin/providers", get(providers::list))
+        .route("/v1/admin/providers/{name}/suspend", post(providers::suspend))
+        .route("/v1/admin/providers/{name}/resume", post(providers::resume))
+        .route("/v1/admin/pools", get(providers::pools))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -213,7 +213,7 @@ impl Sink {
             } else if upper.starts_with("RCPT TO:") {
                 let rcpt = between(&cmd);
                 let n = self.rcpts.lock().unwrap().len() + 1;
-                let every = self.every.lock().unwrap().clone().filter(|e| n % e.every == 0);
+                let every = self.every.lock().unwrap().clone().filter(|e| n.is_multiple_of(e.every));
                 let reply = if rcpt.starts_with("always451") || self.defer_all.load(Ordering::SeqCst) {
                     "451 4.3.0 mailbox busy".into()
                 } else if let Some(e) = every {
