@@ -7,7 +7,9 @@
 //! lane is full it waits until a session comes back, or closes an idle session to another
 //! MX address of the lane to make room, or gives up at its deadline ([`Busy`]: nothing was
 //! sent, the worker sets the message aside). The lease gives the slot back when dropped,
-//! so an aborted delivery never leaks a connection slot.
+//! so an aborted delivery never leaks a connection slot. A session being closed (QUIT)
+//! keeps its slot until the QUIT is answered, so the receiver never sees more sessions
+//! than the cap, not even for a moment.
 
 use super::smtp::Session;
 use crate::shaping::limits::Rate;
@@ -41,8 +43,8 @@ struct Inner {
 }
 
 pub struct Connections {
-    inner: Mutex<Inner>,
-    freed: Notify,
+    inner: Arc<Mutex<Inner>>,
+    freed: Arc<Notify>,
     cap: AtomicUsize,
     per_connection: u32,
     connect_rate: Option<DefaultDirectRateLimiter>,
@@ -54,9 +56,13 @@ impl Default for Connections {
     }
 }
 
-fn closing(session: Session) {
+/// Says QUIT (at most 5 s), then frees the session's slot.
+fn closing(session: Session, inner: Arc<Mutex<Inner>>, freed: Arc<Notify>) {
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(5), session.client.quit()).await;
+        let Session { client, .. } = session;
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.quit()).await;
+        inner.lock().expect("connections poisoned").open -= 1;
+        freed.notify_one();
     });
 }
 
@@ -70,8 +76,8 @@ impl Connections {
             RateLimiter::direct(quota)
         });
         Connections {
-            inner: Mutex::new(Inner::default()),
-            freed: Notify::new(),
+            inner: Arc::new(Mutex::new(Inner::default())),
+            freed: Arc::new(Notify::new()),
             cap: AtomicUsize::new(cap.map_or(usize::MAX, |c| c.max(1) as usize)),
             per_connection: per_connection.unwrap_or(DEFAULT_PER_CONNECTION).max(1),
             connect_rate,
@@ -102,21 +108,15 @@ impl Connections {
         let mut stale = vec![];
         {
             let mut inner = self.inner.lock().expect("connections poisoned");
-            let mut closed = 0;
             for sessions in inner.idle.values_mut() {
                 let (fresh, old): (Vec<Session>, Vec<Session>) =
                     sessions.drain(..).partition(|s| s.idle_since.elapsed() < IDLE_TIMEOUT);
                 *sessions = fresh;
-                closed += old.len();
                 stale.extend(old);
             }
             inner.idle.retain(|_, s| !s.is_empty());
-            inner.open -= closed;
         }
-        if !stale.is_empty() {
-            self.freed.notify_waiters();
-        }
-        stale.into_iter().for_each(closing);
+        stale.into_iter().for_each(|s| self.close(s));
     }
 
     /// A cached session to `addr`, or the right to open one (then `None`), waiting until
@@ -139,7 +139,6 @@ impl Connections {
                         stale.push(s);
                     }
                 }
-                inner.open -= stale.len();
                 if found.is_some() {
                     inner.busy += 1;
                     Some(found)
@@ -148,16 +147,15 @@ impl Connections {
                     inner.busy += 1;
                     Some(None)
                 } else if let Some(s) = inner.idle.values_mut().find_map(|v| v.pop()) {
-                    // Full: an idle session to another address of the lane makes room (the
-                    // slot passes from it to us).
-                    inner.busy += 1;
+                    // Full: an idle session to another address of the lane makes room once
+                    // its QUIT is answered (we wait for that below).
                     stale.push(s);
-                    Some(None)
+                    None
                 } else {
                     None
                 }
             };
-            stale.into_iter().for_each(closing);
+            stale.into_iter().for_each(|s| self.close(s));
             match outcome {
                 Some(Some(session)) => return Ok((Lease { conns: self, done: false }, Some(session))),
                 Some(None) => return self.paced(deadline).await,
@@ -196,21 +194,22 @@ impl Connections {
                     if sessions.len() < MAX_IDLE_PER_ADDRESS {
                         sessions.push(session);
                     } else {
-                        inner.open -= 1;
                         close = Some(session);
                     }
                 }
-                Some((_, session)) => {
-                    inner.open -= 1;
-                    close = Some(session);
-                }
+                Some((_, session)) => close = Some(session),
                 None => inner.open -= 1,
             }
         }
         self.freed.notify_one();
         if let Some(s) = close {
-            closing(s);
+            self.close(s);
         }
+    }
+
+    /// Closes `session` in the background; its slot is freed once the QUIT is answered.
+    fn close(&self, session: Session) {
+        closing(session, self.inner.clone(), self.freed.clone());
     }
 }
 
