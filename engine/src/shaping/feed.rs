@@ -84,28 +84,30 @@ async fn read(
     let mut marks: VecDeque<(u64, i64)> = VecDeque::new();
     let mut floor = consumer.start().next_offset;
     let mut announced = false;
-    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-    housekeeping.tick().await;
+    let mut housekept = std::time::Instant::now();
     loop {
-        let polled = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = housekeeping.tick() => {
-                let cutoff = Timestamp::now().0 - KEEP.as_millis() as i64;
-                while marks.front().is_some_and(|(_, ts)| *ts < cutoff) {
-                    marks.pop_front();
-                }
-                let next = marks.front().map(|(o, _)| *o);
-                if let Some(next) = next.filter(|n| *n > floor) {
-                    match consumer.commit(vec![], Position::at(next)).await {
-                        Ok(()) => floor = next,
-                        Err(e) => tracing::debug!(error = %e, partition, "shaping floor commit failed"),
-                    }
-                }
-                shaper.prune(Timestamp::now());
-                continue;
+        // A poll is never dropped half-way (the embedded log reads on a blocking thread
+        // that holds the database): shutdown is checked between polls, which wait 300 ms
+        // at most.
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if housekept.elapsed() >= HOUSEKEEPING {
+            housekept = std::time::Instant::now();
+            let cutoff = Timestamp::now().0 - KEEP.as_millis() as i64;
+            while marks.front().is_some_and(|(_, ts)| *ts < cutoff) {
+                marks.pop_front();
             }
-            p = consumer.poll(512, Duration::from_millis(300)) => p,
-        };
+            let next = marks.front().map(|(o, _)| *o);
+            if let Some(next) = next.filter(|n| *n > floor) {
+                match consumer.commit(vec![], Position::at(next)).await {
+                    Ok(()) => floor = next,
+                    Err(e) => tracing::debug!(error = %e, partition, "shaping floor commit failed"),
+                }
+            }
+            shaper.prune(Timestamp::now());
+        }
+        let polled = consumer.poll(512, Duration::from_millis(300)).await;
         match polled {
             Ok(records) if records.is_empty() => {
                 if !announced {
