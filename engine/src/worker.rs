@@ -174,10 +174,28 @@ impl Worker {
 
     /// Finishes `job` without an attempt: it comes back at about `until` (no later) with
     /// the same attempt number, from the held topic or the retry tier whose delay is the
-    /// longest that fits.
+    /// longest that fits. A message that would come back after its maximum age fails now
+    /// (`4.4.7`), as an expired message does after its last deferral.
     fn set_aside(&self, job: Job, until: Timestamp) -> Vec<Record> {
         let now = Timestamp::now();
         let (topic, delay) = self.aside_topic(until.until(now));
+        let expires = job.message.accepted_at.saturating_add(self.settings.policy.max_age);
+        if now.saturating_add(delay) > expires {
+            let expired = Attempt {
+                mx_host: None,
+                mx_ip: None,
+                tls: false,
+                reply: crate::delivery::local_reply(
+                    451,
+                    "4.4.7",
+                    "The message reached its maximum age while traffic shaping held it back (its provider was throttled or suspended).",
+                ),
+                class: Class::Permanent,
+                dkim: "not signed: not attempted".into(),
+                duration: Duration::ZERO,
+            };
+            return self.records_for(job, expired);
+        }
         let msg = job.message;
         let partition = self.router.partition(&msg.recipient_domain, &msg.message_id.0);
         tracing::debug!(message_id = %msg.message_id, attempt = job.attempt, %topic, delay_ms = delay.as_millis() as u64, "set aside");

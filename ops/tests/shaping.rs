@@ -458,3 +458,35 @@ async fn operators_suspend_and_resume_embedded() {
 async fn operators_suspend_and_resume_kafka_cql() {
     operators_suspend_and_resume(Backends::KafkaCql).await;
 }
+
+/// A message held back past its maximum age fails (4.4.7), like an expired deferral,
+/// instead of cycling through the log for as long as its provider is suspended.
+async fn expires_while_suspended(backends: Backends) {
+    let w = world(backends, |c| {
+        c.shaping.operator_keys = vec![OPERATOR.into()];
+        c.delivery.max_age_secs = 4;
+    })
+    .await;
+    let provider = format!("gmail-{}", tag(backends));
+    let path = format!("/v1/admin/providers/{provider}/suspend");
+    let (code, reply) = admin(&w.herald, OPERATOR, "POST", &path, Some(json!({"duration": "1h"}))).await;
+    assert_eq!(code, 200, "{reply}");
+    let to = "late@gmail-like.test".to_owned();
+    let ids = send_all(&w.herald, KEY, std::slice::from_ref(&to)).await;
+    let view = w.herald.wait_status(&ids[&to], "failed", 30).await;
+    let last = view["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reply"]["enhanced"], "4.4.7", "{view}");
+    assert_eq!(attempts(&view), 1, "{view}");
+    assert!(w.sink.messages().is_empty());
+    w.herald.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_while_suspended_embedded() {
+    expires_while_suspended(Backends::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_while_suspended_kafka_cql() {
+    expires_while_suspended(Backends::KafkaCql).await;
+}
