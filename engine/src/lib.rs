@@ -4,7 +4,9 @@
 //! - [`store`]: the projection store trait and its backends (embedded redb, CQL);
 //! - [`submit`]: appending accepted messages (used by every ingestion path);
 //! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
-//! - [`projector`]: turning the log into the read models queries use;
+//! - [`rewrite`]: send-time rewriting before signing (CSS, click and open tracking, unsubscribe);
+//! - [`projector`]: turning the log into the read models queries use; [`engagement`]: the same
+//!   for opens, clicks and unsubscriptions;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`shaping`]: provider limits, adaptive backoff, source pools and warm-up;
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
@@ -12,9 +14,11 @@
 pub mod consumer;
 pub mod delivery;
 pub mod domains;
+pub mod engagement;
 pub mod log;
 pub mod projector;
 pub mod retry;
+pub mod rewrite;
 pub mod routing;
 pub mod shaping;
 pub mod store;

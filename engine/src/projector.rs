@@ -66,8 +66,8 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "dkim": e.dkim,
             }),
         }),
-        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Shaping(_) => None,
-        Event::Reserved4(r) | Event::Reserved5(r) | Event::Reserved6(r) | Event::Reserved7(r) => match *r {},
+        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) | Event::Shaping(_) => None,
+        Event::Reserved4(r) | Event::Reserved5(r) | Event::Reserved7(r) => match *r {},
     }
 }
 

@@ -1,6 +1,8 @@
 //! Herald's ingestion. [`http`] serves the REST API and [`smtp`] the SMTP submission server
 //! and smart host; both share [`message`] (the message checks), [`sender`] (which From
-//! domains an account may use) and [`accept`] (building the events).
+//! domains an account may use), [`options`] (send options and account defaults) and
+//! [`accept`] (building the events). [`track`] is the tracking server (clicks, opens,
+//! one-click unsubscribe), which appends engagement events.
 //! Ingestion validates and appends accepted messages to the log through
 //! [`herald_engine::submit::Submitter`]; it never delivers.
 
@@ -8,5 +10,7 @@ pub mod accept;
 pub mod address;
 pub mod http;
 pub mod message;
+pub mod options;
 pub mod sender;
 pub mod smtp;
+pub mod track;

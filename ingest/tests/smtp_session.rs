@@ -56,7 +56,8 @@ fn server(log: Arc<CountingLog>, relay: bool) -> Arc<Server> {
         ..Settings::default()
     };
     let relay_networks = if relay { vec!["127.0.0.0/8".parse().unwrap()] } else { vec![] };
-    let accounts = vec![Account { id: AccountId("acme".into()), users: vec![], relay_networks }];
+    let accounts =
+        vec![Account { id: AccountId("acme".into()), users: vec![], relay_networks, defaults: Default::default() }];
     let sender = Arc::new(SenderPolicy::permissive([AccountId("acme".into())]));
     Arc::new(Server::new(settings, submitter, accounts, sender, None))
 }

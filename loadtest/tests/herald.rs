@@ -30,6 +30,7 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
     let mut c = Config::default();
     c.storage.data_dir = data_dir.to_owned();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.tracking.listen = "127.0.0.1:0".parse().unwrap();
     c.smtp.listen = "127.0.0.1:0".parse().unwrap();
     c.delivery.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
     c.delivery.mx_port = mx_port;
@@ -46,6 +47,7 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
         smtp_users: vec![],
         relay_networks: vec![],
         from_domains: Some(FromDomains::Any),
+        defaults: Default::default(),
         pool: None,
     }];
     c

@@ -30,6 +30,78 @@ pub struct Config {
     /// Source-address pools: `[[pools]] name, default, sources = [{ ip, ehlo, weight,
     /// warmup }]`; accounts name theirs with `pool` (`docs/shaping.md`).
     pub pools: Vec<herald_engine::shaping::pools::PoolSpec>,
+    /// Click, open and unsubscribe tracking: the tracking server and its keys.
+    pub tracking: Tracking,
+}
+
+/// `[tracking]`: the tracking server and the links it answers (`docs/config.md#tracking`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tracking {
+    /// Track clicks, opens and unsubscriptions when messages ask; `false` ignores those
+    /// options (CSS inlining still happens) and runs no tracking server.
+    pub enabled: bool,
+    /// Address of the tracking server (it answers for any Host).
+    pub listen: SocketAddr,
+    /// Host of tracking links when the From domain is not a verified sender domain of the
+    /// message's account (otherwise `<tracking_label>.<domain>`).
+    pub default_host: String,
+    /// `https` (default) or `http` (tests, or TLS terminated before Herald).
+    pub scheme: String,
+    /// PEM certificate chain (a wildcard for `*.track.<zone>` and `default_host`); with `tls_key`
+    /// the listener speaks TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Rewrite links in `text/plain` parts too.
+    pub rewrite_text: bool,
+    /// Signing keys of tracking tokens; empty: one is made and kept in `<data_dir>/tracking.key`
+    /// (single node only: every node must share the keys).
+    pub keys: Vec<TrackingKey>,
+    /// The key that signs new tokens (default: the first). Rotate by adding the new key on
+    /// every node, then making it the signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    /// Clicks within this many seconds of the delivery attempt are taken for machines.
+    pub min_click_secs: u64,
+    /// Proxies (networks) whose `X-Forwarded-For` gives the client address.
+    pub trusted_proxies: Vec<String>,
+    /// Opens and clicks queued for the log at most (more are counted as dropped).
+    pub queue: usize,
+    /// Megabytes of prepared (rewritten) bodies kept by each delivering node.
+    pub body_cache_mb: usize,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking {
+            enabled: true,
+            listen: "127.0.0.1:8081".parse().expect("valid"),
+            default_host: "localhost:8081".into(),
+            scheme: "https".into(),
+            tls_cert: None,
+            tls_key: None,
+            rewrite_text: false,
+            keys: vec![],
+            signing_key: None,
+            min_click_secs: 3,
+            trusted_proxies: vec![],
+            queue: 65_536,
+            body_cache_mb: 64,
+        }
+    }
+}
+
+/// A tracking-token key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingKey {
+    /// 1-16 characters of `A-Z a-z 0-9 _ -`; carried in every token.
+    pub id: String,
+    /// Base64 of at least 32 random bytes (`openssl rand -base64 32`).
+    pub secret: String,
 }
 
 /// `[shaping]`: the provider limits' timing (the limits themselves are in the providers
@@ -417,6 +489,8 @@ pub enum Role {
     Deliver,
     /// The projector for the owned partitions.
     Project,
+    /// The click, open and unsubscribe tracking server.
+    Track,
 }
 
 impl Default for Cluster {
@@ -425,7 +499,7 @@ impl Default for Cluster {
             mode: ClusterMode::Group,
             node_index: 0,
             node_count: 1,
-            roles: vec![Role::Smtp, Role::Deliver, Role::Project],
+            roles: vec![Role::Smtp, Role::Deliver, Role::Project, Role::Track],
         }
     }
 }
@@ -459,6 +533,32 @@ pub struct Account {
     /// The `[[pools]]` this account sends from; unset: the default pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
+    /// Options of messages that do not set them (REST fields, `X-Herald-Options`).
+    #[serde(default)]
+    pub defaults: AccountDefaults,
+}
+
+/// `[accounts.defaults]`: the account's default send options, named as in `POST /v1/send`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountDefaults {
+    pub inlinizecss: bool,
+    pub clicktracking: bool,
+    pub openstracking: bool,
+    pub bouncetracking: bool,
+    pub listunsubscribe: bool,
+}
+
+impl AccountDefaults {
+    pub fn options(self) -> herald_schemas::SendOptions {
+        herald_schemas::SendOptions {
+            inline_css: self.inlinizecss,
+            click_tracking: self.clicktracking,
+            opens_tracking: self.openstracking,
+            bounce_tracking: self.bouncetracking,
+            list_unsubscribe: self.listunsubscribe,
+        }
+    }
 }
 
 /// An account's From-domain policy (`accounts.from_domains`).
@@ -547,6 +647,11 @@ impl Config {
             toml::Value::Table(tree).try_into().map_err(|source| ConfigError::Parse { path: shown, source })?;
         if let Some(dir) = path.and_then(Path::parent) {
             for p in [&mut config.smtp.tls_cert, &mut config.smtp.tls_key].into_iter().flatten() {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+            for p in [&mut config.tracking.tls_cert, &mut config.tracking.tls_key].into_iter().flatten() {
                 if p.is_relative() {
                     *p = dir.join(&*p);
                 }
@@ -694,6 +799,7 @@ impl Config {
         if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
             return invalid(format!("dns.zone `{}` is not a domain name", self.dns.zone));
         }
+        self.validate_tracking()?;
         if self.domains.maintenance_interval_secs == 0 {
             return invalid("domains.maintenance_interval_secs must be at least 1".into());
         }
@@ -703,6 +809,50 @@ impl Config {
             return invalid("domains.rotation_interval_secs must be longer than propagation_delay_secs".into());
         }
         Ok(())
+    }
+
+    fn validate_tracking(&self) -> Result<(), ConfigError> {
+        let t = &self.tracking;
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if t.scheme != "https" && t.scheme != "http" {
+            return invalid(format!("tracking.scheme must be https or http, not `{}`", t.scheme));
+        }
+        if t.default_host.is_empty() || t.default_host.contains(['/', ' ', '?', '#', '@']) {
+            return invalid(format!("tracking.default_host `{}` is not a host[:port]", t.default_host));
+        }
+        if t.tls_cert.is_some() != t.tls_key.is_some() {
+            return invalid("tracking.tls_cert and tracking.tls_key go together".into());
+        }
+        for n in &t.trusted_proxies {
+            parse_network(n)
+                .map_err(|e| ConfigError::Invalid(e.replace("relay_networks", "tracking.trusted_proxies")))?;
+        }
+        if t.enabled && t.keys.is_empty() && (self.cluster.node_count > 1 || self.backend.log == LogBackend::Kafka) {
+            return invalid(
+                "tracking.keys must be set with log = \"kafka\" (several nodes): every node must verify every \
+                 token (or set tracking.enabled = false)"
+                    .into(),
+            );
+        }
+        self.tracking_keys().map(|_| ())
+    }
+
+    /// The configured tracking keys, decoded and checked (`None`: none configured).
+    pub fn tracking_keys(&self) -> Result<Option<herald_engine::rewrite::token::Keys>, ConfigError> {
+        use base64::Engine;
+        if self.tracking.keys.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        for k in &self.tracking.keys {
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(k.secret.trim())
+                .map_err(|e| ConfigError::Invalid(format!("tracking key `{}`: secret is not base64: {e}", k.id)))?;
+            keys.push((k.id.clone(), secret));
+        }
+        herald_engine::rewrite::token::Keys::new(&keys, self.tracking.signing_key.as_deref())
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("tracking: {e}")))
     }
 
     /// The verification resolvers as socket addresses (port 53 when none is given).

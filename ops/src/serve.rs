@@ -9,6 +9,7 @@ use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::
 use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
 use herald_engine::projector::Projector;
 use herald_engine::retry::RetryPolicy;
+use herald_engine::rewrite::{self, token::Keys, Rewriter};
 use herald_engine::routing::Router;
 use herald_engine::shaping::{self, Shaper};
 use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, ProjectionStore};
@@ -16,7 +17,7 @@ use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
 use herald_ingest::http::{ApiState, MetricsRender};
 use herald_ingest::sender::{FromPolicy, SenderPolicy};
-use herald_ingest::smtp;
+use herald_ingest::{smtp, track};
 use herald_schemas::AccountId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,6 +241,64 @@ pub fn membership(config: &Config) -> Membership {
     }
 }
 
+/// The tracking keys: configured, or (single node) one kept in `<data_dir>/tracking.key`,
+/// made at first start.
+pub fn tracking_keys(config: &Config) -> anyhow::Result<Keys> {
+    if let Some(keys) = config.tracking_keys()? {
+        return Ok(keys);
+    }
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let path = config.storage.data_dir.join("tracking.key");
+    if !path.exists() {
+        std::fs::create_dir_all(&config.storage.data_dir)?;
+        let secret: [u8; 32] = rand::random();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut file, format!("local {}\n", b64.encode(secret)).as_bytes())?;
+        tracing::warn!(path = %path.display(), "no [tracking] keys configured: made one for this node only");
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (id, secret) =
+        text.trim().split_once(' ').with_context(|| format!("{}: expected `id base64`", path.display()))?;
+    let secret = b64.decode(secret).with_context(|| format!("{}: secret is not base64", path.display()))?;
+    Keys::new(&[(id.to_owned(), secret)], None).map_err(anyhow::Error::msg)
+}
+
+/// The send-time rewriter the config describes.
+pub fn rewriter(config: &Config, cache: DomainCache) -> anyhow::Result<Rewriter> {
+    let t = &config.tracking;
+    let settings = rewrite::Settings {
+        tracking: t.enabled,
+        scheme: t.scheme.clone(),
+        default_host: t.default_host.clone(),
+        rewrite_text: t.rewrite_text,
+        keys: tracking_keys(config)?,
+        cache_bytes: t.body_cache_mb.saturating_mul(1 << 20),
+    };
+    Ok(Rewriter::new(settings, Some(cache)))
+}
+
+/// The tracking server's listener, bound (TLS when configured).
+async fn tracking_listener(config: &Config) -> anyhow::Result<track::listener::Listener> {
+    let t = &config.tracking;
+    let tcp = tokio::net::TcpListener::bind(t.listen)
+        .await
+        .with_context(|| format!("binding the tracking listener on {}", t.listen))?;
+    tracing::info!(addr = %tcp.local_addr()?, tls = t.tls_cert.is_some(), "tracking listening");
+    Ok(match t.tls_cert.as_deref().zip(t.tls_key.as_deref()) {
+        Some(cert_key) => {
+            let tls = smtp::starttls::acceptor(Some(cert_key), &config.storage.data_dir, &t.default_host)
+                .context("tracking TLS certificate")?;
+            track::listener::Listener::tls(tcp, tls)?
+        }
+        None => track::listener::Listener::plain(tcp)?,
+    })
+}
+
 /// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address.
 pub async fn run(
     config: Config,
@@ -267,8 +326,9 @@ pub async fn run(
     .map_err(anyhow::Error::msg)?;
     let cache = DomainCache::default();
     let key_store = KeyStore::new(config.storage.data_dir.join("dkim"));
-    let deliverer =
-        deliverer.with_sender_domains(Arc::new(domains::signing::SenderSigning::new(cache.clone(), key_store)));
+    let deliverer = deliverer
+        .with_sender_domains(Arc::new(domains::signing::SenderSigning::new(cache.clone(), key_store)))
+        .with_rewriter(Arc::new(rewriter(&config, cache.clone())?));
     let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
     let delivery_partitions = Owned::default();
     let shaper = shaper(&config, router.clone(), delivery_partitions.clone())?;
@@ -295,6 +355,33 @@ pub async fn run(
         .iter()
         .flat_map(|a| a.api_keys.iter().map(move |k| (k.clone(), AccountId(a.id.clone()))))
         .collect();
+    let tracking = if config.tracking.enabled && config.cluster.has(Role::Track) {
+        let listener = tracking_listener(&config).await?;
+        let (appender, appending) = track::appender::Appender::start(log.clone(), config.tracking.queue);
+        let default_host =
+            config.tracking.default_host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&config.tracking.default_host);
+        let tracker = Arc::new(track::Tracker {
+            keys: tracking_keys(&config)?,
+            default_host: default_host.trim_matches(['[', ']']).to_ascii_lowercase(),
+            domains: Some(cache.clone()),
+            appender,
+            topics: topics.clone(),
+            partitions: router.clone(),
+            settings: track::Settings {
+                too_soon_secs: config.tracking.min_click_secs,
+                trusted_proxies: config
+                    .tracking
+                    .trusted_proxies
+                    .iter()
+                    .map(|n| parse_network(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
+            },
+        });
+        Some((listener, tracker, appending))
+    } else {
+        None
+    };
     let submitter = Submitter::new(log.clone(), topics, router);
     let store_for_cache = store.clone();
     let sender = Arc::new(sender_policy(&config, Some(cache.clone())));
@@ -309,6 +396,7 @@ pub async fn run(
         domains: Some(domains.clone()),
         hostname: config.smtp.hostname.clone(),
         sender,
+        defaults: config.accounts.iter().map(|a| (AccountId(a.id.clone()), a.defaults.options())).collect(),
         shaping: config.cluster.has(Role::Deliver).then(|| shaper.clone()),
         operator_keys: config.shaping.operator_keys.clone(),
     });
@@ -395,6 +483,26 @@ pub async fn run(
             ("DNS server", domains::dns::serve(udp, tcp, handle, shutdown).await.map_err(anyhow::Error::msg))
         });
     }
+    if config.cluster.has(Role::Project) {
+        let projector = Arc::new(herald_engine::engagement::EngagementProjector::new(
+            log.clone(),
+            store_for_cache.clone(),
+            self::topics(&config),
+        ));
+        let (shutdown, membership) = (shutdown.clone(), membership.clone());
+        tasks.spawn(
+            async move { ("engagement projector", projector.run(&membership, shutdown).await.map_err(Into::into)) },
+        );
+    }
+    if let Some((listener, tracker, appending)) = tracking {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let served = track::serve(listener, tracker, shutdown).await;
+            // The server is done and its queue handles are gone: wait for the last append.
+            let _ = appending.await;
+            ("tracking server", served.map_err(Into::into))
+        });
+    }
     if let Some(retention) = retention(&config) {
         let (log, shutdown) = (log.clone(), shutdown.clone());
         tasks.spawn(async move { ("log retention", retention_loop(log, retention, shutdown).await) });
@@ -462,6 +570,7 @@ async fn smtp_listeners(
                     .map(|n| parse_network(n))
                     .collect::<Result<_, _>>()
                     .map_err(anyhow::Error::msg)?,
+                defaults: a.defaults.options(),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -50,6 +50,8 @@ data_dir = "{data}"
 listen = "127.0.0.1:{http_port}"
 [smtp]
 listen = "127.0.0.1:0"
+[tracking]
+listen = "127.0.0.1:0"
 [delivery]
 dns_servers = ["127.0.0.1:{dns}"]
 mx_port = {sink_port}

@@ -232,6 +232,30 @@ async fn sender_domains(backends: Backends) {
     let report = support::dkim_verify_zones(&received(&w, "ed25519").data, w.knot.port, &[(ZONE, w.dns_port)]).unwrap();
     assert!(report.contains("ok d=ed.sender.test s=hd1") && report.contains("ok d=ed.sender.test s=he1"), "{report}");
 
+    // Click tracking from a verified sender domain uses its tracking domain (the CNAME the
+    // customer published); from a domain that is not verified, `[tracking] default_host`.
+    for (from, host) in
+        [("news@ed.sender.test", "clicks.ed.sender.test".to_owned()), ("news@other.test", h.tracking_host.clone())]
+    {
+        let subject = format!("tracked-{host}");
+        let body = format!(
+            "From: <{from}>\r\nTo: <alice@rcpt.test>\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p><a href=\"https://shop.example/x\">x</a></p>\r\n"
+        );
+        let (code, reply) = h
+            .send_json(KEY, &json!({ "envelope": "bounces@sender.test", "recipient": "alice@rcpt.test", "body": body, "clicktracking": true }))
+            .await;
+        assert_eq!(code, 202, "{reply}");
+        w.herald.wait_status(reply["messages"][0]["id"].as_str().unwrap(), "delivered", 30).await;
+        let got = String::from_utf8_lossy(&received(&w, &subject).data).into_owned();
+        assert!(got.contains(&format!("href=\"http://{host}/c/")), "links on {host}: {got}");
+    }
+    let allowed = |d: &str| {
+        let url = format!("http://{}/tls-allowed?domain={d}", h.tracking_host);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(allowed("clicks.ed.sender.test").await, 200, "a certificate for the customer's tracking domain");
+    assert_eq!(allowed("clicks.unknown.test").await, 404);
+
     // Rotation: hd2 published first, signs after the propagation delay; hd1 stays published.
     let (code, rotated) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;
     assert_eq!(code, 200, "{rotated}");

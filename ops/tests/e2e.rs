@@ -157,7 +157,10 @@ async fn delivered_and_signed(backends: Backends) {
         (s["delivered"] == 3).then_some(s)
     })
     .await;
-    assert_eq!(stats, json!({"accepted": 3, "delivered": 3, "deferred": 0, "failed": 0}));
+    assert_eq!(
+        stats,
+        json!({"accepted": 3, "delivered": 3, "deferred": 0, "failed": 0, "opened": 0, "unique_opened": 0, "clicked": 0, "unique_clicked": 0, "unsubscribed": 0})
+    );
     // Another account sees none of it.
     assert_eq!(w.herald.stats(OTHER_KEY).await["accepted"], 0);
     assert_eq!(w.herald.get(OTHER_KEY, &format!("/v1/messages/{ed_id}")).await.0, 404);
@@ -215,7 +218,10 @@ async fn deferred_then_delivered_and_failures(backends: Backends) {
         (s["failed"] == 3 && s["delivered"] == 1).then_some(s)
     })
     .await;
-    assert_eq!(stats, json!({"accepted": 4, "delivered": 1, "deferred": 1 + deferrals, "failed": 3}));
+    assert_eq!(
+        stats,
+        json!({"accepted": 4, "delivered": 1, "deferred": 1 + deferrals, "failed": 3, "opened": 0, "unique_opened": 0, "clicked": 0, "unique_clicked": 0, "unsubscribed": 0})
+    );
     assert_eq!(w.sink.messages().len(), 1);
     w.herald.stop().await;
 }

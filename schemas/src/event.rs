@@ -1,19 +1,32 @@
 //! The events. Names are past tense and stable; see [`Event::event_type`].
 //!
 //! Adding a field is a new schema version: add the new struct, keep the old one in
-//! `codec::v1`-style modules and upcast it in [`crate::codec`].
+//! [`crate::v1`]-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountId, DomainEvent, MessageId, ShapingEvent, Timestamp};
+use crate::{AccountId, DomainEvent, EngagementEvent, MessageId, ShapingEvent, Timestamp};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
-/// Per-message options chosen at submission. Stored now; rewriting stages act on them.
+/// Per-message options chosen at submission; the send-time rewriting acts on them
+/// (`engine/src/rewrite/`). Schema version 2 added `list_unsubscribe`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct SendOptions {
+    /// Inline the `<style>` rules of HTML parts into `style` attributes.
     pub inline_css: bool,
+    /// Rewrite links to the tracking domain and record clicks.
     pub click_tracking: bool,
     pub bounce_tracking: bool,
+    /// Add an open pixel to HTML parts and record opens.
     pub opens_tracking: bool,
+    /// Add `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 2369, RFC 8058).
+    pub list_unsubscribe: bool,
+}
+
+impl SendOptions {
+    /// Whether any option needs the message rewritten at send time.
+    pub fn rewrites(&self) -> bool {
+        self.inline_css || self.click_tracking || self.opens_tracking || self.list_unsubscribe
+    }
 }
 
 /// Where the MIME body lives. See `docs/adr/0002-message-bodies-in-the-log.md`.
@@ -98,27 +111,6 @@ pub struct DeliveryScheduled {
     pub message: MessageAccepted,
 }
 
-/// Every event Herald appends to its log. New variants go at the end: the variant index is
-/// part of the encoding, and shipped frames must keep decoding.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub enum Event {
-    MessageAccepted(MessageAccepted),
-    DeliveryAttempted(DeliveryAttempted),
-    DeliveryScheduled(DeliveryScheduled),
-    /// Sender domains (`<prefix>.domains`), see [`crate::domain`].
-    Domain(DomainEvent),
-    /// Index 4, assigned to message bodies (another change; replaced when it lands).
-    Reserved4(Reserved),
-    /// Index 5, assigned to idempotency records (another change; replaced when it lands).
-    Reserved5(Reserved),
-    /// Index 6, assigned to engagement (another change; replaced when it lands).
-    Reserved6(Reserved),
-    /// Index 7, assigned to feedback (another change; replaced when it lands).
-    Reserved7(Reserved),
-    /// Traffic shaping (`<prefix>.shaping`), see [`crate::shaping`]. Index 8.
-    Shaping(ShapingEvent),
-}
-
 /// An index of [`Event`] assigned to another change that is not in this build yet. It has
 /// no values: a frame using the index fails to decode (a poison record), and the variant is
 /// replaced by the real one when both changes meet.
@@ -139,6 +131,27 @@ impl<C> bincode::Decode<C> for Reserved {
 
 bincode::impl_borrow_decode!(Reserved);
 
+/// Every event Herald appends to its log. New variants go at the end: the variant index is
+/// part of the encoding, and shipped frames must keep decoding.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Event {
+    MessageAccepted(MessageAccepted),
+    DeliveryAttempted(DeliveryAttempted),
+    DeliveryScheduled(DeliveryScheduled),
+    /// Sender domains (`<prefix>.domains`), see [`crate::domain`].
+    Domain(DomainEvent),
+    /// Index 4: stored message bodies (another change; replaced when it lands).
+    Reserved4(Reserved),
+    /// Index 5: idempotency records (another change; replaced when it lands).
+    Reserved5(Reserved),
+    /// Opens, clicks and unsubscriptions (`<prefix>.engagement`), see [`crate::engagement`].
+    Engagement(EngagementEvent),
+    /// Index 7: feedback (another change; replaced when it lands).
+    Reserved7(Reserved),
+    /// Traffic shaping (`<prefix>.shaping`), see [`crate::shaping`]. Index 8.
+    Shaping(ShapingEvent),
+}
+
 /// The owner of events that belong to no account (traffic shaping).
 static NOBODY: AccountId = AccountId(String::new());
 
@@ -150,14 +163,19 @@ impl Event {
             Event::DeliveryAttempted(_) => "delivery.attempted",
             Event::DeliveryScheduled(_) => "delivery.scheduled",
             Event::Domain(e) => e.event_type(),
+            Event::Engagement(e) => e.event_type(),
             Event::Shaping(e) => e.event_type(),
-            Event::Reserved4(r) | Event::Reserved5(r) | Event::Reserved6(r) | Event::Reserved7(r) => match *r {},
+            Event::Reserved4(r) | Event::Reserved5(r) | Event::Reserved7(r) => match *r {},
         }
     }
 
-    /// Version of this event's shape within the current schema.
+    /// Version of this event's shape: 2 for those that carry [`SendOptions`] (which gained
+    /// `list_unsubscribe` in schema version 2), 1 for the others.
     pub fn event_version(&self) -> u16 {
-        1
+        match self {
+            Event::MessageAccepted(_) | Event::DeliveryScheduled(_) => 2,
+            _ => 1,
+        }
     }
 
     pub fn account(&self) -> &AccountId {
@@ -166,8 +184,9 @@ impl Event {
             Event::DeliveryAttempted(e) => &e.account,
             Event::DeliveryScheduled(e) => &e.message.account,
             Event::Domain(e) => e.account(),
+            Event::Engagement(e) => e.account(),
             Event::Shaping(_) => &NOBODY,
-            Event::Reserved4(r) | Event::Reserved5(r) | Event::Reserved6(r) | Event::Reserved7(r) => match *r {},
+            Event::Reserved4(r) | Event::Reserved5(r) | Event::Reserved7(r) => match *r {},
         }
     }
 
@@ -177,7 +196,9 @@ impl Event {
             Event::MessageAccepted(e) => Some(&e.message_id),
             Event::DeliveryAttempted(e) => Some(&e.message_id),
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
-            _ => None,
+            Event::Engagement(e) => Some(e.message_id()),
+            Event::Domain(_) | Event::Shaping(_) => None,
+            Event::Reserved4(r) | Event::Reserved5(r) | Event::Reserved7(r) => match *r {},
         }
     }
 }

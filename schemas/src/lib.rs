@@ -7,16 +7,19 @@
 
 pub mod codec;
 pub mod domain;
+pub mod engagement;
 pub mod event;
 pub mod ids;
 pub mod shaping;
 pub mod time;
+pub mod v1;
 
 pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
 pub use domain::{
     CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,
     DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
 };
+pub use engagement::{Client, EngagementEvent, LinkClicked, MachineReason, MessageOpened, RecipientUnsubscribed};
 pub use event::{
     Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, Reserved, SendOptions, SmtpReply,
 };

@@ -1,21 +1,29 @@
 //! Golden files: frames written by earlier releases must keep decoding to the same events.
 //!
 //! Each `tests/golden/v<N>/<name>.bin` is decoded and compared with the fixture of the same
-//! name below. A missing file is written only when `HERALD_BLESS=1` (and the test then
-//! fails, so a blessing is always a deliberate, reviewed commit). Existing files are never
-//! rewritten: changing the shape of a shipped version breaks this test, as it must.
+//! name below (for an older version, the fixture as the upcast makes it). A missing file of
+//! the current version is written only when `HERALD_BLESS=1` (and the test then fails, so a
+//! blessing is always a deliberate, reviewed commit). Existing files are never rewritten:
+//! changing the shape of a shipped version breaks this test, as it must.
 
 use herald_schemas::*;
 use std::path::PathBuf;
 
-fn accepted() -> MessageAccepted {
+/// The message of the fixtures; `list_unsubscribe` exists from version 2 on.
+fn accepted_with(list_unsubscribe: bool) -> MessageAccepted {
     MessageAccepted {
         account: AccountId("acme".into()),
         message_id: MessageId("0190f0c4a1b27c3d8e9f001122334455".into()),
         envelope_sender: "bounces@sender.test".into(),
         recipient: "Bob@Example.org".into(),
         recipient_domain: "example.org".into(),
-        options: SendOptions { inline_css: true, click_tracking: false, bounce_tracking: true, opens_tracking: false },
+        options: SendOptions {
+            inline_css: true,
+            click_tracking: false,
+            bounce_tracking: true,
+            opens_tracking: false,
+            list_unsubscribe,
+        },
         body: Body::Inline(b"From: a@sender.test\r\nTo: Bob@Example.org\r\nSubject: hi\r\n\r\nhello\r\n".to_vec()),
         accepted_at: Timestamp(1_763_800_000_123),
     }
@@ -118,6 +126,17 @@ fn domain_fixtures() -> Vec<(&'static str, Event)> {
             })),
         ),
     ]
+}
+
+/// The fixtures of schema `version`, as the current build decodes them.
+fn fixtures(version: u16) -> Vec<(&'static str, Event)> {
+    let mut all = message_fixtures(version >= 2);
+    all.extend(domain_fixtures());
+    if version >= 2 {
+        all.extend(engagement_fixtures());
+        all.extend(shaping_fixtures());
+    }
+    all
 }
 
 fn shaping_fixtures() -> Vec<(&'static str, Event)> {
@@ -225,14 +244,55 @@ fn shaping_fixtures() -> Vec<(&'static str, Event)> {
     ]
 }
 
-fn fixtures() -> Vec<(&'static str, Event)> {
-    let mut all = message_fixtures();
-    all.extend(domain_fixtures());
-    all.extend(shaping_fixtures());
-    all
+fn engagement_fixtures() -> Vec<(&'static str, Event)> {
+    let acme = || AccountId("acme".into());
+    let id = || MessageId("0190f0c4a1b27c3d8e9f001122334455".into());
+    let client = |machine| Client {
+        user_agent: "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15".into(),
+        ip: "2001:db8::7".into(),
+        machine,
+    };
+    vec![
+        (
+            "message_opened",
+            Event::Engagement(EngagementEvent::MessageOpened(MessageOpened {
+                event_id: "0190f0c4a1b27c3d8e9f0011223344aa".into(),
+                account: acme(),
+                message_id: id(),
+                recipient: "Bob@Example.org".into(),
+                client: client(Some(MachineReason::AppleMpp)),
+                opened_at: Timestamp(1_763_800_100_000),
+            })),
+        ),
+        (
+            "link_clicked",
+            Event::Engagement(EngagementEvent::LinkClicked(LinkClicked {
+                event_id: "0190f0c4a1b27c3d8e9f0011223344bb".into(),
+                account: acme(),
+                message_id: id(),
+                recipient: "Bob@Example.org".into(),
+                url: "https://shop.example/p?a=1&b=%2F+x#top".into(),
+                link_index: 3,
+                client: client(None),
+                clicked_at: Timestamp(1_763_800_200_000),
+            })),
+        ),
+        (
+            "recipient_unsubscribed",
+            Event::Engagement(EngagementEvent::RecipientUnsubscribed(RecipientUnsubscribed {
+                event_id: "0190f0c4a1b27c3d8e9f0011223344cc".into(),
+                account: acme(),
+                message_id: id(),
+                recipient: "Bob@Example.org".into(),
+                client: Client { user_agent: String::new(), ip: "192.0.2.9".into(), machine: None },
+                unsubscribed_at: Timestamp(1_763_800_300_000),
+            })),
+        ),
+    ]
 }
 
-fn message_fixtures() -> Vec<(&'static str, Event)> {
+fn message_fixtures(list_unsubscribe: bool) -> Vec<(&'static str, Event)> {
+    let accepted = || accepted_with(list_unsubscribe);
     vec![
         ("message_accepted", Event::MessageAccepted(accepted())),
         (
@@ -292,7 +352,7 @@ fn golden_dir() -> PathBuf {
 fn golden_frames_keep_decoding() {
     let bless = std::env::var("HERALD_BLESS").is_ok_and(|v| v == "1");
     let mut blessed = Vec::new();
-    for (name, expected) in fixtures() {
+    for (name, expected) in fixtures(SCHEMA_VERSION) {
         let path = golden_dir().join(format!("v{SCHEMA_VERSION}/{name}.bin"));
         if !path.exists() {
             assert!(bless, "missing golden file {}; run with HERALD_BLESS=1 once", path.display());
@@ -306,6 +366,38 @@ fn golden_frames_keep_decoding() {
         assert_eq!(decoded, expected, "{} decodes to something else", path.display());
     }
     assert!(blessed.is_empty(), "wrote new golden files {blessed:?}: commit them and rerun");
+}
+
+#[test]
+fn version_1_frames_upcast() {
+    // Every version-1 frame decodes into the current types, as the version-1 fixture with
+    // what version 2 added at its upcast default (`list_unsubscribe = false`).
+    let fixtures = fixtures(1);
+    let mut count = 0;
+    for file in std::fs::read_dir(golden_dir().join("v1")).unwrap() {
+        let path = file.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let expected = &fixtures.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no fixture {name}")).1;
+        let frame = std::fs::read(&path).unwrap();
+        assert_eq!(&frame[2..4], &1u16.to_le_bytes(), "{} is a version-1 frame", path.display());
+        assert_eq!(&decode(&frame).unwrap(), expected, "{} upcasts to something else", path.display());
+        if let Event::MessageAccepted(m) = decode(&frame).unwrap() {
+            assert!(!m.options.list_unsubscribe);
+        }
+        count += 1;
+    }
+    assert_eq!(count, fixtures.len(), "every version-1 fixture has its frame");
+}
+
+#[test]
+fn engagement_is_event_index_6() {
+    // Indices 4 and 5 belong to other changes; the frame's first payload byte is the index.
+    for (name, event) in fixtures(SCHEMA_VERSION) {
+        if let Event::Engagement(_) = event {
+            assert_eq!(encode(&event)[4], 6, "{name}");
+        }
+    }
+    assert!(decode(b"HE\x02\x00\x04").is_err(), "a reserved index never decodes");
 }
 
 #[test]
@@ -324,15 +416,15 @@ fn every_version_directory_decodes() {
 
 #[test]
 fn round_trip_and_rejections() {
-    for (_, event) in fixtures() {
+    for (_, event) in fixtures(SCHEMA_VERSION) {
         assert_eq!(decode(&encode(&event)).unwrap(), event);
     }
-    let mut frame = encode(&fixtures()[0].1);
+    let mut frame = encode(&fixtures(SCHEMA_VERSION)[0].1);
     assert!(matches!(decode(&frame[..3]), Err(CodecError::Truncated(3))));
     frame[2] = 99;
     assert!(matches!(decode(&frame), Err(CodecError::UnknownVersion(99))));
     assert!(matches!(decode(b"XX\x01\x00"), Err(CodecError::BadMagic(_))));
-    let mut long = encode(&fixtures()[0].1);
+    let mut long = encode(&fixtures(SCHEMA_VERSION)[0].1);
     long.push(0);
     assert!(matches!(decode(&long), Err(CodecError::Trailing(1))));
 }

@@ -69,11 +69,12 @@ pub struct Deliverer {
     signers: dkim::Signers,
     tls: smtp::Tls,
     sender_domains: Option<std::sync::Arc<crate::domains::signing::SenderSigning>>,
+    rewriter: Option<std::sync::Arc<crate::rewrite::Rewriter>>,
 }
 
 impl Deliverer {
     pub fn new(settings: DeliverySettings, mx: mx::MxResolver, signers: dkim::Signers) -> Result<Self, String> {
-        Ok(Deliverer { settings, mx, signers, tls: smtp::Tls::opportunistic()?, sender_domains: None })
+        Ok(Deliverer { settings, mx, signers, tls: smtp::Tls::opportunistic()?, sender_domains: None, rewriter: None })
     }
 
     /// Signs with the keys of verified sender domains too (static keys still win).
@@ -82,15 +83,30 @@ impl Deliverer {
         self
     }
 
+    /// Rewrites messages that ask for it (CSS, tracking, unsubscribe) before signing.
+    pub fn with_rewriter(mut self, rewriter: std::sync::Arc<crate::rewrite::Rewriter>) -> Self {
+        self.rewriter = Some(rewriter);
+        self
+    }
+
     /// The message to send, the DKIM note for the attempt event, and the return path.
-    /// Static `[[dkim]]` keys of the From domain that serve the message's account are an
-    /// operator override; otherwise a verified sender domain of the account signs;
-    /// otherwise it goes unsigned and the note says why.
+    /// The message is rewritten first (`crate::rewrite`), so the signature covers the
+    /// rewritten body and the added headers. Static `[[dkim]]` keys of the From domain that
+    /// serve the message's account are an operator override; otherwise a verified sender
+    /// domain of the account signs; otherwise it goes unsigned and the note says why.
     fn sign(&self, msg: &MessageAccepted) -> (Vec<u8>, String, Option<String>) {
-        let body = msg.body.bytes();
+        let original = msg.body.bytes();
+        let rewritten = match &self.rewriter {
+            Some(r) => r.rewrite(msg, original),
+            None => crate::rewrite::Rewritten { data: std::borrow::Cow::Borrowed(original), note: None },
+        };
+        if let Some(note) = &rewritten.note {
+            tracing::debug!(message_id = %msg.message_id, note = %note, "rewritten before signing");
+        }
+        let body: &[u8] = &rewritten.data;
         if let (Some(domains), Some(from)) = (&self.sender_domains, dkim::from_domain(body)) {
             if !self.signers.serves(&from, &msg.account) {
-                if let Some(signed) = domains.sign(msg, &from) {
+                if let Some(signed) = domains.sign(msg, body, &from) {
                     return (signed.data, signed.note, signed.return_path);
                 }
             }

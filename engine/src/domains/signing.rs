@@ -31,11 +31,11 @@ impl SenderSigning {
     }
 
     /// `None` when `from_domain` is nobody's sender domain (static keys or nothing apply).
-    pub fn sign(&self, msg: &MessageAccepted, from_domain: &str) -> Option<Signed> {
+    /// `body` is the message as it will be sent (rewritten, maybe).
+    pub fn sign(&self, msg: &MessageAccepted, body: &[u8], from_domain: &str) -> Option<Signed> {
         let snapshot = self.cache.current();
         let ascii = idna::domain_to_ascii(from_domain).unwrap_or_else(|_| from_domain.to_owned());
         let state = snapshot.domains.get(&ascii)?;
-        let body = msg.body.bytes();
         let unsigned =
             |why: String| Some(Signed { data: body.to_vec(), note: format!("unsigned: {why}"), return_path: None });
         if state.account != msg.account {

@@ -258,8 +258,15 @@ impl Topics {
         format!("{}-{role}", self.prefix)
     }
 
+    /// Opens, clicks and unsubscriptions, keyed by recipient domain; read by the engagement
+    /// projector.
+    pub fn engagement(&self) -> String {
+        format!("{}.engagement", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.held(), self.shaping()];
+        let mut all =
+            vec![self.messages(), self.attempts(), self.domains(), self.engagement(), self.held(), self.shaping()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }

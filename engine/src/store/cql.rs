@@ -7,7 +7,10 @@
 //! row write and the counter update loses at most that batch's increments (counters may
 //! undercount by one batch per crash; statuses are always exact).
 
-use super::{Claim, DomainState, IdempotencyRecord, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError};
+use super::{
+    Claim, Counter, DomainState, EngagementKind, EngagementRow, Firsts, IdempotencyRecord, Kind, LinkStats,
+    MessageView, Projected, ProjectionStore, Stats, StoreError,
+};
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use scylla::client::session::Session;
@@ -16,6 +19,8 @@ use scylla::statement::prepared::PreparedStatement;
 
 /// The schema, shipped for operators under `ops/cql/` and applied by [`CqlStore::connect`].
 pub const SCHEMA: &str = include_str!("../../../ops/cql/schema.cql");
+
+type Count = scylla::value::Counter;
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Cql(e.to_string())
@@ -34,7 +39,23 @@ pub struct CqlStore {
     claim_key: PreparedStatement,
     replace_key: PreparedStatement,
     release_key: PreparedStatement,
+    engagement: Engagement,
 }
+
+/// The statements of the engagement tables.
+struct Engagement {
+    exists: PreparedStatement,
+    insert: PreparedStatement,
+    select: PreparedStatement,
+    first_exists: PreparedStatement,
+    first_insert: PreparedStatement,
+    count: Vec<(Counter, PreparedStatement)>,
+    link_count: PreparedStatement,
+    select_counts: PreparedStatement,
+    select_links: PreparedStatement,
+}
+
+const DAY: i64 = 86_400_000;
 
 impl CqlStore {
     /// Connects to `nodes`, applies the schema with `keyspace` substituted for `herald`.
@@ -87,6 +108,7 @@ impl CqlStore {
             .await?,
             release_key: prepare(format!("DELETE FROM {ks}.idempotency_keys WHERE account = ? AND key = ? IF claim = ?"))
                 .await?,
+            engagement: Engagement::prepare(&session, ks).await?,
             session,
         })
     }
@@ -107,6 +129,89 @@ fn lwt_outcome(result: scylla::response::query_result::QueryResult) -> Result<(b
 
 fn ttl_secs(ttl: std::time::Duration) -> i32 {
     ttl.as_secs().clamp(1, i32::MAX as u64) as i32
+}
+
+impl Engagement {
+    async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
+        let p = |cql: String| async move { session.prepare(cql).await.map_err(err) };
+        let mut count = Vec::new();
+        for c in Counter::ALL {
+            let col = c.as_str();
+            let cql = format!("UPDATE {ks}.engagement_counts SET {col} = {col} + 1 WHERE account = ? AND hour = ?");
+            count.push((c, p(cql).await?));
+        }
+        Ok(Engagement {
+            exists: p(format!(
+                "SELECT event_id FROM {ks}.engagement_events WHERE account = ? AND message_id = ? AND event_id = ?"
+            ))
+            .await?,
+            insert: p(format!(
+                "INSERT INTO {ks}.engagement_events (account, message_id, event_id, row) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            select: p(format!("SELECT row FROM {ks}.engagement_events WHERE account = ? AND message_id = ?")).await?,
+            first_exists: p(format!(
+                "SELECT what FROM {ks}.engagement_firsts WHERE account = ? AND message_id = ? AND what = ?"
+            ))
+            .await?,
+            first_insert: p(format!("INSERT INTO {ks}.engagement_firsts (account, message_id, what) VALUES (?, ?, ?)"))
+                .await?,
+            count,
+            link_count: p(format!(
+                "UPDATE {ks}.link_counts SET clicks = clicks + 1, unique_clicks = unique_clicks + ? \
+                 WHERE account = ? AND day = ? AND hour = ? AND url = ?"
+            ))
+            .await?,
+            select_counts: p(format!(
+                "SELECT opened, unique_opened, clicked, unique_clicked, unsubscribed FROM {ks}.engagement_counts \
+                 WHERE account = ? AND hour >= ? AND hour < ?"
+            ))
+            .await?,
+            select_links: p(format!(
+                "SELECT url, clicks, unique_clicks FROM {ks}.link_counts WHERE account = ? AND day = ? AND hour >= ? AND hour < ?"
+            ))
+            .await?,
+        })
+    }
+}
+
+impl CqlStore {
+    /// Claims a "first of" marker; `true` when it was not there yet.
+    async fn claim(&self, row: &EngagementRow, what: Option<String>) -> Result<bool, StoreError> {
+        let Some(what) = what else { return Ok(false) };
+        let key = (row.account.0.as_str(), row.message_id.0.as_str(), what.as_str());
+        let found = self.session.execute_unpaged(&self.engagement.first_exists, key).await.map_err(err)?;
+        if found.into_rows_result().map_err(err)?.rows_num() > 0 {
+            return Ok(false);
+        }
+        self.session.execute_unpaged(&self.engagement.first_insert, key).await.map_err(err)?;
+        Ok(true)
+    }
+
+    /// One engagement row: skipped when stored already, else stored and counted.
+    async fn apply_row(&self, row: &EngagementRow) -> Result<(), StoreError> {
+        let e = &self.engagement;
+        let key = (row.account.0.as_str(), row.message_id.0.as_str(), row.event_id.as_str());
+        let found = self.session.execute_unpaged(&e.exists, key).await.map_err(err)?;
+        if found.into_rows_result().map_err(err)?.rows_num() > 0 {
+            return Ok(());
+        }
+        let json = serde_json::to_string(row).map_err(err)?;
+        self.session.execute_unpaged(&e.insert, (key.0, key.1, key.2, json)).await.map_err(err)?;
+        let (message, url) = row.first_keys();
+        let first = Firsts { message: self.claim(row, message).await?, url: self.claim(row, url).await? };
+        let hour = row.at.hour_bucket();
+        for counter in row.counters(first) {
+            let statement = &e.count.iter().find(|(c, _)| *c == counter).expect("every counter prepared").1;
+            self.session.execute_unpaged(statement, (key.0, hour)).await.map_err(err)?;
+        }
+        if let (EngagementKind::Clicked, Some(url)) = (row.kind, &row.url) {
+            let unique = scylla::value::Counter(first.url as i64);
+            let day = hour.div_euclid(DAY) * DAY;
+            self.session.execute_unpaged(&e.link_count, (unique, key.0, day, hour, url.as_str())).await.map_err(err)?;
+        }
+        Ok(())
+    }
 }
 
 fn strip_comments(s: &str) -> String {
@@ -171,7 +276,18 @@ impl ProjectionStore for CqlStore {
                 detail: serde_json::from_str(&detail).map_err(err)?,
             });
         }
-        Ok(super::view(events))
+        let rows = self
+            .session
+            .execute_unpaged(&self.engagement.select, (account.0.as_str(), id.0.as_str()))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let mut engagement = Vec::new();
+        for row in rows.rows::<(String,)>().map_err(err)? {
+            engagement.push(serde_json::from_str(&row.map_err(err)?.0).map_err(err)?);
+        }
+        Ok(super::view(events, engagement))
     }
 
     async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError> {
@@ -197,7 +313,63 @@ impl ProjectionStore for CqlStore {
             stats.add(Kind::Deferred, n(f));
             stats.add(Kind::Failed, n(x));
         }
+        let result = self
+            .session
+            .execute_unpaged(&self.engagement.select_counts, (account.0.as_str(), from.hour_bucket(), to.millis()))
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        type Five = (Option<Count>, Option<Count>, Option<Count>, Option<Count>, Option<Count>);
+        for row in result.rows::<Five>().map_err(err)? {
+            let (o, uo, c, uc, u) = row.map_err(err)?;
+            let n = |c: Option<Count>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+            for (counter, v) in Counter::ALL.into_iter().zip([o, uo, c, uc, u]) {
+                stats.add_named(counter.as_str(), n(v));
+            }
+        }
         Ok(stats)
+    }
+
+    async fn apply_engagement(&self, batch: &[EngagementRow]) -> Result<(), StoreError> {
+        // Rows of one message in order (their firsts depend on each other); messages at once.
+        let mut by_message: std::collections::HashMap<(&str, &str), Vec<&EngagementRow>> = Default::default();
+        let mut seen = std::collections::HashSet::new();
+        for row in batch.iter().filter(|r| seen.insert((&r.account, &r.message_id, &r.event_id))) {
+            by_message.entry((row.account.0.as_str(), row.message_id.0.as_str())).or_default().push(row);
+        }
+        let work = by_message.into_values().map(|rows| async move {
+            for row in rows {
+                self.apply_row(row).await?;
+            }
+            Ok::<(), StoreError>(())
+        });
+        for result in futures::future::join_all(work).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn links(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<LinkStats>, StoreError> {
+        let mut rows = Vec::new();
+        let (lo, hi) = (from.hour_bucket(), to.millis());
+        let mut day = lo.div_euclid(DAY) * DAY;
+        while day < hi {
+            let result = self
+                .session
+                .execute_unpaged(&self.engagement.select_links, (account.0.as_str(), day, lo, hi))
+                .await
+                .map_err(err)?
+                .into_rows_result()
+                .map_err(err)?;
+            for row in result.rows::<(String, Option<Count>, Option<Count>)>().map_err(err)? {
+                let (url, c, u) = row.map_err(err)?;
+                let n = |c: Option<Count>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+                rows.push((url, n(c), n(u)));
+            }
+            day += DAY;
+        }
+        Ok(super::top_links(rows))
     }
 
     async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {

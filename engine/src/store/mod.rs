@@ -2,7 +2,9 @@
 //!
 //! A [`ProjectionStore`] keeps, per account, every projected event of every message (from
 //! which the status is derived at read time, so events may arrive in any order across
-//! topics) and per-hour counters, and the current state of every sender domain
+//! topics), its engagement events (opens, clicks, unsubscriptions: [`EngagementRow`]),
+//! per-hour counters and per-hour, per-URL click counters, and the current state of every
+//! sender domain
 //! ([`crate::domains::state::DomainState`], one row per domain, tombstones included). Backends: [`embedded`] (redb, default) and [`cql`]
 //! (ScyllaDB or Cassandra). `tests/store_conformance.rs` runs against both.
 
@@ -88,12 +90,20 @@ pub struct MessageView {
     pub events: Vec<serde_json::Value>,
 }
 
+/// Counters of an account over a time range. Engagement counters count every event,
+/// machine traffic included; the unique ones count messages, each once, at its first event
+/// not taken for a machine (`unsubscribed` counts each message once too).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub accepted: u64,
     pub delivered: u64,
     pub deferred: u64,
     pub failed: u64,
+    pub opened: u64,
+    pub unique_opened: u64,
+    pub clicked: u64,
+    pub unique_clicked: u64,
+    pub unsubscribed: u64,
 }
 
 impl Stats {
@@ -105,11 +115,166 @@ impl Stats {
             Kind::Failed => self.failed += n,
         }
     }
+
+    /// Adds `n` to the counter called `name` (a [`Kind`] or an [`Counter`]); unknown names
+    /// are ignored.
+    pub fn add_named(&mut self, name: &str, n: u64) {
+        if let Some(kind) = Kind::parse(name) {
+            return self.add(kind, n);
+        }
+        match Counter::parse(name) {
+            Some(Counter::Opened) => self.opened += n,
+            Some(Counter::UniqueOpened) => self.unique_opened += n,
+            Some(Counter::Clicked) => self.clicked += n,
+            Some(Counter::UniqueClicked) => self.unique_clicked += n,
+            Some(Counter::Unsubscribed) => self.unsubscribed += n,
+            None => {}
+        }
+    }
 }
 
-/// Builds the view of one message from its events, in any order.
-pub fn view(mut events: Vec<Projected>) -> Option<MessageView> {
+/// The engagement counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Opened,
+    UniqueOpened,
+    Clicked,
+    UniqueClicked,
+    Unsubscribed,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 5] =
+        [Counter::Opened, Counter::UniqueOpened, Counter::Clicked, Counter::UniqueClicked, Counter::Unsubscribed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counter::Opened => "opened",
+            Counter::UniqueOpened => "unique_opened",
+            Counter::Clicked => "clicked",
+            Counter::UniqueClicked => "unique_clicked",
+            Counter::Unsubscribed => "unsubscribed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Counter> {
+        Counter::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// What an engagement event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngagementKind {
+    Opened,
+    Clicked,
+    Unsubscribed,
+}
+
+impl EngagementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngagementKind::Opened => "opened",
+            EngagementKind::Clicked => "clicked",
+            EngagementKind::Unsubscribed => "unsubscribed",
+        }
+    }
+}
+
+/// One engagement event as the projection keeps it; `(account, message_id, event_id)`
+/// identifies it, so applying it twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngagementRow {
+    pub account: AccountId,
+    pub message_id: MessageId,
+    pub event_id: String,
+    pub kind: EngagementKind,
+    pub at: Timestamp,
+    /// Taken for machine traffic: counted, but never as unique.
+    pub machine: bool,
+    /// The clicked URL.
+    pub url: Option<String>,
+    /// The event as shown by `GET /v1/messages/{id}`.
+    pub detail: serde_json::Value,
+}
+
+impl EngagementRow {
+    /// The counters a new row adds to, given which of its firsts it is (see [`Firsts`]).
+    pub fn counters(&self, first: Firsts) -> Vec<Counter> {
+        match self.kind {
+            EngagementKind::Opened => {
+                let mut c = vec![Counter::Opened];
+                if first.message {
+                    c.push(Counter::UniqueOpened);
+                }
+                c
+            }
+            EngagementKind::Clicked => {
+                let mut c = vec![Counter::Clicked];
+                if first.message {
+                    c.push(Counter::UniqueClicked);
+                }
+                c
+            }
+            EngagementKind::Unsubscribed if first.message => vec![Counter::Unsubscribed],
+            EngagementKind::Unsubscribed => vec![],
+        }
+    }
+
+    /// The "first of" markers this row may claim: per message (and kind), and per message and
+    /// URL for clicks. Machine events claim none (except an unsubscription, which counts once
+    /// whoever made it).
+    pub fn first_keys(&self) -> (Option<String>, Option<String>) {
+        match self.kind {
+            EngagementKind::Unsubscribed => (Some("unsubscribed".into()), None),
+            _ if self.machine => (None, None),
+            EngagementKind::Opened => (Some("opened".into()), None),
+            EngagementKind::Clicked => (Some("clicked".into()), self.url.as_ref().map(|u| format!("clicked {u}"))),
+        }
+    }
+}
+
+/// Which firsts a new engagement row turned out to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Firsts {
+    /// The first (human) event of its kind for the message.
+    pub message: bool,
+    /// The first human click of this URL for the message.
+    pub url: bool,
+}
+
+/// Clicks of one URL over a time range (`GET /v1/stats/links`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkStats {
+    pub url: String,
+    pub clicks: u64,
+    /// Messages (so recipients) that clicked it at least once, machines left out.
+    pub unique_clicks: u64,
+}
+
+/// Most URLs `links` returns (the most clicked first).
+pub const MAX_LINK_ROWS: usize = 1000;
+
+/// Sums per-hour link rows into the most clicked URLs.
+pub fn top_links(rows: impl IntoIterator<Item = (String, u64, u64)>) -> Vec<LinkStats> {
+    let mut by_url: std::collections::HashMap<String, (u64, u64)> = std::collections::HashMap::new();
+    for (url, clicks, unique) in rows {
+        let e = by_url.entry(url).or_default();
+        e.0 += clicks;
+        e.1 += unique;
+    }
+    let mut out: Vec<LinkStats> =
+        by_url.into_iter().map(|(url, (clicks, unique_clicks))| LinkStats { url, clicks, unique_clicks }).collect();
+    out.sort_by(|a, b| b.clicks.cmp(&a.clicks).then_with(|| a.url.cmp(&b.url)));
+    out.truncate(MAX_LINK_ROWS);
+    out
+}
+
+/// Builds the view of one message from its events, in any order: delivery events by seq,
+/// then engagement events by time. Engagement never changes the status.
+pub fn view(mut events: Vec<Projected>, mut engagement: Vec<EngagementRow>) -> Option<MessageView> {
     events.sort_by_key(|e| e.seq);
+    engagement.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.event_id.cmp(&b.event_id)));
     let last = events.last()?;
     let status = match last.kind {
         Kind::Accepted => Status::Queued,
@@ -121,7 +286,7 @@ pub fn view(mut events: Vec<Projected>) -> Option<MessageView> {
         id: last.message_id.clone(),
         recipient: last.recipient.clone(),
         status,
-        events: events.into_iter().map(|e| e.detail).collect(),
+        events: events.into_iter().map(|e| e.detail).chain(engagement.into_iter().map(|e| e.detail)).collect(),
     })
 }
 
@@ -163,6 +328,14 @@ pub trait ProjectionStore: Send + Sync + 'static {
 
     /// Counters of the hours that start in `[from, to)`, after rounding `from` down to its hour.
     async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError>;
+
+    /// Applies engagement events; idempotent per `(account, message_id, event_id)`, counting
+    /// each new one (see [`EngagementRow::counters`]). Durable on return. Events of one
+    /// message come from one log partition, read by one task, so they never race.
+    async fn apply_engagement(&self, batch: &[EngagementRow]) -> Result<(), StoreError>;
+
+    /// Clicks per URL over the hours that start in `[from, to)` (see [`top_links`]).
+    async fn links(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<LinkStats>, StoreError>;
 
     /// One sender domain (a removed one as its tombstone); `None` if never added.
     async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError>;
@@ -217,11 +390,24 @@ mod tests {
 
     #[test]
     fn status_follows_the_latest_attempt_whatever_the_arrival_order() {
-        assert_eq!(view(vec![ev(0, Kind::Accepted)]).unwrap().status, Status::Queued);
-        let v = view(vec![ev(2, Kind::Delivered), ev(0, Kind::Accepted), ev(1, Kind::Deferred)]).unwrap();
+        assert_eq!(view(vec![ev(0, Kind::Accepted)], vec![]).unwrap().status, Status::Queued);
+        let v = view(vec![ev(2, Kind::Delivered), ev(0, Kind::Accepted), ev(1, Kind::Deferred)], vec![]).unwrap();
         assert_eq!(v.status, Status::Delivered);
         assert_eq!(v.events[0]["seq"], 0);
-        assert_eq!(view(vec![ev(1, Kind::Failed)]).unwrap().status, Status::Failed);
-        assert!(view(vec![]).is_none());
+        assert_eq!(view(vec![ev(1, Kind::Failed)], vec![]).unwrap().status, Status::Failed);
+        assert!(view(vec![], vec![]).is_none());
+        let opened = EngagementRow {
+            account: AccountId("a".into()),
+            message_id: MessageId("m".into()),
+            event_id: "e".into(),
+            kind: EngagementKind::Opened,
+            at: Timestamp(9),
+            machine: false,
+            url: None,
+            detail: serde_json::json!({ "type": "message.opened" }),
+        };
+        let v = view(vec![ev(1, Kind::Delivered), ev(0, Kind::Accepted)], vec![opened]).unwrap();
+        assert_eq!(v.status, Status::Delivered, "engagement does not change the status");
+        assert_eq!(v.events[2]["type"], "message.opened");
     }
 }

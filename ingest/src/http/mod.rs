@@ -38,6 +38,8 @@ pub struct ApiState {
     pub hostname: String,
     /// Which From domains each account may send from.
     pub sender: Arc<crate::sender::SenderPolicy>,
+    /// Each account's default send options (`[[accounts]] defaults`).
+    pub defaults: HashMap<AccountId, herald_schemas::SendOptions>,
     /// Traffic shaping (`/v1/admin/providers`, `/v1/admin/pools`); `None` on a node that
     /// does not deliver (404 `not_enabled`).
     pub shaping: Option<Arc<herald_engine::shaping::Shaper>>,
@@ -52,6 +54,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/send", post(send::handle))
         .route("/v1/messages/{id}", get(messages::handle))
         .route("/v1/stats", get(stats::handle))
+        .route("/v1/stats/links", get(stats::links))
         .route("/v1/domains", post(domains::add).get(domains::list))
         .route("/v1/domains/{domain}", get(domains::show).patch(domains::update).delete(domains::remove))
         .route("/v1/domains/{domain}/records", get(domains::records))

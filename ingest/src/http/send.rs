@@ -2,7 +2,9 @@
 //!
 //! Accepts `application/json` or `application/x-www-form-urlencoded` with the fields
 //! `envelope`, `recipient` (one, a list, or a repeated form field), `body`, and the
-//! optional booleans `inlinizecss`, `clicktracking`, `bouncetracking`, `openstracking`.
+//! optional booleans `inlinizecss`, `clicktracking`, `bouncetracking`, `openstracking`,
+//! `listunsubscribe`. An option not given comes from the body's `X-Herald-Options` header
+//! (removed), else from the account's defaults ([`crate::options`]).
 //! The message goes through the checks SMTP uses too ([`crate::message`]: 422
 //! `invalid_mime`), its From domains must be the account's ([`crate::sender`]: 422
 //! `from_domain_not_verified`), and a recipient named twice is sent once. An
@@ -13,11 +15,12 @@ use super::{authenticate, idempotency, ApiError, ApiState};
 use crate::accept::{self, crlf};
 use crate::address::{parse_mailbox, Mailbox};
 use crate::message;
+use crate::options::{self, Overrides};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use herald_schemas::{SendOptions, Timestamp};
+use herald_schemas::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ struct SendRequest {
     envelope: Option<String>,
     recipients: Vec<String>,
     body: Option<String>,
-    options: SendOptions,
+    options: Overrides,
 }
 
 #[derive(Serialize)]
@@ -101,7 +104,8 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     let body = crlf(body.into_bytes());
     let fingerprint = idempotency_key.as_ref().map(|_| {
         let o = request.options;
-        let flags = [o.inline_css, o.click_tracking, o.bounce_tracking, o.opens_tracking].map(u8::from);
+        let flags = [o.inline_css, o.click_tracking, o.bounce_tracking, o.opens_tracking, o.list_unsubscribe]
+            .map(|f| f.map_or(2, u8::from));
         let parts = [envelope.as_bytes(), &body, &flags].into_iter();
         idempotency::fingerprint(parts.chain(request.recipients.iter().map(|r| r.as_bytes())))
     });
@@ -110,6 +114,9 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     }
     let sender = parse_mailbox(&envelope).map_err(|e| unprocessable("invalid_address", format!("envelope: {e}")))?;
     let recipients = recipients(&request.recipients)?;
+    let (body, from_header) = options::take_header(body).map_err(|e| unprocessable("invalid_options", e))?;
+    let defaults = state.defaults.get(&account).copied().unwrap_or_default();
+    let send_options = request.options.over(from_header.over(defaults));
     let stamp = message::Stamp { hostname: &state.hostname, now: Timestamp::now() };
     let prepared = message::prepare(body, &stamp).map_err(|e| unprocessable("invalid_mime", e.to_string()))?;
     state
@@ -117,7 +124,7 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
         .check(&account, &prepared.from_domains)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "from_domain_not_verified", e.to_string()))?;
 
-    let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, prepared.message);
+    let (events, accepted) = accept::build_events(&account, &sender, recipients, send_options, prepared.message);
     let probe = accepted[0].id.clone();
     let messages = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
     let reply = serde_json::to_string(&Accepted { messages }).expect("a reply serializes");
@@ -169,7 +176,8 @@ fn recipients(raw: &[String]) -> Result<Vec<Mailbox>, ApiError> {
 }
 
 /// The JSON fields of a request, for error messages.
-const FIELDS: &str = "envelope, recipient, body, inlinizecss, clicktracking, bouncetracking, openstracking";
+const FIELDS: &str =
+    "envelope, recipient, body, inlinizecss, clicktracking, bouncetracking, openstracking, listunsubscribe";
 
 fn kind(v: &Value) -> &'static str {
     match v {
@@ -231,6 +239,7 @@ fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
             "clicktracking" => r.options.click_tracking = json_flag(&name, v)?,
             "bouncetracking" => r.options.bounce_tracking = json_flag(&name, v)?,
             "openstracking" => r.options.opens_tracking = json_flag(&name, v)?,
+            "listunsubscribe" => r.options.list_unsubscribe = json_flag(&name, v)?,
             other => {
                 return Err(bad("malformed_request", format!("unknown field `{other:.60}`; the fields are {FIELDS}")))
             }
@@ -239,11 +248,11 @@ fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
     Ok(r)
 }
 
-fn json_flag(name: &str, v: Value) -> Result<bool, ApiError> {
+fn json_flag(name: &str, v: Value) -> Result<Option<bool>, ApiError> {
     match v {
-        Value::Bool(b) => Ok(b),
-        Value::Null => Ok(false),
-        Value::String(t) => parse_bool(name, &t),
+        Value::Bool(b) => Ok(Some(b)),
+        Value::Null => Ok(None),
+        Value::String(t) => parse_bool(name, &t).map(Some),
         other => Err(bad("malformed_request", format!("`{name}` must be a boolean, not {}", kind(&other)))),
     }
 }
@@ -256,10 +265,9 @@ fn from_form(raw: &[u8]) -> Result<SendRequest, ApiError> {
             "envelope" => r.envelope = Some(value),
             "recipient" | "recipient[]" => r.recipients.push(value),
             "body" => r.body = Some(value),
-            "inlinizecss" => r.options.inline_css = parse_bool("inlinizecss", &value)?,
-            "clicktracking" => r.options.click_tracking = parse_bool("clicktracking", &value)?,
-            "bouncetracking" => r.options.bounce_tracking = parse_bool("bouncetracking", &value)?,
-            "openstracking" => r.options.opens_tracking = parse_bool("openstracking", &value)?,
+            "inlinizecss" | "clicktracking" | "bouncetracking" | "openstracking" | "listunsubscribe" => {
+                r.options.set(&key, &value).map_err(|e| bad("malformed_request", e))?
+            }
             other => {
                 return Err(bad(
                     "malformed_request",
@@ -272,11 +280,8 @@ fn from_form(raw: &[u8]) -> Result<SendRequest, ApiError> {
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err(bad("malformed_request", format!("`{name}` must be a boolean (true or false), not `{v:.40}`"))),
-    }
+    options::parse_bool(v)
+        .ok_or_else(|| bad("malformed_request", format!("`{name}` must be a boolean (true or false), not `{v:.40}`")))
 }
 
 #[cfg(test)]
@@ -304,7 +309,7 @@ mod tests {
         assert_eq!(json_error("{x}"), "the request body is not valid JSON (line 1, column 2)");
         let r = from_json(br#"{"recipient":"a@b.test","clicktracking":"yes","openstracking":null}"#).unwrap();
         assert_eq!(r.recipients, vec!["a@b.test"]);
-        assert!(r.options.click_tracking && !r.options.opens_tracking);
+        assert_eq!((r.options.click_tracking, r.options.opens_tracking), (Some(true), None));
     }
 
     #[test]
@@ -322,7 +327,7 @@ mod tests {
         let r = from_form(b"envelope=a%40b.test&recipient=x%40y.test&recipient=z%40w.test&body=x&clicktracking=true")
             .unwrap();
         assert_eq!(r.recipients, vec!["x@y.test", "z@w.test"]);
-        assert!(r.options.click_tracking && !r.options.inline_css);
+        assert_eq!((r.options.click_tracking, r.options.inline_css), (Some(true), None));
         assert!(from_form(b"bogus=1").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! DATA (dot-terminated) and BDAT (RFC 3030 chunks), then acceptance: the message checks
 //! shared with REST ([`crate::message`]: 550 5.6.x), the From domain policy
-//! ([`crate::sender`]: 550 5.7.1), the `Received:` trace field, one `MessageAccepted` per
+//! ([`crate::sender`]: 550 5.7.1), the options (`X-Herald-Options`, removed, over the
+//! account's defaults; a bad one refuses the message with 550 5.6.0), the `Received:` trace field, one `MessageAccepted` per
 //! recipient, and the 250 only once `Submitter::submit` says every event is durable
 //! (451 4.3.0 otherwise, nothing accepted).
 //!
@@ -12,7 +13,7 @@
 use super::reply::{self, Reply};
 use super::session::{Session, SessionError};
 use crate::{accept, message};
-use herald_schemas::{SendOptions, Timestamp};
+use herald_schemas::Timestamp;
 
 /// What to do with a BDAT chunk (RFC 3030).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +216,11 @@ impl Session {
             return reply::auth_required();
         };
         let limit = self.server.settings.max_message_bytes;
+        let (body, overrides) = match crate::options::take_header(body) {
+            Ok(taken) => taken,
+            Err(e) => return Reply::refuse(550, "invalid_options", format!("5.6.0 {}", sentence(&e.to_string()))),
+        };
+        let options = overrides.over(self.server.defaults(&account));
         if body.len() > limit {
             return reply::too_large(limit);
         }
@@ -228,7 +234,7 @@ impl Session {
         }
         let body = self.received(prepared.message, stamp.now);
         let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
-        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
+        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, options, body);
         match self.server.submitter.submit(events).await {
             Ok(()) => {
                 metrics::counter!("herald_smtp_ingest_messages_total").increment(1);

@@ -77,6 +77,8 @@ pub struct Account {
     /// `(username, argon2 PHC hash)`.
     pub users: Vec<(String, String)>,
     pub relay_networks: Vec<ipnet::IpNet>,
+    /// Options of messages that do not set them (`X-Herald-Options`).
+    pub defaults: herald_schemas::SendOptions,
 }
 
 /// Everything a session needs; shared by all connections.
@@ -111,6 +113,11 @@ impl Server {
             rate,
             auth_failures: Default::default(),
         }
+    }
+
+    /// The default send options of `account`.
+    pub fn defaults(&self, account: &AccountId) -> herald_schemas::SendOptions {
+        self.accounts.iter().find(|a| a.id == *account).map(|a| a.defaults).unwrap_or_default()
     }
 
     /// The account whose `relay_networks` contain `ip`, if any (smart-host mode).

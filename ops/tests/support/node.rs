@@ -80,6 +80,9 @@ mx_port = {sink}
 helo_name = "mta.herald.test"
 connect_timeout_secs = 2
 {delivery}
+[tracking]
+listen = "127.0.0.1:0"
+keys = [{{ id = "t1", secret = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" }}]
 [backend]
 {backend}
 [[accounts]]
