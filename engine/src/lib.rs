@@ -9,6 +9,7 @@
 //! - [`projector`]: turning the log into the read models queries use; [`engagement`]: the same
 //!   for opens, clicks and unsubscriptions;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
+//! - [`shaping`]: provider limits, adaptive backoff, source pools and warm-up;
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
 
 pub mod bodies;
@@ -22,6 +23,7 @@ pub mod projector;
 pub mod retry;
 pub mod rewrite;
 pub mod routing;
+pub mod shaping;
 pub mod store;
 pub mod submit;
 pub mod worker;

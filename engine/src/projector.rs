@@ -67,7 +67,9 @@ pub fn project(event: &Event) -> Option<Projected> {
             }),
         }),
         Event::Feedback(e) => crate::feedback::rows::message_row(e),
-        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) | Event::Body(_) => None,
+        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) | Event::Body(_) | Event::Shaping(_) => {
+            None
+        }
         Event::Reserved5(r) => match *r {},
     }
 }

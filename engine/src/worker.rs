@@ -5,16 +5,26 @@
 //! `DeliveryAttempted` (plus a `DeliveryScheduled` on the right retry tier for a deferral)
 //! is appended together with the partition's new position, atomically.
 //!
+//! Before each attempt the shaper (`crate::shaping`) decides which source address sends
+//! and whether the message may go now. A message that may not (its provider is suspended
+//! or throttled beyond a short wait, its pool's warm-up caps are reached) is *set aside*:
+//! finished with a `DeliveryScheduled` carrying the same attempt number, on the held topic
+//! or the retry tier whose delay fits, so it comes back later without using up an attempt
+//! and without holding back the partition's other domains.
+//!
 //! Workers hold no state of their own: everything needed to resume is in the log, so any
 //! worker can take over any partition. A retry record is appended only with the commit that
 //! marks its attempt finished, so a crash can never fork a retry chain; after a crash only
 //! the attempts that were in flight are made again (at most `batch_size` per partition).
 
 use crate::consumer::{self, ChunkHandler, Membership, Owned};
-use crate::delivery::{Attempt, Class, Deliverer};
+use crate::delivery::smtp::Egress;
+use crate::delivery::{mx, Attempt, Class, Deliverer};
 use crate::log::{Assignment, EventLog, Record, Stored, Topics};
 use crate::retry::{Next, RetryPolicy};
 use crate::routing::Router;
+use crate::shaping::providers::TlsPolicy;
+use crate::shaping::{Admission, Shaper};
 use async_trait::async_trait;
 use herald_schemas::{
     decode, encode, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SmtpReply, Timestamp,
@@ -37,6 +47,8 @@ pub struct WorkerSettings {
     pub policy: RetryPolicy,
     /// How long a stopping partition waits for its attempts in flight.
     pub drain: Duration,
+    /// Delay of the held topic (messages set aside for a short while).
+    pub hold: Duration,
 }
 
 pub struct Worker {
@@ -48,6 +60,8 @@ pub struct Worker {
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// The suppression check and refusal classification (`crate::feedback::sending`).
     feedback: Option<Arc<crate::feedback::sending::Sending>>,
+    shaper: Arc<Shaper>,
+    owned: Owned,
 }
 
 /// A message due for an attempt.
@@ -69,8 +83,9 @@ impl ChunkHandler for Worker {
         job.not_before
     }
 
-    async fn handle(&self, _: &Assignment, items: Vec<(u64, Job)>) -> Vec<Record> {
-        self.deliver_all(items.into_iter().map(|(_, j)| j).collect()).await
+    async fn handle(&self, assignment: &Assignment, items: Vec<(u64, Job)>) -> Vec<Record> {
+        let work = items.into_iter().map(|(_, job)| self.deliver(assignment, job));
+        futures::future::join_all(work).await.into_iter().flatten().collect()
     }
 }
 
@@ -81,8 +96,20 @@ impl Worker {
         router: Router,
         deliverer: Arc<Deliverer>,
         settings: WorkerSettings,
+        shaper: Arc<Shaper>,
+        owned: Owned,
     ) -> Self {
-        Worker { log, topics, router, deliverer, settings, domains: Mutex::new(HashMap::new()), feedback: None }
+        Worker {
+            log,
+            topics,
+            router,
+            deliverer,
+            settings,
+            domains: Mutex::new(HashMap::new()),
+            shaper,
+            owned,
+            feedback: None,
+        }
     }
 
     /// Checks the suppression lists before each attempt and classifies refusals after it.
@@ -92,15 +119,24 @@ impl Worker {
         self
     }
 
+    /// The delivery topics: messages, held, and every retry tier.
+    pub fn topics(topics: &Topics) -> Vec<String> {
+        [topics.messages(), topics.held()].into_iter().chain((0..topics.retry_tiers).map(|t| topics.retry(t))).collect()
+    }
+
     /// Consumes the messages and retry topics until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
         membership: &Membership,
         shutdown: CancellationToken,
     ) -> Result<(), crate::log::LogError> {
-        let topics: Vec<String> = std::iter::once(self.topics.messages())
-            .chain((0..self.topics.retry_tiers).map(|t| self.topics.retry(t)))
-            .collect();
+        // Throttles in force (and warm-up counts) come from the shaping topic: read it
+        // to its end before the first attempt.
+        tokio::select! {
+            _ = self.shaper.wait_ready() => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        let topics = Worker::topics(&self.topics);
         let settings = consumer::Settings {
             window: self.settings.batch_size,
             concurrency: self.settings.batch_size,
@@ -115,22 +151,104 @@ impl Worker {
         }
         let log = self.log.clone();
         let group = self.topics.group(ROLE);
-        consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
+        let owned = self.owned.clone();
+        consumer::run(log, &group, &topics, membership, self, settings, owned, shutdown).await
     }
 
-    async fn deliver_all(&self, jobs: Vec<Job>) -> Vec<Record> {
-        let work = jobs.into_iter().map(|job| async move {
-            if let Some(f) = &self.feedback {
-                if let Some(record) = f.suppressed(&job.message, job.attempt).await {
-                    return vec![record];
-                }
+    /// One message: route, admission by the shaper, attempt (or set aside).
+    async fn deliver(&self, assignment: &Assignment, job: Job) -> Vec<Record> {
+        if let Some(f) = &self.feedback {
+            if let Some(record) = f.suppressed(&job.message, job.attempt).await {
+                return vec![record];
             }
-            let permit = self.domain_semaphore(&job.message.recipient_domain).acquire_owned().await;
-            let attempt = self.deliverer.attempt(&job.message).await;
-            drop(permit);
-            self.records_for(job, attempt)
-        });
-        futures::future::join_all(work).await.into_iter().flatten().collect()
+        }
+        let domain = job.message.recipient_domain.clone();
+        let route = self.deliverer.route(&domain).await;
+        let hosts = match &route {
+            Ok(mx::Route::Hosts(h)) => Some(h.as_slice()),
+            _ => None,
+        };
+        let provider = self.shaper.provider_for(&domain, hosts);
+        let ticket = match self
+            .shaper
+            .admit(assignment, &job.message.message_id.0, &job.message.account, &domain, &provider)
+            .await
+        {
+            Admission::Go(ticket) => ticket,
+            Admission::Park { until, .. } => return self.set_aside(job, until),
+        };
+        let permit = self.domain_semaphore(&domain).acquire_owned().await;
+        let lane = &ticket.lane;
+        let allowed = || self.shaper.allowed(&ticket);
+        let egress = Egress {
+            source: lane.source.ip,
+            ehlo: &lane.source.ehlo,
+            connections: &lane.connections,
+            tls_required: provider.limits.tls == TlsPolicy::Required,
+            deadline: ticket.deadline,
+            allowed: &allowed,
+        };
+        let attempt = self.deliverer.attempt(&job.message, route, &egress).await;
+        drop(permit);
+        match attempt {
+            Ok(attempt) => {
+                self.shaper.observe(&ticket, &attempt);
+                self.records_for(job, attempt)
+            }
+            Err(_busy) => {
+                let until = self.shaper.parked_busy(&ticket);
+                self.set_aside(job, until)
+            }
+        }
+    }
+
+    /// Finishes `job` without an attempt: it comes back at about `until` (no later) with
+    /// the same attempt number, from the held topic or the retry tier whose delay is the
+    /// longest that fits. A message that would come back after its maximum age fails now
+    /// (`4.4.7`), as an expired message does after its last deferral.
+    fn set_aside(&self, job: Job, until: Timestamp) -> Vec<Record> {
+        let now = Timestamp::now();
+        let (topic, delay) = self.aside_topic(until.until(now));
+        let expires = job.message.accepted_at.saturating_add(self.settings.policy.max_age);
+        if now.saturating_add(delay) > expires {
+            let expired = Attempt {
+                mx_host: None,
+                mx_ip: None,
+                tls: false,
+                reply: crate::delivery::local_reply(
+                    451,
+                    "4.4.7",
+                    "The message reached its maximum age while traffic shaping held it back (its provider was throttled or suspended).",
+                ),
+                class: Class::Permanent,
+                dkim: "not signed: not attempted".into(),
+                duration: Duration::ZERO,
+            };
+            return self.records_for(job, expired);
+        }
+        let msg = job.message;
+        let partition = self.router.partition(&msg.recipient_domain, &msg.message_id.0);
+        tracing::debug!(message_id = %msg.message_id, attempt = job.attempt, %topic, delay_ms = delay.as_millis() as u64, "set aside");
+        let scheduled = DeliveryScheduled { attempt: job.attempt, not_before: now.saturating_add(delay), message: msg };
+        vec![Record {
+            topic,
+            partition,
+            key: scheduled.message.recipient_domain.clone(),
+            value: encode(&Event::DeliveryScheduled(scheduled)),
+        }]
+    }
+
+    /// The held topic (its delay is the shortest), or the retry tier with the longest
+    /// delay that is not longer than `wanted`.
+    fn aside_topic(&self, wanted: Duration) -> (String, Duration) {
+        let mut best = (self.topics.held(), self.settings.hold);
+        for tier in 0..self.topics.retry_tiers {
+            let d = self.settings.policy.delay(tier);
+            if d <= wanted && d > best.1 {
+                best = (self.topics.retry(tier), d);
+            }
+        }
+        best
     }
 
     fn domain_semaphore(&self, domain: &str) -> Arc<Semaphore> {

@@ -85,7 +85,7 @@ def main() -> int:
         history = json.loads(history_file.read_text())
     except (OSError, ValueError):
         history = {}
-    slow = ("e2e", "cluster", "durability")  # multi-process suites: a minute or more each
+    slow = ("e2e", "cluster", "durability", "shaping")  # a minute or more each
     binaries.sort(key=lambda b: -history.get(b["name"], 60 if any(k in b["name"] for k in slow) else 10))
     print(f"[tests] {len(binaries)} test binaries, {jobs} at a time", flush=True)
     results = []

@@ -29,6 +29,12 @@ pub struct Config {
     pub dkim: Vec<DkimKey>,
     /// Bounce processing: VERP return paths, the bounce MX, classification, suppression.
     pub bounces: Bounces,
+    /// Traffic shaping: how long messages wait for their provider's limits, how often
+    /// nodes share their usage (`docs/shaping.md`).
+    pub shaping: Shaping,
+    /// Source-address pools: `[[pools]] name, default, sources = [{ ip, ehlo, weight,
+    /// warmup }]`; accounts name theirs with `pool` (`docs/shaping.md`).
+    pub pools: Vec<herald_engine::shaping::pools::PoolSpec>,
     /// Click, open and unsubscribe tracking: the tracking server and its keys.
     pub tracking: Tracking,
     /// Message bodies stored once per request: placement, cache, retention, fan-out limit.
@@ -126,6 +132,32 @@ pub struct Bodies {
 impl Default for Bodies {
     fn default() -> Self {
         Bodies { inline_below_bytes: 64 * 1024, cache_mb: 64, retention_margin_hours: 24, max_fanout_bytes: 4 << 30 }
+    }
+}
+
+/// `[shaping]`: the provider limits' timing (the limits themselves are in the providers
+/// file, `[delivery] providers_file`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shaping {
+    /// Longest a message waits in memory for its provider's rate or connections before it
+    /// is set aside (back through the held topic or a retry tier, without using up an
+    /// attempt).
+    pub queue_wait_ms: u64,
+    /// Delay of the held topic: the shortest time a message set aside stays away.
+    pub hold_secs: u64,
+    /// How often each node reports its usage on the shaping topic and recomputes its share
+    /// of the cluster-wide limits.
+    pub report_interval_ms: u64,
+    /// Keys for `Authorization: Bearer <key>` on the operators' routes
+    /// (`/v1/admin/providers`, `/v1/admin/pools`); empty: those routes answer 401.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_keys: Vec<String>,
+}
+
+impl Default for Shaping {
+    fn default() -> Self {
+        Shaping { queue_wait_ms: 2000, hold_secs: 5, report_interval_ms: 1000, operator_keys: vec![] }
     }
 }
 
@@ -369,6 +401,10 @@ pub struct Delivery {
     pub max_age_secs: u64,
     /// Domains spread over several partitions: `{ "gmail.com" = 8 }`.
     pub hot_domains: BTreeMap<String, u32>,
+    /// The operator's providers file: extends the shipped `ops/config/providers.toml`
+    /// (built in), or replaces it when it says `replace_shipped = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers_file: Option<PathBuf>,
 }
 
 impl Default for Delivery {
@@ -386,6 +422,7 @@ impl Default for Delivery {
             retry_max_delay_secs: 4 * 3600,
             max_age_secs: 5 * 86_400,
             hot_domains: BTreeMap::new(),
+            providers_file: None,
         }
     }
 }
@@ -539,6 +576,9 @@ pub struct Account {
     /// Unset: `any` for an account that a static `[[dkim]]` key names, else `verified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_domains: Option<FromDomains>,
+    /// The `[[pools]]` this account sends from; unset: the default pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// Options of messages that do not set them (REST fields, `X-Herald-Options`).
     #[serde(default)]
     pub defaults: AccountDefaults,
@@ -617,6 +657,28 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The source pools, with each account's (checked: every named pool exists).
+    pub fn pools(&self) -> Result<herald_engine::shaping::pools::Pools, String> {
+        let accounts: Vec<_> =
+            self.accounts.iter().map(|a| (herald_schemas::AccountId(a.id.clone()), a.pool.clone())).collect();
+        herald_engine::shaping::pools::Pools::new(&self.pools, &self.delivery.helo_name, &accounts)
+            .map_err(|e| format!("[[pools]]: {e}"))
+    }
+
+    /// The shipped providers file, extended or replaced by `[delivery] providers_file`.
+    pub fn providers(&self) -> Result<herald_engine::shaping::providers::Providers, ConfigError> {
+        use herald_engine::shaping::providers::{Providers, SHIPPED};
+        let own = match &self.delivery.providers_file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?,
+            )),
+            None => None,
+        };
+        Providers::load(SHIPPED, own.as_ref().map(|(n, t)| (n.as_str(), t.as_str())))
+            .map_err(|e| ConfigError::Invalid(format!("providers file: {e}")))
+    }
+
     /// Reads `path` (or the defaults when `None`), applies environment overrides, checks.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match path {
@@ -655,8 +717,14 @@ impl Config {
                     key.private_key = dir.join(&key.private_key);
                 }
             }
+            if let Some(p) = &mut config.delivery.providers_file {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
         }
         config.validate()?;
+        config.providers()?;
         Ok(config)
     }
 
@@ -702,10 +770,19 @@ impl Config {
             return invalid("backend.kafka_session_timeout_ms must be at least 1000".into());
         }
         let mut keys = std::collections::HashSet::new();
+        for k in &self.shaping.operator_keys {
+            if k.trim().len() < 16 {
+                return invalid("shaping.operator_keys: each key must have at least 16 characters".into());
+            }
+            keys.insert(k);
+        }
         for a in &self.accounts {
             for k in &a.api_keys {
                 if !keys.insert(k) {
-                    return invalid(format!("API key of account {} is also another account's", a.id));
+                    return invalid(format!(
+                        "API key of account {} is also another account's or an operator key",
+                        a.id
+                    ));
                 }
             }
         }
@@ -755,6 +832,10 @@ impl Config {
         }
         if self.storage.log_cache_mb == 0 || self.storage.store_cache_mb == 0 {
             return invalid("storage.log_cache_mb and storage.store_cache_mb must be at least 1".into());
+        }
+        self.pools().map_err(ConfigError::Invalid)?;
+        if self.shaping.hold_secs == 0 || self.shaping.report_interval_ms < 100 {
+            return invalid("shaping.hold_secs must be at least 1 and shaping.report_interval_ms at least 100".into());
         }
         if self.delivery.retry_initial_secs == 0 {
             return invalid("delivery.retry_initial_secs must be at least 1".into());

@@ -13,6 +13,7 @@ use herald_engine::projector::Projector;
 use herald_engine::retry::RetryPolicy;
 use herald_engine::rewrite::{self, token::Keys, Rewriter};
 use herald_engine::routing::Router;
+use herald_engine::shaping::{self, Shaper};
 use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, feedback::FeedbackStore, ProjectionStore};
 use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
@@ -197,13 +198,40 @@ pub fn domain_settings(config: &Config) -> domains::DomainSettings {
         ed25519: d.ed25519,
         bounce_label: d.bounce_label.clone(),
         tracking_label: d.tracking_label.clone(),
-        sending_ips: dns.sending_ips.clone(),
+        sending_ips: sending_ips(config),
         resolvers: config.resolvers(),
         own_dns: dns.enabled.then_some(dns.listen),
         resolver_timeout: Duration::from_millis(dns.resolver_timeout_ms),
         reverify: Duration::from_secs(d.reverify_secs),
         wait: Duration::from_secs(10),
     }
+}
+
+/// The addresses mail leaves from: `[dns] sending_ips` and every `[[pools]]` source
+/// (what `_spf.<zone>` and sender-domain diagnostics list).
+pub fn sending_ips(config: &Config) -> Vec<std::net::IpAddr> {
+    let mut ips = config.dns.sending_ips.clone();
+    for pool in &config.pools {
+        ips.extend(pool.sources.iter().map(|s| s.ip));
+    }
+    let mut seen = std::collections::HashSet::new();
+    ips.retain(|ip| seen.insert(*ip));
+    ips
+}
+
+/// The traffic shaper: the providers file, the pools, this node's partitions (for the
+/// `default` provider's per-domain shares).
+pub fn shaper(config: &Config, router: Router, owned: Owned) -> anyhow::Result<Arc<Shaper>> {
+    let providers = config.providers()?;
+    let pools = config.pools().map_err(anyhow::Error::msg)?;
+    let s = &config.shaping;
+    let settings = shaping::Settings {
+        queue_wait: Duration::from_millis(s.queue_wait_ms),
+        report_interval: Duration::from_millis(s.report_interval_ms),
+        window: config.delivery.batch_size,
+    };
+    let ownership = shaping::Ownership { router, owned, topics: Worker::topics(&topics(config)) };
+    Ok(Shaper::new(Arc::new(providers), pools, settings, Some(ownership)))
 }
 
 /// The service zone's settings.
@@ -215,7 +243,7 @@ pub fn zone_settings(config: &Config) -> domains::zone::ZoneSettings {
         zone,
         nameservers: dns.nameservers.clone(),
         nameserver_ips: dns.nameserver_ips.clone(),
-        sending_ips: dns.sending_ips.clone(),
+        sending_ips: sending_ips(config),
         mx_ips: dns.mx_ips.clone(),
         tracking_ips: dns.tracking_ips.clone(),
         ttl: dns.ttl,
@@ -386,6 +414,8 @@ async fn serve(
         deliverer = deliverer.with_return_paths(feedback.return_paths(&config));
     }
     let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
+    let delivery_partitions = Owned::default();
+    let shaper = shaper(&config, router.clone(), delivery_partitions.clone())?;
     let worker = Arc::new(
         Worker::new(
             log.clone(),
@@ -397,7 +427,10 @@ async fn serve(
                 domain_concurrency: d.domain_concurrency,
                 policy: retry_policy(&config),
                 drain: Duration::from_secs(d.drain_secs),
+                hold: Duration::from_secs(config.shaping.hold_secs),
             },
+            shaper.clone(),
+            delivery_partitions,
         )
         .with_feedback(feedback.sending()),
     );
@@ -453,6 +486,8 @@ async fn serve(
         hostname: config.smtp.hostname.clone(),
         sender,
         defaults: config.accounts.iter().map(|a| (AccountId(a.id.clone()), a.defaults.options())).collect(),
+        shaping: config.cluster.has(Role::Deliver).then(|| shaper.clone()),
+        operator_keys: config.shaping.operator_keys.clone(),
     });
     let bounce_mx = feedback.bounce_mx(&config, cache.clone()).await?;
     let dns = if config.dns.enabled {
@@ -478,8 +513,12 @@ async fn serve(
 
     let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> = tokio::task::JoinSet::new();
     if config.cluster.has(Role::Deliver) {
-        let (membership, shutdown) = (membership.clone(), shutdown.clone());
-        tasks.spawn(async move { ("delivery workers", worker.run(&membership, shutdown).await.map_err(Into::into)) });
+        let (membership, stop) = (membership.clone(), shutdown.clone());
+        tasks.spawn(async move { ("delivery workers", worker.run(&membership, stop).await.map_err(Into::into)) });
+        let (log, topics, shutdown) = (log.clone(), self::topics(&config), shutdown.clone());
+        tasks.spawn(async move {
+            ("traffic shaping", shaping::feed::run(shaper, log, topics, shutdown).await.map_err(Into::into))
+        });
     }
     if config.cluster.has(Role::Project) {
         let (mine, stop) = (membership.clone(), shutdown.clone());

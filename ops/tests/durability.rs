@@ -46,8 +46,9 @@ async fn retry_chains_do_not_fork(backends: Backends, messages: usize, kills: us
     let mut cluster = Cluster::new(backends, knot.port, addr.port(), 4);
     cluster.delivery = "retry_initial_secs = 1\nretry_max_delay_secs = 2\nmax_age_secs = 3600\n".into();
     let mut node = Node::start(&cluster, dir.path(), "a").await;
-    // The messages topic and the retry tiers (1 s and 2 s), every partition.
-    let delivery_partitions = 4 * 3;
+    // The messages topic, the held topic (traffic shaping) and the retry tiers (1 s and
+    // 2 s), every partition.
+    let delivery_partitions = 4 * 4;
     let recipients: Vec<String> = (0..messages).map(|i| format!("r{i}@d{}.test", i % DOMAINS)).collect();
     send_all(&node.base, &recipients).await;
     for k in 0..kills {

@@ -3,7 +3,7 @@
 //! Adding a field is a new schema version: add the new struct, keep the old one in
 //! [`crate::v1`]-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, Timestamp};
+use crate::{AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, ShapingEvent, Timestamp};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
@@ -190,7 +190,12 @@ pub enum Event {
     /// Bounces, complaints and the suppression list (`<prefix>.feedback`), see
     /// [`crate::feedback`]. Index 7.
     Feedback(FeedbackEvent),
+    /// Traffic shaping (`<prefix>.shaping`), see [`crate::shaping`]. Index 8.
+    Shaping(ShapingEvent),
 }
+
+/// The owner of events that belong to no account (traffic shaping).
+static NOBODY: AccountId = AccountId(String::new());
 
 impl Event {
     /// Stable name, never reused for another shape.
@@ -203,6 +208,7 @@ impl Event {
             Event::Body(_) => "body.stored",
             Event::Engagement(e) => e.event_type(),
             Event::Feedback(e) => e.event_type(),
+            Event::Shaping(e) => e.event_type(),
             Event::Reserved5(r) => match *r {},
         }
     }
@@ -225,11 +231,12 @@ impl Event {
             Event::Body(e) => &e.account,
             Event::Engagement(e) => e.account(),
             Event::Feedback(e) => e.account(),
+            Event::Shaping(_) => &NOBODY,
             Event::Reserved5(r) => match *r {},
         }
     }
 
-    /// The message an event is about; `None` for sender-domain events.
+    /// The message an event is about; `None` for sender-domain and shaping events.
     pub fn message_id(&self) -> Option<&MessageId> {
         match self {
             Event::MessageAccepted(e) => Some(&e.message_id),
@@ -237,7 +244,7 @@ impl Event {
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
             Event::Engagement(e) => Some(e.message_id()),
             Event::Feedback(e) => e.message_id(),
-            Event::Domain(_) | Event::Body(_) => None,
+            Event::Domain(_) | Event::Body(_) | Event::Shaping(_) => None,
             Event::Reserved5(r) => match *r {},
         }
     }

@@ -11,6 +11,7 @@ pub mod engagement;
 pub mod event;
 pub mod feedback;
 pub mod ids;
+pub mod shaping;
 pub mod time;
 pub mod v1;
 
@@ -29,4 +30,7 @@ pub use feedback::{
     MessageSuppressed, RecipientSuppressed, SuppressionLifted, SuppressionReason,
 };
 pub use ids::{AccountId, MessageId};
+pub use shaping::{
+    LaneUsage, ProviderResumed, ProviderThrottled, ShapingEvent, SourceFirstUsed, ThrottleAction, UsageReported,
+};
 pub use time::Timestamp;

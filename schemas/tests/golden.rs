@@ -233,8 +233,114 @@ fn fixtures(version: u16) -> Vec<(&'static str, Event)> {
     if version >= 2 {
         all.extend(engagement_fixtures());
         all.extend(feedback_fixtures());
+        all.extend(shaping_fixtures());
     }
     all
+}
+
+fn shaping_fixtures() -> Vec<(&'static str, Event)> {
+    vec![
+        (
+            "provider_throttled",
+            Event::Shaping(ShapingEvent::Throttled(ProviderThrottled {
+                id: "0190f0c4a1b27c3d8e9f0011223344aa".into(),
+                provider: "google".into(),
+                domain: None,
+                source: Some("192.0.2.10".into()),
+                action: ThrottleAction::ScaleRate { factor_permille: 250 },
+                rule: "gmail-unusual-rate".into(),
+                reason: "421 4.7.28 Our system has detected an unusual rate of unsolicited mail".into(),
+                node: "n-01".into(),
+                at: Timestamp(1_763_800_000_123),
+                until: Timestamp(1_763_801_800_123),
+            })),
+        ),
+        (
+            "provider_suspended",
+            Event::Shaping(ShapingEvent::Throttled(ProviderThrottled {
+                id: "0190f0c4a1b27c3d8e9f0011223344ab".into(),
+                provider: "default".into(),
+                domain: Some("example.org".into()),
+                source: None,
+                action: ThrottleAction::Suspend,
+                rule: "manual".into(),
+                reason: "maintenance at the receiver".into(),
+                node: "n-02".into(),
+                at: Timestamp(1_763_800_000_123),
+                until: Timestamp(1_763_807_200_123),
+            })),
+        ),
+        (
+            "provider_limited",
+            Event::Shaping(ShapingEvent::Throttled(ProviderThrottled {
+                id: "0190f0c4a1b27c3d8e9f0011223344ac".into(),
+                provider: "yahoo".into(),
+                domain: None,
+                source: None,
+                action: ThrottleAction::LimitRate { messages: 10, per_secs: 60 },
+                rule: "yahoo-ts03".into(),
+                reason: "421 4.7.0 [TS03] unusual traffic".into(),
+                node: "n-01".into(),
+                at: Timestamp(1_763_800_000_123),
+                until: Timestamp(1_763_801_800_123),
+            })),
+        ),
+        (
+            "provider_capped",
+            Event::Shaping(ShapingEvent::Throttled(ProviderThrottled {
+                id: "0190f0c4a1b27c3d8e9f0011223344ad".into(),
+                provider: "outlook".into(),
+                domain: None,
+                source: Some("2001:db8::25".into()),
+                action: ThrottleAction::CapConnections { max: 1 },
+                rule: "outlook-connections".into(),
+                reason: "421 4.3.2 The maximum number of concurrent connections has exceeded a limit".into(),
+                node: "n-03".into(),
+                at: Timestamp(1_763_800_000_123),
+                until: Timestamp(1_763_803_600_123),
+            })),
+        ),
+        (
+            "provider_resumed",
+            Event::Shaping(ShapingEvent::Resumed(ProviderResumed {
+                provider: "google".into(),
+                domain: None,
+                source: None,
+                id: Some("0190f0c4a1b27c3d8e9f0011223344aa".into()),
+                reason: "operator".into(),
+                node: "n-01".into(),
+                at: Timestamp(1_763_800_600_000),
+            })),
+        ),
+        (
+            "source_first_used",
+            Event::Shaping(ShapingEvent::SourceFirstUsed(SourceFirstUsed {
+                source: "192.0.2.10".into(),
+                pool: "dedicated-acme".into(),
+                node: "n-01".into(),
+                at: Timestamp(1_763_800_000_123),
+            })),
+        ),
+        (
+            "usage_reported",
+            Event::Shaping(ShapingEvent::UsageReported(UsageReported {
+                node: "n-01".into(),
+                seq: 42,
+                interval_ms: 1000,
+                lanes: vec![
+                    LaneUsage {
+                        provider: "google".into(),
+                        source: "192.0.2.10".into(),
+                        sent: 20,
+                        waiting: 380,
+                        day: 3,
+                    },
+                    LaneUsage { provider: "default".into(), source: "default".into(), sent: 7, waiting: 0, day: 0 },
+                ],
+                at: Timestamp(1_763_800_001_000),
+            })),
+        ),
+    ]
 }
 
 fn engagement_fixtures() -> Vec<(&'static str, Event)> {

@@ -1,14 +1,19 @@
 //! One delivery attempt: route (MX), sign (DKIM, at the last moment), send (SMTP).
 //!
-//! [`Deliverer::attempt`] never fails: every way an attempt can end becomes an
-//! [`Attempt`] with an SMTP reply (real, or synthetic for local and network trouble) and a
-//! [`Class`], which the worker turns into an event and maybe a retry.
+//! The worker looks the route up first ([`Deliverer::route`]: the MX hosts decide the
+//! provider, `crate::shaping`), then [`Deliverer::attempt`] sends over the lane's
+//! [`smtp::Egress`]. Every way an attempt can end becomes an [`Attempt`] with an SMTP reply
+//! (real, or synthetic for local and network trouble) and a [`Class`], which the worker
+//! turns into an event and maybe a retry; the only other outcome is [`Busy`] (no
+//! connection of the lane came free in time: nothing was sent).
 
+pub mod connections;
 pub mod dkim;
 pub mod mx;
 pub mod smtp;
 
 use crate::bodies::{BodyError, BodyStore};
+pub use connections::{Busy, Connections};
 use herald_schemas::{MessageAccepted, SmtpReply};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -50,6 +55,7 @@ pub fn local_reply(code: u16, enhanced: &str, text: impl Into<String>) -> SmtpRe
 /// Settings of outbound delivery.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
+    /// EHLO name when no pool is configured (a pool's sources have their own).
     pub helo_name: String,
     /// Port of every MX (25 in production; tests point it at a sink).
     pub mx_port: u16,
@@ -63,7 +69,6 @@ pub struct Deliverer {
     mx: mx::MxResolver,
     signers: dkim::Signers,
     tls: smtp::Tls,
-    pool: smtp::Pool,
     sender_domains: Option<std::sync::Arc<crate::domains::signing::SenderSigning>>,
     return_paths: Option<crate::feedback::verp::ReturnPaths>,
     rewriter: Option<std::sync::Arc<crate::rewrite::Rewriter>>,
@@ -83,7 +88,6 @@ impl Deliverer {
             mx,
             signers,
             tls: smtp::Tls::opportunistic()?,
-            pool: smtp::Pool::default(),
             sender_domains: None,
             return_paths: None,
             rewriter: None,
@@ -149,12 +153,22 @@ impl Deliverer {
         (data, note, return_path(None))
     }
 
-    /// Delivers `msg` once.
-    pub async fn attempt(&self, msg: &MessageAccepted) -> Attempt {
+    /// The MX route of `domain` (hickory caches answers for their TTL).
+    pub async fn route(&self, domain: &str) -> Result<mx::Route, String> {
+        self.mx.route(domain).await
+    }
+
+    /// Delivers `msg` once along `route` (from [`Deliverer::route`]) through `egress`.
+    pub async fn attempt(
+        &self,
+        msg: &MessageAccepted,
+        route: Result<mx::Route, String>,
+        egress: &smtp::Egress<'_>,
+    ) -> Result<Attempt, Busy> {
         let started = Instant::now();
         let body = match self.bodies.resolve(&msg.account, &msg.body).await {
             Ok(body) => body,
-            Err(e) => return no_body(e, started),
+            Err(e) => return Ok(no_body(e, started)),
         };
         let (data, dkim, return_path) = self.sign(msg, &body);
         drop(body);
@@ -167,7 +181,7 @@ impl Deliverer {
             dkim,
             duration: Duration::ZERO,
         };
-        match self.mx.route(&msg.recipient_domain).await {
+        match route {
             Err(trouble) => {
                 attempt.reply =
                     local_reply(451, "4.4.3", format!("The MX lookup for {} failed: {trouble}.", msg.recipient_domain));
@@ -190,17 +204,26 @@ impl Deliverer {
             }
             Ok(mx::Route::Hosts(hosts)) => {
                 let from = return_path.as_deref().unwrap_or(&msg.envelope_sender);
-                self.try_hosts(&hosts, msg, from, &data, &mut attempt).await
+                self.try_hosts(&hosts, msg, from, &data, egress, &mut attempt).await?
             }
         }
         attempt.duration = started.elapsed();
-        attempt
+        Ok(attempt)
     }
 
     /// Tries the MX hosts in preference order, each of their addresses in turn, until one
     /// gives a transaction answer (RFC 5321 §5.1). Connection trouble and 4xx greetings
-    /// move on to the next address.
-    async fn try_hosts(&self, hosts: &[String], msg: &MessageAccepted, from: &str, data: &[u8], attempt: &mut Attempt) {
+    /// move on to the next address. Addresses of the other family than the egress's source
+    /// are skipped.
+    async fn try_hosts(
+        &self,
+        hosts: &[String],
+        msg: &MessageAccepted,
+        from: &str,
+        data: &[u8],
+        egress: &smtp::Egress<'_>,
+        attempt: &mut Attempt,
+    ) -> Result<(), Busy> {
         for host in hosts {
             let ips = match self.mx.addresses(host).await {
                 Ok(ips) => ips,
@@ -216,15 +239,23 @@ impl Deliverer {
             };
             for ip in ips {
                 attempt.mx_host = Some(host.clone());
+                if egress.source.is_some_and(|s| s.is_ipv4() != ip.is_ipv4()) {
+                    attempt.reply = local_reply(
+                        451,
+                        "4.4.4",
+                        format!("The MX host {host} has no address of the source address's family ({ip} skipped)."),
+                    );
+                    continue;
+                }
                 attempt.mx_ip = Some(ip);
                 let addr = SocketAddr::new(ip, self.settings.mx_port);
                 let envelope = smtp::Envelope { from, to: &msg.recipient, data };
-                match smtp::send(addr, host, &self.settings, &self.tls, &self.pool, &envelope).await {
+                match smtp::send(addr, host, &self.settings, &self.tls, egress, &envelope).await? {
                     smtp::Sent::Transaction { reply, tls } => {
                         attempt.tls = tls;
                         attempt.class = classify(reply.code);
                         attempt.reply = reply;
-                        return;
+                        return Ok(());
                     }
                     smtp::Sent::Unavailable { reply, tls } => {
                         attempt.tls = tls;
@@ -234,6 +265,7 @@ impl Deliverer {
                 }
             }
         }
+        Ok(())
     }
 }
 

@@ -276,6 +276,19 @@ impl Topics {
         format!("{}.retry.{tier}", self.prefix)
     }
 
+    /// Messages set aside by traffic shaping (their provider is throttled or suspended, a
+    /// warm-up cap is reached): `DeliveryScheduled` with the attempt number unchanged,
+    /// due after the short hold delay; read by workers.
+    pub fn held(&self) -> String {
+        format!("{}.held", self.prefix)
+    }
+
+    /// Traffic-shaping events (throttles, first uses, usage reports); every node reads all
+    /// of it (`crate::shaping::feed`).
+    pub fn shaping(&self) -> String {
+        format!("{}.shaping", self.prefix)
+    }
+
     /// Sender-domain events, keyed by the domain; read by the domain projector.
     pub fn domains(&self) -> String {
         format!("{}.domains", self.prefix)
@@ -308,8 +321,16 @@ impl Topics {
     }
 
     pub fn all(&self) -> Vec<String> {
-        let mut all =
-            vec![self.messages(), self.attempts(), self.domains(), self.engagement(), self.feedback(), self.bodies()];
+        let mut all = vec![
+            self.messages(),
+            self.attempts(),
+            self.domains(),
+            self.engagement(),
+            self.feedback(),
+            self.bodies(),
+            self.held(),
+            self.shaping(),
+        ];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }

@@ -5,6 +5,7 @@ mod bounces;
 mod domains;
 pub mod idempotency;
 mod messages;
+mod providers;
 mod send;
 mod stats;
 mod suppressions;
@@ -44,6 +45,12 @@ pub struct ApiState {
     pub sender: Arc<crate::sender::SenderPolicy>,
     /// Each account's default send options (`[[accounts]] defaults`).
     pub defaults: HashMap<AccountId, herald_schemas::SendOptions>,
+    /// Traffic shaping (`/v1/admin/providers`, `/v1/admin/pools`); `None` on a node that
+    /// does not deliver (404 `not_enabled`).
+    pub shaping: Option<Arc<herald_engine::shaping::Shaper>>,
+    /// Keys for the operators' routes (`[shaping] operator_keys`); account keys never open
+    /// them.
+    pub operator_keys: Vec<String>,
 }
 
 /// `200 ok` while the log takes appends; `503` with the reason while it cannot (the
@@ -76,6 +83,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(suppressions::show).put(suppressions::put).delete(suppressions::remove),
         )
         .route("/v1/bounces", get(bounces::list))
+        .route("/v1/admin/providers", get(providers::list))
+        .route("/v1/admin/providers/{name}/suspend", post(providers::suspend))
+        .route("/v1/admin/providers/{name}/resume", post(providers::resume))
+        .route("/v1/admin/pools", get(providers::pools))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(axum::extract::DefaultBodyLimit::disable())

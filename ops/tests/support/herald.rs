@@ -77,6 +77,7 @@ pub fn account(id: &str, key: &str) -> Account {
         relay_networks: vec![],
         from_domains: Some(FromDomains::Any),
         defaults: Default::default(),
+        pool: None,
     }
 }
 
