@@ -234,6 +234,7 @@ fn fixtures(version: u16) -> Vec<(&'static str, Event)> {
         all.extend(engagement_fixtures());
         all.extend(feedback_fixtures());
         all.extend(shaping_fixtures());
+        all.extend(body_fixtures());
     }
     all
 }
@@ -433,22 +434,6 @@ fn message_fixtures(list_unsubscribe: bool) -> Vec<(&'static str, Event)> {
             }),
         ),
         (
-            "body_stored",
-            Event::Body(BodyStored {
-                account: AccountId("acme".into()),
-                sha256: [7; 32],
-                data: b"From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n".to_vec(),
-                stored_at: Timestamp(1_763_800_000_100),
-            }),
-        ),
-        (
-            "message_accepted_stored_body",
-            Event::MessageAccepted(MessageAccepted {
-                body: Body::Stored(BodyRef { partition: 3, offset: 41_234, len: 1_048_576, sha256: [7; 32] }),
-                ..accepted()
-            }),
-        ),
-        (
             "delivery_scheduled",
             Event::DeliveryScheduled(DeliveryScheduled {
                 attempt: 2,
@@ -550,4 +535,27 @@ fn round_trip_and_rejections() {
     let mut long = encode(&fixtures(SCHEMA_VERSION)[0].1);
     long.push(0);
     assert!(matches!(decode(&long), Err(CodecError::Trailing(1))));
+}
+
+/// Bodies stored once (`Event::Body`, index 4) and a message that refers to one: version 2.
+fn body_fixtures() -> Vec<(&'static str, Event)> {
+    let accepted = || accepted_with(true);
+    vec![
+        (
+            "body_stored",
+            Event::Body(BodyStored {
+                account: AccountId("acme".into()),
+                sha256: [7; 32],
+                data: b"From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n".to_vec(),
+                stored_at: Timestamp(1_763_800_000_100),
+            }),
+        ),
+        (
+            "message_accepted_stored_body",
+            Event::MessageAccepted(MessageAccepted {
+                body: Body::Stored(BodyRef { partition: 3, offset: 41_234, len: 1_048_576, sha256: [7; 32] }),
+                ..accepted()
+            }),
+        ),
+    ]
 }
