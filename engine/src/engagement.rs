@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use herald_schemas::{decode, Client, EngagementEvent, Event};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The consumer group role: `<prefix>-engagement-projector`.
@@ -69,7 +68,7 @@ impl EngagementProjector {
     /// Projects the partitions this node owns until `shutdown`.
     pub async fn run(self: Arc<Self>, membership: &Membership, shutdown: CancellationToken) -> Result<(), LogError> {
         let topics = [self.topics.engagement()];
-        let settings = consumer::Settings { window: 1024, concurrency: 1, chunk: 1024, drain: Duration::from_secs(10) };
+        let settings = consumer::Settings::in_order(1024);
         let (log, group) = (self.log.clone(), self.topics.group(ROLE));
         consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
     }
@@ -102,12 +101,7 @@ impl ChunkHandler for EngagementProjector {
     /// a chunk applied again by the next owner after an abort counts nothing twice).
     async fn handle(&self, _: &Assignment, items: Vec<(u64, EngagementRow)>) -> Vec<Record> {
         let batch: Vec<EngagementRow> = items.into_iter().map(|(_, row)| row).collect();
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = self.store.apply_engagement(&batch).await {
-            tracing::error!(error = %e, "engagement projection write failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
+        consumer::until_ok("engagement projection write", || self.store.apply_engagement(&batch)).await;
         for row in &batch {
             let machine = if row.machine { "true" } else { "false" };
             metrics::counter!("herald_engagement_events_total", "kind" => row.kind.as_str(), "machine" => machine)

@@ -9,7 +9,6 @@ use async_trait::async_trait;
 use herald_schemas::{decode, Event, Outcome, Timestamp};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The role in the projector consumer group's name ([`Topics::group`]).
@@ -91,7 +90,7 @@ impl Projector {
         shutdown: CancellationToken,
     ) -> Result<(), crate::log::LogError> {
         let topics = [self.topics.messages(), self.topics.attempts()];
-        let settings = consumer::Settings { window: 1024, concurrency: 1, chunk: 1024, drain: Duration::from_secs(10) };
+        let settings = consumer::Settings::in_order(1024);
         let log = self.log.clone();
         let group = self.topics.group(ROLE);
         consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
@@ -117,12 +116,7 @@ impl ChunkHandler for Projector {
     /// stop's drain time is up; it is then applied again by the next owner, idempotently).
     async fn handle(&self, _: &Assignment, items: Vec<(u64, Projected)>) -> Vec<Record> {
         let batch: Vec<Projected> = items.into_iter().map(|(_, p)| p).collect();
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = self.store.apply(&batch).await {
-            tracing::error!(error = %e, "projection store write failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
+        consumer::until_ok("projection store write", || self.store.apply(&batch)).await;
         metrics::counter!("herald_projector_events_total").increment(batch.len() as u64);
         Vec::new()
     }

@@ -61,6 +61,37 @@ pub struct Settings {
     pub drain: Duration,
 }
 
+impl Settings {
+    /// A projector's settings: one chunk of up to `chunk` records at a time per partition,
+    /// so its store sees the partition's events in log order.
+    pub fn in_order(chunk: usize) -> Self {
+        Settings { window: chunk, concurrency: 1, chunk, drain: Duration::from_secs(10) }
+    }
+}
+
+/// Runs `write` until it succeeds, waiting 100 ms after the first failure and twice as long
+/// after each next one, up to 10 s: a projector whose store is down stalls its partition
+/// rather than skip records (the runner aborts the chunk when a stop's drain time is up, and
+/// the next owner applies it again). `what` names the write in the log.
+pub async fn until_ok<T, E, F, Fut>(what: &str, mut write: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Ok(done) => return done,
+            Err(e) => {
+                tracing::error!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 /// The partitions this member currently owns, per topic; shared with whoever needs to know
 /// (sender-domain maintenance runs for the partitions the node owns).
 #[derive(Clone, Default)]

@@ -11,7 +11,6 @@ use crate::store::ProjectionStore;
 use async_trait::async_trait;
 use herald_schemas::{decode, DomainEvent, Event};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The role in the domain projector's consumer group name (`<prefix>-domain-projector`).
@@ -29,7 +28,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), LogError> {
     // One chunk at a time per partition: a domain's events are folded in order.
-    let settings = consumer::Settings { window: 256, concurrency: 1, chunk: 256, drain: Duration::from_secs(10) };
+    let settings = consumer::Settings::in_order(256);
     let handler = Arc::new(DomainProjector { store, cache });
     let (group, topic) = (topics.group(ROLE), topics.domains());
     consumer::run(log, &group, &[topic], membership, handler, settings, owned, shutdown).await
@@ -65,25 +64,14 @@ impl ChunkHandler for DomainProjector {
 
     async fn handle(&self, _: &Assignment, items: Vec<(u64, DomainEvent)>) -> Vec<Record> {
         for (offset, event) in items {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let result = async {
-                    let current = self.store.domain(event.domain()).await?;
-                    if let Some(next) = state::apply(current.as_ref(), &event, offset) {
-                        self.store.put_domain(&next).await?;
-                    }
-                    Ok::<(), crate::store::StoreError>(())
+            consumer::until_ok("projecting a domain event", || async {
+                let current = self.store.domain(event.domain()).await?;
+                if let Some(next) = state::apply(current.as_ref(), &event, offset) {
+                    self.store.put_domain(&next).await?;
                 }
-                .await;
-                match result {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "projecting a domain event failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
+                Ok::<(), crate::store::StoreError>(())
+            })
+            .await;
             metrics::counter!("herald_domain_events_total", "type" => event.event_type()).increment(1);
         }
         self.cache.changed.notify_one();

@@ -27,7 +27,6 @@ use async_trait::async_trait;
 use herald_schemas::{decode, AccountId, EngagementEvent, Event, FeedbackEvent, RecipientSuppressed, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The role in the feedback projector's consumer group name (`<prefix>-feedback-projector`).
@@ -77,7 +76,7 @@ impl FeedbackProjector {
         shutdown: CancellationToken,
     ) -> Result<(), crate::log::LogError> {
         // One chunk at a time per partition: a recipient's decisions follow log order.
-        let settings = consumer::Settings { window: 512, concurrency: 1, chunk: 512, drain: Duration::from_secs(10) };
+        let settings = consumer::Settings::in_order(512);
         let (log, group) = (self.log.clone(), self.topics.group(ROLE));
         let topics = [self.topics.feedback(), self.topics.engagement()];
         consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
@@ -128,17 +127,7 @@ impl ChunkHandler for FeedbackProjector {
                 Item::Unsubscribed(s) => unsubscribes.push(s),
             }
         }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.process(&events, &unsubscribes).await {
-                Ok(records) => return records,
-                Err(e) => {
-                    tracing::error!(error = %e, "feedback projection failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        consumer::until_ok("feedback projection", || self.process(&events, &unsubscribes)).await
     }
 }
 
