@@ -178,6 +178,12 @@ pub trait PartitionConsumer: Send + 'static {
     /// crash either both are in the log or neither is. Durable on return. Fails when this
     /// member no longer owns the partition (Kafka fences it), and then nothing was written.
     async fn commit(&mut self, records: Vec<Record>, position: Position) -> Result<(), LogError>;
+
+    /// How many records of the partition come after the last one `poll` returned (or after
+    /// the start, before the first): what this consumer has not read yet. Feeds the lag
+    /// metric (`herald_consumer_lag_records`); the embedded log answers from memory, Kafka
+    /// asks the partition leader for the high watermark.
+    async fn unread(&mut self) -> Result<u64, LogError>;
 }
 
 /// A change of what a group member owns.
