@@ -119,7 +119,7 @@ fn helm_chart_lints_renders_and_configures_herald() {
     assert_eq!(hpa.len(), 1);
     assert_eq!(hpa[0]["spec"]["metrics"][0]["external"]["metric"]["name"], "herald_consumer_lag_records");
     let rules = of("PrometheusRule")[0]["spec"]["groups"].as_array().unwrap().len();
-    assert_eq!(rules, 5, "the PrometheusRule carries every rule group");
+    assert_eq!(rules, 4, "the PrometheusRule carries every rule group");
 
     let config_map = of("ConfigMap")[0]["data"]["herald.toml"].as_str().unwrap().to_owned();
     let secret: Vec<(String, String)> = of("Secret")[0]["stringData"]

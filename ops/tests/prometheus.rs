@@ -228,7 +228,7 @@ async fn scraped_by_prometheus(backends: Backends) {
     .await;
     let rules: serde_json::Value = http.get(format!("{prom}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
     let groups = rules["data"]["groups"].as_array().unwrap();
-    assert_eq!(groups.len(), 5);
+    assert_eq!(groups.len(), 4);
     for rule in groups.iter().flat_map(|g| g["rules"].as_array().unwrap()) {
         assert_eq!(rule["health"], "ok", "{rule}");
     }

@@ -117,8 +117,10 @@ impl<H: ChunkHandler> PartitionTask<H> {
     }
 
     async fn work(mut self) -> Box<dyn PartitionConsumer> {
-        let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
-        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Sampled between turns rather than as a branch of the `biased` select below, which a
+        // busy partition (records always ready) would never reach; an idle poll returns
+        // within a second, so a sample is never much later than due.
+        let mut sampled: Option<Instant> = None;
         let mut deadline: Option<Instant> = None;
         let mut poll_backoff = Duration::from_millis(100);
         let mut commit_backoff = Duration::from_millis(100);
@@ -129,6 +131,10 @@ impl<H: ChunkHandler> PartitionTask<H> {
             }
             if deadline.is_none() {
                 self.start_due();
+                if sampled.is_none_or(|t| t.elapsed() >= LAG_INTERVAL) {
+                    self.report_lag().await;
+                    sampled = Some(Instant::now());
+                }
             }
             if self.dirty() {
                 match self.commit().await {
@@ -200,7 +206,6 @@ impl<H: ChunkHandler> PartitionTask<H> {
                     }
                 }
                 _ = tokio::time::sleep(head_wait.unwrap_or(Duration::ZERO)), if head_wait.is_some() => {}
-                _ = lag_tick.tick(), if deadline.is_none() => self.report_lag().await,
             }
         }
     }
