@@ -2,7 +2,8 @@
 //! their `promtool` unit tests pass, every alert has a unit test and a runbook section in
 //! `docs/operations.md`; and a real Prometheus scrapes a running `herald serve` whose
 //! `/metrics` has `# HELP` and `# TYPE` for every metric, the fixed series initialised to 0,
-//! process and build info, per-route HTTP counts, and consumer lag that rises while the
+//! process and build info, per-route HTTP counts, `/readyz` answering 200 with the log and
+//! the store up, and consumer lag that rises while the
 //! sink defers and falls back to 0 once everything is delivered; the recording rules
 //! evaluate over the scraped series (promtool and prometheus from Debian's `prometheus`
 //! package, installed by `ops/scripts/install-peers.sh`).
@@ -200,6 +201,8 @@ async fn scraped_by_prometheus(backends: Backends) {
     let delivery = cluster.group("delivery");
 
     check_exposition(&scrape(&http, &node.base).await);
+    let ready = http.get(format!("{}/readyz", node.base)).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "/readyz: {:?}", ready.text().await);
 
     for i in 0..10 {
         assert!(support::node::send(&http, &node.base, &format!("r{i}@example.test")).await.is_some());

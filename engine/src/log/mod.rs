@@ -124,6 +124,13 @@ pub trait EventLog: Send + Sync + 'static {
         None
     }
 
+    /// Whether the log can take appends now, asking the cluster when there is one
+    /// (`/readyz`): the default answers from [`EventLog::failure`]; Kafka also fetches the
+    /// cluster's metadata within `timeout`.
+    async fn reachable(&self, _timeout: Duration) -> Result<(), String> {
+        self.failure().map_or(Ok(()), Err)
+    }
+
     /// Opens one consumer per assignment for `group`, each starting at the group's committed
     /// position for its partition (or the beginning when none was committed). No group
     /// membership: the caller owns these partitions (static mode, tests).

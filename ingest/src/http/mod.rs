@@ -63,11 +63,12 @@ async fn healthz(axum::extract::State(state): axum::extract::State<Arc<ApiState>
     }
 }
 
-/// `200 ready` when the log takes appends and the projection store answers a read within
-/// [`READY_TIMEOUT`]; `503` with the reason otherwise. Orchestrators route traffic on it
+/// `200 ready` when the log takes appends (Kafka: the cluster answers a metadata request)
+/// and the projection store answers a read, each within [`READY_TIMEOUT`]; `503` with the
+/// reason otherwise. Orchestrators route traffic on it
 /// (Kubernetes readiness probe); `/healthz` stays the liveness check.
 async fn readyz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
-    if let Some(why) = state.submitter.log_failure() {
+    if let Err(why) = state.submitter.log_reachable(READY_TIMEOUT).await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: log: {why}\n")).into_response();
     }
     match tokio::time::timeout(READY_TIMEOUT, state.store.domain("readyz.invalid")).await {
@@ -77,7 +78,7 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>
     }
 }
 
-/// How long `/readyz` waits for the store.
+/// How long `/readyz` waits for the log and for the store.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The API's routes.
