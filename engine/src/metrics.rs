@@ -76,7 +76,7 @@ const COMMAND_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 2
 /// Counts of partition commits folded into one Kafka transaction.
 const TXN_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
-const GROUP: Label = open("group", "a consumer group: `<prefix>-delivery`, `<prefix>-projector`, `<prefix>-domain-projector`, `<prefix>-engagement`, `<prefix>-feedback`");
+const GROUP: Label = open("group", "a consumer group: `<prefix>-delivery`, `<prefix>-projector`, `<prefix>-domain-projector`, `<prefix>-engagement-projector`, `<prefix>-feedback-projector`");
 const TOPIC: Label = open("topic", "a Herald topic (`<prefix>.messages`, a retry tier, …)");
 const PARTITION: Label = open("partition", "a partition number (below `backend.partitions`)");
 const PROVIDER: Label = open("provider", "a providers-file name, or `default`");
