@@ -227,6 +227,7 @@ pub fn shaper(config: &Config, router: Router, owned: Owned) -> anyhow::Result<A
     let s = &config.shaping;
     let settings = shaping::Settings {
         queue_wait: Duration::from_millis(s.queue_wait_ms),
+        hold: Duration::from_secs(s.hold_secs),
         report_interval: Duration::from_millis(s.report_interval_ms),
         window: config.delivery.batch_size,
     };

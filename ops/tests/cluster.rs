@@ -6,7 +6,8 @@
 //!   `delivered` through any node's API;
 //! - a rolling restart of every node under load: nothing lost, no duplicate;
 //! - failover after `kill -9` and handover on SIGTERM, timed (figures for
-//!   docs/benchmarks.md).
+//!   docs/benchmarks.md);
+//! - three nodes sharing one provider's rate limit: the cluster, not each node, keeps it.
 
 mod support;
 
@@ -216,4 +217,88 @@ async fn failover_after_kill_9_and_handover_on_sigterm() {
     assert!(handover <= Duration::from_secs(15), "handover took {handover:?}");
     assert_eq!(duplicates, 0, "no message was delivered twice");
     drop(b);
+}
+
+/// Cluster-wide limits (`docs/shaping.md#cluster-wide-limits`): a provider limited to
+/// 30 msg/s, 900 messages to 24 of its customers' domains sent through three nodes, whose
+/// partitions (and so the provider's traffic) are spread over all three. Each node takes a
+/// share of the limit weighted by the demand the nodes report, so the sink sees the
+/// cluster's 30/s, not three nodes' 90/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_provider_limit() {
+    const LIMIT: f64 = 30.0;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut zones: Vec<Zone> = (0..24)
+        .map(|d| Zone { origin: format!("p{d}.test"), records: vec!["@ MX 10 mx.provider.test.".into()] })
+        .collect();
+    zones.push(Zone { origin: "provider.test".into(), records: vec!["mx A 127.0.0.1".into()] });
+    let knot = Knot::start(&zones);
+    let (sink, addr) = Sink::start(0).await;
+    let providers = dir.path().join("providers.toml");
+    std::fs::write(
+        &providers,
+        format!(
+            "replace_shipped = true\n[providers.default]\nmax_connections = 20\n\
+             [providers.shared]\nmx_suffixes = [\".provider.test\"]\nmessages_per_second = {LIMIT}\n"
+        ),
+    )
+    .unwrap();
+    let mut cluster = Cluster::new(Backends::KafkaCql, knot.port, addr.port(), PARTITIONS);
+    cluster.delivery = format!("providers_file = \"{}\"", providers.display());
+    let a = Node::start(&cluster, dir.path(), "a").await;
+    let b = Node::start(&cluster, dir.path(), "b").await;
+    let c = Node::start(&cluster, dir.path(), "c").await;
+    // Every node owns part of the delivery group before the load starts.
+    let group = cluster.group("delivery");
+    for n in [&a, &b, &c] {
+        support::eventually(60, &format!("{} to own partitions", n.name), || async {
+            let text = reqwest::get(format!("{}/metrics", n.base)).await.ok()?.text().await.ok()?;
+            let prefix = format!("herald_consumer_partitions{{group=\"{group}\"}} ");
+            let owned: f64 = text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())?;
+            (owned > 0.0).then_some(())
+        })
+        .await;
+    }
+    let all: Vec<String> = (0..900).map(|i| format!("r{i}@p{}.test", i % 24)).collect();
+    let acked = spread(&bases(&[&a, &b, &c]), all.clone(), 30).await;
+    assert_eq!(acked.len(), all.len());
+    wait_all_at_sink(&sink, &all, 240, "every message at the sink").await;
+    let mut times: Vec<Instant> = sink.messages().iter().map(|m| m.at).collect();
+    times.sort();
+    let span = (*times.last().unwrap() - times[0]).as_secs_f64();
+    let rate = (times.len() - 1) as f64 / span;
+    // Busiest 5 s window once every node has reported its demand (the shares' error bound:
+    // a node sees the others' demand one report interval plus the log's latency late).
+    let settled: Vec<Instant> = times.iter().copied().filter(|t| *t - times[0] >= Duration::from_secs(5)).collect();
+    let busiest = (0..settled.len())
+        .map(|i| settled[i..].iter().take_while(|t| **t - settled[i] < Duration::from_secs(5)).count())
+        .max()
+        .unwrap_or(0);
+    let first5 = times.iter().take_while(|t| **t - times[0] < Duration::from_secs(5)).count();
+    let nodes_delivering = [&a, &b, &c]
+        .iter()
+        .filter(|n| {
+            let text = std::process::Command::new("curl")
+                .args(["-s", &format!("{}/metrics", n.base)])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            text.lines().any(|l| {
+                l.starts_with("herald_provider_deliveries_total{")
+                    && l.contains("provider=\"shared\"")
+                    && l.contains("outcome=\"delivered\"")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0)
+            })
+        })
+        .count();
+    eprintln!(
+        "FIGURE 3 nodes sharing a {LIMIT} msg/s provider limit: {rate:.1} msg/s over {span:.1} s at the sink \
+         (busiest 5 s after the first 5 s: {busiest}; first 5 s: {first5}); {nodes_delivering} nodes delivered"
+    );
+    assert!(nodes_delivering >= 2, "the provider's traffic was spread over {nodes_delivering} node(s)");
+    assert!(rate <= LIMIT * 1.1, "{rate:.1} msg/s across the cluster (limit {LIMIT}/s)");
+    assert!(rate >= LIMIT * 0.6, "{rate:.1} msg/s: the cluster should use most of its {LIMIT}/s");
+    assert!(busiest as f64 <= LIMIT * 5.0 * 1.15, "{busiest} messages within 5 s (limit {LIMIT}/s)");
+    drop((a, b, c));
 }

@@ -47,6 +47,10 @@ pub struct Settings {
     /// Longest a message waits in memory for its lane (rate or connection) before it is
     /// set aside.
     pub queue_wait: Duration,
+    /// The held topic's delay: the soonest a message set aside comes back. A message waits
+    /// for its rate slot at least this long (plus a second), else one whose slot is nearer
+    /// than `hold` would come back after it and the lane would idle meanwhile.
+    pub hold: Duration,
     /// How often usage is reported and shares recomputed.
     pub report_interval: Duration,
     /// The worker's window per partition; at most half of it waits in lanes' lines.
@@ -258,7 +262,7 @@ impl Shaper {
         let started = Instant::now();
         let room =
             self.held.lock().expect("held poisoned").get(partition).copied().unwrap_or(0) < self.settings.window / 2;
-        let max_wait = if room { self.settings.queue_wait } else { Duration::ZERO };
+        let max_wait = if room { self.rate_wait() } else { Duration::ZERO };
         match lane.reserve(effective.rate, started, max_wait) {
             Ok(Some(slot)) if slot > started => {
                 let _waiting = Waiting::new(self, &lane, partition);
@@ -280,6 +284,13 @@ impl Shaper {
         lane.admitted(message);
         lane.tick(Instant::now());
         Admission::Go(Ticket { lane, deadline: Instant::now() + self.settings.queue_wait })
+    }
+
+    /// Longest wait in line for a rate slot: `queue_wait`, but never less than the hold
+    /// plus a second, so that a message set aside is only ever one whose slot is further
+    /// away than it will be gone.
+    fn rate_wait(&self) -> Duration {
+        self.settings.queue_wait.max(self.settings.hold + Duration::from_secs(1))
     }
 
     /// Picks the pool's next source that may send to the provider now and counts the
