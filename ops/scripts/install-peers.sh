@@ -3,7 +3,7 @@
 #   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl,
 #        nginx-light and wrk (the tracking-server redirect figure, benches/src/bin/tracking.rs),
 #        strace (the embedded log test that sees the data directory fsynced)
-#   pip: dkimpy, dnspython, cryptography, pynacl
+#   pip: dkimpy, dnspython, cryptography, pynacl, standardwebhooks
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
 # Env: HERALD_CACHE (default ~/.cache/herald), KAFKA_VERSION, CASSANDRA_VERSION.
 set -euo pipefail
@@ -68,6 +68,14 @@ else
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore dkimpy dnspython cryptography pynacl
 fi
 python3 -c "import dkim, nacl"
+# standardwebhooks: an independent verifier of Herald's webhook signatures (ops/tests/webhooks.rs).
+if python3 -c "import standardwebhooks" 2>/dev/null; then
+  log "pip: standardwebhooks present"
+else
+  log "pip: installing standardwebhooks"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore standardwebhooks
+fi
+python3 -c "import standardwebhooks"
 
 # ---- Maven Central jars -------------------------------------------------
 # fetch_jars NAME VERSION DEPENDENCY_XML: resolve into $CACHE/NAME/lib once per version.
