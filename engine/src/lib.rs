@@ -10,6 +10,7 @@
 //!   for opens, clicks and unsubscriptions;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`shaping`]: provider limits, adaptive backoff, source pools and warm-up;
+//! - [`webhooks`]: customers' endpoints, signed and durable delivery of their events;
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
 
 pub mod bodies;
@@ -26,4 +27,5 @@ pub mod routing;
 pub mod shaping;
 pub mod store;
 pub mod submit;
+pub mod webhooks;
 pub mod worker;
