@@ -738,8 +738,12 @@ pub fn webhooks(
     topics: &Topics,
 ) -> anyhow::Result<WebhookParts> {
     let settings = config.webhooks.settings();
+    let extra_roots = match &config.webhooks.extra_roots_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
     let sender = Arc::new(
-        webhooks::sender::Sender::new(settings.allow_private_targets, settings.timeout)
+        webhooks::sender::Sender::new(settings.allow_private_targets, settings.timeout, extra_roots.as_deref())
             .context("building the webhook HTTP client")?,
     );
     let registry = webhooks::endpoints::Registry::default();

@@ -3,7 +3,8 @@
 package (an independent implementation of the Standard Webhooks specification) and appends
 one JSON line per request to OUT.
 
-usage: webhook_receiver.py PORT OUT SECRETS_FILE  (one whsec_ secret a line, re-read per request)
+usage: webhook_receiver.py PORT OUT SECRETS_FILE [CERT KEY]
+  (SECRETS_FILE: one whsec_ secret a line, re-read per request; CERT and KEY: serve HTTPS)
 
 Paths: /ok answers 204 (200 with an empty body for /ok200), /gone answers 410, /slow waits
 30 s. Each line: {"path", "webhook_id", "timestamp", "verified": [indices of the secrets
@@ -13,6 +14,7 @@ listening.
 """
 
 import json
+import ssl
 import sys
 import threading
 import time
@@ -72,5 +74,9 @@ class Handler(BaseHTTPRequestHandler):
 
 server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
 server.daemon_threads = True
+if len(sys.argv) > 5:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print("ready", server.server_address[1], flush=True)
 server.serve_forever()

@@ -34,6 +34,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(dir: &Path, name: &str, port: u16, secrets: &[&str]) -> Receiver {
+        Self::start_with(dir, name, port, secrets, &[])
+    }
+
+    /// `tls`: certificate and key files, to serve HTTPS.
+    fn start_with(dir: &Path, name: &str, port: u16, secrets: &[&str], tls: &[&Path]) -> Receiver {
         let out = dir.join(format!("{name}.jsonl"));
         let secrets_file = dir.join(format!("{name}.secrets"));
         if !secrets_file.exists() {
@@ -45,6 +50,7 @@ impl Receiver {
             .arg(port.to_string())
             .arg(&out)
             .arg(&secrets_file)
+            .args(tls)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -382,4 +388,39 @@ async fn crash_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_kafka_cql() {
     crash(Backends::KafkaCql).await;
+}
+
+/// An `https` endpoint: TLS with a certificate from `[webhooks] extra_roots_file`, verified
+/// by name; a certificate nobody trusts fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut c =
+        config(&dir.path().join("data"), support::free_port(), support::free_port(), Backends::Embedded, vec![]);
+    c.webhooks.allow_private_targets = true;
+    c.webhooks.extra_roots_file = Some(cert.clone());
+    let h = start(c).await;
+    let port = support::free_port();
+    let (id, secret) = create(&h, format!("https://localhost:{port}/ok"), json!([])).await;
+    let receiver = Receiver::start_with(dir.path(), "tls", port, &[&secret], &[&cert, &key]);
+    let (status, test) = post(&h, KEY, &format!("/v1/webhooks/{id}/test"), &json!({})).await;
+    assert_eq!((status, test["delivered"].as_bool()), (200, Some(true)), "{test}");
+    assert_eq!(receiver.lines()[0]["verified"], json!([0]));
+    h.stop().await;
+
+    // Without the extra root the certificate is not trusted.
+    let mut c =
+        config(&dir.path().join("data2"), support::free_port(), support::free_port(), Backends::Embedded, vec![]);
+    c.webhooks.allow_private_targets = true;
+    let h = start(c).await;
+    let (id, _) = create(&h, format!("https://localhost:{port}/ok"), json!([])).await;
+    let (_, test) = post(&h, KEY, &format!("/v1/webhooks/{id}/test"), &json!({})).await;
+    assert_eq!(test["delivered"], false, "{test}");
+    assert!(test["error"].as_str().unwrap().to_lowercase().contains("certificate"), "{test}");
+    drop(receiver);
+    h.stop().await;
 }

@@ -50,70 +50,100 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(d.min(MAX_RETRY_AFTER))
 }
 
-/// Sends webhook requests.
+type Connector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<ssrf::GuardedResolver>>;
+
+/// Sends webhook requests: HTTP/1.1 over plain TCP or TLS (rustls with aws-lc-rs and the
+/// Mozilla roots, plus `extra_roots`), connections pooled per host, no proxy, no redirects.
 pub struct Sender {
-    client: reqwest::Client,
+    client: hyper_util::client::legacy::Client<Connector, http_body_util::Full<bytes::Bytes>>,
     allow_private: bool,
+    timeout: Duration,
 }
 
+/// Why the HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("webhook HTTP client: {0}")]
+pub struct ClientError(String);
+
 impl Sender {
-    pub fn new(allow_private: bool, timeout: Duration) -> Result<Sender, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+    /// `extra_roots`: PEM certificates trusted besides the Mozilla roots (private CAs, tests).
+    pub fn new(allow_private: bool, timeout: Duration, extra_roots: Option<&[u8]>) -> Result<Sender, ClientError> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        if let Some(pem) = extra_roots {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| ClientError(format!("extra root certificate: {e}")))?;
+                roots.add(cert).map_err(|e| ClientError(format!("extra root certificate: {e}")))?;
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(ssrf::GuardedResolver {
+            allow_private,
+        });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
-            .user_agent(concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(ssrf::resolver(allow_private))
-            .build()?;
-        Ok(Sender { client, allow_private })
+            .build(https);
+        Ok(Sender { client, allow_private, timeout })
     }
 
     /// One signed POST of `body` to the endpoint; the answer and how long it took.
     pub async fn send(&self, endpoint: &Endpoint, webhook_id: &str, body: &[u8]) -> (Answer, Duration) {
         let started = Instant::now();
+        let failed = |error: String| Answer::Failed { status: None, error, retry_after: None };
         let url = match ssrf::check_url(&endpoint.url, self.allow_private) {
             Ok(u) => u,
-            Err(e) => {
-                return (Answer::Failed { status: None, error: e.to_string(), retry_after: None }, started.elapsed())
-            }
+            Err(e) => return (failed(e.to_string()), started.elapsed()),
         };
         let now = Timestamp::now();
         let ts = now.millis().div_euclid(1000);
         let secrets = endpoint.secrets(now);
-        let request = self
-            .client
-            .post(url)
+        let request = http::Request::post(url.as_str())
             .header("content-type", "application/json")
+            .header("user-agent", concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")))
             .header("webhook-id", webhook_id)
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", signature_header(&secrets, webhook_id, ts, body))
-            .body(body.to_vec());
-        let answer = match request.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                // Read (and bound) the body so the connection can be reused.
-                let _ = tokio::time::timeout(Duration::from_secs(2), resp.bytes()).await;
-                classify(status, retry_after.as_deref())
-            }
-            Err(e) => Answer::Failed { status: None, error: describe(&e), retry_after: None },
+            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body)));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return (failed(format!("request failed: {e}")), started.elapsed()),
+        };
+        let exchange = async {
+            let resp = self.client.request(request).await?;
+            let status = resp.status().as_u16();
+            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            // Read (at most 64 KiB of) the body so the connection can be reused.
+            let limited = http_body_util::Limited::new(resp.into_body(), 64 << 10);
+            let _ = http_body_util::BodyExt::collect(limited).await;
+            Ok::<_, hyper_util::client::legacy::Error>(classify(status, retry_after.as_deref()))
+        };
+        let answer = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => failed(describe(&e)),
+            Err(_) => failed(format!("timed out after {} s", self.timeout.as_secs())),
         };
         (answer, started.elapsed())
     }
 }
 
 /// A transport error as a sentence (the innermost cause says the most).
-fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    };
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let what = if e.is_connect() { "could not connect" } else { "request failed" };
     let mut cause: &dyn std::error::Error = e;
     while let Some(next) = cause.source() {
         cause = next;

@@ -2,13 +2,12 @@
 //! reach loopback, private, link-local (the cloud metadata service at 169.254.169.254),
 //! carrier-grade NAT, unique-local, multicast or unspecified addresses, by an IP literal or
 //! by a name that resolves to one. Names are checked on the addresses actually connected to
-//! (the HTTP client resolves through [`GuardedResolver`]), so a DNS answer that changes
+//! (the HTTP connector resolves through [`GuardedResolver`]), so a DNS answer that changes
 //! between a check and the connection (DNS rebinding) cannot slip through. Redirects are
 //! never followed (`sender.rs`). `[webhooks] allow_private_targets = true` lifts the guard
 //! (tests, private deployments).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 
 /// Whether `ip` is an address a webhook may not reach.
 pub fn forbidden(ip: IpAddr) -> bool {
@@ -58,8 +57,7 @@ fn forbidden_v4(v4: Ipv4Addr) -> bool {
 pub enum UrlError {
     #[error("the URL does not parse: {0}")]
     Malformed(String),
-    /// (HTTPS targets need the TLS client, not in this build yet: see ADR 0013.)
-    #[error("the URL must use http (https endpoints are not supported by this build yet)")]
+    #[error("the URL must use http or https")]
     Scheme,
     #[error("the URL must not carry a user name or password")]
     Credentials,
@@ -71,12 +69,12 @@ pub enum UrlError {
 
 /// Checks a target URL as given (scheme, credentials, IP literals). Names are checked again
 /// at every connection by [`GuardedResolver`].
-pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, UrlError> {
+pub fn check_url(url: &str, allow_private: bool) -> Result<url::Url, UrlError> {
     if url.len() > 2048 {
         return Err(UrlError::TooLong);
     }
-    let parsed = reqwest::Url::parse(url).map_err(|e| UrlError::Malformed(e.to_string()))?;
-    if parsed.scheme() != "http" {
+    let parsed = url::Url::parse(url).map_err(|e| UrlError::Malformed(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
         return Err(UrlError::Scheme);
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -94,36 +92,44 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, UrlErro
     Ok(parsed)
 }
 
-/// The HTTP client's resolver: the system's, minus forbidden addresses. A name with only
-/// forbidden addresses fails to resolve, with the reason.
-#[derive(Debug, Clone)]
+/// The HTTP connector's resolver: the system's, minus forbidden addresses. A name with only
+/// forbidden addresses fails to resolve, with the reason. (IP literals do not come here:
+/// [`check_url`] checks them before every request.)
+#[derive(Debug, Clone, Copy)]
 pub struct GuardedResolver {
     pub allow_private: bool,
 }
 
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow = self.allow_private;
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| allow || !forbidden(a.ip())).collect();
-            if allowed.is_empty() {
-                let why: Box<dyn std::error::Error + Send + Sync> = match found.first() {
-                    Some(a) => Box::new(UrlError::Internal(a.ip())),
-                    None => format!("{host} has no address").into(),
-                };
-                return Err(why);
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
-        })
+impl GuardedResolver {
+    /// The allowed addresses of `host`.
+    pub async fn lookup(self, host: &str) -> Result<std::vec::IntoIter<SocketAddr>, std::io::Error> {
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        let allowed: Vec<SocketAddr> =
+            found.iter().copied().filter(|a| self.allow_private || !forbidden(a.ip())).collect();
+        if allowed.is_empty() {
+            let why = match found.first() {
+                Some(a) => UrlError::Internal(a.ip()).to_string(),
+                None => format!("{host} has no address"),
+            };
+            return Err(std::io::Error::other(why));
+        }
+        Ok(allowed.into_iter())
     }
 }
 
-/// The resolver as the client builder takes it.
-pub fn resolver(allow_private: bool) -> Arc<GuardedResolver> {
-    Arc::new(GuardedResolver { allow_private })
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let this = *self;
+        Box::pin(async move { this.lookup(name.as_str()).await })
+    }
 }
 
 #[cfg(test)]
@@ -159,7 +165,7 @@ mod tests {
 
     #[test]
     fn urls_are_checked_as_given() {
-        assert!(check_url("http://hooks.example.com/x", false).is_ok());
+        assert!(check_url("https://hooks.example.com/x", false).is_ok());
         assert_eq!(check_url("http://127.0.0.1:8080/", false), Err(UrlError::Internal("127.0.0.1".parse().unwrap())));
         assert!(matches!(check_url("http://[::ffff:7f00:1]/", false), Err(UrlError::Internal(_))));
         assert!(matches!(check_url("http://169.254.169.254/latest/meta-data", false), Err(UrlError::Internal(_))));
@@ -171,11 +177,9 @@ mod tests {
 
     #[tokio::test]
     async fn names_resolving_to_loopback_are_refused_at_connect_time() {
-        use reqwest::dns::Resolve;
-        let name = || -> reqwest::dns::Name { "localhost".parse().unwrap() };
-        let refused = GuardedResolver { allow_private: false }.resolve(name()).await;
+        let refused = GuardedResolver { allow_private: false }.lookup("localhost").await;
         assert!(refused.is_err(), "localhost resolves to loopback only");
-        let allowed = GuardedResolver { allow_private: true }.resolve(name()).await.unwrap();
+        let allowed = GuardedResolver { allow_private: true }.lookup("localhost").await.unwrap();
         assert!(allowed.count() >= 1);
     }
 }

@@ -27,6 +27,10 @@ pub struct Webhooks {
     pub rotation_overlap_secs: u64,
     /// How often a node reloads the endpoints from the store.
     pub refresh_ms: u64,
+    /// PEM certificates trusted for `https` endpoints besides the Mozilla roots (a private
+    /// CA, tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_roots_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Webhooks {
@@ -40,6 +44,7 @@ impl Default for Webhooks {
             endpoint_concurrency: 16,
             rotation_overlap_secs: 24 * 3600,
             refresh_ms: 1000,
+            extra_roots_file: None,
         }
     }
 }
