@@ -787,6 +787,9 @@ impl WebhookParts {
             });
         }
         if config.cluster.has(Role::Project) {
+            let feed = Arc::new(webhooks::feed::FeedProjector::new(store.clone(), self.dispatch.topics.clone()));
+            let (l, m, s) = (log.clone(), membership.clone(), shutdown.clone());
+            tasks.spawn(async move { ("event feed projector", feed.run(l, &m, s).await.map_err(Into::into)) });
             let projector = Arc::new(webhooks::projector::WebhookProjector::new(store, self.dispatch.topics.clone()));
             let (log, membership, shutdown) = (log.clone(), membership.clone(), shutdown.clone());
             tasks.spawn(async move {

@@ -278,9 +278,55 @@ async fn scenario(backends: Backends) {
     let tested = receiver_c.lines().into_iter().find(|l| l["type"] == "webhook.test").unwrap();
     assert_eq!(tested["verified"], json!([0, 2]), "both signatures during the overlap: {tested}");
 
+    feed(&h, &ids, expected).await;
     drop(receiver_a);
     drop(receiver_c);
     h.stop().await;
+}
+
+/// `GET /v1/events`: the same events, oldest first, paged with a stable cursor, filtered.
+async fn feed(h: &Running, ids: &[String], expected: usize) {
+    let failed = support::eventually(30, "the feed to have every failure", || async {
+        let (status, page) = h.get(KEY, "/v1/events?type=message.failed&limit=1000").await;
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().unwrap().clone();
+        (events.len() == 4).then_some(events)
+    })
+    .await;
+    assert!(failed.iter().all(|e| e["type"] == "message.failed" && e["data"]["reply"]["code"] == 550));
+    let (mut seen, mut cursor, mut last) = (Vec::new(), None::<String>, 0.0f64);
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/events?limit=5&cursor={c}"),
+            None => "/v1/events?limit=5".to_owned(),
+        };
+        let (status, page) = h.get(KEY, &path).await;
+        assert_eq!(status, 200, "{page}");
+        for e in page["events"].as_array().unwrap() {
+            let ts = epoch(e["timestamp"].as_str().unwrap());
+            assert!(ts >= last, "oldest first: {ts} after {last}");
+            last = ts;
+            seen.push(e["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let distinct: HashSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len(), "no event twice across pages");
+    assert!(seen.len() >= expected, "{} events in the feed, {expected} expected at least", seen.len());
+    let (_, one) = h.get(KEY, &format!("/v1/events?message_id={}", ids[0])).await;
+    assert!(!one["events"].as_array().unwrap().is_empty());
+    assert!(one["events"].as_array().unwrap().iter().all(|e| e["data"]["message_id"] == ids[0].as_str()));
+    let (_, r) = h.get(KEY, "/v1/events?recipient=R4@dest.test").await;
+    assert!(r["events"].as_array().unwrap().iter().all(|e| e["data"]["recipient"] == "r4@dest.test"), "{r}");
+    let (_, other) = h.get(OTHER_KEY, "/v1/events").await;
+    assert_eq!(other["events"], json!([]), "another account sees none of them");
+    let (status, bad) = h.get(KEY, "/v1/events?type=message.nope").await;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_type")));
+    let (status, bad) = h.get(KEY, "/v1/events?cursor=zzz").await;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_cursor")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,6 +9,7 @@
 
 pub mod dispatch;
 pub mod endpoints;
+pub mod feed;
 pub mod payload;
 pub mod projector;
 pub mod sender;

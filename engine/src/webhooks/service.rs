@@ -128,6 +128,11 @@ impl Webhooks {
         }
     }
 
+    /// The store (the event feed reads it).
+    pub fn store(&self) -> Arc<dyn WebhookStore> {
+        self.store.clone()
+    }
+
     /// The endpoint, if it is the account's.
     pub async fn get(&self, account: &AccountId, id: &str) -> Result<Endpoint, WebhookError> {
         match self.store.endpoint(id).await? {

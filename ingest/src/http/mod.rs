@@ -3,6 +3,7 @@
 
 mod bounces;
 mod domains;
+mod events;
 pub mod idempotency;
 mod messages;
 mod providers;
@@ -86,6 +87,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(suppressions::show).put(suppressions::put).delete(suppressions::remove),
         )
         .route("/v1/bounces", get(bounces::list))
+        .route("/v1/events", get(events::list))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhooks/{id}", get(webhooks::show).patch(webhooks::update).delete(webhooks::remove))
         .route("/v1/webhooks/{id}/rotate", post(webhooks::rotate))

@@ -2,7 +2,9 @@
 //! `ops/cql/schema.cql`); deliveries are partitioned per endpoint and UTC day.
 
 use super::{err, CqlStore};
-use crate::store::webhooks::{DeliveryRow, WebhookStore, DELIVERY_TTL_DAYS};
+use crate::store::webhooks::{
+    DeliveryRow, FeedPage, FeedQuery, FeedRow, WebhookStore, DELIVERY_TTL_DAYS, FEED_SCAN_BUDGET,
+};
 use crate::store::StoreError;
 use crate::webhooks::endpoints::Endpoint;
 use async_trait::async_trait;
@@ -12,6 +14,7 @@ use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
 const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
 
 pub(super) struct Statements {
     put: PreparedStatement,
@@ -20,6 +23,8 @@ pub(super) struct Statements {
     all: PreparedStatement,
     put_delivery: PreparedStatement,
     list: PreparedStatement,
+    put_feed: PreparedStatement,
+    feed: PreparedStatement,
 }
 
 impl Statements {
@@ -38,6 +43,12 @@ impl Statements {
             .await?,
             list: p(format!(
                 "SELECT row FROM {ks}.webhook_deliveries WHERE endpoint_id = ? AND day = ? AND at < ? LIMIT ?"
+            ))
+            .await?,
+            put_feed: p(format!("INSERT INTO {ks}.event_feed (account, hour, at, id, row) VALUES (?, ?, ?, ?, ?)"))
+                .await?,
+            feed: p(format!(
+                "SELECT at, id, row FROM {ks}.event_feed WHERE account = ? AND hour = ? AND (at, id) > (?, ?) AND at < ? LIMIT ?"
             ))
             .await?,
         })
@@ -134,5 +145,55 @@ impl WebhookStore for CqlStore {
             day -= DAY_MS;
         }
         Ok(out)
+    }
+
+    async fn put_feed(&self, rows: &[FeedRow]) -> Result<(), StoreError> {
+        let writes = rows.iter().map(|r| async move {
+            let json = serde_json::to_string(r).map_err(err)?;
+            let hour = r.at.millis().div_euclid(HOUR_MS) * HOUR_MS;
+            let values = (r.account.0.as_str(), hour, r.at.millis(), r.id.as_str(), json);
+            self.session.execute_unpaged(&self.webhooks.put_feed, values).await.map_err(err).map(|_| ())
+        });
+        for done in futures::future::join_all(writes).await {
+            done?;
+        }
+        Ok(())
+    }
+
+    async fn feed(&self, account: &herald_schemas::AccountId, q: &FeedQuery) -> Result<FeedPage, StoreError> {
+        // Walk the hours of the range in order; within an hour, rows after the position.
+        let (mut at, mut id) = q.after.clone().unwrap_or((q.from.millis() - 1, String::from("\u{10ffff}")));
+        let mut hour = at.max(q.from.millis()).div_euclid(HOUR_MS) * HOUR_MS;
+        let (mut items, mut scanned) = (Vec::new(), 0usize);
+        while hour < q.to.millis() {
+            let want = (q.limit - items.len()).clamp(1, FEED_SCAN_BUDGET) as i32;
+            let values = (account.0.as_str(), hour, at, id.as_str(), q.to.millis(), want);
+            let result = self
+                .session
+                .execute_unpaged(&self.webhooks.feed, values)
+                .await
+                .map_err(err)?
+                .into_rows_result()
+                .map_err(err)?;
+            let mut got = 0;
+            for row in result.rows::<(i64, String, String)>().map_err(err)? {
+                let (row_at, row_id, json) = row.map_err(err)?;
+                got += 1;
+                scanned += 1;
+                let mut r: FeedRow = serde_json::from_str(&json).map_err(err)?;
+                r.account = account.clone();
+                (at, id) = (row_at, row_id);
+                if q.matches(&r) {
+                    items.push(r);
+                }
+                if items.len() >= q.limit || scanned >= FEED_SCAN_BUDGET {
+                    return Ok(FeedPage { items, next: Some((at, id)) });
+                }
+            }
+            if got < want {
+                hour += HOUR_MS;
+            }
+        }
+        Ok(FeedPage { items, next: None })
     }
 }
