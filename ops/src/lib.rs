@@ -5,4 +5,6 @@
 pub mod config;
 pub mod domains_cli;
 pub mod feedback;
+pub mod metrics;
+pub mod replay;
 pub mod serve;

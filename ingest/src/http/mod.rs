@@ -6,6 +6,7 @@ mod domains;
 mod events;
 pub mod idempotency;
 mod messages;
+pub mod observe;
 mod providers;
 mod send;
 mod stats;
@@ -66,6 +67,24 @@ async fn healthz(axum::extract::State(state): axum::extract::State<Arc<ApiState>
     }
 }
 
+/// `200 ready` when the log takes appends (Kafka: the cluster answers a metadata request)
+/// and the projection store answers a read, each within [`READY_TIMEOUT`]; `503` with the
+/// reason otherwise. Orchestrators route traffic on it
+/// (Kubernetes readiness probe); `/healthz` stays the liveness check.
+async fn readyz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+    if let Err(why) = state.submitter.log_reachable(READY_TIMEOUT).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: log: {why}\n")).into_response();
+    }
+    match tokio::time::timeout(READY_TIMEOUT, state.store.domain("readyz.invalid")).await {
+        Ok(Ok(_)) => "ready\n".into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: store: {e}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: store: no answer within 2 s\n").into_response(),
+    }
+}
+
+/// How long `/readyz` waits for the log and for the store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The API's routes.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
@@ -99,6 +118,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/admin/pools", get(providers::pools))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(axum::middleware::from_fn(observe::track))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
