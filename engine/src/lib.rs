@@ -10,6 +10,7 @@
 //!   for opens, clicks and unsubscriptions; [`replay`]: rebuilding a projection from the log;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`shaping`]: provider limits, adaptive backoff, source pools and warm-up;
+//! - [`webhooks`]: customers' endpoints, signed and durable delivery of their events;
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O;
 //! - [`metrics`]: every metric the engine records, with its help text (`docs/metrics.md`).
 
@@ -29,4 +30,5 @@ pub mod routing;
 pub mod shaping;
 pub mod store;
 pub mod submit;
+pub mod webhooks;
 pub mod worker;

@@ -163,6 +163,11 @@ pub const ENGINE: &[Metric] = &[
     m("herald_feedback_projected_events_total", Counter, &[fixed("kind", &["bounce", "complaint", "suppressed", "lifted", "message_suppressed"]), open("detail", "the bounce type or suppression reason, else `-`")], "Feedback events applied by the feedback projector (replays included).", "engine/src/feedback/projector.rs"),
     m("herald_suppression_index_entries", Gauge, &[], "Entries in this node's suppression index (expired ones until replaced or lifted).", "engine/src/feedback/index.rs"),
     m("herald_suppression_index_bytes", Gauge, &[], "Capacity of the suppression index's tables, in bytes.", "engine/src/feedback/index.rs"),
+    m("herald_webhooks_attempts_total", Counter, &[fixed("outcome", &["delivered", "failed", "gone", "dropped"])], "Webhook requests made (and deliveries dropped without one: endpoint deleted or disabled).", "engine/src/webhooks/dispatch.rs"),
+    m("herald_webhooks_request_seconds", Histogram, &[], "Time of one webhook request (bounded by the inline budget for first attempts).", "engine/src/webhooks/dispatch.rs"),
+    m("herald_webhooks_event_to_delivery_seconds", Histogram, &[], "From the event's time to the 2xx of its webhook.", "engine/src/webhooks/dispatch.rs"),
+    m("herald_webhooks_set_aside_total", Counter, &[], "First attempts not made because the endpoint is failing (set aside on retry tier 0).", "engine/src/webhooks/dispatch.rs"),
+    m("herald_webhooks_poison_records_total", Counter, &[], "Undecodable records skipped by the webhook dispatchers.", "engine/src/webhooks/dispatch.rs"),
 ];
 
 /// Describes `metrics` to the installed recorder and initialises to 0 every series whose

@@ -66,10 +66,13 @@ pub fn project(event: &Event) -> Option<Projected> {
             }),
         }),
         Event::Feedback(e) => crate::feedback::rows::message_row(e),
-        Event::DeliveryScheduled(_) | Event::Domain(_) | Event::Engagement(_) | Event::Body(_) | Event::Shaping(_) => {
-            None
-        }
-        Event::Reserved5(r) => match *r {},
+        Event::DeliveryScheduled(_)
+        | Event::Domain(_)
+        | Event::Engagement(_)
+        | Event::Body(_)
+        | Event::Shaping(_)
+        | Event::Webhook(_) => None,
+        Event::Reserved5(r) | Event::Reserved9(r) => match *r {},
     }
 }
 

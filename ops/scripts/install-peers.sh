@@ -3,7 +3,7 @@
 #   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl,
 #        nginx-light and wrk (the tracking-server redirect figure, benches/src/bin/tracking.rs),
 #        strace (the embedded log test that sees the data directory fsynced)
-#   pip: dkimpy, dnspython, cryptography, pynacl; check-jsonschema and PyYAML (the compose file
+#   pip: dkimpy, dnspython, cryptography, pynacl, standardwebhooks; check-jsonschema and PyYAML (the compose file
 #        against the Compose Specification schema, the rendered Helm chart; ops/tests/deploy.rs)
 #   go: helm (helm lint / helm template of ops/deploy/helm, from the Go module proxy) into ~/go/bin
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
@@ -70,6 +70,14 @@ else
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore dkimpy dnspython cryptography pynacl
 fi
 python3 -c "import dkim, nacl"
+# standardwebhooks: an independent verifier of Herald's webhook signatures (ops/tests/webhooks.rs).
+if python3 -c "import standardwebhooks" 2>/dev/null; then
+  log "pip: standardwebhooks present"
+else
+  log "pip: installing standardwebhooks"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore standardwebhooks
+fi
+python3 -c "import standardwebhooks"
 if command -v check-jsonschema >/dev/null && python3 -c "import yaml" 2>/dev/null; then
   log "pip: check-jsonschema pyyaml present"
 else

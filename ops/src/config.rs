@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod bounces;
+mod webhooks;
 pub use bounces::Bounces;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+pub use webhooks::Webhooks;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +41,8 @@ pub struct Config {
     pub tracking: Tracking,
     /// Message bodies stored once per request: placement, cache, retention, fan-out limit.
     pub bodies: Bodies,
+    /// Webhook endpoints: delivery, retries, the guard against internal targets.
+    pub webhooks: Webhooks,
 }
 
 /// `[tracking]`: the tracking server and the links it answers (`docs/config.md#tracking`).
@@ -730,6 +734,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.webhooks.validate().map_err(ConfigError::Invalid)?;
         if self.backend.partitions == 0 {
             return invalid("backend.partitions must be at least 1".into());
         }

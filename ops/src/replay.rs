@@ -28,7 +28,7 @@ const CHUNK: usize = 1024;
 pub async fn run(config: &Config, projection: Projection) -> anyhow::Result<Report> {
     serve::install_crypto();
     let log = serve::open_log(config).await?;
-    let (store, _) = serve::open_stores(config).await?;
+    let store = serve::open_stores(config).await?.projection;
     let topics = serve::topics(config);
     let millis = herald_schemas::Timestamp::now().millis();
     let group = topics.group(&format!("replay-{millis}"));

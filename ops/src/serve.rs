@@ -14,8 +14,11 @@ use herald_engine::retry::RetryPolicy;
 use herald_engine::rewrite::{self, token::Keys, Rewriter};
 use herald_engine::routing::Router;
 use herald_engine::shaping::{self, Shaper};
-use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, feedback::FeedbackStore, ProjectionStore};
+use herald_engine::store::{
+    cql::CqlStore, embedded::EmbeddedStore, feedback::FeedbackStore, webhooks::WebhookStore, ProjectionStore,
+};
 use herald_engine::submit::Submitter;
+use herald_engine::webhooks;
 use herald_engine::worker::{Worker, WorkerSettings};
 use herald_ingest::http::{ApiState, MetricsRender};
 use herald_ingest::sender::{FromPolicy, SenderPolicy};
@@ -121,22 +124,29 @@ async fn retention_loop(
 
 /// Opens the configured projection store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionStore>> {
-    Ok(open_stores(config).await?.0)
+    Ok(open_stores(config).await?.projection)
 }
 
-/// Opens the configured projection store, as the message/stats/domain store and as the
-/// feedback store (one backend, one connection).
-pub async fn open_stores(config: &Config) -> anyhow::Result<(Arc<dyn ProjectionStore>, Arc<dyn FeedbackStore>)> {
+/// The projection store as each of its read models (one backend, one connection).
+pub struct Stores {
+    pub projection: Arc<dyn ProjectionStore>,
+    pub feedback: Arc<dyn FeedbackStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
+}
+
+/// Opens the configured projection store, as the message/stats/domain store, the feedback
+/// store and the webhook store.
+pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     Ok(match config.backend.store {
         StoreBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)?;
             let cache = (config.storage.store_cache_mb << 20) as usize;
             let s = Arc::new(EmbeddedStore::open_with_cache(&config.storage.data_dir.join("projection.redb"), cache)?);
-            (s.clone(), s)
+            Stores { projection: s.clone(), feedback: s.clone(), webhooks: s }
         }
         StoreBackend::Cql => {
             let s = Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?);
-            (s.clone(), s)
+            Stores { projection: s.clone(), feedback: s.clone(), webhooks: s }
         }
     })
 }
@@ -347,8 +357,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     install_crypto();
     let log = open_log(&config).await.context("opening the event log")?;
-    let (store, feedback_store) = open_stores(&config).await.context("opening the projection store")?;
-    let result = serve(config, metrics, shutdown, ready, log.clone(), store.clone(), feedback_store).await;
+    let stores = open_stores(&config).await.context("opening the projection store")?;
+    let store = stores.projection.clone();
+    let result = serve(config, metrics, shutdown, ready, log.clone(), stores).await;
     close(log, store).await;
     result
 }
@@ -377,9 +388,9 @@ async fn serve(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
     log: Arc<dyn EventLog>,
-    store: Arc<dyn ProjectionStore>,
-    feedback_store: Arc<dyn FeedbackStore>,
+    stores: Stores,
 ) -> anyhow::Result<()> {
+    let Stores { projection: store, feedback: feedback_store, webhooks: webhook_store } = stores;
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
@@ -470,6 +481,7 @@ async fn serve(
     } else {
         None
     };
+    let webhooks = webhooks(&config, log.clone(), webhook_store.clone(), &topics)?;
     let bodies_topic = topics.bodies();
     let submitter = Submitter::new(log.clone(), topics, router).with_bodies(bodies, config.bodies.max_fanout_bytes);
     let store_for_cache = store.clone();
@@ -489,6 +501,7 @@ async fn serve(
         defaults: config.accounts.iter().map(|a| (AccountId(a.id.clone()), a.defaults.options())).collect(),
         shaping: config.cluster.has(Role::Deliver).then(|| shaper.clone()),
         operator_keys: config.shaping.operator_keys.clone(),
+        webhooks: Some(webhooks.service.clone()),
     });
     let bounce_mx = feedback.bounce_mx(&config, cache.clone()).await?;
     let dns = if config.dns.enabled {
@@ -601,6 +614,7 @@ async fn serve(
             async move { ("engagement projector", projector.run(&membership, shutdown).await.map_err(Into::into)) },
         );
     }
+    webhooks.spawn(&config, log.clone(), webhook_store, &membership, &shutdown, &mut tasks);
     if let Some((listener, tracker, appending)) = tracking {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -708,6 +722,90 @@ async fn smtp_listeners(
         listeners.push((l, implicit));
     }
     Ok(Some((server, listeners)))
+}
+
+/// The webhook parts of a node: the command service (API), the dispatcher and the registry.
+pub struct WebhookParts {
+    pub service: Arc<webhooks::service::Webhooks>,
+    dispatch: Arc<webhooks::dispatch::Dispatch>,
+    registry: webhooks::endpoints::Registry,
+}
+
+/// Builds the webhook service and dispatcher the config describes.
+pub fn webhooks(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn WebhookStore>,
+    topics: &Topics,
+) -> anyhow::Result<WebhookParts> {
+    let settings = config.webhooks.settings();
+    let extra_roots = match &config.webhooks.extra_roots_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    let sender = Arc::new(
+        webhooks::sender::Sender::new(settings.allow_private_targets, settings.timeout, extra_roots.as_deref())
+            .context("building the webhook HTTP client")?,
+    );
+    let registry = webhooks::endpoints::Registry::default();
+    let service = Arc::new(webhooks::service::Webhooks::new(
+        log.clone(),
+        store,
+        topics.clone(),
+        registry.clone(),
+        sender.clone(),
+        settings.clone(),
+    ));
+    let dispatch = Arc::new(webhooks::dispatch::Dispatch {
+        registry: registry.clone(),
+        sender,
+        lanes: webhooks::Lanes::new(settings.endpoint_concurrency),
+        router: Router::new(log.partitions(), Default::default()),
+        topics: topics.clone(),
+        settings,
+    });
+    Ok(WebhookParts { service, dispatch, registry })
+}
+
+impl WebhookParts {
+    /// Spawns the registry refresh (every node), the webhook projector (`project` role) and
+    /// the dispatchers (`deliver` role, when `[webhooks] enabled`).
+    fn spawn(
+        self,
+        config: &Config,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn WebhookStore>,
+        membership: &Membership,
+        shutdown: &CancellationToken,
+        tasks: &mut tokio::task::JoinSet<(&'static str, anyhow::Result<()>)>,
+    ) {
+        {
+            let (registry, store, shutdown) = (self.registry.clone(), store.clone(), shutdown.clone());
+            let every = self.dispatch.settings.refresh;
+            tasks.spawn(async move {
+                webhooks::projector::refresh(registry, store, every, shutdown).await;
+                ("webhook registry", Ok(()))
+            });
+        }
+        if config.cluster.has(Role::Project) {
+            let feed = Arc::new(webhooks::feed::FeedProjector::new(store.clone(), self.dispatch.topics.clone()));
+            let (l, m, s) = (log.clone(), membership.clone(), shutdown.clone());
+            tasks.spawn(async move { ("event feed projector", feed.run(l, &m, s).await.map_err(Into::into)) });
+            let projector = Arc::new(webhooks::projector::WebhookProjector::new(store, self.dispatch.topics.clone()));
+            let (log, membership, shutdown) = (log.clone(), membership.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                ("webhook projector", projector.run(log, &membership, shutdown).await.map_err(Into::into))
+            });
+        }
+        if config.webhooks.enabled && config.cluster.has(Role::Deliver) {
+            let first = Arc::new(webhooks::dispatch::FirstAttempts(self.dispatch.clone()));
+            let (l, m, s) = (log.clone(), membership.clone(), shutdown.clone());
+            tasks.spawn(async move { ("webhook dispatch", first.run(l, &m, s).await.map_err(Into::into)) });
+            let retries = Arc::new(webhooks::dispatch::Retries(self.dispatch.clone()));
+            let (l, m, s) = (log, membership.clone(), shutdown.clone());
+            tasks.spawn(async move { ("webhook retries", retries.run(l, &m, s).await.map_err(Into::into)) });
+        }
+    }
 }
 
 /// Time past `delivery.drain_secs` for the last commits and leaving the consumer groups.

@@ -3,7 +3,7 @@
 //! Adding a field is a new schema version: add the new struct, keep the old one in
 //! [`crate::v1`]-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, ShapingEvent, Timestamp};
+use crate::{AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, ShapingEvent, Timestamp, WebhookEvent};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
@@ -192,6 +192,11 @@ pub enum Event {
     Feedback(FeedbackEvent),
     /// Traffic shaping (`<prefix>.shaping`), see [`crate::shaping`]. Index 8.
     Shaping(ShapingEvent),
+    /// Index 9: reserved for accounts (another change).
+    Reserved9(Reserved),
+    /// Webhook endpoints and deliveries (`<prefix>.webhooks`, `<prefix>.webhooks.retry.<tier>`),
+    /// see [`crate::webhook`]. Index 10.
+    Webhook(WebhookEvent),
 }
 
 /// The owner of events that belong to no account (traffic shaping).
@@ -209,7 +214,8 @@ impl Event {
             Event::Engagement(e) => e.event_type(),
             Event::Feedback(e) => e.event_type(),
             Event::Shaping(e) => e.event_type(),
-            Event::Reserved5(r) => match *r {},
+            Event::Webhook(e) => e.event_type(),
+            Event::Reserved5(r) | Event::Reserved9(r) => match *r {},
         }
     }
 
@@ -232,7 +238,8 @@ impl Event {
             Event::Engagement(e) => e.account(),
             Event::Feedback(e) => e.account(),
             Event::Shaping(_) => &NOBODY,
-            Event::Reserved5(r) => match *r {},
+            Event::Webhook(e) => e.account(),
+            Event::Reserved5(r) | Event::Reserved9(r) => match *r {},
         }
     }
 
@@ -244,8 +251,8 @@ impl Event {
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
             Event::Engagement(e) => Some(e.message_id()),
             Event::Feedback(e) => e.message_id(),
-            Event::Domain(_) | Event::Body(_) | Event::Shaping(_) => None,
-            Event::Reserved5(r) => match *r {},
+            Event::Domain(_) | Event::Body(_) | Event::Shaping(_) | Event::Webhook(_) => None,
+            Event::Reserved5(r) | Event::Reserved9(r) => match *r {},
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod shaping;
 pub mod time;
 pub mod v1;
+pub mod webhook;
 
 pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
 pub use domain::{
@@ -34,3 +35,7 @@ pub use shaping::{
     LaneUsage, ProviderResumed, ProviderThrottled, ShapingEvent, SourceFirstUsed, ThrottleAction, UsageReported,
 };
 pub use time::Timestamp;
+pub use webhook::{
+    EndpointCreated, EndpointDeleted, EndpointDisabled, EndpointUpdated, SecretRotated, WebhookAttempted, WebhookEvent,
+    WebhookOutcome, WebhookScheduled,
+};

@@ -235,8 +235,103 @@ fn fixtures(version: u16) -> Vec<(&'static str, Event)> {
         all.extend(feedback_fixtures());
         all.extend(shaping_fixtures());
         all.extend(body_fixtures());
+        all.extend(webhook_fixtures());
     }
     all
+}
+
+fn webhook_fixtures() -> Vec<(&'static str, Event)> {
+    let account = AccountId("acme".into());
+    let endpoint_id = "ep_01jdx3k7q8r9s0t1v2w3x4y5z6".to_owned();
+    vec![
+        (
+            "webhook_endpoint_created",
+            Event::Webhook(WebhookEvent::EndpointCreated(EndpointCreated {
+                account: account.clone(),
+                endpoint_id: endpoint_id.clone(),
+                url: "https://hooks.example.com/herald".into(),
+                events: vec!["message.delivered".into(), "message.bounced".into()],
+                description: "CRM".into(),
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                created_at: Timestamp(1_763_800_000_123),
+            })),
+        ),
+        (
+            "webhook_endpoint_updated",
+            Event::Webhook(WebhookEvent::EndpointUpdated(EndpointUpdated {
+                account: account.clone(),
+                endpoint_id: endpoint_id.clone(),
+                url: None,
+                events: Some(vec![]),
+                description: Some("CRM (all events)".into()),
+                enabled: Some(true),
+                updated_at: Timestamp(1_763_800_100_123),
+            })),
+        ),
+        (
+            "webhook_secret_rotated",
+            Event::Webhook(WebhookEvent::SecretRotated(SecretRotated {
+                account: account.clone(),
+                endpoint_id: endpoint_id.clone(),
+                secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+                previous_until: Timestamp(1_763_886_400_123),
+                rotated_at: Timestamp(1_763_800_000_123),
+            })),
+        ),
+        (
+            "webhook_endpoint_disabled",
+            Event::Webhook(WebhookEvent::EndpointDisabled(EndpointDisabled {
+                account: account.clone(),
+                endpoint_id: endpoint_id.clone(),
+                reason: "the endpoint answered 410 Gone".into(),
+                disabled_at: Timestamp(1_763_800_200_123),
+            })),
+        ),
+        (
+            "webhook_endpoint_deleted",
+            Event::Webhook(WebhookEvent::EndpointDeleted(EndpointDeleted {
+                account: account.clone(),
+                endpoint_id: endpoint_id.clone(),
+                deleted_at: Timestamp(1_763_800_300_123),
+            })),
+        ),
+        (
+            "webhook_attempted",
+            Event::Webhook(WebhookEvent::Attempted(WebhookAttempted {
+                account: account.clone(),
+                endpoint_id: endpoint_id.clone(),
+                webhook_id: "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W".into(),
+                event_type: "message.delivered".into(),
+                attempt: 2,
+                status: Some(503),
+                error: Some("503 Service Unavailable".into()),
+                outcome: WebhookOutcome::Retrying,
+                duration_ms: 42,
+                attempted_at: Timestamp(1_763_800_005_123),
+            })),
+        ),
+        (
+            "webhook_scheduled",
+            Event::Webhook(WebhookEvent::Scheduled(WebhookScheduled {
+                account,
+                endpoint_id,
+                webhook_id: "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W".into(),
+                event_type: "message.delivered".into(),
+                payload: br#"{"type":"message.delivered","timestamp":"2025-11-22T08:26:40.123Z","data":{}}"#.to_vec(),
+                attempt: 3,
+                not_before: Timestamp(1_763_800_305_123),
+                occurred_at: Timestamp(1_763_800_000_000),
+            })),
+        ),
+    ]
+}
+
+#[test]
+fn webhook_is_event_index_10() {
+    for (name, event) in webhook_fixtures() {
+        assert_eq!(encode(&event)[4], 10, "{name}");
+    }
+    assert!(decode(b"HE\x02\x00\x09").is_err(), "index 9 is reserved and never decodes");
 }
 
 fn shaping_fixtures() -> Vec<(&'static str, Event)> {

@@ -333,6 +333,17 @@ impl Topics {
         format!("{}.bodies", self.prefix)
     }
 
+    /// Webhook endpoint changes and delivery outcomes, keyed by endpoint id; read by the
+    /// webhook projector.
+    pub fn webhooks(&self) -> String {
+        format!("{}.webhooks", self.prefix)
+    }
+
+    /// Webhook deliveries waiting for their next attempt (`crate::webhooks::tier_of`).
+    pub fn webhook_retry(&self, tier: u32) -> String {
+        format!("{}.webhooks.retry.{tier}", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
         let mut all = vec![
             self.messages(),
@@ -345,6 +356,8 @@ impl Topics {
             self.shaping(),
         ];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
+        all.push(self.webhooks());
+        all.extend((0..crate::webhooks::MAX_TIERS).map(|t| self.webhook_retry(t)));
         all
     }
 }

@@ -18,6 +18,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
 
 mod feedback;
+mod webhooks;
 
 /// The schema, shipped for operators under `ops/cql/` and applied by [`CqlStore::connect`].
 pub const SCHEMA: &str = include_str!("../../../ops/cql/schema.cql");
@@ -39,6 +40,7 @@ pub struct CqlStore {
     insert_domain: PreparedStatement,
     select_domains: PreparedStatement,
     feedback: feedback::Statements,
+    webhooks: webhooks::Statements,
     claim_key: PreparedStatement,
     replace_key: PreparedStatement,
     release_key: PreparedStatement,
@@ -102,6 +104,7 @@ impl CqlStore {
             insert_domain: prepare(format!("INSERT INTO {ks}.sender_domains (domain, account, state) VALUES (?, ?, ?)")).await?,
             select_domains: prepare(format!("SELECT state FROM {ks}.sender_domains")).await?,
             feedback: feedback::Statements::prepare(&session, ks).await?,
+            webhooks: webhooks::Statements::prepare(&session, ks).await?,
             claim_key: prepare(format!(
                 "INSERT INTO {ks}.idempotency_keys (account, key, claim, record) VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))

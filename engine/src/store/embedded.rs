@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod feedback;
+mod webhooks;
 
 /// (account, message id, seq) → JSON of [`Projected`].
 const EVENTS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("message_events");
@@ -53,6 +54,7 @@ impl EmbeddedStore {
         txn.open_table(COUNTS).map_err(err)?;
         txn.open_table(DOMAINS).map_err(err)?;
         feedback::create_tables(&txn)?;
+        webhooks::create_tables(&txn)?;
         txn.open_table(IDEMPOTENCY).map_err(err)?;
         txn.open_table(IDEMPOTENCY_EXPIRY).map_err(err)?;
         txn.open_table(ENGAGEMENT).map_err(err)?;

@@ -11,6 +11,7 @@
 pub mod cql;
 pub mod embedded;
 pub mod feedback;
+pub mod webhooks;
 
 use crate::domains::state::DomainState;
 use async_trait::async_trait;

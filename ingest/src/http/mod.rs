@@ -3,6 +3,7 @@
 
 mod bounces;
 mod domains;
+mod events;
 pub mod idempotency;
 mod messages;
 pub mod observe;
@@ -10,6 +11,7 @@ mod providers;
 mod send;
 mod stats;
 mod suppressions;
+mod webhooks;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,6 +54,8 @@ pub struct ApiState {
     /// Keys for the operators' routes (`[shaping] operator_keys`); account keys never open
     /// them.
     pub operator_keys: Vec<String>,
+    /// Webhook endpoints (`/v1/webhooks`); `None` answers 404 `not_enabled`.
+    pub webhooks: Option<Arc<herald_engine::webhooks::service::Webhooks>>,
 }
 
 /// `200 ok` while the log takes appends; `503` with the reason while it cannot (the
@@ -102,6 +106,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(suppressions::show).put(suppressions::put).delete(suppressions::remove),
         )
         .route("/v1/bounces", get(bounces::list))
+        .route("/v1/events", get(events::list))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", get(webhooks::show).patch(webhooks::update).delete(webhooks::remove))
+        .route("/v1/webhooks/{id}/rotate", post(webhooks::rotate))
+        .route("/v1/webhooks/{id}/test", post(webhooks::test))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/admin/providers", get(providers::list))
         .route("/v1/admin/providers/{name}/suspend", post(providers::suspend))
         .route("/v1/admin/providers/{name}/resume", post(providers::resume))

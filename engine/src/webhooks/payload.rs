@@ -1,0 +1,225 @@
+//! What an event of the log looks like to a customer: `{type, timestamp, data}`, the body of
+//! a webhook request (and of the event feed). Pure: no I/O.
+//!
+//! | type | from |
+//! |---|---|
+//! | `message.delivered`, `message.deferred`, `message.failed` | `DeliveryAttempted` |
+//! | `message.bounced` | `BounceReceived` (a refusal, or a DSN) |
+//! | `message.complained` | `ComplaintReceived` |
+//! | `message.suppressed` | `MessageSuppressed` |
+//! | `message.opened`, `link.clicked`, `recipient.unsubscribed` | engagement events |
+//! | `domain.verified`, `domain.failing` | `DomainVerified` by its status |
+
+use crate::projector::rfc3339;
+use herald_schemas::{
+    AccountId, DomainEvent, EngagementEvent, Event, FeedbackEvent, MessageId, Outcome, Timestamp, VerificationStatus,
+};
+use serde_json::{json, Value};
+
+/// Every type a webhook endpoint may subscribe to.
+pub const EVENT_TYPES: &[&str] = &[
+    "message.delivered",
+    "message.deferred",
+    "message.failed",
+    "message.bounced",
+    "message.complained",
+    "message.suppressed",
+    "message.opened",
+    "link.clicked",
+    "recipient.unsubscribed",
+    "domain.verified",
+    "domain.failing",
+];
+
+/// An event as customers see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    pub account: AccountId,
+    pub event_type: &'static str,
+    pub at: Timestamp,
+    /// The message it is about (for per-message order), if any.
+    pub message_id: Option<MessageId>,
+    pub recipient: Option<String>,
+    pub data: Value,
+}
+
+impl Payload {
+    /// The request body: `{"type":…,"timestamp":…,"data":{…}}`.
+    pub fn body(&self) -> Vec<u8> {
+        let v = json!({ "type": self.event_type, "timestamp": rfc3339(self.at), "data": self.data });
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+/// The payload of `event`, if customers are told about it.
+pub fn of(event: &Event) -> Option<Payload> {
+    match event {
+        Event::DeliveryAttempted(e) => {
+            let event_type = match e.outcome {
+                Outcome::Delivered => "message.delivered",
+                Outcome::Deferred => "message.deferred",
+                Outcome::Failed => "message.failed",
+            };
+            let data = json!({
+                "message_id": e.message_id,
+                "recipient": e.recipient,
+                "attempt": e.attempt,
+                "mx_host": e.mx_host,
+                "mx_ip": e.mx_ip,
+                "tls": e.tls,
+                "reply": e.reply,
+                "next_attempt_at": e.next_attempt_at.map(rfc3339),
+            });
+            Some(message(&e.account, event_type, e.attempted_at, &e.message_id, &e.recipient, data))
+        }
+        Event::Feedback(f) => feedback(f),
+        Event::Engagement(e) => {
+            let c = e.client();
+            let mut data = json!({
+                "message_id": e.message_id(),
+                "recipient": e.recipient(),
+                "event_id": e.event_id(),
+                "user_agent": c.user_agent,
+                "client_ip": c.ip,
+                "machine": c.machine.is_some(),
+                "machine_reason": c.machine.map(|m| m.as_str()),
+            });
+            if let EngagementEvent::LinkClicked(l) = e {
+                data["url"] = json!(l.url);
+                data["link_index"] = json!(l.link_index);
+            }
+            Some(message(e.account(), e.event_type(), e.at(), e.message_id(), e.recipient(), data))
+        }
+        Event::Domain(DomainEvent::Verified(v)) => {
+            let event_type = match v.status {
+                VerificationStatus::Verified => "domain.verified",
+                VerificationStatus::Failing => "domain.failing",
+                VerificationStatus::Pending => return None,
+            };
+            let data = json!({ "domain": v.domain, "status": v.status, "checks": v.checks });
+            Some(Payload {
+                account: v.account.clone(),
+                event_type,
+                at: v.checked_at,
+                message_id: None,
+                recipient: None,
+                data,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn feedback(f: &FeedbackEvent) -> Option<Payload> {
+    match f {
+        FeedbackEvent::BounceReceived(b) => {
+            let data = json!({
+                "message_id": b.message_id,
+                "recipient": b.recipient,
+                "bounce_type": b.bounce_type,
+                "class": b.class,
+                "action": b.action,
+                "code": b.code,
+                "enhanced": b.enhanced,
+                "diagnostic": b.diagnostic,
+                "remote_mta": b.remote_mta,
+                "reporting_mta": b.reporting_mta,
+                "source": b.source,
+                "bounce_id": b.id,
+            });
+            Some(message(&b.account, "message.bounced", b.received_at, &b.message_id, &b.recipient, data))
+        }
+        FeedbackEvent::ComplaintReceived(c) => {
+            let data = json!({
+                "message_id": c.message_id,
+                "recipient": c.recipient,
+                "feedback_type": c.feedback_type,
+                "user_agent": c.user_agent,
+                "reporting_mta": c.reporting_mta,
+                "arrival_date": c.arrival_date.map(rfc3339),
+                "complaint_id": c.id,
+            });
+            Some(message(&c.account, "message.complained", c.received_at, &c.message_id, &c.recipient, data))
+        }
+        FeedbackEvent::MessageSuppressed(s) => {
+            let data = json!({
+                "message_id": s.message_id,
+                "recipient": s.recipient,
+                "reason": s.reason,
+                "attempt": s.attempt,
+            });
+            Some(message(&s.account, "message.suppressed", s.suppressed_at, &s.message_id, &s.recipient, data))
+        }
+        _ => None,
+    }
+}
+
+fn message(
+    account: &AccountId,
+    event_type: &'static str,
+    at: Timestamp,
+    message_id: &MessageId,
+    recipient: &str,
+    data: Value,
+) -> Payload {
+    Payload {
+        account: account.clone(),
+        event_type,
+        at,
+        message_id: Some(message_id.clone()),
+        recipient: Some(recipient.to_owned()),
+        data,
+    }
+}
+
+/// The `webhook-id` of the event stored at `(topic, partition, offset)`: the same for every
+/// delivery and redelivery of that record, so receivers can deduplicate.
+pub fn webhook_id(topic: &str, partition: u32, offset: u64) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{topic}\u{0}{partition}\u{0}{offset}").as_bytes(),
+    );
+    format!("msg_{}", data_encoding::BASE32_NOPAD.encode(&digest.as_ref()[..16]).to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_schemas::{DeliveryAttempted, SmtpReply};
+
+    #[test]
+    fn a_delivery_becomes_message_delivered() {
+        let e = Event::DeliveryAttempted(DeliveryAttempted {
+            account: AccountId("acme".into()),
+            message_id: MessageId("m1".into()),
+            recipient: "a@example.org".into(),
+            recipient_domain: "example.org".into(),
+            attempt: 1,
+            mx_host: Some("mx.example.org".into()),
+            mx_ip: None,
+            tls: true,
+            reply: SmtpReply { code: 250, enhanced: Some("2.0.0".into()), text: "ok".into() },
+            outcome: Outcome::Delivered,
+            next_attempt_at: None,
+            duration_ms: 5,
+            attempted_at: Timestamp(1_700_000_000_000),
+            dkim: String::new(),
+        });
+        let p = of(&e).unwrap();
+        assert_eq!(p.event_type, "message.delivered");
+        let body: Value = serde_json::from_slice(&p.body()).unwrap();
+        assert_eq!(body["type"], "message.delivered");
+        assert_eq!(body["timestamp"], "2023-11-14T22:13:20Z");
+        assert_eq!(body["data"]["message_id"], "m1");
+        assert_eq!(body["data"]["reply"]["code"], 250);
+        assert_eq!(EVENT_TYPES.len(), 11);
+    }
+
+    #[test]
+    fn webhook_ids_are_stable_per_record() {
+        assert_eq!(webhook_id("t.attempts", 1, 7), webhook_id("t.attempts", 1, 7));
+        assert_ne!(webhook_id("t.attempts", 1, 7), webhook_id("t.attempts", 1, 8));
+        assert_ne!(webhook_id("t.attempts", 1, 7), webhook_id("t.feedback", 1, 7));
+        assert!(webhook_id("a", 0, 0).starts_with("msg_"));
+    }
+}
