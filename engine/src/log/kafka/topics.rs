@@ -88,7 +88,12 @@ pub(super) async fn ensure(
         match result {
             Ok(_) => {}
             Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                // Created meanwhile, or created just before and not yet in the metadata we
+                // read: either way an existing bodies topic must pass the same check.
                 tracing::debug!(%topic, "topic created concurrently");
+                if let Some(bodies) = settings.bodies.as_ref().filter(|b| b.topic == topic) {
+                    check_bodies_topic(&admin, bodies).await?;
+                }
             }
             Err((topic, code)) => return Err(LogError::Topic { topic, problem: format!("cannot create: {code}") }),
         }
@@ -103,15 +108,29 @@ pub(super) async fn ensure(
 /// that a pending retry still needs.
 async fn check_bodies_topic(admin: &AdminClient<DefaultClientContext>, bodies: &BodiesTopic) -> Result<(), LogError> {
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    let results = admin.describe_configs([&ResourceSpecifier::Topic(&bodies.topic)], &opts).await?;
-    let resource = results
-        .into_iter()
-        .next()
-        .ok_or_else(|| LogError::Topic { topic: bodies.topic.clone(), problem: "no configuration returned".into() })?
-        .map_err(|code| LogError::Topic {
-            topic: bodies.topic.clone(),
-            problem: format!("describe configs: {code}"),
-        })?;
+    // A topic created a moment ago may be described before its configuration reaches the
+    // broker that answers (no `retention.ms` at all): ask again, for up to 10 s.
+    let mut tries = 0;
+    let resource = loop {
+        let results = admin.describe_configs([&ResourceSpecifier::Topic(&bodies.topic)], &opts).await?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| LogError::Topic {
+                topic: bodies.topic.clone(),
+                problem: "no configuration returned".into(),
+            })?
+            .map_err(|code| LogError::Topic {
+                topic: bodies.topic.clone(),
+                problem: format!("describe configs: {code}"),
+            });
+        let described = resource.as_ref().is_ok_and(|r| r.get("retention.ms").is_some_and(|e| e.value.is_some()));
+        tries += 1;
+        if described || tries >= 20 {
+            break resource?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let value = |name: &str| resource.get(name).and_then(|e| e.value.clone()).unwrap_or_default();
     let need_ms = bodies.retention.map_or(-1, |r| r.as_millis() as i64);
     let have_ms: i64 = value("retention.ms").parse().unwrap_or(0);
