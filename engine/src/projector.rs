@@ -62,7 +62,7 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "dkim": e.dkim,
             }),
         }),
-        Event::DeliveryScheduled(_) | Event::Domain(_) => None,
+        _ => None,
     }
 }
 

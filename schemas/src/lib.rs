@@ -5,17 +5,25 @@
 //! [`codec`] (bincode 2 with a schema-version header). Golden files under `tests/golden/`
 //! pin the wire format: once a version ships, it must keep decoding forever.
 
+pub mod account;
 pub mod codec;
 pub mod domain;
 pub mod event;
 pub mod ids;
 pub mod time;
 
+pub use account::{
+    AccountCreated, AccountDefaults, AccountDeleted, AccountEvent, AccountLimits, AccountOrigin, AccountResumed,
+    AccountSettings, AccountSuspended, AccountUpdated, ApiKeyCreated, ApiKeyRevoked, FromDomainsPolicy, SmtpUserAdded,
+    SmtpUserRemoved,
+};
 pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
 pub use domain::{
     CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,
     DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
 };
-pub use event::{Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SendOptions, SmtpReply};
+pub use event::{
+    Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, Reserved, SendOptions, SmtpReply,
+};
 pub use ids::{AccountId, MessageId};
 pub use time::Timestamp;

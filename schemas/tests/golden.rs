@@ -120,9 +120,133 @@ fn domain_fixtures() -> Vec<(&'static str, Event)> {
     ]
 }
 
+fn account_settings() -> AccountSettings {
+    AccountSettings {
+        name: "Acme Newsletters".into(),
+        pool: Some("shared-warm".into()),
+        defaults: AccountDefaults {
+            inline_css: true,
+            click_tracking: false,
+            opens_tracking: true,
+            bounce_tracking: true,
+            list_unsubscribe: false,
+        },
+        limits: AccountLimits { messages_per_day: Some(1_000_000), messages_per_second: Some(200) },
+        from_domains: FromDomainsPolicy::Verified,
+        report_email: Some("postmaster@acme.example".into()),
+        relay_networks: vec!["10.1.2.0/24".into(), "2001:db8::25".into()],
+    }
+}
+
+fn account_fixtures() -> Vec<(&'static str, Event)> {
+    let acme = || AccountId("acme".into());
+    let actor = || "operator:ops-alice".to_owned();
+    vec![
+        (
+            "account_created",
+            Event::Account(AccountEvent::Created(AccountCreated {
+                account: acme(),
+                settings: account_settings(),
+                origin: AccountOrigin::Api,
+                request_id: "0190f0c4a1b27c3d8e9f001122334455".into(),
+                actor: actor(),
+                created_at: Timestamp(1_763_800_000_123),
+            })),
+        ),
+        (
+            "account_created_from_config",
+            Event::Account(AccountEvent::Created(AccountCreated {
+                account: acme(),
+                settings: AccountSettings { name: "acme".into(), ..AccountSettings::default() },
+                origin: AccountOrigin::Config,
+                request_id: "0190f0c4a1b27c3d8e9f001122334456".into(),
+                actor: "config".into(),
+                created_at: Timestamp(1_763_800_000_124),
+            })),
+        ),
+        (
+            "account_updated",
+            Event::Account(AccountEvent::Updated(AccountUpdated {
+                account: acme(),
+                settings: AccountSettings { pool: None, from_domains: FromDomainsPolicy::Any, ..account_settings() },
+                actor: actor(),
+                updated_at: Timestamp(1_763_800_001_000),
+            })),
+        ),
+        (
+            "account_suspended",
+            Event::Account(AccountEvent::Suspended(AccountSuspended {
+                account: acme(),
+                reason: "complaint rate over 0.3 % — reviewing".into(),
+                actor: actor(),
+                suspended_at: Timestamp(1_763_800_002_000),
+            })),
+        ),
+        (
+            "account_resumed",
+            Event::Account(AccountEvent::Resumed(AccountResumed {
+                account: acme(),
+                actor: actor(),
+                resumed_at: Timestamp(1_763_800_003_000),
+            })),
+        ),
+        (
+            "account_deleted",
+            Event::Account(AccountEvent::Deleted(AccountDeleted {
+                account: acme(),
+                actor: actor(),
+                deleted_at: Timestamp(1_763_800_009_000),
+            })),
+        ),
+        (
+            "account_api_key_created",
+            Event::Account(AccountEvent::KeyCreated(ApiKeyCreated {
+                account: acme(),
+                key_id: "key_0190f0c4a1b27c3d".into(),
+                name: "production sender".into(),
+                prefix: "hrld_8Kq2".into(),
+                sha256: (0u8..32).collect(),
+                scopes: vec!["send".into(), "read".into()],
+                expires_at: Some(Timestamp(1_795_336_000_000)),
+                actor: actor(),
+                created_at: Timestamp(1_763_800_004_000),
+            })),
+        ),
+        (
+            "account_api_key_revoked",
+            Event::Account(AccountEvent::KeyRevoked(ApiKeyRevoked {
+                account: acme(),
+                key_id: "key_0190f0c4a1b27c3d".into(),
+                actor: actor(),
+                revoked_at: Timestamp(1_763_800_005_000),
+            })),
+        ),
+        (
+            "account_smtp_user_added",
+            Event::Account(AccountEvent::SmtpUserAdded(SmtpUserAdded {
+                account: acme(),
+                username: "relay@acme.example".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+                actor: actor(),
+                added_at: Timestamp(1_763_800_006_000),
+            })),
+        ),
+        (
+            "account_smtp_user_removed",
+            Event::Account(AccountEvent::SmtpUserRemoved(SmtpUserRemoved {
+                account: acme(),
+                username: "relay@acme.example".into(),
+                actor: actor(),
+                removed_at: Timestamp(1_763_800_007_000),
+            })),
+        ),
+    ]
+}
+
 fn fixtures() -> Vec<(&'static str, Event)> {
     let mut all = message_fixtures();
     all.extend(domain_fixtures());
+    all.extend(account_fixtures());
     all
 }
 
@@ -226,6 +350,8 @@ fn round_trip_and_rejections() {
     frame[2] = 99;
     assert!(matches!(decode(&frame), Err(CodecError::UnknownVersion(99))));
     assert!(matches!(decode(b"XX\x01\x00"), Err(CodecError::BadMagic(_))));
+    // A reserved index (another change's event, not in this build) is a poison record.
+    assert!(matches!(decode(b"HE\x01\x00\x04"), Err(CodecError::Decode(_))));
     let mut long = encode(&fixtures()[0].1);
     long.push(0);
     assert!(matches!(decode(&long), Err(CodecError::Trailing(1))));
