@@ -6,8 +6,10 @@
 //! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
 //! - [`projector`]: turning the log into the read models queries use;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
+//! - [`accounts`]: accounts, API keys and SMTP users as events, and each node's snapshot;
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
 
+pub mod accounts;
 pub mod delivery;
 pub mod domains;
 pub mod log;

@@ -124,8 +124,13 @@ impl Topics {
         format!("{}.domains", self.prefix)
     }
 
+    /// Account events, keyed by the account id; read by the account projector.
+    pub fn accounts(&self) -> String {
+        format!("{}.accounts", self.prefix)
+    }
+
     pub fn all(&self) -> Vec<String> {
-        let mut all = vec![self.messages(), self.attempts(), self.domains()];
+        let mut all = vec![self.messages(), self.attempts(), self.domains(), self.accounts()];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all
     }

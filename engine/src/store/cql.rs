@@ -7,12 +7,17 @@
 //! row write and the counter update loses at most that batch's increments (counters may
 //! undercount by one batch per crash; statuses are always exact).
 
-use super::{Claim, DomainState, IdempotencyRecord, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError};
+use super::{
+    Claim, DomainState, HourStats, IdempotencyRecord, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError,
+};
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::value::Counter;
+
+mod accounts;
 
 /// The schema, shipped for operators under `ops/cql/` and applied by [`CqlStore::connect`].
 pub const SCHEMA: &str = include_str!("../../../ops/cql/schema.cql");
@@ -34,6 +39,10 @@ pub struct CqlStore {
     claim_key: PreparedStatement,
     replace_key: PreparedStatement,
     release_key: PreparedStatement,
+    select_hours: PreparedStatement,
+    index_recipient: PreparedStatement,
+    select_recipient: PreparedStatement,
+    accounts: accounts::Statements,
 }
 
 impl CqlStore {
@@ -87,6 +96,19 @@ impl CqlStore {
             .await?,
             release_key: prepare(format!("DELETE FROM {ks}.idempotency_keys WHERE account = ? AND key = ? IF claim = ?"))
                 .await?,
+            select_hours: prepare(format!(
+                "SELECT hour, accepted, delivered, deferred, failed FROM {ks}.hourly_counts WHERE account = ? AND hour >= ? AND hour < ?"
+            ))
+            .await?,
+            index_recipient: prepare(format!(
+                "INSERT INTO {ks}.messages_by_recipient (account, recipient, at, message_id) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            select_recipient: prepare(format!(
+                "SELECT message_id FROM {ks}.messages_by_recipient WHERE account = ? AND recipient = ? AND at < ? LIMIT ?"
+            ))
+            .await?,
+            accounts: accounts::Statements::prepare(&session, ks).await?,
             session,
         })
     }
@@ -138,6 +160,11 @@ impl ProjectionStore for CqlStore {
             let detail = serde_json::to_string(&p.detail).map_err(err)?;
             let row = (key.0, key.1, key.2, p.recipient.as_str(), p.kind.as_str(), p.at.millis(), detail);
             self.session.execute_unpaged(&self.insert, row).await.map_err(err)?;
+            if p.kind == Kind::Accepted {
+                let r = p.recipient.to_lowercase();
+                let index = (key.0, r.as_str(), p.at.millis(), key.1);
+                self.session.execute_unpaged(&self.index_recipient, index).await.map_err(err)?;
+            }
             self.session
                 .execute_unpaged(&self.count[counter_index(p.kind)], (key.0, p.at.hour_bucket()))
                 .await
@@ -198,6 +225,53 @@ impl ProjectionStore for CqlStore {
             stats.add(Kind::Failed, n(x));
         }
         Ok(stats)
+    }
+
+    async fn hourly(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<HourStats>, StoreError> {
+        let mut pager = self
+            .session
+            .execute_iter(self.select_hours.clone(), (account.0.as_str(), from.hour_bucket(), to.millis()))
+            .await
+            .map_err(err)?
+            .rows_stream::<(i64, Option<Counter>, Option<Counter>, Option<Counter>, Option<Counter>)>()
+            .map_err(err)?;
+        let n = |c: Option<Counter>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+        let mut out = Vec::new();
+        use futures::StreamExt;
+        while let Some(row) = pager.next().await {
+            let (hour, a, d, f, x) = row.map_err(err)?;
+            let stats = Stats { accepted: n(a), delivered: n(d), deferred: n(f), failed: n(x) };
+            out.push(HourStats { hour, stats });
+        }
+        Ok(out)
+    }
+
+    async fn messages_to(
+        &self,
+        account: &AccountId,
+        recipient: &str,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, StoreError> {
+        let before = before.map(|t| t.millis()).unwrap_or(i64::MAX);
+        let limit = limit.clamp(1, i32::MAX as usize) as i32;
+        let values = (account.0.as_str(), recipient.to_lowercase(), before, limit);
+        let result = self
+            .session
+            .execute_unpaged(&self.select_recipient, values)
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let ids: Vec<String> =
+            result.rows::<(String,)>().map_err(err)?.map(|r| r.map(|r| r.0)).collect::<Result<_, _>>().map_err(err)?;
+        let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
+        let views = futures::future::join_all(ids.iter().map(|id| self.message(account, id))).await;
+        let mut out = Vec::with_capacity(views.len());
+        for v in views {
+            out.extend(v?);
+        }
+        Ok(out)
     }
 
     async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {

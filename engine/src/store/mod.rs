@@ -3,9 +3,12 @@
 //! A [`ProjectionStore`] keeps, per account, every projected event of every message (from
 //! which the status is derived at read time, so events may arrive in any order across
 //! topics) and per-hour counters, and the current state of every sender domain
-//! ([`crate::domains::state::DomainState`], one row per domain, tombstones included). Backends: [`embedded`] (redb, default) and [`cql`]
-//! (ScyllaDB or Cassandra). `tests/store_conformance.rs` runs against both.
+//! ([`crate::domains::state::DomainState`], one row per domain, tombstones included), an
+//! index of messages by recipient (message search), and the accounts ([`accounts`]).
+//! Backends: [`embedded`] (redb, default) and [`cql`] (ScyllaDB or Cassandra).
+//! `tests/store_conformance.rs` runs against both.
 
+pub mod accounts;
 pub mod cql;
 pub mod embedded;
 
@@ -71,7 +74,7 @@ pub struct Projected {
 }
 
 /// Message status as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Queued,
@@ -80,15 +83,28 @@ pub enum Status {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A message and its story, as `GET /v1/messages/{id}` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
+    /// 32 lower-case hex digits (UUIDv7).
+    #[schema(value_type = String)]
     pub id: MessageId,
     pub recipient: String,
     pub status: Status,
+    /// Acceptance, then each attempt, in order.
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// One hour of an account's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourStats {
+    /// The hour's start, epoch milliseconds.
+    pub hour: i64,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub accepted: u64,
     pub delivered: u64,
@@ -163,6 +179,19 @@ pub trait ProjectionStore: Send + Sync + 'static {
 
     /// Counters of the hours that start in `[from, to)`, after rounding `from` down to its hour.
     async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError>;
+
+    /// The same counters hour by hour (hours without events left out), oldest first.
+    async fn hourly(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<HourStats>, StoreError>;
+
+    /// Messages of `account` to `recipient` (compared without case), newest first, accepted
+    /// before `before`; at most `limit`.
+    async fn messages_to(
+        &self,
+        account: &AccountId,
+        recipient: &str,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, StoreError>;
 
     /// One sender domain (a removed one as its tombstone); `None` if never added.
     async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError>;
