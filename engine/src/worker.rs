@@ -8,6 +8,7 @@
 //! are delivered again (at-least-once); a partition has at most `batch_size` records in
 //! flight, which bounds the duplicates.
 
+use crate::accounts::{AccountCache, Gate};
 use crate::delivery::{Attempt, Class, Deliverer};
 use crate::log::{Assignment, EventLog, PartitionConsumer, Record, Stored, Topics};
 use crate::retry::{Next, RetryPolicy};
@@ -29,6 +30,9 @@ pub struct WorkerSettings {
     /// Concurrent deliveries per recipient domain, across all of this node's partitions.
     pub domain_concurrency: usize,
     pub policy: RetryPolicy,
+    /// How long a suspended account's message is parked before the worker looks again
+    /// (rounded down to a retry tier's delay).
+    pub hold: Duration,
 }
 
 pub struct Worker {
@@ -38,6 +42,7 @@ pub struct Worker {
     deliverer: Arc<Deliverer>,
     settings: WorkerSettings,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    accounts: Option<AccountCache>,
 }
 
 /// A message due for an attempt.
@@ -55,7 +60,17 @@ impl Worker {
         deliverer: Arc<Deliverer>,
         settings: WorkerSettings,
     ) -> Self {
-        Worker { log, topics, router, deliverer, settings, domains: Mutex::new(HashMap::new()) }
+        Worker { log, topics, router, deliverer, settings, domains: Mutex::new(HashMap::new()), accounts: None }
+    }
+
+    /// Holds the mail of suspended accounts and drops that of deleted ones.
+    pub fn with_accounts(mut self, accounts: AccountCache) -> Self {
+        self.accounts = Some(accounts);
+        self
+    }
+
+    fn gate(&self, job: &Job) -> Gate {
+        self.accounts.as_ref().map_or(Gate::Deliver, |a| a.current().gate(&job.message.account))
     }
 
     /// Consumes `partitions` of the messages and retry topics until `shutdown`.
@@ -125,6 +140,23 @@ impl Worker {
 
     async fn deliver_all(&self, jobs: Vec<Job>) -> Vec<Record> {
         let work = jobs.into_iter().map(|job| async move {
+            match self.gate(&job) {
+                Gate::Deliver => {}
+                Gate::Hold => return self.hold(job),
+                Gate::Drop => {
+                    let reply = crate::delivery::local_reply(550, "5.7.1", "The account was deleted; the message was not sent.");
+                    let dropped = Attempt {
+                        mx_host: None,
+                        mx_ip: None,
+                        tls: false,
+                        reply,
+                        class: Class::Permanent,
+                        dkim: "unsigned: not sent".into(),
+                        duration: Duration::ZERO,
+                    };
+                    return self.records_for(job, dropped);
+                }
+            }
             let permit = self.domain_semaphore(&job.message.recipient_domain).acquire_owned().await;
             let attempt = self.deliverer.attempt(&job.message).await;
             drop(permit);
@@ -139,6 +171,26 @@ impl Worker {
             .entry(domain.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.settings.domain_concurrency)))
             .clone()
+    }
+
+    /// Parks a message of a suspended account on a retry tier, with the same attempt
+    /// number: no attempt is made or recorded, and nothing counts against its retries.
+    fn hold(&self, job: Job) -> Vec<Record> {
+        let policy = &self.settings.policy;
+        let tier = policy.hold_tier(self.settings.hold);
+        let msg = job.message;
+        metrics::counter!("herald_delivery_held_total").increment(1);
+        tracing::debug!(message_id = %msg.message_id, account = %msg.account, "held: the account is suspended");
+        vec![Record {
+            topic: self.topics.retry(tier),
+            partition: self.router.partition(&msg.recipient_domain, &msg.message_id.0),
+            key: msg.recipient_domain.clone(),
+            value: encode(&Event::DeliveryScheduled(DeliveryScheduled {
+                attempt: job.attempt,
+                not_before: Timestamp::now().saturating_add(policy.delay(tier)),
+                message: msg,
+            })),
+        }]
     }
 
     /// The events an attempt produces.

@@ -1,18 +1,20 @@
 //! `herald serve`: the whole pipeline in one process: REST ingestion, delivery workers,
 //! projector and queries, on the backends the config names.
 
-use crate::config::{parse_network, Config, FromDomains, LogBackend, Role, StoreBackend};
+use crate::config::{Config, FromDomains, LogBackend, Role, StoreBackend};
 use anyhow::Context;
+use herald_engine::accounts::{self, AccountCache, Accounts};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
 use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::ServiceZone, state::RotationPolicy};
 use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
 use herald_engine::projector::Projector;
 use herald_engine::retry::RetryPolicy;
 use herald_engine::routing::Router;
+use herald_engine::store::accounts::AccountStore;
 use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, ProjectionStore};
 use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
-use herald_ingest::http::{ApiState, MetricsRender};
+use herald_ingest::http::{ApiState, ConsumerGroup, MetricsRender, Operators};
 use herald_ingest::sender::{FromPolicy, SenderPolicy};
 use herald_ingest::smtp;
 use herald_schemas::AccountId;
@@ -83,17 +85,60 @@ async fn retention_loop(
     }
 }
 
+/// The read models of one store backend, each behind its trait.
+pub struct Stores {
+    pub projection: Arc<dyn ProjectionStore>,
+    pub accounts: Arc<dyn AccountStore>,
+}
+
 /// Opens the configured projection store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionStore>> {
+    Ok(open_stores(config).await?.projection)
+}
+
+/// Opens the configured store once, as every read model it serves.
+pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     Ok(match config.backend.store {
         StoreBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)?;
-            Arc::new(EmbeddedStore::open(&config.storage.data_dir.join("projection.redb"))?)
+            let s = Arc::new(EmbeddedStore::open(&config.storage.data_dir.join("projection.redb"))?);
+            Stores { projection: s.clone(), accounts: s }
         }
         StoreBackend::Cql => {
-            Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?)
+            let s = Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?);
+            Stores { projection: s.clone(), accounts: s }
         }
     })
+}
+
+/// The operator keys of `[admin]`.
+pub fn operators(config: &Config) -> Result<Operators, String> {
+    Operators::parse(&config.admin.operator_keys)
+}
+
+/// Every consumer group and what it reads (all partitions), for the log-lag view.
+pub fn consumer_groups(config: &Config) -> Vec<ConsumerGroup> {
+    let t = topics(config);
+    let all = |topics: Vec<String>| -> Vec<herald_engine::log::Assignment> {
+        topics
+            .into_iter()
+            .flat_map(|topic| {
+                (0..config.backend.partitions)
+                    .map(move |partition| herald_engine::log::Assignment { topic: topic.clone(), partition })
+            })
+            .collect()
+    };
+    let mut delivery = vec![t.messages()];
+    delivery.extend((0..t.retry_tiers).map(|i| t.retry(i)));
+    vec![
+        ConsumerGroup { group: herald_engine::worker::GROUP.into(), assignments: all(delivery) },
+        ConsumerGroup {
+            group: herald_engine::projector::GROUP.into(),
+            assignments: all(vec![t.messages(), t.attempts()]),
+        },
+        ConsumerGroup { group: domains::projector::GROUP.into(), assignments: all(vec![t.domains()]) },
+        ConsumerGroup { group: accounts::projector::GROUP.into(), assignments: all(vec![t.accounts()]) },
+    ]
 }
 
 /// Loads the DKIM keys the config names.
@@ -203,7 +248,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     install_crypto();
     let log = open_log(&config).await.context("opening the event log")?;
-    let store = open_store(&config).await.context("opening the projection store")?;
+    let stores = open_stores(&config).await.context("opening the projection store")?;
+    let store = stores.projection.clone();
+    let account_store = stores.accounts.clone();
+    let account_cache = AccountCache::new(config.bootstrap());
+    if let Err(e) = account_cache.refresh(account_store.as_ref(), true).await {
+        tracing::warn!(error = %e, "reading accounts failed; starting with the config's accounts");
+    }
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
@@ -233,25 +284,35 @@ pub async fn run(
             batch_size: d.batch_size,
             domain_concurrency: d.domain_concurrency,
             policy: retry_policy(&config),
+            hold: Duration::from_secs(d.hold_secs),
         },
-    ));
+    )
+    .with_accounts(account_cache.clone()));
     let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
     let owned: Vec<u32> =
         (0..config.backend.partitions).filter(|p| p % config.cluster.node_count == config.cluster.node_index).collect();
 
-    let api_keys = config
-        .accounts
-        .iter()
-        .flat_map(|a| a.api_keys.iter().map(move |k| (k.clone(), AccountId(a.id.clone()))))
-        .collect();
     let submitter = Submitter::new(log.clone(), topics, router);
     let store_for_cache = store.clone();
-    let sender = Arc::new(sender_policy(&config, Some(cache.clone())));
-    let smtp = smtp_listeners(&config, submitter.clone(), sender.clone()).await?;
+    let sender = Arc::new(sender_policy(&config, Some(cache.clone())).with_accounts(account_cache.clone()));
+    let limits = Arc::new(herald_ingest::limits::Limits::new(store.clone()));
+    let smtp = smtp_listeners(&config, submitter.clone(), account_cache.clone(), limits.clone(), sender.clone()).await?;
+    let admin = Arc::new(Accounts::new(
+        log.clone(),
+        self::topics(&config).accounts(),
+        Router::new(config.backend.partitions, Default::default()),
+        account_store.clone(),
+        account_cache.clone(),
+        Duration::from_secs(10),
+    ));
     let state = Arc::new(ApiState {
         submitter,
         store,
-        api_keys,
+        accounts: account_cache.clone(),
+        admin: Some(admin),
+        operators: operators(&config).map_err(anyhow::Error::msg)?,
+        limits,
+        log: Some((log.clone(), consumer_groups(&config))),
         max_body_bytes: config.http.max_body_bytes,
         max_recipients: config.http.max_recipients,
         metrics,
@@ -307,6 +368,26 @@ pub async fn run(
             ("sender-domain cache", Ok(()))
         });
     }
+    // Accounts: the projector for the owned partitions; the cache on every node.
+    if config.cluster.has(Role::Project) {
+        let (log, store, cache, shutdown, owned) =
+            (log.clone(), account_store.clone(), account_cache.clone(), shutdown.clone(), owned.clone());
+        let topic = self::topics(&config).accounts();
+        tasks.spawn(async move {
+            (
+                "account projector",
+                accounts::projector::run(log, store, topic, &owned, cache, shutdown).await.map_err(Into::into),
+            )
+        });
+    }
+    {
+        let (store, cache, shutdown) = (account_store.clone(), account_cache.clone(), shutdown.clone());
+        let every = Duration::from_millis(config.admin.accounts_refresh_ms);
+        tasks.spawn(async move {
+            cache.run(store, every, shutdown).await;
+            ("account cache", Ok(()))
+        });
+    }
     if config.cluster.has(Role::Project) {
         let (domains, shutdown, owned) = (domains.clone(), shutdown.clone(), owned.clone());
         let every = Duration::from_secs(config.domains.maintenance_interval_secs);
@@ -345,6 +426,7 @@ pub async fn run(
     {
         let shutdown = shutdown.clone();
         let app = herald_ingest::http::router(state);
+        let app = if config.admin.dashboard { app.merge(herald_ingest::ui::router()) } else { app };
         tasks.spawn(async move {
             let served =
                 axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
@@ -373,6 +455,8 @@ pub async fn run(
 async fn smtp_listeners(
     config: &Config,
     submitter: Submitter,
+    accounts: AccountCache,
+    limits: Arc<herald_ingest::limits::Limits>,
     sender: Arc<SenderPolicy>,
 ) -> anyhow::Result<Option<(Arc<smtp::Server>, Vec<(tokio::net::TcpListener, bool)>)>> {
     let c = &config.smtp;
@@ -382,22 +466,6 @@ async fn smtp_listeners(
     let cert_key = c.tls_cert.as_deref().zip(c.tls_key.as_deref());
     let tls =
         smtp::starttls::acceptor(cert_key, &config.storage.data_dir, &c.hostname).context("SMTP TLS certificate")?;
-    let accounts = config
-        .accounts
-        .iter()
-        .map(|a| {
-            Ok(smtp::Account {
-                id: AccountId(a.id.clone()),
-                users: a.smtp_users.iter().map(|u| (u.username.clone(), u.password_hash.clone())).collect(),
-                relay_networks: a
-                    .relay_networks
-                    .iter()
-                    .map(|n| parse_network(n))
-                    .collect::<Result<_, _>>()
-                    .map_err(anyhow::Error::msg)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let settings = smtp::Settings {
         hostname: c.hostname.clone(),
         max_message_bytes: c.max_message_bytes,
@@ -414,7 +482,7 @@ async fn smtp_listeners(
         account_burst: c.account_burst,
         max_errors: c.max_errors,
     };
-    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, sender, Some(tls)));
+    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, limits, sender, Some(tls)));
     let mut listeners = vec![];
     for (addr, implicit) in std::iter::once((c.listen, false)).chain(c.implicit_tls_listen.map(|a| (a, true))) {
         let l = tokio::net::TcpListener::bind(addr)

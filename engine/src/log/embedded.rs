@@ -22,6 +22,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
+mod lag;
+
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("consumer_offsets");
 /// `wal_generation`: the id of the write-ahead generation whose frames are not yet durable
 /// in redb.
@@ -321,6 +323,10 @@ impl EventLog for EmbeddedLog {
         let shared = self.shared.clone();
         let cutoff = now_ms() - retention.as_millis() as i64;
         tokio::task::spawn_blocking(move || EmbeddedLog::trim(&shared, cutoff)).await.map_err(storage)?
+    }
+
+    async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<super::PartitionLag>, LogError> {
+        lag::lag(&self.shared, group, assignments)
     }
 
     async fn consume(

@@ -34,6 +34,8 @@ pub struct KafkaSettings {
     pub retention: Option<Duration>,
 }
 
+mod lag;
+
 pub struct KafkaLog {
     settings: KafkaSettings,
     producer: FutureProducer,
@@ -120,6 +122,10 @@ impl EventLog for KafkaLog {
         let result = self.append_all(records).await;
         metrics::histogram!("herald_log_append_seconds", "backend" => "kafka").record(started.elapsed().as_secs_f64());
         result
+    }
+
+    async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<super::PartitionLag>, LogError> {
+        lag::lag(&self.settings.brokers, group, assignments).await
     }
 
     async fn consume(

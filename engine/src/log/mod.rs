@@ -81,6 +81,30 @@ pub trait EventLog: Send + Sync + 'static {
     /// Returns how many were deleted. Kafka enforces `retention.ms` itself (set on the topics
     /// Herald creates), so there it does nothing.
     async fn enforce_retention(&self, retention: Duration) -> Result<u64, LogError>;
+
+    /// For each assignment: the partition's end offset and `group`'s committed offset (the
+    /// operators' log-lag view). A backend that cannot tell returns nothing.
+    async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<PartitionLag>, LogError> {
+        let _ = (group, assignments);
+        Ok(vec![])
+    }
+}
+
+/// How far a consumer group is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    /// The offset the next record appended will get.
+    pub end: u64,
+    /// The group's next offset to process (0 when it never committed).
+    pub committed: u64,
+}
+
+impl PartitionLag {
+    pub fn lag(&self) -> u64 {
+        self.end.saturating_sub(self.committed)
+    }
 }
 
 /// Reads one partition for one consumer group.

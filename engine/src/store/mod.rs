@@ -113,6 +113,14 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Stats) {
+        self.accepted += other.accepted;
+        self.delivered += other.delivered;
+        self.deferred += other.deferred;
+        self.failed += other.failed;
+    }
+
     pub fn add(&mut self, kind: Kind, n: u64) {
         match kind {
             Kind::Accepted => self.accepted += n,

@@ -1,31 +1,56 @@
-//! The REST API (axum): a file per route, shared state, bearer-key authentication and the
-//! JSON error body every route uses.
+//! The REST API (axum): a file per route, shared state, authentication ([`auth`]), the
+//! JSON error body every route uses, and the OpenAPI 3.1 document generated from the
+//! handlers' annotations ([`openapi`], served at `/v1/openapi.json`).
 
+mod account;
+mod admin;
+mod admin_credentials;
+mod admin_log;
+pub mod auth;
 mod domains;
 pub mod idempotency;
 mod messages;
+pub mod openapi;
 mod send;
 mod stats;
 
-use axum::http::{HeaderMap, StatusCode};
+pub use auth::{authenticate, Operators};
+
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use herald_engine::accounts::{AccountCache, Accounts};
 use herald_engine::domains::Domains;
+use herald_engine::log::{Assignment, EventLog};
 use herald_engine::store::ProjectionStore;
 use herald_engine::submit::Submitter;
-use herald_schemas::AccountId;
-use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Renders Prometheus text; supplied by the binary, which owns the recorder.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// A consumer group and what it reads, for the log-lag report.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroup {
+    pub group: String,
+    pub assignments: Vec<Assignment>,
+}
+
 pub struct ApiState {
     pub submitter: Submitter,
     pub store: Arc<dyn ProjectionStore>,
-    /// API key → account.
-    pub api_keys: HashMap<String, AccountId>,
+    /// The accounts as this node sees them (keys, status, limits).
+    pub accounts: AccountCache,
+    /// Account commands (`/v1/admin`); `None` answers 404 `not_enabled`.
+    pub admin: Option<Arc<Accounts>>,
+    /// Operator keys of `/v1/admin`.
+    pub operators: Operators,
+    /// Per-second and per-day limits of accounts.
+    pub limits: Arc<crate::limits::Limits>,
+    /// The log and its consumer groups, for `GET /v1/admin/log`.
+    pub log: Option<(Arc<dyn EventLog>, Vec<ConsumerGroup>)>,
     /// Largest accepted MIME body, in bytes.
     pub max_body_bytes: usize,
     /// Most recipients in one `POST /v1/send`.
@@ -39,29 +64,60 @@ pub struct ApiState {
     pub sender: Arc<crate::sender::SenderPolicy>,
 }
 
-/// The API's routes.
-pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/v1/send", post(send::handle))
-        .route("/v1/messages/{id}", get(messages::handle))
-        .route("/v1/stats", get(stats::handle))
-        .route("/v1/domains", post(domains::add).get(domains::list))
-        .route("/v1/domains/{domain}", get(domains::show).patch(domains::update).delete(domains::remove))
-        .route("/v1/domains/{domain}/records", get(domains::records))
-        .route("/v1/domains/{domain}/verify", post(domains::verify))
-        .route("/v1/domains/{domain}/rotate", post(domains::rotate))
-        .route("/v1/domains/{domain}/check", get(domains::check))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+/// Every API route with its OpenAPI description (`/ui` is added by the binary).
+pub fn api(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(send::handle))
+        .routes(routes!(messages::search))
+        .routes(routes!(messages::handle))
+        .routes(routes!(stats::handle))
+        .routes(routes!(stats::series))
+        .routes(routes!(account::show))
+        .routes(routes!(domains::add, domains::list))
+        .routes(routes!(domains::show, domains::update, domains::remove))
+        .routes(routes!(domains::records))
+        .routes(routes!(domains::verify))
+        .routes(routes!(domains::rotate))
+        .routes(routes!(domains::check))
+        .routes(routes!(admin::create, admin::list))
+        .routes(routes!(admin::show, admin::update, admin::delete))
+        .routes(routes!(admin::suspend))
+        .routes(routes!(admin::resume))
+        .routes(routes!(admin_credentials::create_key, admin_credentials::keys))
+        .routes(routes!(admin_credentials::revoke_key))
+        .routes(routes!(admin_credentials::add_user, admin_credentials::users))
+        .routes(routes!(admin_credentials::remove_user))
+        .routes(routes!(admin_log::lag))
+        .routes(routes!(openapi::metrics))
+        .routes(routes!(openapi::healthz))
         .with_state(state)
+        .split_for_parts();
+    (router, openapi::finish(doc))
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
-    match &state.metrics {
-        Some(render) => ([("content-type", "text/plain; version=0.0.4")], render()).into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "metrics are not enabled").into_response(),
-    }
+/// The API's routes, `/v1/openapi.json`, and JSON replies for unknown paths and methods.
+pub fn router(state: Arc<ApiState>) -> axum::Router {
+    let (router, doc) = api(state);
+    with_document(router, doc)
+}
+
+/// Adds `/v1/openapi.json` (serving `doc`), the fallbacks and the body limit.
+pub fn with_document(router: axum::Router, doc: utoipa::openapi::OpenApi) -> axum::Router {
+    let json = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    router
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let json = json.clone();
+                async move { ([("content-type", "application/json")], json.as_str().to_owned()) }
+            }),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
+        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// An error reply: `{"error":{"code":"...","message":"..."}}`. Codes are stable API.
@@ -107,16 +163,13 @@ pub fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
 }
 
-/// The account of the request's `Authorization: Bearer <key>`, or 401.
-pub fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<AccountId, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing Authorization: Bearer <api key>"))?;
-    let value = value.to_str().map_err(|_| unauthorized("Authorization header is not ASCII"))?;
-    let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| unauthorized("Authorization must be `Bearer <api key>`"))?;
-    state.api_keys.get(key.trim()).cloned().ok_or_else(|| unauthorized("unknown API key"))
+/// 400 `malformed_request` for a query string axum could not decode.
+pub fn query_rejection(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", format!("the query string is not valid: {detail}"))
+}
+
+/// 400 `malformed_request` for a path parameter that does not decode.
+pub fn path_rejection(e: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", format!("the path is not valid: {e}"))
 }

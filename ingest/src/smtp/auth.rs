@@ -129,10 +129,7 @@ static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// The account of `user` if `password` is right (argon2 on a blocking thread).
 async fn check(server: &Server, user: &str, password: &str) -> Option<AccountId> {
-    let found = server
-        .accounts
-        .iter()
-        .find_map(|a| a.users.iter().find(|(u, _)| u == user).map(|(_, h)| (a.id.clone(), h.clone())));
+    let found = server.accounts.current().smtp_user(user).map(|(a, h)| (a.clone(), h.to_owned()));
     let (account, hash) = match found {
         Some((account, hash)) => (Some(account), hash),
         None => (None, DECOY_HASH.clone()),

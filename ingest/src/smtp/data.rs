@@ -226,6 +226,10 @@ impl Session {
         if let Err(e) = self.server.sender.check(&account, &prepared.from_domains) {
             return Reply::refuse(550, "from_domain_not_verified", format!("5.7.1 {}", sentence(&e.to_string())));
         }
+        let server = self.server.clone();
+        if let Some(r) = account_limits(&server, &account, tx.recipients.len()).await {
+            return r;
+        }
         let body = self.received(prepared.message, stamp.now);
         let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
         let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
@@ -266,6 +270,26 @@ impl Session {
 }
 
 /// An error sentence as SMTP reply text: first letter capitalized, ASCII only, one line.
+/// The account's status and limits once the recipients are known: 550 5.7.1 for a
+/// suspended account (suspended during the transaction), 451 4.7.1 over a limit.
+async fn account_limits(server: &super::Server, account: &herald_schemas::AccountId, recipients: usize) -> Option<Reply> {
+    let a = server.accounts.current().account(account).cloned()?;
+    if a.status == herald_engine::accounts::state::Status::Suspended {
+        return Some(Reply::refuse(550, "account_suspended", "5.7.1 This account is suspended and may not send"));
+    }
+    let limits = &a.settings.limits;
+    let exceeded = match server.limits.rate(account, limits, recipients) {
+        Err(e) => Some(e),
+        Ok(()) => server.limits.daily(account, limits, recipients).await.err(),
+    };
+    exceeded.map(|e| match e {
+        crate::limits::Exceeded::Unavailable => {
+            Reply::refuse(451, "store_unavailable", "4.3.0 Temporary failure checking the account's limits, try again")
+        }
+        e => Reply::refuse(451, "rate_limited", format!("4.7.1 {}", sentence(&e.to_string()))),
+    })
+}
+
 fn sentence(text: &str) -> String {
     let mut out: String =
         text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).take(400).collect();

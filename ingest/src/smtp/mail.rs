@@ -1,10 +1,11 @@
 //! MAIL FROM: starts a transaction. Checks the order of commands, SIZE=, the sender's
-//! syntax, fixes the owning account (authenticated user, else smart-host network) and takes
-//! one message from the account's rate budget.
+//! syntax, fixes the owning account (authenticated user, else smart-host network), refuses
+//! a suspended account (550 5.7.1) and takes one message from the account's rate budget.
 
 use super::reply::{self, Reply};
 use super::session::{Session, Transaction};
 use crate::address::parse_mailbox;
+use herald_engine::accounts::state::Status;
 use smtp_proto::MailFrom;
 
 impl Session {
@@ -29,9 +30,13 @@ impl Session {
         };
         let account = match &self.authenticated {
             Some((account, _)) => Some(account.clone()),
-            None => self.server.relay_account(self.peer.ip()).cloned(),
+            None => self.server.relay_account(self.peer.ip()),
         };
         if let Some(a) = &account {
+            let suspended = self.server.accounts.current().account(a).is_some_and(|x| x.status == Status::Suspended);
+            if suspended {
+                return Reply::refuse(550, "account_suspended", "5.7.1 This account is suspended and may not send");
+            }
             if !self.server.rate.allow(a) {
                 return Reply::refuse(451, "rate_limited", "4.7.1 Message rate exceeded, try again later");
             }

@@ -15,6 +15,7 @@ pub mod reply;
 pub mod session;
 pub mod starttls;
 
+use herald_engine::accounts::AccountCache;
 use herald_engine::submit::Submitter;
 use herald_schemas::AccountId;
 use std::net::{IpAddr, SocketAddr};
@@ -70,20 +71,14 @@ impl Default for Settings {
     }
 }
 
-/// SMTP credentials and smart-host networks of one account.
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub id: AccountId,
-    /// `(username, argon2 PHC hash)`.
-    pub users: Vec<(String, String)>,
-    pub relay_networks: Vec<ipnet::IpNet>,
-}
-
 /// Everything a session needs; shared by all connections.
 pub struct Server {
     pub settings: Settings,
     pub submitter: Submitter,
-    pub accounts: Vec<Account>,
+    /// The accounts as this node sees them: SMTP users, relay networks, status, limits.
+    pub accounts: AccountCache,
+    /// Per-second and per-day limits of accounts (shared with REST).
+    pub limits: Arc<crate::limits::Limits>,
     /// Which From domains each account may send from.
     pub sender: Arc<crate::sender::SenderPolicy>,
     pub tls: Option<TlsAcceptor>,
@@ -96,7 +91,8 @@ impl Server {
     pub fn new(
         settings: Settings,
         submitter: Submitter,
-        accounts: Vec<Account>,
+        accounts: AccountCache,
+        account_limits: Arc<crate::limits::Limits>,
         sender: Arc<crate::sender::SenderPolicy>,
         tls: Option<TlsAcceptor>,
     ) -> Self {
@@ -105,6 +101,7 @@ impl Server {
             settings,
             submitter,
             accounts,
+            limits: account_limits,
             sender,
             tls,
             connections: Arc::default(),
@@ -114,12 +111,8 @@ impl Server {
     }
 
     /// The account whose `relay_networks` contain `ip`, if any (smart-host mode).
-    pub fn relay_account(&self, ip: IpAddr) -> Option<&AccountId> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.accounts.iter().find(|a| a.relay_networks.iter().any(|n| n.contains(&ip))).map(|a| &a.id)
+    pub fn relay_account(&self, ip: IpAddr) -> Option<AccountId> {
+        self.accounts.current().relay_account(ip).cloned()
     }
 }
 
