@@ -49,6 +49,8 @@ data_dir = "$WORK/data"
 listen = "127.0.0.1:$HTTP"
 [smtp]
 enabled = false
+[bounces]
+listen = "127.0.0.1:0"
 [dns]
 enabled = true
 zone = "herald.test"

@@ -35,6 +35,8 @@ data_dir = "$WORK/data"
 listen = "127.0.0.1:$http"
 [smtp]
 listen = "127.0.0.1:$port"
+[bounces]
+listen = "127.0.0.1:0"
 hostname = "mx.herald.test"
 max_connections_per_ip = 1000
 [delivery]

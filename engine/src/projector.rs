@@ -1,15 +1,18 @@
-//! The projector: reads accepted-message and attempt events and applies them to the
-//! [`ProjectionStore`], committing offsets only after the store has them.
+//! The projector: a [`ChunkHandler`] (run by [`crate::consumer`]) that reads accepted-message
+//! and attempt events and applies them to the [`ProjectionStore`], one chunk at a time per
+//! partition, committing offsets only after the store has them.
 
-use crate::log::{Assignment, EventLog, PartitionConsumer, Topics};
+use crate::consumer::{self, ChunkHandler, Membership, Owned};
+use crate::log::{Assignment, EventLog, Record, Stored, Topics};
 use crate::store::{Kind, Projected, ProjectionStore};
+use async_trait::async_trait;
 use herald_schemas::{decode, Event, Outcome, Timestamp};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-projector";
+/// The role in the projector consumer group's name ([`Topics::group`]).
+pub const ROLE: &str = "projector";
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(ts: Timestamp) -> String {
@@ -34,7 +37,7 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "envelope_sender": e.envelope_sender,
                 "recipient": e.recipient,
                 "options": e.options,
-                "size": e.body.bytes().len(),
+                "size": e.body.len(),
             }),
         }),
         Event::DeliveryAttempted(e) => Some(Projected {
@@ -62,7 +65,14 @@ pub fn project(event: &Event) -> Option<Projected> {
                 "dkim": e.dkim,
             }),
         }),
-        _ => None,
+        Event::Feedback(e) => crate::feedback::rows::message_row(e),
+        Event::DeliveryScheduled(_)
+        | Event::Domain(_)
+        | Event::Engagement(_)
+        | Event::Body(_)
+        | Event::Shaping(_)
+        | Event::Account(_) => None,
+        Event::Reserved5(r) => match *r {},
     }
 }
 
@@ -79,61 +89,38 @@ impl Projector {
 
     pub async fn run(
         self: Arc<Self>,
-        partitions: &[u32],
+        membership: &Membership,
         shutdown: CancellationToken,
     ) -> Result<(), crate::log::LogError> {
-        let mut assignments = Vec::new();
-        for topic in [self.topics.messages(), self.topics.attempts()] {
-            assignments.extend(partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }));
+        let topics = [self.topics.messages(), self.topics.attempts()];
+        let settings = consumer::Settings::in_order(1024);
+        let log = self.log.clone();
+        let group = self.topics.group(ROLE);
+        consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
+    }
+}
+
+#[async_trait]
+impl ChunkHandler for Projector {
+    type Item = Projected;
+
+    fn prepare(&self, record: &Stored) -> Option<Projected> {
+        match decode(&record.value) {
+            Ok(e) => project(&e),
+            Err(e) => {
+                metrics::counter!("herald_projector_poison_records_total").increment(1);
+                tracing::error!(error = %e, offset = record.offset, "undecodable record; skipped");
+                None
+            }
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for consumer in self.log.consume(GROUP, &assignments).await? {
-            tasks.spawn(self.clone().partition_loop(consumer, shutdown.clone()));
-        }
-        while tasks.join_next().await.is_some() {}
-        Ok(())
     }
 
-    async fn partition_loop(self: Arc<Self>, mut consumer: Box<dyn PartitionConsumer>, shutdown: CancellationToken) {
-        loop {
-            let polled = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = consumer.poll(1024, Duration::from_secs(1)) => r,
-            };
-            let records = match polled {
-                Ok(r) if r.is_empty() => continue,
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "projector poll failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let next_offset = records.last().map(|r| r.offset + 1).unwrap_or(0);
-            let batch: Vec<Projected> = records
-                .iter()
-                .filter_map(|r| match decode(&r.value) {
-                    Ok(e) => project(&e),
-                    Err(e) => {
-                        metrics::counter!("herald_projector_poison_records_total").increment(1);
-                        tracing::error!(error = %e, offset = r.offset, "undecodable record; skipped");
-                        None
-                    }
-                })
-                .collect();
-            let mut backoff = Duration::from_millis(100);
-            while let Err(e) = self.store.apply(&batch).await {
-                tracing::error!(error = %e, "projection store write failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            metrics::counter!("herald_projector_events_total").increment(batch.len() as u64);
-            if let Err(e) = consumer.commit(next_offset).await {
-                tracing::warn!(error = %e, "projector commit failed");
-            }
-        }
+    /// Applies the chunk, retrying until the store takes it (the runner aborts it when a
+    /// stop's drain time is up; it is then applied again by the next owner, idempotently).
+    async fn handle(&self, _: &Assignment, items: Vec<(u64, Projected)>) -> Vec<Record> {
+        let batch: Vec<Projected> = items.into_iter().map(|(_, p)| p).collect();
+        consumer::until_ok("projection store write", || self.store.apply(&batch)).await;
+        metrics::counter!("herald_projector_events_total").increment(batch.len() as u64);
+        Vec::new()
     }
 }

@@ -40,13 +40,6 @@ impl RetryPolicy {
         self.initial.saturating_mul(1u32 << tier.min(31)).min(self.max_delay)
     }
 
-    /// The tier whose delay is the longest not over `hold` (tier 0 if none is): where a
-    /// worker parks a message it may not send yet (a suspended account's), without an
-    /// attempt.
-    pub fn hold_tier(&self, hold: Duration) -> u32 {
-        (0..self.tiers()).rev().find(|&t| self.delay(t) <= hold).unwrap_or(0)
-    }
-
     /// The decision after attempt `failed_attempt` (1-based) failed temporarily at `now`.
     pub fn next(&self, failed_attempt: u32, accepted_at: Timestamp, now: Timestamp) -> Next {
         let tier = failed_attempt.saturating_sub(1).min(self.tiers() - 1);
@@ -61,15 +54,6 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hold_tier_is_the_longest_delay_within_the_hold() {
-        let p = policy();
-        assert_eq!(p.hold_tier(Duration::from_secs(300)), 2, "4 minutes");
-        assert_eq!(p.hold_tier(Duration::from_secs(60)), 0);
-        assert_eq!(p.hold_tier(Duration::from_secs(1)), 0, "never below the first tier");
-        assert_eq!(p.hold_tier(Duration::from_secs(86_400)), p.tiers() - 1);
-    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {

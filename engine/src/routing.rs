@@ -68,6 +68,13 @@ impl Router {
         }
     }
 
+    /// Every partition messages to `domain` can go to: one, or the spread of a hot domain.
+    pub fn partitions_of(&self, domain: &str) -> Vec<u32> {
+        let base = (murmur2(domain.as_bytes()) & 0x7fff_ffff) % self.partitions;
+        let spread = self.hot.get(domain).copied().unwrap_or(1).max(1);
+        (0..spread).map(|lane| (base + lane) % self.partitions).collect()
+    }
+
     /// The partition of a plain key (no hot-domain spreading): sender-domain events.
     pub fn key_partition(&self, key: &str) -> u32 {
         (murmur2(key.as_bytes()) & 0x7fff_ffff) % self.partitions
@@ -103,5 +110,8 @@ mod tests {
         let lanes: std::collections::HashSet<u32> =
             (0..200).map(|i| r.partition("gmail.test", &format!("m{i}"))).collect();
         assert_eq!(lanes.len(), 4, "a hot domain uses exactly its spread: {lanes:?}");
+        let all: std::collections::HashSet<u32> = r.partitions_of("gmail.test").into_iter().collect();
+        assert_eq!(all, lanes);
+        assert_eq!(r.partitions_of("example.org"), vec![p]);
     }
 }

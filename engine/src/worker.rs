@@ -1,38 +1,58 @@
-//! The delivery worker: one task per assigned partition of the messages topic and of each
-//! retry-tier topic. A task reads a batch, delivers it (concurrently, within per-domain
-//! limits), appends one `DeliveryAttempted` per attempt (plus a `DeliveryScheduled` on the
-//! right retry tier for each deferral), and only then commits its offset.
+//! The delivery worker: a [`ChunkHandler`] run by the consumer runtime ([`crate::consumer`])
+//! on every partition this node owns of the messages topic and of each retry-tier topic.
+//! Each record is one delivery attempt; a partition has up to `batch_size` records in
+//! flight at once (within per-domain limits), and as each attempt finishes its
+//! `DeliveryAttempted` (plus a `DeliveryScheduled` on the right retry tier for a deferral)
+//! is appended together with the partition's new position, atomically.
+//!
+//! Before each attempt the shaper (`crate::shaping`) decides which source address sends
+//! and whether the message may go now. A message that may not (its provider is suspended
+//! or throttled beyond a short wait, its pool's warm-up caps are reached) is *set aside*:
+//! finished with a `DeliveryScheduled` carrying the same attempt number, on the held topic
+//! or the retry tier whose delay fits, so it comes back later without using up an attempt
+//! and without holding back the partition's other domains.
 //!
 //! Workers hold no state of their own: everything needed to resume is in the log, so any
-//! worker can take over any partition. After a crash, the records after the last commit
-//! are delivered again (at-least-once); a partition has at most `batch_size` records in
-//! flight, which bounds the duplicates.
+//! worker can take over any partition. A retry record is appended only with the commit that
+//! marks its attempt finished, so a crash can never fork a retry chain; after a crash only
+//! the attempts that were in flight are made again (at most `batch_size` per partition).
 
 use crate::accounts::{AccountCache, Gate};
-use crate::delivery::{Attempt, Class, Deliverer};
-use crate::log::{Assignment, EventLog, PartitionConsumer, Record, Stored, Topics};
+use crate::consumer::{self, ChunkHandler, Membership, Owned};
+use crate::delivery::smtp::Egress;
+use crate::delivery::{mx, Attempt, Class, Deliverer};
+use crate::log::{Assignment, EventLog, Record, Stored, Topics};
 use crate::retry::{Next, RetryPolicy};
 use crate::routing::Router;
+use crate::shaping::providers::TlsPolicy;
+use crate::shaping::{Admission, Shaper};
+use async_trait::async_trait;
 use herald_schemas::{
     decode, encode, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, SmtpReply, Timestamp,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-delivery";
+/// The role in the delivery consumer group's name ([`Topics::group`]).
+pub const ROLE: &str = "delivery";
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
+    /// Attempts in flight per partition (and records read ahead).
     pub batch_size: usize,
     /// Concurrent deliveries per recipient domain, across all of this node's partitions.
     pub domain_concurrency: usize,
     pub policy: RetryPolicy,
-    /// How long a suspended account's message is parked before the worker looks again
-    /// (rounded down to a retry tier's delay).
+    /// How long a stopping partition waits for its attempts in flight.
+    pub drain: Duration,
+    /// Delay of the held topic (messages set aside for a short while).
     pub hold: Duration,
+    /// How long a suspended account's message is parked before the worker looks again
+    /// (the held topic, or the retry tier of the longest delay within it).
+    pub account_hold: Duration,
 }
 
 pub struct Worker {
@@ -43,13 +63,35 @@ pub struct Worker {
     settings: WorkerSettings,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
     accounts: Option<AccountCache>,
+    /// The suppression check and refusal classification (`crate::feedback::sending`).
+    feedback: Option<Arc<crate::feedback::sending::Sending>>,
+    shaper: Arc<Shaper>,
+    owned: Owned,
 }
 
 /// A message due for an attempt.
-struct Job {
+pub struct Job {
     message: MessageAccepted,
     attempt: u32,
     not_before: Timestamp,
+}
+
+#[async_trait]
+impl ChunkHandler for Worker {
+    type Item = Job;
+
+    fn prepare(&self, record: &Stored) -> Option<Job> {
+        job(record)
+    }
+
+    fn due(&self, job: &Job) -> Timestamp {
+        job.not_before
+    }
+
+    async fn handle(&self, assignment: &Assignment, items: Vec<(u64, Job)>) -> Vec<Record> {
+        let work = items.into_iter().map(|(_, job)| self.deliver(assignment, job));
+        futures::future::join_all(work).await.into_iter().flatten().collect()
+    }
 }
 
 impl Worker {
@@ -59,8 +101,21 @@ impl Worker {
         router: Router,
         deliverer: Arc<Deliverer>,
         settings: WorkerSettings,
+        shaper: Arc<Shaper>,
+        owned: Owned,
     ) -> Self {
-        Worker { log, topics, router, deliverer, settings, domains: Mutex::new(HashMap::new()), accounts: None }
+        Worker {
+            log,
+            topics,
+            router,
+            deliverer,
+            settings,
+            domains: Mutex::new(HashMap::new()),
+            shaper,
+            owned,
+            feedback: None,
+            accounts: None,
+        }
     }
 
     /// Holds the mail of suspended accounts and drops that of deleted ones.
@@ -73,96 +128,185 @@ impl Worker {
         self.accounts.as_ref().map_or(Gate::Deliver, |a| a.current().gate(&job.message.account))
     }
 
-    /// Consumes `partitions` of the messages and retry topics until `shutdown`.
+    /// Checks the suppression lists before each attempt and classifies refusals after it.
+    /// The worker waits for the node's suppression index to be ready before it delivers.
+    pub fn with_feedback(mut self, sending: Arc<crate::feedback::sending::Sending>) -> Self {
+        self.feedback = Some(sending);
+        self
+    }
+
+    /// The delivery topics: messages, held, and every retry tier.
+    pub fn topics(topics: &Topics) -> Vec<String> {
+        [topics.messages(), topics.held()].into_iter().chain((0..topics.retry_tiers).map(|t| topics.retry(t))).collect()
+    }
+
+    /// Consumes the messages and retry topics until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
-        partitions: &[u32],
+        membership: &Membership,
         shutdown: CancellationToken,
     ) -> Result<(), crate::log::LogError> {
-        let mut assignments = Vec::new();
-        for topic in
-            std::iter::once(self.topics.messages()).chain((0..self.topics.retry_tiers).map(|t| self.topics.retry(t)))
+        // Throttles in force (and warm-up counts) come from the shaping topic: read it
+        // to its end before the first attempt.
+        tokio::select! {
+            _ = self.shaper.wait_ready() => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+        let topics = Worker::topics(&self.topics);
+        let settings = consumer::Settings {
+            window: self.settings.batch_size,
+            concurrency: self.settings.batch_size,
+            chunk: 1,
+            drain: self.settings.drain,
+        };
+        if let Some(f) = &self.feedback {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = f.index.ready() => {}
+            }
+        }
+        let log = self.log.clone();
+        let group = self.topics.group(ROLE);
+        let owned = self.owned.clone();
+        consumer::run(log, &group, &topics, membership, self, settings, owned, shutdown).await
+    }
+
+    /// One message: route, admission by the shaper, attempt (or set aside).
+    async fn deliver(&self, assignment: &Assignment, job: Job) -> Vec<Record> {
+        match self.gate(&job) {
+            Gate::Deliver => {}
+            Gate::Hold => return self.hold(job),
+            Gate::Drop => return self.dropped(job),
+        }
+        if let Some(f) = &self.feedback {
+            if let Some(record) = f.suppressed(&job.message, job.attempt).await {
+                return vec![record];
+            }
+        }
+        let domain = job.message.recipient_domain.clone();
+        let route = self.deliverer.route(&domain).await;
+        let hosts = match &route {
+            Ok(mx::Route::Hosts(h)) => Some(h.as_slice()),
+            _ => None,
+        };
+        let provider = self.shaper.provider_for(&domain, hosts);
+        let ticket = match self
+            .shaper
+            .admit(assignment, &job.message.message_id.0, &job.message.account, &domain, &provider)
+            .await
         {
-            assignments.extend(partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }));
-        }
-        let consumers = self.log.consume(GROUP, &assignments).await?;
-        let mut tasks = tokio::task::JoinSet::new();
-        for consumer in consumers {
-            tasks.spawn(self.clone().partition_loop(consumer, shutdown.clone()));
-        }
-        while tasks.join_next().await.is_some() {}
-        Ok(())
-    }
-
-    async fn partition_loop(self: Arc<Self>, mut consumer: Box<dyn PartitionConsumer>, shutdown: CancellationToken) {
-        let mut pending: VecDeque<(u64, Option<Job>)> = VecDeque::new();
-        loop {
-            if pending.is_empty() {
-                let polled = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = consumer.poll(self.settings.batch_size, Duration::from_secs(1)) => r,
-                };
-                match polled {
-                    Ok(records) => pending.extend(records.into_iter().map(|r| (r.offset, job(&r)))),
-                    Err(e) => {
-                        tracing::warn!(error = %e, assignment = ?consumer.assignment(), "poll failed");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                }
-                continue;
+            Admission::Go(ticket) => ticket,
+            Admission::Park { until, .. } => return self.set_aside(job, until),
+        };
+        let permit = self.domain_semaphore(&domain).acquire_owned().await;
+        let lane = &ticket.lane;
+        let allowed = || self.shaper.allowed(&ticket);
+        let egress = Egress {
+            source: lane.source.ip,
+            ehlo: &lane.source.ehlo,
+            connections: &lane.connections,
+            tls_required: provider.limits.tls == TlsPolicy::Required,
+            deadline: ticket.deadline,
+            allowed: &allowed,
+        };
+        let attempt = self.deliverer.attempt(&job.message, route, &egress).await;
+        drop(permit);
+        match attempt {
+            Ok(attempt) => {
+                self.shaper.observe(&ticket, &attempt);
+                self.records_for(job, attempt)
             }
-            // Retry tiers hold records in due order: wait for the head, then take every
-            // record that is due.
-            let head_due = pending.front().and_then(|(_, j)| j.as_ref()).map(|j| j.not_before).unwrap_or(Timestamp(0));
-            let wait = head_due.until(Timestamp::now());
-            if !wait.is_zero() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            let now = Timestamp::now();
-            let due = pending.iter().take_while(|(_, j)| j.as_ref().is_none_or(|j| j.not_before <= now)).count().max(1);
-            let chunk: Vec<(u64, Option<Job>)> = pending.drain(..due).collect();
-            let next_offset = chunk.last().map(|(o, _)| o + 1).expect("chunk is never empty");
-            let jobs: Vec<Job> = chunk.into_iter().filter_map(|(_, j)| j).collect();
-            let records = self.deliver_all(jobs).await;
-            if !self.append_until_done(records, &shutdown).await {
-                return; // shutting down: the chunk stays uncommitted and is redone later
-            }
-            if let Err(e) = consumer.commit(next_offset).await {
-                // Not fatal: the records will be delivered again after a restart.
-                tracing::warn!(error = %e, "offset commit failed");
+            Err(_busy) => {
+                let until = self.shaper.parked_busy(&ticket);
+                self.set_aside(job, until)
             }
         }
     }
 
-    async fn deliver_all(&self, jobs: Vec<Job>) -> Vec<Record> {
-        let work = jobs.into_iter().map(|job| async move {
-            match self.gate(&job) {
-                Gate::Deliver => {}
-                Gate::Hold => return self.hold(job),
-                Gate::Drop => {
-                    let reply = crate::delivery::local_reply(550, "5.7.1", "The account was deleted; the message was not sent.");
-                    let dropped = Attempt {
-                        mx_host: None,
-                        mx_ip: None,
-                        tls: false,
-                        reply,
-                        class: Class::Permanent,
-                        dkim: "unsigned: not sent".into(),
-                        duration: Duration::ZERO,
-                    };
-                    return self.records_for(job, dropped);
-                }
+    /// Finishes `job` without an attempt: it comes back at about `until` (no later) with
+    /// the same attempt number, from the held topic or the retry tier whose delay is the
+    /// longest that fits. A message that would come back after its maximum age fails now
+    /// (`4.4.7`), as an expired message does after its last deferral.
+    fn set_aside(&self, job: Job, until: Timestamp) -> Vec<Record> {
+        let now = Timestamp::now();
+        let (topic, delay) = self.aside_topic(until.until(now));
+        let expires = job.message.accepted_at.saturating_add(self.settings.policy.max_age);
+        if now.saturating_add(delay) > expires {
+            let expired = Attempt {
+                mx_host: None,
+                mx_ip: None,
+                tls: false,
+                reply: crate::delivery::local_reply(
+                    451,
+                    "4.4.7",
+                    "The message reached its maximum age while traffic shaping held it back (its provider was throttled or suspended).",
+                ),
+                class: Class::Permanent,
+                dkim: "not signed: not attempted".into(),
+                duration: Duration::ZERO,
+            };
+            return self.records_for(job, expired);
+        }
+        let msg = job.message;
+        let partition = self.router.partition(&msg.recipient_domain, &msg.message_id.0);
+        tracing::debug!(message_id = %msg.message_id, attempt = job.attempt, %topic, delay_ms = delay.as_millis() as u64, "set aside");
+        let scheduled = DeliveryScheduled { attempt: job.attempt, not_before: now.saturating_add(delay), message: msg };
+        vec![Record {
+            topic,
+            partition,
+            key: scheduled.message.recipient_domain.clone(),
+            value: encode(&Event::DeliveryScheduled(scheduled)),
+        }]
+    }
+
+    /// The held topic (its delay is the shortest), or the retry tier with the longest
+    /// delay that is not longer than `wanted`.
+    fn aside_topic(&self, wanted: Duration) -> (String, Duration) {
+        let mut best = (self.topics.held(), self.settings.hold);
+        for tier in 0..self.topics.retry_tiers {
+            let d = self.settings.policy.delay(tier);
+            if d <= wanted && d > best.1 {
+                best = (self.topics.retry(tier), d);
             }
-            let permit = self.domain_semaphore(&job.message.recipient_domain).acquire_owned().await;
-            let attempt = self.deliverer.attempt(&job.message).await;
-            drop(permit);
-            self.records_for(job, attempt)
-        });
-        futures::future::join_all(work).await.into_iter().flatten().collect()
+        }
+        best
+    }
+
+    /// Parks a message of a suspended account on the held topic (or the retry tier of the
+    /// longest delay within `hold`), with the same attempt number: no attempt is made or
+    /// recorded and nothing counts against its retries. Unlike [`Worker::set_aside`] it does
+    /// not expire: the mail waits until the account is resumed or deleted.
+    fn hold(&self, job: Job) -> Vec<Record> {
+        let now = Timestamp::now();
+        let (topic, delay) = self.aside_topic(self.settings.account_hold);
+        let msg = job.message;
+        metrics::counter!("herald_delivery_account_held_total").increment(1);
+        tracing::debug!(message_id = %msg.message_id, account = %msg.account, "held: the account is suspended");
+        vec![Record {
+            topic,
+            partition: self.router.partition(&msg.recipient_domain, &msg.message_id.0),
+            key: msg.recipient_domain.clone(),
+            value: encode(&Event::DeliveryScheduled(DeliveryScheduled {
+                attempt: job.attempt,
+                not_before: now.saturating_add(delay),
+                message: msg,
+            })),
+        }]
+    }
+
+    /// A message of a deleted account: failed without an attempt.
+    fn dropped(&self, job: Job) -> Vec<Record> {
+        let reply = crate::delivery::local_reply(550, "5.7.1", "The account was deleted; the message was not sent.");
+        let dropped = Attempt {
+            mx_host: None,
+            mx_ip: None,
+            tls: false,
+            reply,
+            class: Class::Permanent,
+            dkim: "unsigned: not sent".into(),
+            duration: Duration::ZERO,
+        };
+        self.records_for(job, dropped)
     }
 
     fn domain_semaphore(&self, domain: &str) -> Arc<Semaphore> {
@@ -171,26 +315,6 @@ impl Worker {
             .entry(domain.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.settings.domain_concurrency)))
             .clone()
-    }
-
-    /// Parks a message of a suspended account on a retry tier, with the same attempt
-    /// number: no attempt is made or recorded, and nothing counts against its retries.
-    fn hold(&self, job: Job) -> Vec<Record> {
-        let policy = &self.settings.policy;
-        let tier = policy.hold_tier(self.settings.hold);
-        let msg = job.message;
-        metrics::counter!("herald_delivery_held_total").increment(1);
-        tracing::debug!(message_id = %msg.message_id, account = %msg.account, "held: the account is suspended");
-        vec![Record {
-            topic: self.topics.retry(tier),
-            partition: self.router.partition(&msg.recipient_domain, &msg.message_id.0),
-            key: msg.recipient_domain.clone(),
-            value: encode(&Event::DeliveryScheduled(DeliveryScheduled {
-                attempt: job.attempt,
-                not_before: Timestamp::now().saturating_add(policy.delay(tier)),
-                message: msg,
-            })),
-        }]
     }
 
     /// The events an attempt produces.
@@ -236,12 +360,17 @@ impl Worker {
         };
         tracing::debug!(message_id = %msg.message_id, attempt = job.attempt, outcome = outcome_label, code = event.reply.code, "attempted");
         let key = msg.recipient_domain.clone();
+        let refusal = self
+            .feedback
+            .as_ref()
+            .and_then(|f| f.refusal(&msg, job.attempt, outcome, &event.reply, event.mx_host.as_deref()));
         let mut records = vec![Record {
             topic: self.topics.attempts(),
             partition,
             key: key.clone(),
             value: encode(&Event::DeliveryAttempted(event)),
         }];
+        records.extend(refusal);
         if let Some((attempt, tier, at)) = next {
             records.push(Record {
                 topic: self.topics.retry(tier),
@@ -251,25 +380,6 @@ impl Worker {
             });
         }
         records
-    }
-
-    /// Appends, retrying with backoff: the offset must not be committed before this
-    /// succeeds, and giving up would lose the attempt's outcome. `false` only on shutdown.
-    async fn append_until_done(&self, records: Vec<Record>, shutdown: &CancellationToken) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.log.append(records.clone()).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::error!(error = %e, "appending attempt events failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! `ops/scripts/test.sh`; without it the Kafka tests fail rather than skip).
 
 use herald_engine::log::{
-    embedded::EmbeddedLog, kafka, Assignment, EventLog, PartitionConsumer, Record, Stored, Topics,
+    embedded::EmbeddedLog, kafka, Assignment, EventLog, PartitionConsumer, Position, Record, Retention, Stored, Topics,
 };
 use herald_engine::routing::Router;
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ fn kafka(prefix: &str) -> Opener {
     Box::new(move || {
         let (names, brokers) = (names.clone(), brokers.clone());
         Box::pin(async move {
-            let settings = kafka::KafkaSettings { brokers, partitions: PARTITIONS, replication: 1, retention: None };
+            let settings = kafka::KafkaSettings::single_broker(brokers, PARTITIONS);
             Arc::new(kafka::KafkaLog::connect(settings, &names).await.unwrap()) as Arc<dyn EventLog>
         })
     })
@@ -68,6 +68,11 @@ async fn read_n(consumer: &mut Box<dyn PartitionConsumer>, n: usize) -> Vec<Stor
 async fn one(log: &Arc<dyn EventLog>, group: &str, topic: &str, partition: u32) -> Box<dyn PartitionConsumer> {
     let mut c = log.consume(group, &[Assignment { topic: topic.to_owned(), partition }]).await.unwrap();
     c.pop().unwrap()
+}
+
+/// Retention of consumed records only.
+fn kept(secs: u64) -> Retention {
+    Retention { consumed: Duration::from_secs(secs), by_age: vec![] }
 }
 
 fn text(r: &Stored) -> String {
@@ -128,7 +133,7 @@ async fn offsets_resume_after_restart(open: Opener, prefix: &str) {
         let mut c = one(&log, &group, &topic, 1).await;
         let got = read_n(&mut c, 10).await;
         assert_eq!(got.len(), 10);
-        c.commit(got[5].offset + 1).await.unwrap();
+        c.commit(vec![], Position::at(got[5].offset + 1)).await.unwrap();
     }
     // A new process: everything reopened.
     let log = open().await;
@@ -149,7 +154,7 @@ async fn no_loss_when_the_consumer_dies_before_commit(open: Opener, prefix: &str
     {
         let mut c = one(&log, &group, &topic, 0).await;
         let first = read_n(&mut c, 3).await;
-        c.commit(first[2].offset + 1).await.unwrap();
+        c.commit(vec![], Position::at(first[2].offset + 1)).await.unwrap();
         // Processes r3..r5, then dies before committing them.
         let processed = read_n(&mut c, 3).await;
         assert_eq!(processed.len(), 3);
@@ -163,6 +168,77 @@ async fn no_loss_when_the_consumer_dies_before_commit(open: Opener, prefix: &str
     );
     let more = c.poll(10, Duration::from_millis(500)).await.unwrap();
     assert!(more.is_empty(), "only the uncommitted records come back");
+}
+
+async fn commit_appends_and_commits_together(open: Opener, prefix: &str) {
+    let t = topics(prefix);
+    let group = unique("g");
+    {
+        let log = open().await;
+        log.append((0..6).map(|i| record(&t.messages(), 2, "k.test", format!("m{i}"))).collect()).await.unwrap();
+        let mut c = one(&log, &group, &t.messages(), 2).await;
+        assert_eq!(c.start(), &Position::at(0), "a new group starts at the beginning");
+        let got = read_n(&mut c, 6).await;
+        // m0, m1, m3 and m5 finished (m2 and m4 still in flight): their output and the
+        // position go in one commit.
+        let out =
+            vec![record(&t.attempts(), 2, "k.test", "a0".into()), record(&t.attempts(), 2, "k.test", "a1".into())];
+        let position = Position { next_offset: got[2].offset, finished: vec![got[3].offset, got[5].offset] };
+        c.commit(out, position).await.unwrap();
+    }
+    let log = open().await;
+    let c = one(&log, &group, &t.messages(), 2).await;
+    let start = c.start().clone();
+    let mut c = c;
+    let again = read_n(&mut c, 4).await;
+    assert!(!start.is_done(again[0].offset), "m2 is redone");
+    let redone: Vec<String> = again.iter().filter(|r| !start.is_done(r.offset)).map(text).collect();
+    assert_eq!(redone, vec!["m2", "m4"], "only the unfinished records are redone; the finished set survives a restart");
+    let mut attempts = one(&log, &unique("reader"), &t.attempts(), 2).await;
+    assert_eq!(read_n(&mut attempts, 2).await.iter().map(text).collect::<Vec<_>>(), vec!["a0", "a1"]);
+}
+
+async fn a_group_member_gets_every_partition_when_alone(open: Opener, prefix: &str) {
+    let log = open().await;
+    let t = topics(prefix);
+    let names = vec![t.messages(), t.attempts()];
+    let mut sub = log.subscribe(&unique("g"), &names).await.unwrap();
+    let mut owned = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while owned.len() < 2 * PARTITIONS as usize && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+            Ok(Some(herald_engine::log::Change::Assigned(cs))) => {
+                owned.extend(cs.iter().map(|c| c.assignment().clone()))
+            }
+            Ok(Some(herald_engine::log::Change::Revoked(r))) => r.done(vec![]),
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(owned.len(), 2 * PARTITIONS as usize, "one member owns every partition of both topics");
+    sub.close().await;
+}
+
+async fn reads_by_position(open: Opener, prefix: &str) {
+    let log = open().await;
+    let topic = topics(prefix).bodies();
+    let first = log
+        .append_with_offsets(vec![record(&topic, 2, "a", "p0".into()), record(&topic, 2, "b", "p1".into())])
+        .await
+        .unwrap();
+    let second = log.append_with_offsets(vec![record(&topic, 2, "c", "p2".into())]).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(second, vec![first[1] + 1], "offsets follow each other in a partition");
+    assert_eq!(first[1], first[0] + 1);
+    let got = log.read_at(&topic, 2, first[1]).await.unwrap().expect("the record at that offset");
+    assert_eq!((text(&got), got.key.as_str(), got.offset), ("p1".to_owned(), "b", first[1]));
+    assert_eq!(text(&log.read_at(&topic, 2, second[0]).await.unwrap().unwrap()), "p2");
+    assert!(log.read_at(&topic, 2, second[0] + 100).await.unwrap().is_none(), "never written");
+    assert!(log.read_at(&topic, 3, 0).await.unwrap().is_none(), "empty partition");
+    // After a restart too (the embedded log reopens its file).
+    drop(log);
+    let log = open().await;
+    assert_eq!(text(&log.read_at(&topic, 2, first[0]).await.unwrap().unwrap()), "p0");
 }
 
 macro_rules! conformance {
@@ -190,6 +266,9 @@ conformance!(ordering, ordering_within_a_partition);
 conformance!(placement, keyed_placement);
 conformance!(resume, offsets_resume_after_restart);
 conformance!(crash, no_loss_when_the_consumer_dies_before_commit);
+conformance!(atomic_commit, commit_appends_and_commits_together);
+conformance!(single_member, a_group_member_gets_every_partition_when_alone);
+conformance!(positions, reads_by_position);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_append_is_durable_across_reopen() {
@@ -272,10 +351,8 @@ async fn kafka_topics_are_created_then_checked() {
     let prefix = unique("chk");
     let names = topics(&prefix).all();
     let settings = |partitions| kafka::KafkaSettings {
-        brokers: kafka_brokers(),
-        partitions,
-        replication: 1,
         retention: Some(Duration::from_secs(3600)),
+        ..kafka::KafkaSettings::single_broker(kafka_brokers(), partitions)
     };
     // Created at the first start, accepted as they are at the next.
     kafka::KafkaLog::connect(settings(PARTITIONS), &names).await.unwrap();
@@ -283,6 +360,10 @@ async fn kafka_topics_are_created_then_checked() {
     // A node configured with another partition count must not start.
     let err = kafka::KafkaLog::connect(settings(PARTITIONS * 2), &names).await.err().expect("mismatch refused");
     assert!(err.to_string().contains(&format!("has {PARTITIONS} partitions")), "{err}");
+    // Nor one that asks for more replicas than the topics have.
+    let stronger = kafka::KafkaSettings { replication: 2, ..settings(PARTITIONS) };
+    let err = kafka::KafkaLog::connect(stronger, &names).await.err().expect("weaker topics refused");
+    assert!(err.to_string().contains("has 1 replicas, config asks for 2"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,17 +378,17 @@ async fn embedded_retention_keeps_what_is_not_consumed() {
         log.append((0..3).map(|i| record(&topic, 2, "k.test", format!("s{i}"))).collect()).await.unwrap();
         let (mut fast, mut slow) = (one(&log, "fast", &topic, 1).await, one(&log, "slow", &topic, 1).await);
         read_n(&mut fast, 10).await;
-        fast.commit(8).await.unwrap();
+        fast.commit(vec![], Position::at(8)).await.unwrap();
         read_n(&mut slow, 10).await;
-        slow.commit(6).await.unwrap();
+        slow.commit(vec![], Position::at(6)).await.unwrap();
         let mut all = one(&log, "all", &topic, 2).await;
         read_n(&mut all, 3).await;
-        all.commit(3).await.unwrap();
+        all.commit(vec![], Position::at(3)).await.unwrap();
         // Nothing is old enough under a one-hour retention.
-        assert_eq!(log.enforce_retention(Duration::from_secs(3600)).await.unwrap(), 0);
+        assert_eq!(log.enforce_retention(&kept(3600)).await.unwrap(), 0);
         // Partition 1: below the slowest group (6). Partition 2: all consumed, but the last
         // record stays so the next offset survives a restart.
-        assert_eq!(log.enforce_retention(Duration::ZERO).await.unwrap(), 6 + 2);
+        assert_eq!(log.enforce_retention(&kept(0)).await.unwrap(), 6 + 2);
         let mut late = one(&log, "late", &topic, 1).await;
         assert_eq!(read_n(&mut late, 4).await.iter().map(text).collect::<Vec<_>>(), vec!["r6", "r7", "r8", "r9"]);
     }
@@ -316,4 +397,31 @@ async fn embedded_retention_keeps_what_is_not_consumed() {
     let mut all = one(&log, "all", &topic, 2).await;
     let got = read_n(&mut all, 1).await;
     assert_eq!((got[0].offset, text(&got[0])), (3, "s3".to_owned()), "offsets are not reused after trimming");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_bodies_topic_keeps_bodies_long_enough() {
+    let week = Some(Duration::from_secs(7 * 86_400));
+    let settings = |prefix: &str, retention, bodies_retention| kafka::KafkaSettings {
+        retention,
+        bodies: Some(kafka::BodiesTopic { topic: topics(prefix).bodies(), retention: bodies_retention }),
+        ..kafka::KafkaSettings::single_broker(kafka_brokers(), PARTITIONS)
+    };
+    // Created by Herald: accepted at the next start.
+    let prefix = unique("bod");
+    let names = topics(&prefix).all();
+    kafka::KafkaLog::connect(settings(&prefix, Some(Duration::from_secs(3600)), week), &names).await.unwrap();
+    kafka::KafkaLog::connect(settings(&prefix, Some(Duration::from_secs(3600)), week), &names).await.unwrap();
+    // Created with the retention of the other topics (one hour), then asked to keep bodies
+    // a week: refused, with the command that fixes it.
+    let prefix = unique("bod");
+    let names = topics(&prefix).all();
+    let plain = kafka::KafkaSettings { bodies: None, ..settings(&prefix, Some(Duration::from_secs(3600)), week) };
+    kafka::KafkaLog::connect(plain, &names).await.unwrap();
+    let err = kafka::KafkaLog::connect(settings(&prefix, Some(Duration::from_secs(3600)), week), &names)
+        .await
+        .err()
+        .expect("a bodies topic that forgets too soon is refused");
+    let text = err.to_string();
+    assert!(text.contains("retention.ms is 3600000") && text.contains("kafka-configs.sh"), "{text}");
 }

@@ -4,7 +4,8 @@
 //! tests fail rather than skip).
 
 use herald_engine::store::{
-    cql::CqlStore, embedded::EmbeddedStore, Claim, IdempotencyRecord, Kind, Projected, ProjectionStore, Stats, Status,
+    cql::CqlStore, embedded::EmbeddedStore, Claim, EngagementKind, EngagementRow, IdempotencyRecord, Kind, LinkStats,
+    Projected, ProjectionStore, Stats, Status,
 };
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use std::sync::Arc;
@@ -56,13 +57,19 @@ async fn suite(store: Arc<dyn ProjectionStore>) {
     assert!(store.message(&b, &MessageId("m1".into())).await.unwrap().is_none());
 
     let all = store.stats(&a, Timestamp(T0), Timestamp(T0 + 2 * HOUR)).await.unwrap();
-    assert_eq!(all, Stats { accepted: 3, delivered: 1, deferred: 1, failed: 1 }, "redelivery does not double count");
+    assert_eq!(
+        all,
+        Stats { accepted: 3, delivered: 1, deferred: 1, failed: 1, ..Stats::default() },
+        "redelivery does not double count"
+    );
     let first_hour = store.stats(&a, Timestamp(T0 + 1000), Timestamp(T0 + HOUR)).await.unwrap();
-    assert_eq!(first_hour, Stats { accepted: 2, delivered: 0, deferred: 1, failed: 0 });
+    assert_eq!(first_hour, Stats { accepted: 2, delivered: 0, deferred: 1, failed: 0, ..Stats::default() });
     let other = store.stats(&b, Timestamp(T0), Timestamp(T0 + 2 * HOUR)).await.unwrap();
     assert_eq!(other.accepted, 1);
     let before = store.stats(&a, Timestamp(T0 - 5 * HOUR), Timestamp(T0)).await.unwrap();
     assert_eq!(before, Stats::default());
+    feedback_kinds(store.clone()).await;
+    engagement(store.clone()).await;
     domains(store.clone()).await;
     idempotency(store).await;
 }
@@ -120,6 +127,114 @@ async fn idempotency(store: Arc<dyn ProjectionStore>) {
     ));
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(store.claim_idempotency(&a, "short", &record("s3", false), second).await.unwrap(), Claim::Won);
+}
+
+/// Feedback rows: status is the latest word that has one, `info` counts nothing.
+async fn feedback_kinds(store: Arc<dyn ProjectionStore>) {
+    use herald_engine::store::feedback_seq;
+    let a = AccountId("fb".into());
+    let t = T0 + 3 * HOUR;
+    let batch = vec![
+        event("fb", "f1", 0, Kind::Accepted, t),
+        event("fb", "f1", 1, Kind::Delivered, t + 1),
+        event("fb", "f1", feedback_seq("dsn-a"), Kind::Bounced, t + 2),
+        event("fb", "f2", 0, Kind::Accepted, t),
+        event("fb", "f2", 1, Kind::Delivered, t + 1),
+        event("fb", "f2", feedback_seq("dsn-delayed"), Kind::Info, t + 2),
+        event("fb", "f3", 0, Kind::Accepted, t),
+        event("fb", "f3", feedback_seq("suppressed-1"), Kind::Suppressed, t + 1),
+        event("fb", "f4", 0, Kind::Accepted, t),
+        event("fb", "f4", 1, Kind::Failed, t + 1),
+        event("fb", "f4", feedback_seq("sync-1"), Kind::SoftBounced, t + 1),
+        event("fb", "f2", feedback_seq("arf-1"), Kind::Complained, t + 5),
+    ];
+    store.apply(&batch).await.unwrap();
+    store.apply(&batch).await.unwrap();
+    let status = |id: &'static str| {
+        let store = store.clone();
+        let a = a.clone();
+        async move { store.message(&a, &MessageId(id.into())).await.unwrap().unwrap() }
+    };
+    assert_eq!(status("f1").await.status, Status::Bounced);
+    let f2 = status("f2").await;
+    assert_eq!(f2.status, Status::Complained);
+    assert_eq!(f2.events.len(), 4);
+    assert_eq!(status("f3").await.status, Status::Suppressed);
+    assert_eq!(status("f4").await.status, Status::Bounced);
+    let stats = store.stats(&a, Timestamp(t), Timestamp(t + HOUR)).await.unwrap();
+    assert_eq!(
+        stats,
+        Stats {
+            accepted: 4,
+            delivered: 2,
+            failed: 1,
+            bounced_permanent: 1,
+            bounced_transient: 1,
+            complained: 1,
+            suppressed: 1,
+            ..Stats::default()
+        }
+    );
+}
+
+fn row(id: &str, event: &str, kind: EngagementKind, at: i64, machine: bool, url: Option<&str>) -> EngagementRow {
+    EngagementRow {
+        account: AccountId("acme".into()),
+        message_id: MessageId(id.into()),
+        event_id: event.into(),
+        kind,
+        at: Timestamp(at),
+        machine,
+        url: url.map(str::to_owned),
+        detail: serde_json::json!({ "type": kind.as_str(), "event_id": event }),
+    }
+}
+
+/// Opens, clicks and unsubscriptions: listed with the message, counted once per event,
+/// uniquely once per message (machines left out), clicks per URL.
+async fn engagement(store: Arc<dyn ProjectionStore>) {
+    use EngagementKind::*;
+    let (a, b) = ("https://a.test/?x=1&y=2", "https://b.test/");
+    let batch = vec![
+        row("m1", "e1", Opened, T0 + 100, true, None), // Apple MPP: counted, not unique
+        row("m1", "e2", Opened, T0 + 200, false, None),
+        row("m1", "e3", Opened, T0 + 300, false, None),
+        row("m1", "e4", Clicked, T0 + 400, false, Some(a)),
+        row("m1", "e5", Clicked, T0 + 500, false, Some(a)),
+        row("m1", "e6", Clicked, T0 + 600, false, Some(b)),
+        row("m1", "e7", Clicked, T0 + 650, true, Some(b)), // a scanner
+        row("m2", "e8", Clicked, T0 + HOUR + 1, false, Some(a)),
+        row("m2", "e9", Unsubscribed, T0 + HOUR + 2, false, None),
+        row("m2", "e10", Unsubscribed, T0 + HOUR + 3, false, None), // a second POST
+    ];
+    store.apply_engagement(&batch).await.unwrap();
+    store.apply_engagement(&batch[3..9]).await.unwrap(); // redelivered
+    let acme = AccountId("acme".into());
+    let all = store.stats(&acme, Timestamp(T0), Timestamp(T0 + 2 * HOUR)).await.unwrap();
+    assert_eq!(
+        (all.opened, all.unique_opened, all.clicked, all.unique_clicked, all.unsubscribed),
+        (3, 1, 5, 2, 1),
+        "{all:?}"
+    );
+    assert_eq!(all.accepted, 3, "message counters unchanged");
+    let second_hour = store.stats(&acme, Timestamp(T0 + HOUR), Timestamp(T0 + 2 * HOUR)).await.unwrap();
+    assert_eq!((second_hour.clicked, second_hour.unique_clicked, second_hour.opened), (1, 1, 0));
+    let links = store.links(&acme, Timestamp(T0), Timestamp(T0 + 2 * HOUR)).await.unwrap();
+    assert_eq!(
+        links,
+        [
+            LinkStats { url: a.into(), clicks: 3, unique_clicks: 2 },
+            LinkStats { url: b.into(), clicks: 2, unique_clicks: 1 },
+        ]
+    );
+    let first_hour = store.links(&acme, Timestamp(T0), Timestamp(T0 + HOUR)).await.unwrap();
+    assert_eq!(first_hour[0], LinkStats { url: a.into(), clicks: 2, unique_clicks: 1 });
+    assert!(store.links(&AccountId("other".into()), Timestamp(T0), Timestamp(T0 + 2 * HOUR)).await.unwrap().is_empty());
+    let m1 = store.message(&acme, &MessageId("m1".into())).await.unwrap().unwrap();
+    assert_eq!(m1.status, Status::Delivered, "engagement leaves the status alone");
+    let ids: Vec<&str> = m1.events.iter().filter_map(|e| e["event_id"].as_str()).collect();
+    assert_eq!(ids, ["e1", "e2", "e3", "e4", "e5", "e6", "e7"], "in time order, each once");
+    assert_eq!(m1.events[0]["seq"], 0, "delivery events first");
 }
 
 /// Sender-domain rows: one per domain, replaced whole, tombstones kept.

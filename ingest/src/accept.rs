@@ -30,13 +30,14 @@ pub struct AcceptedRecipient {
     pub id: MessageId,
 }
 
-/// One `MessageAccepted` per recipient, each with a fresh id, sharing `body`.
+/// One `MessageAccepted` per recipient, each with a fresh id, sharing `body` (placed by
+/// `Submitter::place_body`: a stored body is a small reference, copied per recipient).
 pub fn build_events(
     account: &AccountId,
     sender: &Mailbox,
     recipients: Vec<Mailbox>,
     options: SendOptions,
-    body: Vec<u8>,
+    body: MimeBody,
 ) -> (Vec<MessageAccepted>, Vec<AcceptedRecipient>) {
     let accepted_at = Timestamp::now();
     let mut events = Vec::with_capacity(recipients.len());
@@ -51,7 +52,7 @@ pub fn build_events(
             recipient: r.address,
             recipient_domain: r.domain,
             options,
-            body: MimeBody::Inline(body.clone()),
+            body: body.clone(),
             accepted_at,
         });
     }

@@ -112,7 +112,11 @@ impl Limits {
                 }
             };
             let mut daily = self.daily.lock().expect("daily lock");
-            let d = daily.entry(account.clone()).or_insert(Daily { base, read_at: Instant::now(), recent: VecDeque::new() });
+            let d = daily.entry(account.clone()).or_insert(Daily {
+                base,
+                read_at: Instant::now(),
+                recent: VecDeque::new(),
+            });
             d.base = base;
             d.read_at = Instant::now();
         }

@@ -63,12 +63,17 @@ mod tests {
             for part in text.split(['"', '\'']) {
                 if let Some(file) = part.strip_prefix("./").or_else(|| part.strip_prefix("/ui/")) {
                     if file.ends_with(".js") || file.ends_with(".css") || file.ends_with(".svg") {
-                        assert!(ASSETS.iter().any(|(n, _, _)| *n == file), "{name} refers to {file}, which is not served");
+                        assert!(
+                            ASSETS.iter().any(|(n, _, _)| *n == file),
+                            "{name} refers to {file}, which is not served"
+                        );
                     }
                 }
             }
-            assert!(!text.contains("http://") && !text.contains("https://") || *name == "favicon.svg",
-                "{name} must not load anything from elsewhere");
+            assert!(
+                !text.contains("http://") && !text.contains("https://") || *name == "favicon.svg",
+                "{name} must not load anything from elsewhere"
+            );
         }
     }
 }

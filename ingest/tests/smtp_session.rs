@@ -3,11 +3,11 @@
 //! panic and that every append is a completed transaction answered `250 ... queued as`.
 
 use async_trait::async_trait;
-use herald_engine::log::{Assignment, EventLog, LogError, PartitionConsumer, Record, Topics};
+use herald_engine::accounts::{AccountCache, Bootstrap};
+use herald_engine::log::{Assignment, EventLog, LogError, PartitionConsumer, Record, Retention, Stored, Topics};
 use herald_engine::routing::Router;
 use herald_engine::submit::Submitter;
 use herald_ingest::sender::SenderPolicy;
-use herald_engine::accounts::{AccountCache, Bootstrap};
 use herald_ingest::smtp::{session::Session, Server, Settings};
 use herald_schemas::AccountId;
 use proptest::prelude::*;
@@ -29,18 +29,21 @@ impl EventLog for CountingLog {
     fn partitions(&self) -> u32 {
         4
     }
-    async fn append(&self, records: Vec<Record>) -> Result<(), LogError> {
+    async fn append_with_offsets(&self, records: Vec<Record>) -> Result<Vec<u64>, LogError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(LogError::Closed);
         }
         self.appends.fetch_add(1, Ordering::SeqCst);
-        self.records.fetch_add(records.len(), Ordering::SeqCst);
-        Ok(())
+        let before = self.records.fetch_add(records.len(), Ordering::SeqCst);
+        Ok((before..before + records.len()).map(|o| o as u64).collect())
+    }
+    async fn read_at(&self, _: &str, _: u32, _: u64) -> Result<Option<Stored>, LogError> {
+        Ok(None)
     }
     async fn consume(&self, _: &str, _: &[Assignment]) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
         Ok(vec![])
     }
-    async fn enforce_retention(&self, _: Duration) -> Result<u64, LogError> {
+    async fn enforce_retention(&self, _: &Retention) -> Result<u64, LogError> {
         Ok(0)
     }
 }
@@ -214,7 +217,7 @@ proptest! {
     fn bdat_sizes_near_the_limits(sizes in proptest::collection::vec(
         prop_oneof![0usize..8, 4090usize..4100, (usize::MAX - 4)..=usize::MAX, 0usize..5000], 1..4)
     ) {
-        let mut input = b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT 20\r\nFrom: a@b.test\r\n\r\nx".to_vec();
+        let mut input = b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<b@x.test>\r\nBDAT 20\r\nFrom: a@b.test\r\n\r\nxx".to_vec();
         let mut total = 20u128;
         for (i, &size) in sizes.iter().enumerate() {
             let last = if i + 1 == sizes.len() { " LAST" } else { "" };
@@ -225,7 +228,9 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let log = Arc::new(CountingLog::default());
         let out = rt.block_on(drive(server(log.clone(), true), &input));
-        if total > 4096 {
+        // A size the parser refuses (501: above what a chunk size may be) names no chunk:
+        // the transaction goes on without it.
+        if total > 4096 && !out.contains("501 5.5.4") {
             prop_assert_eq!(log.appends.load(Ordering::SeqCst), 0, "{}", out);
             prop_assert!(!out.contains("queued as"), "{}", out);
         }

@@ -25,6 +25,10 @@ start_herald() { # port
 data_dir = "$WORK/data-$1"
 [http]
 listen = "127.0.0.1:$1"
+[bounces]
+listen = "127.0.0.1:0"
+[tracking]
+listen = "127.0.0.1:0"
 [delivery]
 helo_name = "mta.herald.localhost"
 retry_initial_secs = 60

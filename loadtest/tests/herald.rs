@@ -30,7 +30,9 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
     let mut c = Config::default();
     c.storage.data_dir = data_dir.to_owned();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.tracking.listen = "127.0.0.1:0".parse().unwrap();
     c.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    c.bounces.listen = "127.0.0.1:0".parse().unwrap();
     c.delivery.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
     c.delivery.mx_port = mx_port;
     c.delivery.helo_name = "mta.herald.test".into();
@@ -46,6 +48,7 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
         smtp_users: vec![],
         relay_networks: vec![],
         from_domains: Some(FromDomains::Any),
+        ..Default::default()
     }];
     c
 }

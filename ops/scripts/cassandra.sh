@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Single-node Apache Cassandra 5.0 for tests.
 # Usage: cassandra.sh start|stop|status DIR
-# Env: CQL_PORT (9042), CASSANDRA_STORAGE_PORT (7000), CASSANDRA_HEAP (-Xms1g -Xmx1g),
+# Env: CQL_PORT (9042), CASSANDRA_STORAGE_PORT (7000), CASSANDRA_HEAP (-Xms1g -Xmx3g: every test makes its own keyspace, and a suite run makes a few hundred tables),
 #      CASSANDRA_START_TIMEOUT (240 s), HERALD_CACHE (jars from install-peers.sh).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=peers-lib.sh
@@ -15,7 +15,7 @@ DIR="$(cd "$2" && pwd)"
 
 PORT="${CQL_PORT:-9042}"
 SPORT="${CASSANDRA_STORAGE_PORT:-7000}"
-HEAP="${CASSANDRA_HEAP:--Xms1g -Xmx1g}"
+HEAP="${CASSANDRA_HEAP:--Xms1g -Xmx3g}"
 TIMEOUT="${CASSANDRA_START_TIMEOUT:-240}"
 PIDF="$DIR/cassandra.pid"
 LOG="$DIR/cassandra.log"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the real test peers, only what is missing (idempotent, fast on re-run):
-#   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl
+#   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl,
+#        nginx-light and wrk (the tracking-server redirect figure, benches/src/bin/tracking.rs),
+#        strace (the embedded log test that sees the data directory fsynced)
 #   pip: dkimpy, dnspython, cryptography, pynacl
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
 # Env: HERALD_CACHE (default ~/.cache/herald), KAFKA_VERSION, CASSANDRA_VERSION.
@@ -16,7 +18,7 @@ log() { printf '[install-peers] %s\n' "$*"; }
 
 # ---- apt ---------------------------------------------------------------
 APT_PKGS=(postfix libsasl2-modules swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
-  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl)
+  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl prometheus nginx-light wrk strace)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -40,6 +42,12 @@ if ((${#missing[@]})); then
     apt-get install -y --no-install-recommends "${missing[@]}"  # rerun loudly on failure
 else
   log "apt: all ${#APT_PKGS[@]} packages present"
+fi
+
+# No system nginx may be left running (the benchmark runs its own instance).
+if [[ -s /run/nginx.pid ]] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+  log "nginx: stopping the system instance"
+  nginx -s quit >/dev/null 2>&1 || true
 fi
 
 # No postfix master may be left running (we run our own instances in tests).

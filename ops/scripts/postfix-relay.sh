@@ -20,8 +20,13 @@
 # named in its pid file, and every process that belongs to the instance, is
 # gone (escalating to SIGKILL, by pid, if needed).
 #
-# POSTFIX_EXTRA_MAIN_CF, when set, is appended to main.cf (later settings win), e.g. to
-# relay with SASL client auth and TLS.
+# POSTFIX_EXTRA_MAIN_CF, when set, holds `name = value` lines set in main.cf (replacing
+# the defaults above), e.g. to relay with SASL client auth and TLS.
+#
+# POSTFIX_RESOLV_CONF, when set, names a resolv.conf the instance resolves with: Postfix
+# starts in a private mount namespace (unshare) where that file is bind-mounted over
+# /etc/resolv.conf, so its MX look-ups go to a test DNS server (e.g. Knot on a loopback
+# address, port 53) while the rest of the machine is untouched.
 #
 # Must run as root (Postfix's master needs it).  The system-wide Postfix
 # configuration (/etc/postfix/main.cf) is neither needed nor touched.
@@ -157,9 +162,6 @@ smtp_connection_cache_on_demand = yes
 smtpd_error_sleep_time = 0
 smtputf8_enable = no
 EOF
-    if [[ -n ${POSTFIX_EXTRA_MAIN_CF:-} ]]; then
-        printf '\n# From POSTFIX_EXTRA_MAIN_CF.\n%s\n' "$POSTFIX_EXTRA_MAIN_CF" >>"$conf/main.cf"
-    fi
 
     # chroot disabled everywhere (no jail to populate); no port-25 listener.
     cat >"$conf/master.cf" <<EOF
@@ -188,6 +190,16 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
+    if [[ -n ${POSTFIX_EXTRA_MAIN_CF:-} ]]; then
+        # Set in place with postconf, not appended: a main.cf with duplicate entries makes
+        # every daemon log "overriding earlier entry" at start, and a burst of such logs
+        # into the postlog datagram socket before postlogd runs can stall the instance.
+        local line
+        while IFS= read -r line; do
+            [[ -z ${line//[[:space:]]/} || $line == \#* ]] && continue
+            postconf -c "$conf" -e "$line"
+        done <<<"$POSTFIX_EXTRA_MAIN_CF"
+    fi
 }
 
 cmd_start() {
@@ -221,7 +233,14 @@ cmd_start() {
     # Creates the queue subdirectories and fixes ownership/permissions.
     postfix -c "$conf" set-permissions
     postfix -c "$conf" check
-    postfix -c "$conf" start
+    if [[ -n ${POSTFIX_RESOLV_CONF:-} ]]; then
+        [[ -r $POSTFIX_RESOLV_CONF ]] || die "POSTFIX_RESOLV_CONF: $POSTFIX_RESOLV_CONF is not readable"
+        command -v unshare >/dev/null || die "unshare (util-linux) not installed"
+        unshare --mount --propagation private /bin/sh -c \
+            'mount --bind "$1" /etc/resolv.conf && exec postfix -c "$2" start' sh "$POSTFIX_RESOLV_CONF" "$conf"
+    else
+        postfix -c "$conf" start
+    fi
 
     for ((i = 0; i < START_TIMEOUT * 4; i++)); do
         if greets_220 "$listen"; then

@@ -85,7 +85,8 @@ def main() -> int:
         history = json.loads(history_file.read_text())
     except (OSError, ValueError):
         history = {}
-    binaries.sort(key=lambda b: -history.get(b["name"], 60 if "e2e" in b["name"] else 10))
+    slow = ("e2e", "cluster", "durability", "shaping")  # a minute or more each
+    binaries.sort(key=lambda b: -history.get(b["name"], 60 if any(k in b["name"] for k in slow) else 10))
     print(f"[tests] {len(binaries)} test binaries, {jobs} at a time", flush=True)
     results = []
     with futures.ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+mod bounces;
+pub use bounces::Bounces;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,18 @@ pub struct Config {
     pub domains: Domains,
     /// Static DKIM keys by From domain (an operator override: they win over sender domains).
     pub dkim: Vec<DkimKey>,
+    /// Bounce processing: VERP return paths, the bounce MX, classification, suppression.
+    pub bounces: Bounces,
+    /// Traffic shaping: how long messages wait for their provider's limits, how often
+    /// nodes share their usage (`docs/shaping.md`).
+    pub shaping: Shaping,
+    /// Source-address pools: `[[pools]] name, default, sources = [{ ip, ehlo, weight,
+    /// warmup }]`; accounts name theirs with `pool` (`docs/shaping.md`).
+    pub pools: Vec<herald_engine::shaping::pools::PoolSpec>,
+    /// Click, open and unsubscribe tracking: the tracking server and its keys.
+    pub tracking: Tracking,
+    /// Message bodies stored once per request: placement, cache, retention, fan-out limit.
+    pub bodies: Bodies,
     /// Operators: the admin API, the dashboard, how accounts propagate.
     pub admin: Admin,
 }
@@ -47,6 +62,126 @@ pub struct Admin {
 impl Default for Admin {
     fn default() -> Self {
         Admin { operator_keys: vec![], accounts_refresh_ms: 1000, dashboard: true }
+    }
+}
+
+/// `[tracking]`: the tracking server and the links it answers (`docs/config.md#tracking`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tracking {
+    /// Track clicks, opens and unsubscriptions when messages ask; `false` ignores those
+    /// options (CSS inlining still happens) and runs no tracking server.
+    pub enabled: bool,
+    /// Address of the tracking server (it answers for any Host).
+    pub listen: SocketAddr,
+    /// Host of tracking links when the From domain is not a verified sender domain of the
+    /// message's account (otherwise `<tracking_label>.<domain>`).
+    pub default_host: String,
+    /// `https` (default) or `http` (tests, or TLS terminated before Herald).
+    pub scheme: String,
+    /// PEM certificate chain (a wildcard for `*.track.<zone>` and `default_host`); with `tls_key`
+    /// the listener speaks TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Rewrite links in `text/plain` parts too.
+    pub rewrite_text: bool,
+    /// Signing keys of tracking tokens; empty: one is made and kept in `<data_dir>/tracking.key`
+    /// (single node only: every node must share the keys).
+    pub keys: Vec<TrackingKey>,
+    /// The key that signs new tokens (default: the first). Rotate by adding the new key on
+    /// every node, then making it the signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    /// Clicks within this many seconds of the delivery attempt are taken for machines.
+    pub min_click_secs: u64,
+    /// Proxies (networks) whose `X-Forwarded-For` gives the client address.
+    pub trusted_proxies: Vec<String>,
+    /// Opens and clicks queued for the log at most (more are counted as dropped).
+    pub queue: usize,
+    /// Megabytes of prepared (rewritten) bodies kept by each delivering node.
+    pub body_cache_mb: usize,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking {
+            enabled: true,
+            listen: "127.0.0.1:8081".parse().expect("valid"),
+            default_host: "localhost:8081".into(),
+            scheme: "https".into(),
+            tls_cert: None,
+            tls_key: None,
+            rewrite_text: false,
+            keys: vec![],
+            signing_key: None,
+            min_click_secs: 3,
+            trusted_proxies: vec![],
+            queue: 65_536,
+            body_cache_mb: 64,
+        }
+    }
+}
+
+/// A tracking-token key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingKey {
+    /// 1-16 characters of `A-Z a-z 0-9 _ -`; carried in every token.
+    pub id: String,
+    /// Base64 of at least 32 random bytes (`openssl rand -base64 32`).
+    pub secret: String,
+}
+
+/// `[bodies]`: how message bodies travel (see `docs/adr/0007-bodies-stored-once.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bodies {
+    /// A request whose body × recipients is below this keeps the body inside every
+    /// recipient's event; above it (and always from 2 recipients up, when larger) the body is
+    /// stored once on `<prefix>.bodies`. Single-recipient messages are always inline.
+    pub inline_below_bytes: u64,
+    /// Memory for stored bodies on the delivery side, in MiB (per node).
+    pub cache_mb: u64,
+    /// Stored bodies are kept `delivery.max_age_secs` plus this long (and at least
+    /// `backend.log_retention_hours`), so a retry that runs late still finds its body.
+    pub retention_margin_hours: u64,
+    /// Most bytes one request may ask to send: body × recipients (more: REST 422
+    /// `fanout_too_large`, SMTP 552 5.3.4).
+    pub max_fanout_bytes: u64,
+}
+
+impl Default for Bodies {
+    fn default() -> Self {
+        Bodies { inline_below_bytes: 64 * 1024, cache_mb: 64, retention_margin_hours: 24, max_fanout_bytes: 4 << 30 }
+    }
+}
+
+/// `[shaping]`: the provider limits' timing (the limits themselves are in the providers
+/// file, `[delivery] providers_file`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shaping {
+    /// Longest a message waits in memory for its provider's rate or connections before it
+    /// is set aside (back through the held topic or a retry tier, without using up an
+    /// attempt).
+    pub queue_wait_ms: u64,
+    /// Delay of the held topic: the shortest time a message set aside stays away.
+    pub hold_secs: u64,
+    /// How often each node reports its usage on the shaping topic and recomputes its share
+    /// of the cluster-wide limits.
+    pub report_interval_ms: u64,
+    /// Keys for `Authorization: Bearer <key>` on the operators' routes
+    /// (`/v1/admin/providers`, `/v1/admin/pools`); empty: those routes answer 401.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_keys: Vec<String>,
+}
+
+impl Default for Shaping {
+    fn default() -> Self {
+        Shaping { queue_wait_ms: 2000, hold_secs: 5, report_interval_ms: 1000, operator_keys: vec![] }
     }
 }
 
@@ -146,11 +281,24 @@ impl Default for Domains {
 pub struct Storage {
     /// Directory of the embedded log and store (created if missing).
     pub data_dir: PathBuf,
+    /// Memory for the embedded log's page cache (redb), in MiB.
+    pub log_cache_mb: u64,
+    /// Memory for the embedded projection store's page cache (redb), in MiB.
+    pub store_cache_mb: u64,
+    /// Compact the embedded log's file after this many seconds without writes, when a
+    /// quarter or more of it is free (space freed by retention goes back to the disk);
+    /// 0: never.
+    pub compact_idle_secs: u64,
 }
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { data_dir: PathBuf::from("./herald-data") }
+        Storage {
+            data_dir: PathBuf::from("./herald-data"),
+            log_cache_mb: 64,
+            store_cache_mb: 64,
+            compact_idle_secs: 60,
+        }
     }
 }
 
@@ -263,8 +411,12 @@ pub struct Delivery {
     pub command_timeout_secs: u64,
     /// Concurrent deliveries per recipient domain on this node.
     pub domain_concurrency: usize,
-    /// Records a partition task reads and delivers at once (bounds duplicates after a crash).
+    /// Attempts in flight per partition (and records read ahead). Each finished attempt is
+    /// committed at once, so this bounds the attempts made again after a crash.
     pub batch_size: usize,
+    /// At a stop (or when a partition moves to another node) attempts in flight get this
+    /// long to finish; the rest are aborted and made again by the next owner.
+    pub drain_secs: u64,
     /// Delay before the second attempt; each later attempt doubles it.
     pub retry_initial_secs: u64,
     /// Longest delay between attempts.
@@ -273,9 +425,13 @@ pub struct Delivery {
     pub max_age_secs: u64,
     /// Domains spread over several partitions: `{ "gmail.com" = 8 }`.
     pub hot_domains: BTreeMap<String, u32>,
+    /// The operator's providers file: extends the shipped `ops/config/providers.toml`
+    /// (built in), or replaces it when it says `replace_shipped = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers_file: Option<PathBuf>,
     /// A suspended account's queued message waits this long before the worker looks at it
-    /// again, in seconds (rounded down to a retry delay; no attempt is used up).
-    pub hold_secs: u64,
+    /// again, in seconds (rounded down to a retry tier's delay; no attempt is used up).
+    pub suspended_hold_secs: u64,
 }
 
 impl Default for Delivery {
@@ -288,11 +444,13 @@ impl Default for Delivery {
             command_timeout_secs: 300,
             domain_concurrency: 20,
             batch_size: 256,
+            drain_secs: 20,
             retry_initial_secs: 60,
             retry_max_delay_secs: 4 * 3600,
             max_age_secs: 5 * 86_400,
             hot_domains: BTreeMap::new(),
-            hold_secs: 300,
+            providers_file: None,
+            suspended_hold_secs: 300,
         }
     }
 }
@@ -319,8 +477,22 @@ pub struct Backend {
     /// `embedded` (default) or `cql` (ScyllaDB or Cassandra).
     pub store: StoreBackend,
     pub kafka_brokers: String,
-    /// Replication factor of topics Herald creates.
+    /// Replication factor of topics Herald creates; existing topics must have at least this
+    /// many replicas. Below 3 only with `kafka_allow_weak_durability`.
     pub kafka_replication: i32,
+    /// `min.insync.replicas` of topics Herald creates (with `acks=all`, an append is
+    /// acknowledged once this many replicas have it). Below 2 only with
+    /// `kafka_allow_weak_durability`.
+    pub kafka_min_insync_replicas: i32,
+    /// The explicit development setting: allow replication below 3 and
+    /// `min.insync.replicas` below 2 (a single test broker). Never in production.
+    pub kafka_allow_weak_durability: bool,
+    /// Consumer group session timeout: a node that dies keeps its partitions this long
+    /// before the group moves them (failover time).
+    pub kafka_session_timeout_ms: u64,
+    /// Records prefetched per assigned partition, in KiB (librdkafka's
+    /// `queued.max.messages.kbytes`, which applies per partition with Herald's queues).
+    pub kafka_prefetch_kib: u32,
     pub cql_nodes: Vec<String>,
     pub cql_keyspace: String,
     /// Partitions of every topic. Changing it re-routes domains: drain first.
@@ -339,7 +511,11 @@ impl Default for Backend {
             log: LogBackend::Embedded,
             store: StoreBackend::Embedded,
             kafka_brokers: "127.0.0.1:9092".into(),
-            kafka_replication: 1,
+            kafka_replication: 3,
+            kafka_min_insync_replicas: 2,
+            kafka_allow_weak_durability: false,
+            kafka_session_timeout_ms: 10_000,
+            kafka_prefetch_kib: 4096,
             cql_nodes: vec!["127.0.0.1:9042".into()],
             cql_keyspace: "herald".into(),
             partitions: 16,
@@ -349,14 +525,29 @@ impl Default for Backend {
     }
 }
 
-/// Static partition ownership: node `i` of `n` works partitions `p` with `p % n == i`;
-/// `roles` picks the components this node runs (all of them by default).
+/// How partitions are shared between nodes, and which components this node runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
+    /// `group` (default): nodes join Kafka consumer groups and partitions move between
+    /// them as they join and leave, with no config change. `static`: node `node_index` of
+    /// `node_count` works partitions `p` with `p % node_count == node_index`, with no
+    /// rebalancing (a dead node's partitions wait for it). The embedded backends are one
+    /// node, which owns every partition, in either mode.
+    pub mode: ClusterMode,
+    /// Static mode only.
     pub node_index: u32,
+    /// Static mode only.
     pub node_count: u32,
+    /// The components this node runs (all of them by default).
     pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    Group,
+    Static,
 }
 
 /// A component of `herald serve`. The HTTP API (`POST /v1/send`, queries, metrics) runs on
@@ -370,11 +561,20 @@ pub enum Role {
     Deliver,
     /// The projector for the owned partitions.
     Project,
+    /// The bounce MX (`[bounces] listen`).
+    Bounces,
+    /// The click, open and unsubscribe tracking server.
+    Track,
 }
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { node_index: 0, node_count: 1, roles: vec![Role::Smtp, Role::Deliver, Role::Project] }
+        Cluster {
+            mode: ClusterMode::Group,
+            node_index: 0,
+            node_count: 1,
+            roles: vec![Role::Smtp, Role::Deliver, Role::Project, Role::Bounces, Role::Track],
+        }
     }
 }
 
@@ -394,7 +594,7 @@ pub struct Account {
     /// A name for people (default: the id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The sending pool its mail leaves from (default: the default pool).
+    /// The `[[pools]]` this account sends from; unset: the default pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
     /// Messages (one per recipient) in any 24 hours; unset: no limit.
@@ -441,6 +641,16 @@ pub struct AccountDefaults {
 impl AccountDefaults {
     pub fn to_schema(self) -> herald_schemas::AccountDefaults {
         herald_schemas::AccountDefaults {
+            inline_css: self.inlinizecss,
+            click_tracking: self.clicktracking,
+            opens_tracking: self.openstracking,
+            bounce_tracking: self.bouncetracking,
+            list_unsubscribe: self.listunsubscribe,
+        }
+    }
+
+    pub fn options(self) -> herald_schemas::SendOptions {
+        herald_schemas::SendOptions {
             inline_css: self.inlinizecss,
             click_tracking: self.clicktracking,
             opens_tracking: self.openstracking,
@@ -500,6 +710,28 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The source pools, with each account's (checked: every named pool exists).
+    pub fn pools(&self) -> Result<herald_engine::shaping::pools::Pools, String> {
+        let accounts: Vec<_> =
+            self.accounts.iter().map(|a| (herald_schemas::AccountId(a.id.clone()), a.pool.clone())).collect();
+        herald_engine::shaping::pools::Pools::new(&self.pools, &self.delivery.helo_name, &accounts)
+            .map_err(|e| format!("[[pools]]: {e}"))
+    }
+
+    /// The shipped providers file, extended or replaced by `[delivery] providers_file`.
+    pub fn providers(&self) -> Result<herald_engine::shaping::providers::Providers, ConfigError> {
+        use herald_engine::shaping::providers::{Providers, SHIPPED};
+        let own = match &self.delivery.providers_file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?,
+            )),
+            None => None,
+        };
+        Providers::load(SHIPPED, own.as_ref().map(|(n, t)| (n.as_str(), t.as_str())))
+            .map_err(|e| ConfigError::Invalid(format!("providers file: {e}")))
+    }
+
     /// Reads `path` (or the defaults when `None`), applies environment overrides, checks.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let text = match path {
@@ -513,7 +745,22 @@ impl Config {
         let mut config: Config =
             toml::Value::Table(tree).try_into().map_err(|source| ConfigError::Parse { path: shown, source })?;
         if let Some(dir) = path.and_then(Path::parent) {
-            for p in [&mut config.smtp.tls_cert, &mut config.smtp.tls_key].into_iter().flatten() {
+            let b = &mut config.bounces;
+            for p in [
+                &mut config.smtp.tls_cert,
+                &mut config.smtp.tls_key,
+                &mut b.tls_cert,
+                &mut b.tls_key,
+                &mut b.rules_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+            for p in [&mut config.tracking.tls_cert, &mut config.tracking.tls_key].into_iter().flatten() {
                 if p.is_relative() {
                     *p = dir.join(&*p);
                 }
@@ -523,8 +770,14 @@ impl Config {
                     key.private_key = dir.join(&key.private_key);
                 }
             }
+            if let Some(p) = &mut config.delivery.providers_file {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
         }
         config.validate()?;
+        config.providers()?;
         Ok(config)
     }
 
@@ -546,7 +799,8 @@ impl Config {
         }
         let mut ids = std::collections::HashSet::new();
         for a in &self.accounts {
-            herald_engine::accounts::service::check_id(&a.id).map_err(|e| ConfigError::Invalid(format!("[[accounts]]: {e}")))?;
+            herald_engine::accounts::service::check_id(&a.id)
+                .map_err(|e| ConfigError::Invalid(format!("[[accounts]]: {e}")))?;
             if !ids.insert(&a.id) {
                 return invalid(format!("[[accounts]]: account {} is listed twice", a.id));
             }
@@ -557,11 +811,45 @@ impl Config {
         if self.admin.accounts_refresh_ms == 0 {
             return invalid("admin.accounts_refresh_ms must be at least 1".into());
         }
+        if self.cluster.mode == ClusterMode::Group && (self.cluster.node_count != 1 || self.cluster.node_index != 0) {
+            return invalid(
+                "cluster.node_index/node_count are for cluster.mode = \"static\"; in group mode nodes share partitions through Kafka consumer groups".into(),
+            );
+        }
+        if self.backend.log == LogBackend::Kafka && !self.backend.kafka_allow_weak_durability {
+            if self.backend.kafka_replication < 3 {
+                return invalid(format!(
+                    "backend.kafka_replication = {} is below 3: an acknowledged message could be lost with one broker; set backend.kafka_allow_weak_durability = true only for development",
+                    self.backend.kafka_replication
+                ));
+            }
+            if self.backend.kafka_min_insync_replicas < 2 {
+                return invalid(format!(
+                    "backend.kafka_min_insync_replicas = {} is below 2: acks=all would then mean one replica; set backend.kafka_allow_weak_durability = true only for development",
+                    self.backend.kafka_min_insync_replicas
+                ));
+            }
+        }
+        if self.backend.kafka_min_insync_replicas > self.backend.kafka_replication {
+            return invalid("backend.kafka_min_insync_replicas cannot exceed backend.kafka_replication".into());
+        }
+        if self.backend.kafka_session_timeout_ms < 1000 {
+            return invalid("backend.kafka_session_timeout_ms must be at least 1000".into());
+        }
         let mut keys = std::collections::HashSet::new();
+        for k in &self.shaping.operator_keys {
+            if k.trim().len() < 16 {
+                return invalid("shaping.operator_keys: each key must have at least 16 characters".into());
+            }
+            keys.insert(k);
+        }
         for a in &self.accounts {
             for k in &a.api_keys {
                 if !keys.insert(k) {
-                    return invalid(format!("API key of account {} is also another account's", a.id));
+                    return invalid(format!(
+                        "API key of account {} is also another account's or an operator key",
+                        a.id
+                    ));
                 }
             }
         }
@@ -609,6 +897,13 @@ impl Config {
         if self.delivery.batch_size == 0 || self.delivery.domain_concurrency == 0 {
             return invalid("delivery.batch_size and delivery.domain_concurrency must be at least 1".into());
         }
+        if self.storage.log_cache_mb == 0 || self.storage.store_cache_mb == 0 {
+            return invalid("storage.log_cache_mb and storage.store_cache_mb must be at least 1".into());
+        }
+        self.pools().map_err(ConfigError::Invalid)?;
+        if self.shaping.hold_secs == 0 || self.shaping.report_interval_ms < 100 {
+            return invalid("shaping.hold_secs must be at least 1 and shaping.report_interval_ms at least 100".into());
+        }
         if self.delivery.retry_initial_secs == 0 {
             return invalid("delivery.retry_initial_secs must be at least 1".into());
         }
@@ -630,6 +925,8 @@ impl Config {
         if zone.is_empty() || zone.split('.').any(|l| l.is_empty() || l.len() > 63) {
             return invalid(format!("dns.zone `{}` is not a domain name", self.dns.zone));
         }
+        self.bounces.validate().map_err(ConfigError::Invalid)?;
+        self.validate_tracking()?;
         if self.domains.maintenance_interval_secs == 0 {
             return invalid("domains.maintenance_interval_secs must be at least 1".into());
         }
@@ -639,6 +936,50 @@ impl Config {
             return invalid("domains.rotation_interval_secs must be longer than propagation_delay_secs".into());
         }
         Ok(())
+    }
+
+    fn validate_tracking(&self) -> Result<(), ConfigError> {
+        let t = &self.tracking;
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if t.scheme != "https" && t.scheme != "http" {
+            return invalid(format!("tracking.scheme must be https or http, not `{}`", t.scheme));
+        }
+        if t.default_host.is_empty() || t.default_host.contains(['/', ' ', '?', '#', '@']) {
+            return invalid(format!("tracking.default_host `{}` is not a host[:port]", t.default_host));
+        }
+        if t.tls_cert.is_some() != t.tls_key.is_some() {
+            return invalid("tracking.tls_cert and tracking.tls_key go together".into());
+        }
+        for n in &t.trusted_proxies {
+            parse_network(n)
+                .map_err(|e| ConfigError::Invalid(e.replace("relay_networks", "tracking.trusted_proxies")))?;
+        }
+        if t.enabled && t.keys.is_empty() && (self.cluster.node_count > 1 || self.backend.log == LogBackend::Kafka) {
+            return invalid(
+                "tracking.keys must be set with log = \"kafka\" (several nodes): every node must verify every \
+                 token (or set tracking.enabled = false)"
+                    .into(),
+            );
+        }
+        self.tracking_keys().map(|_| ())
+    }
+
+    /// The configured tracking keys, decoded and checked (`None`: none configured).
+    pub fn tracking_keys(&self) -> Result<Option<herald_engine::rewrite::token::Keys>, ConfigError> {
+        use base64::Engine;
+        if self.tracking.keys.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        for k in &self.tracking.keys {
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(k.secret.trim())
+                .map_err(|e| ConfigError::Invalid(format!("tracking key `{}`: secret is not base64: {e}", k.id)))?;
+            keys.push((k.id.clone(), secret));
+        }
+        herald_engine::rewrite::token::Keys::new(&keys, self.tracking.signing_key.as_deref())
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("tracking: {e}")))
     }
 
     /// The verification resolvers as socket addresses (port 53 when none is given).

@@ -4,4 +4,5 @@
 
 pub mod config;
 pub mod domains_cli;
+pub mod feedback;
 pub mod serve;

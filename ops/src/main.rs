@@ -98,11 +98,24 @@ fn main() -> anyhow::Result<()> {
             let c = Config::load(Some(&config))?;
             herald::serve::install_crypto();
             herald::serve::signers(&c)?;
+            let rules = herald::feedback::classifier(&c)?;
+            let nodes = match (c.backend.log, c.cluster.mode) {
+                (herald::config::LogBackend::Embedded, _) => {
+                    "single node (embedded log), owning every partition".to_owned()
+                }
+                (_, herald::config::ClusterMode::Group) => {
+                    "nodes share partitions through Kafka consumer groups".to_owned()
+                }
+                (_, herald::config::ClusterMode::Static) => {
+                    format!("static: node {} of {}", c.cluster.node_index, c.cluster.node_count)
+                }
+            };
             println!(
-                "{}: ok ({} accounts, {} DKIM keys, log {:?}, store {:?}, {} partitions)",
+                "{}: ok ({} accounts, {} DKIM keys, {} bounce rules, log {:?}, store {:?}, {} partitions; {nodes})",
                 config.display(),
                 c.accounts.len(),
                 c.dkim.len(),
+                rules.len(),
                 c.backend.log,
                 c.backend.store,
                 c.backend.partitions

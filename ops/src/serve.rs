@@ -1,22 +1,27 @@
 //! `herald serve`: the whole pipeline in one process: REST ingestion, delivery workers,
 //! projector and queries, on the backends the config names.
 
-use crate::config::{Config, FromDomains, LogBackend, Role, StoreBackend};
+use crate::config::{parse_network, ClusterMode, Config, FromDomains, LogBackend, Role, StoreBackend};
 use anyhow::Context;
 use herald_engine::accounts::{self, AccountCache, Accounts};
+use herald_engine::bodies::{BodySettings, BodyStore};
+use herald_engine::consumer::{Membership, Owned};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
 use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::ServiceZone, state::RotationPolicy};
-use herald_engine::log::{embedded::EmbeddedLog, kafka, EventLog, Topics};
+use herald_engine::log::embedded::{EmbeddedLog, EmbeddedOptions};
+use herald_engine::log::{kafka, EventLog, Retention, Topics};
 use herald_engine::projector::Projector;
 use herald_engine::retry::RetryPolicy;
+use herald_engine::rewrite::{self, token::Keys, Rewriter};
 use herald_engine::routing::Router;
+use herald_engine::shaping::{self, Shaper};
 use herald_engine::store::accounts::AccountStore;
-use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, ProjectionStore};
+use herald_engine::store::{cql::CqlStore, embedded::EmbeddedStore, feedback::FeedbackStore, ProjectionStore};
 use herald_engine::submit::Submitter;
 use herald_engine::worker::{Worker, WorkerSettings};
 use herald_ingest::http::{ApiState, ConsumerGroup, MetricsRender, Operators};
 use herald_ingest::sender::{FromPolicy, SenderPolicy};
-use herald_ingest::smtp;
+use herald_ingest::{smtp, track};
 use herald_schemas::AccountId;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,14 +52,29 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
         LogBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)
                 .with_context(|| format!("creating {}", config.storage.data_dir.display()))?;
-            Arc::new(EmbeddedLog::open(&config.storage.data_dir.join("log.redb"), &topics, config.backend.partitions)?)
+            let s = &config.storage;
+            let options = EmbeddedOptions {
+                cache_bytes: (s.log_cache_mb << 20) as usize,
+                compact_when_idle: (s.compact_idle_secs > 0).then(|| Duration::from_secs(s.compact_idle_secs)),
+                ..EmbeddedOptions::default()
+            };
+            Arc::new(EmbeddedLog::open_with(&s.data_dir.join("log.redb"), &topics, config.backend.partitions, options)?)
         }
         LogBackend::Kafka => {
+            let b = &config.backend;
             let settings = kafka::KafkaSettings {
-                brokers: config.backend.kafka_brokers.clone(),
-                partitions: config.backend.partitions,
-                replication: config.backend.kafka_replication,
+                brokers: b.kafka_brokers.clone(),
+                partitions: b.partitions,
+                replication: b.kafka_replication,
+                min_insync_replicas: b.kafka_min_insync_replicas,
                 retention: retention(config),
+                session_timeout: Duration::from_millis(b.kafka_session_timeout_ms),
+                prefetch_kib: b.kafka_prefetch_kib,
+                drain: Duration::from_secs(config.delivery.drain_secs),
+                bodies: Some(kafka::BodiesTopic {
+                    topic: self::topics(config).bodies(),
+                    retention: bodies_retention(config),
+                }),
             };
             Arc::new(kafka::KafkaLog::connect(settings, &topics).await?)
         }
@@ -65,10 +85,26 @@ fn retention(config: &Config) -> Option<Duration> {
     (config.backend.log_retention_hours > 0).then(|| Duration::from_secs(config.backend.log_retention_hours * 3600))
 }
 
+/// How long stored bodies stay: the log's retention, and at least as long as the last retry
+/// of a message may run (`max_age` plus the margin); `None`: for ever, like the log.
+pub fn bodies_retention(config: &Config) -> Option<Duration> {
+    let needed = Duration::from_secs(config.delivery.max_age_secs + config.bodies.retention_margin_hours * 3600);
+    retention(config).map(|r| r.max(needed))
+}
+
+/// The body store every component of this node shares.
+pub fn body_store(config: &Config, log: Arc<dyn EventLog>) -> Arc<BodyStore> {
+    let settings = BodySettings {
+        inline_below_bytes: config.bodies.inline_below_bytes,
+        cache_bytes: config.bodies.cache_mb << 20,
+    };
+    Arc::new(BodyStore::new(log, topics(config).bodies(), settings))
+}
+
 /// Applies log retention every five minutes until `shutdown`.
 async fn retention_loop(
     log: Arc<dyn EventLog>,
-    retention: Duration,
+    retention: Retention,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
@@ -77,7 +113,7 @@ async fn retention_loop(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match log.enforce_retention(retention).await {
+        match log.enforce_retention(&retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "log retention removed records"),
             Err(e) => tracing::warn!(error = %e, "log retention failed"),
@@ -88,6 +124,7 @@ async fn retention_loop(
 /// The read models of one store backend, each behind its trait.
 pub struct Stores {
     pub projection: Arc<dyn ProjectionStore>,
+    pub feedback: Arc<dyn FeedbackStore>,
     pub accounts: Arc<dyn AccountStore>,
 }
 
@@ -96,24 +133,29 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionSto
     Ok(open_stores(config).await?.projection)
 }
 
-/// Opens the configured store once, as every read model it serves.
+/// Opens the configured store once, as every read model it serves (one backend, one
+/// connection).
 pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     Ok(match config.backend.store {
         StoreBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)?;
-            let s = Arc::new(EmbeddedStore::open(&config.storage.data_dir.join("projection.redb"))?);
-            Stores { projection: s.clone(), accounts: s }
+            let cache = (config.storage.store_cache_mb << 20) as usize;
+            let s = Arc::new(EmbeddedStore::open_with_cache(&config.storage.data_dir.join("projection.redb"), cache)?);
+            Stores { projection: s.clone(), feedback: s.clone(), accounts: s }
         }
         StoreBackend::Cql => {
             let s = Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?);
-            Stores { projection: s.clone(), accounts: s }
+            Stores { projection: s.clone(), feedback: s.clone(), accounts: s }
         }
     })
 }
 
-/// The operator keys of `[admin]`.
+/// The operator keys: `[admin] operator_keys`, and `[shaping] operator_keys` (plain keys,
+/// named `shaping-1`, `shaping-2`, …), which open the same routes.
 pub fn operators(config: &Config) -> Result<Operators, String> {
-    Operators::parse(&config.admin.operator_keys)
+    let shaping = config.shaping.operator_keys.iter().enumerate().map(|(i, k)| format!("shaping-{}={k}", i + 1));
+    let all: Vec<String> = config.admin.operator_keys.iter().cloned().chain(shaping).collect();
+    Operators::parse(&all)
 }
 
 /// Every consumer group and what it reads (all partitions), for the log-lag view.
@@ -128,16 +170,19 @@ pub fn consumer_groups(config: &Config) -> Vec<ConsumerGroup> {
             })
             .collect()
     };
-    let mut delivery = vec![t.messages()];
-    delivery.extend((0..t.retry_tiers).map(|i| t.retry(i)));
     vec![
-        ConsumerGroup { group: herald_engine::worker::GROUP.into(), assignments: all(delivery) },
+        ConsumerGroup { group: t.group(herald_engine::worker::ROLE), assignments: all(Worker::topics(&t)) },
         ConsumerGroup {
-            group: herald_engine::projector::GROUP.into(),
+            group: t.group(herald_engine::projector::ROLE),
             assignments: all(vec![t.messages(), t.attempts()]),
         },
-        ConsumerGroup { group: domains::projector::GROUP.into(), assignments: all(vec![t.domains()]) },
-        ConsumerGroup { group: accounts::projector::GROUP.into(), assignments: all(vec![t.accounts()]) },
+        ConsumerGroup { group: t.group(herald_engine::engagement::ROLE), assignments: all(vec![t.engagement()]) },
+        ConsumerGroup {
+            group: t.group(herald_engine::feedback::projector::ROLE),
+            assignments: all(vec![t.feedback(), t.engagement()]),
+        },
+        ConsumerGroup { group: t.group(domains::projector::ROLE), assignments: all(vec![t.domains()]) },
+        ConsumerGroup { group: t.group(accounts::projector::ROLE), assignments: all(vec![t.accounts()]) },
     ]
 }
 
@@ -198,13 +243,40 @@ pub fn domain_settings(config: &Config) -> domains::DomainSettings {
         ed25519: d.ed25519,
         bounce_label: d.bounce_label.clone(),
         tracking_label: d.tracking_label.clone(),
-        sending_ips: dns.sending_ips.clone(),
+        sending_ips: sending_ips(config),
         resolvers: config.resolvers(),
         own_dns: dns.enabled.then_some(dns.listen),
         resolver_timeout: Duration::from_millis(dns.resolver_timeout_ms),
         reverify: Duration::from_secs(d.reverify_secs),
         wait: Duration::from_secs(10),
     }
+}
+
+/// The addresses mail leaves from: `[dns] sending_ips` and every `[[pools]]` source
+/// (what `_spf.<zone>` and sender-domain diagnostics list).
+pub fn sending_ips(config: &Config) -> Vec<std::net::IpAddr> {
+    let mut ips = config.dns.sending_ips.clone();
+    for pool in &config.pools {
+        ips.extend(pool.sources.iter().map(|s| s.ip));
+    }
+    let mut seen = std::collections::HashSet::new();
+    ips.retain(|ip| seen.insert(*ip));
+    ips
+}
+
+/// The traffic shaper: the providers file, the pools, this node's partitions (for the
+/// `default` provider's per-domain shares).
+pub fn shaper(config: &Config, router: Router, owned: Owned) -> anyhow::Result<Arc<Shaper>> {
+    let providers = config.providers()?;
+    let pools = config.pools().map_err(anyhow::Error::msg)?;
+    let s = &config.shaping;
+    let settings = shaping::Settings {
+        queue_wait: Duration::from_millis(s.queue_wait_ms),
+        report_interval: Duration::from_millis(s.report_interval_ms),
+        window: config.delivery.batch_size,
+    };
+    let ownership = shaping::Ownership { router, owned, topics: Worker::topics(&topics(config)) };
+    Ok(Shaper::new(Arc::new(providers), pools, settings, Some(ownership)))
 }
 
 /// The service zone's settings.
@@ -216,7 +288,7 @@ pub fn zone_settings(config: &Config) -> domains::zone::ZoneSettings {
         zone,
         nameservers: dns.nameservers.clone(),
         nameserver_ips: dns.nameserver_ips.clone(),
-        sending_ips: dns.sending_ips.clone(),
+        sending_ips: sending_ips(config),
         mx_ips: dns.mx_ips.clone(),
         tracking_ips: dns.tracking_ips.clone(),
         ttl: dns.ttl,
@@ -239,7 +311,78 @@ pub fn open_domains(
     Ok(Arc::new(service))
 }
 
-/// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address.
+/// How this node gets its partitions: the consumer group, or the explicit static mode.
+pub fn membership(config: &Config) -> Membership {
+    match config.cluster.mode {
+        ClusterMode::Group => Membership::Group,
+        ClusterMode::Static => Membership::Static(
+            (0..config.backend.partitions)
+                .filter(|p| p % config.cluster.node_count == config.cluster.node_index)
+                .collect(),
+        ),
+    }
+}
+
+/// The tracking keys: configured, or (single node) one kept in `<data_dir>/tracking.key`,
+/// made at first start.
+pub fn tracking_keys(config: &Config) -> anyhow::Result<Keys> {
+    if let Some(keys) = config.tracking_keys()? {
+        return Ok(keys);
+    }
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let path = config.storage.data_dir.join("tracking.key");
+    if !path.exists() {
+        std::fs::create_dir_all(&config.storage.data_dir)?;
+        let secret: [u8; 32] = rand::random();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut file, format!("local {}\n", b64.encode(secret)).as_bytes())?;
+        tracing::warn!(path = %path.display(), "no [tracking] keys configured: made one for this node only");
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let (id, secret) =
+        text.trim().split_once(' ').with_context(|| format!("{}: expected `id base64`", path.display()))?;
+    let secret = b64.decode(secret).with_context(|| format!("{}: secret is not base64", path.display()))?;
+    Keys::new(&[(id.to_owned(), secret)], None).map_err(anyhow::Error::msg)
+}
+
+/// The send-time rewriter the config describes.
+pub fn rewriter(config: &Config, cache: DomainCache) -> anyhow::Result<Rewriter> {
+    let t = &config.tracking;
+    let settings = rewrite::Settings {
+        tracking: t.enabled,
+        scheme: t.scheme.clone(),
+        default_host: t.default_host.clone(),
+        rewrite_text: t.rewrite_text,
+        keys: tracking_keys(config)?,
+        cache_bytes: t.body_cache_mb.saturating_mul(1 << 20),
+    };
+    Ok(Rewriter::new(settings, Some(cache)))
+}
+
+/// The tracking server's listener, bound (TLS when configured).
+async fn tracking_listener(config: &Config) -> anyhow::Result<track::listener::Listener> {
+    let t = &config.tracking;
+    let tcp = tokio::net::TcpListener::bind(t.listen)
+        .await
+        .with_context(|| format!("binding the tracking listener on {}", t.listen))?;
+    tracing::info!(addr = %tcp.local_addr()?, tls = t.tls_cert.is_some(), "tracking listening");
+    Ok(match t.tls_cert.as_deref().zip(t.tls_key.as_deref()) {
+        Some(cert_key) => {
+            let tls = smtp::starttls::acceptor(Some(cert_key), &config.storage.data_dir, &t.default_host)
+                .context("tracking TLS certificate")?;
+            track::listener::Listener::tls(tcp, tls)?
+        }
+        None => track::listener::Listener::plain(tcp)?,
+    })
+}
+
+/// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address. Returns
+/// once the log and the store are closed, so that their files can be opened again at once.
 pub async fn run(
     config: Config,
     metrics: Option<MetricsRender>,
@@ -250,7 +393,38 @@ pub async fn run(
     let log = open_log(&config).await.context("opening the event log")?;
     let stores = open_stores(&config).await.context("opening the projection store")?;
     let store = stores.projection.clone();
-    let account_store = stores.accounts.clone();
+    let result = serve(config, metrics, shutdown, ready, log.clone(), stores).await;
+    close(log, store).await;
+    result
+}
+
+/// Longest wait at the end of [`run`] for the components' last references to the log and
+/// the store.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until nothing else holds `log` and `store`, then closes them off the runtime (the
+/// embedded log stops its writer and checkpoints). A finished component may still be
+/// dropping them (axum lets go of a connection before it drops the connection's service).
+async fn close(log: Arc<dyn EventLog>, store: Arc<dyn ProjectionStore>) {
+    let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+    while (Arc::strong_count(&log) > 1 || Arc::strong_count(&store) > 1) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&log) > 1 || Arc::strong_count(&store) > 1 {
+        tracing::warn!("the log or the store is still in use after {CLOSE_TIMEOUT:?}; it closes when let go");
+    }
+    let _ = tokio::task::spawn_blocking(move || drop((log, store))).await;
+}
+
+async fn serve(
+    config: Config,
+    metrics: Option<MetricsRender>,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    log: Arc<dyn EventLog>,
+    stores: Stores,
+) -> anyhow::Result<()> {
+    let Stores { projection: store, feedback: feedback_store, accounts: account_store } = stores;
     let account_cache = AccountCache::new(config.bootstrap());
     if let Err(e) = account_cache.refresh(account_store.as_ref(), true).await {
         tracing::warn!(error = %e, "reading accounts failed; starting with the config's accounts");
@@ -258,7 +432,17 @@ pub async fn run(
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
+    let feedback = crate::feedback::Feedback::new(
+        &config,
+        log.clone(),
+        store.clone(),
+        feedback_store,
+        topics.clone(),
+        router.clone(),
+    )
+    .await?;
     let d = &config.delivery;
+    let bodies = body_store(&config, log.clone());
     let deliverer = Deliverer::new(
         DeliverySettings {
             helo_name: d.helo_name.clone(),
@@ -268,35 +452,77 @@ pub async fn run(
         },
         MxResolver::new(&config.dns_servers()).map_err(anyhow::Error::msg)?,
         signers(&config)?,
+        bodies.clone(),
     )
     .map_err(anyhow::Error::msg)?;
     let cache = DomainCache::default();
     let key_store = KeyStore::new(config.storage.data_dir.join("dkim"));
-    let deliverer =
-        deliverer.with_sender_domains(Arc::new(domains::signing::SenderSigning::new(cache.clone(), key_store)));
+    let mut deliverer = deliverer
+        .with_sender_domains(Arc::new(domains::signing::SenderSigning::new(cache.clone(), key_store)))
+        .with_rewriter(Arc::new(rewriter(&config, cache.clone())?));
+    if config.bounces.enabled {
+        deliverer = deliverer.with_return_paths(feedback.return_paths(&config));
+    }
     let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
-    let worker = Arc::new(Worker::new(
-        log.clone(),
-        topics.clone(),
-        router.clone(),
-        Arc::new(deliverer),
-        WorkerSettings {
-            batch_size: d.batch_size,
-            domain_concurrency: d.domain_concurrency,
-            policy: retry_policy(&config),
-            hold: Duration::from_secs(d.hold_secs),
-        },
-    )
-    .with_accounts(account_cache.clone()));
+    let delivery_partitions = Owned::default();
+    let shaper = shaper(&config, router.clone(), delivery_partitions.clone())?;
+    let worker = Arc::new(
+        Worker::new(
+            log.clone(),
+            topics.clone(),
+            router.clone(),
+            Arc::new(deliverer),
+            WorkerSettings {
+                batch_size: d.batch_size,
+                domain_concurrency: d.domain_concurrency,
+                policy: retry_policy(&config),
+                drain: Duration::from_secs(d.drain_secs),
+                hold: Duration::from_secs(config.shaping.hold_secs),
+                account_hold: Duration::from_secs(d.suspended_hold_secs),
+            },
+            shaper.clone(),
+            delivery_partitions,
+        )
+        .with_feedback(feedback.sending())
+        .with_accounts(account_cache.clone()),
+    );
     let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
-    let owned: Vec<u32> =
-        (0..config.backend.partitions).filter(|p| p % config.cluster.node_count == config.cluster.node_index).collect();
+    let membership = membership(&config);
 
-    let submitter = Submitter::new(log.clone(), topics, router);
+    let tracking = if config.tracking.enabled && config.cluster.has(Role::Track) {
+        let listener = tracking_listener(&config).await?;
+        let (appender, appending) = track::appender::Appender::start(log.clone(), config.tracking.queue);
+        let default_host =
+            config.tracking.default_host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&config.tracking.default_host);
+        let tracker = Arc::new(track::Tracker {
+            keys: tracking_keys(&config)?,
+            default_host: default_host.trim_matches(['[', ']']).to_ascii_lowercase(),
+            domains: Some(cache.clone()),
+            appender,
+            topics: topics.clone(),
+            partitions: router.clone(),
+            settings: track::Settings {
+                too_soon_secs: config.tracking.min_click_secs,
+                trusted_proxies: config
+                    .tracking
+                    .trusted_proxies
+                    .iter()
+                    .map(|n| parse_network(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(anyhow::Error::msg)?,
+            },
+        });
+        Some((listener, tracker, appending))
+    } else {
+        None
+    };
+    let bodies_topic = topics.bodies();
+    let submitter = Submitter::new(log.clone(), topics, router).with_bodies(bodies, config.bodies.max_fanout_bytes);
     let store_for_cache = store.clone();
     let sender = Arc::new(sender_policy(&config, Some(cache.clone())).with_accounts(account_cache.clone()));
     let limits = Arc::new(herald_ingest::limits::Limits::new(store.clone()));
-    let smtp = smtp_listeners(&config, submitter.clone(), account_cache.clone(), limits.clone(), sender.clone()).await?;
+    let smtp =
+        smtp_listeners(&config, submitter.clone(), account_cache.clone(), limits.clone(), sender.clone()).await?;
     let admin = Arc::new(Accounts::new(
         log.clone(),
         self::topics(&config).accounts(),
@@ -317,9 +543,12 @@ pub async fn run(
         max_recipients: config.http.max_recipients,
         metrics,
         domains: Some(domains.clone()),
+        feedback: Some(feedback.service.clone()),
         hostname: config.smtp.hostname.clone(),
         sender,
+        shaping: config.cluster.has(Role::Deliver).then(|| shaper.clone()),
     });
+    let bounce_mx = feedback.bounce_mx(&config, cache.clone()).await?;
     let dns = if config.dns.enabled {
         let sockets = domains::dns::bind(config.dns.listen)
             .await
@@ -333,30 +562,57 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the HTTP listener on {}", config.http.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, log = ?config.backend.log, store = ?config.backend.store, partitions = owned.len(), "herald serving");
+    tracing::info!(%addr, log = ?config.backend.log, store = ?config.backend.store, membership = ?membership, "herald serving");
+    if config.backend.log == LogBackend::Embedded {
+        tracing::info!("embedded log: a single node, which owns every partition");
+    }
     if let Some(ready) = ready {
         let _ = ready.send(addr);
     }
 
     let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> = tokio::task::JoinSet::new();
     if config.cluster.has(Role::Deliver) {
-        let (owned, shutdown) = (owned.clone(), shutdown.clone());
-        tasks.spawn(async move { ("delivery workers", worker.run(&owned, shutdown).await.map_err(Into::into)) });
+        let (membership, stop) = (membership.clone(), shutdown.clone());
+        tasks.spawn(async move { ("delivery workers", worker.run(&membership, stop).await.map_err(Into::into)) });
+        let (log, topics, shutdown) = (log.clone(), self::topics(&config), shutdown.clone());
+        tasks.spawn(async move {
+            ("traffic shaping", shaping::feed::run(shaper, log, topics, shutdown).await.map_err(Into::into))
+        });
     }
     if config.cluster.has(Role::Project) {
-        let (owned, shutdown) = (owned.clone(), shutdown.clone());
-        tasks.spawn(async move { ("projector", projector.run(&owned, shutdown).await.map_err(Into::into)) });
+        let (mine, stop) = (membership.clone(), shutdown.clone());
+        tasks.spawn(async move { ("projector", projector.run(&mine, stop).await.map_err(Into::into)) });
+        let (membership, stop, projector) = (membership.clone(), shutdown.clone(), feedback.projector(&config));
+        tasks.spawn(async move { ("feedback projector", projector.run(&membership, stop).await.map_err(Into::into)) });
+    }
+    let feedback = Arc::new(feedback);
+    if config.cluster.has(Role::Deliver) {
+        let (feedback, shutdown, partitions) = (feedback.clone(), shutdown.clone(), config.backend.partitions);
+        tasks.spawn(async move {
+            feedback.run_index(partitions, shutdown).await;
+            ("suppression index", Ok(()))
+        });
+    }
+    if let Some((server, listener)) = bounce_mx {
+        let shutdown = shutdown.clone();
+        tasks.spawn(
+            async move { ("bounce MX", smtp::run(listener, false, server, shutdown).await.map_err(Into::into)) },
+        );
     }
     // Sender domains: the projector and the maintenance (rotation, periodic re-checks) for
-    // the owned partitions run with the projector; the cache and the DNS server everywhere.
+    // the partitions of the domains topic this node owns (they follow the group) run with
+    // the projector; the cache and the DNS server everywhere.
+    let domain_partitions = Owned::default();
     if config.cluster.has(Role::Project) {
-        let (log, store, cache, shutdown, owned) =
-            (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), owned.clone());
-        let topic = self::topics(&config).domains();
+        let (log, store, cache, shutdown, membership) =
+            (log.clone(), store_for_cache.clone(), cache.clone(), shutdown.clone(), membership.clone());
+        let (topics, owned) = (self::topics(&config), domain_partitions.clone());
         tasks.spawn(async move {
             (
                 "domain projector",
-                domains::projector::run(log, store, topic, &owned, cache, shutdown).await.map_err(Into::into),
+                domains::projector::run(log, store, &topics, &membership, cache, owned, shutdown)
+                    .await
+                    .map_err(Into::into),
             )
         });
     }
@@ -368,15 +624,15 @@ pub async fn run(
             ("sender-domain cache", Ok(()))
         });
     }
-    // Accounts: the projector for the owned partitions; the cache on every node.
+    // Accounts: the projector with the other projectors; the cache on every node.
     if config.cluster.has(Role::Project) {
-        let (log, store, cache, shutdown, owned) =
-            (log.clone(), account_store.clone(), account_cache.clone(), shutdown.clone(), owned.clone());
-        let topic = self::topics(&config).accounts();
+        let (log, store, cache, shutdown, membership) =
+            (log.clone(), account_store.clone(), account_cache.clone(), shutdown.clone(), membership.clone());
+        let topics = self::topics(&config);
         tasks.spawn(async move {
             (
                 "account projector",
-                accounts::projector::run(log, store, topic, &owned, cache, shutdown).await.map_err(Into::into),
+                accounts::projector::run(log, store, &topics, &membership, cache, shutdown).await.map_err(Into::into),
             )
         });
     }
@@ -389,10 +645,11 @@ pub async fn run(
         });
     }
     if config.cluster.has(Role::Project) {
-        let (domains, shutdown, owned) = (domains.clone(), shutdown.clone(), owned.clone());
-        let every = Duration::from_secs(config.domains.maintenance_interval_secs);
+        let (domains, shutdown, owned) = (domains.clone(), shutdown.clone(), domain_partitions.clone());
+        let (every, topic) =
+            (Duration::from_secs(config.domains.maintenance_interval_secs), self::topics(&config).domains());
         tasks.spawn(async move {
-            domains::service::maintenance_loop(domains, owned, every, shutdown).await;
+            domains::service::maintenance_loop(domains, topic, owned, every, shutdown).await;
             ("sender-domain maintenance", Ok(()))
         });
     }
@@ -411,7 +668,28 @@ pub async fn run(
             ("DNS server", domains::dns::serve(udp, tcp, handle, shutdown).await.map_err(anyhow::Error::msg))
         });
     }
-    if let Some(retention) = retention(&config) {
+    if config.cluster.has(Role::Project) {
+        let projector = Arc::new(herald_engine::engagement::EngagementProjector::new(
+            log.clone(),
+            store_for_cache.clone(),
+            self::topics(&config),
+        ));
+        let (shutdown, membership) = (shutdown.clone(), membership.clone());
+        tasks.spawn(
+            async move { ("engagement projector", projector.run(&membership, shutdown).await.map_err(Into::into)) },
+        );
+    }
+    if let Some((listener, tracker, appending)) = tracking {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let served = track::serve(listener, tracker, shutdown).await;
+            // The server is done and its queue handles are gone: wait for the last append.
+            let _ = appending.await;
+            ("tracking server", served.map_err(Into::into))
+        });
+    }
+    if let (Some(consumed), Some(bodies)) = (retention(&config), bodies_retention(&config)) {
+        let retention = Retention { consumed, by_age: vec![(bodies_topic, bodies)] };
         let (log, shutdown) = (log.clone(), shutdown.clone());
         tasks.spawn(async move { ("log retention", retention_loop(log, retention, shutdown).await) });
     }
@@ -435,13 +713,15 @@ pub async fn run(
     }
     // The first component to stop (normally because `shutdown` was cancelled) stops the
     // others; they finish what they hold (a worker completes its chunk, appends and
-    // commits), bounded by DRAIN_TIMEOUT, so a restart redoes as little as possible.
+    // commits), bounded by `delivery.drain_secs` + DRAIN_MARGIN, so a restart redoes as
+    // little as possible.
     let first = tasks.join_next().await;
     shutdown.cancel();
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
+    let drain_timeout = Duration::from_secs(config.delivery.drain_secs) + DRAIN_MARGIN;
+    let drained = tokio::time::timeout(drain_timeout, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
-            "components still busy after {DRAIN_TIMEOUT:?}; stopping anyway (unfinished work is redone on restart)"
+            "components still busy after {drain_timeout:?}; stopping anyway (unfinished work is redone on restart)"
         );
     }
     match first {
@@ -494,5 +774,24 @@ async fn smtp_listeners(
     Ok(Some((server, listeners)))
 }
 
-/// Longest wait for components to finish their work at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time past `delivery.drain_secs` for the last commits and leaving the consumer groups.
+const DRAIN_MARGIN: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_stay_as_long_as_a_retry_may_need_them() {
+        let mut c = Config::default();
+        let day = Duration::from_secs(86_400);
+        // Default: 7 days of log retention covers 5 days of max age plus a day of margin.
+        assert_eq!(bodies_retention(&c), Some(7 * day));
+        c.backend.log_retention_hours = 5 * 24;
+        assert_eq!(bodies_retention(&c), Some(6 * day), "max age + margin, beyond the log's retention");
+        c.bodies.retention_margin_hours = 0;
+        assert_eq!(bodies_retention(&c), Some(5 * day));
+        c.backend.log_retention_hours = 0;
+        assert_eq!(bodies_retention(&c), None, "a log kept for ever keeps its bodies for ever");
+    }
+}

@@ -29,6 +29,11 @@ fn config_check_names_the_problem() {
         ("[backend]\nlog = \"rabbitmq\"\n", "rabbitmq"),
         ("[cluster]\nnode_index = 2\nnode_count = 2\n", "node_index"),
         ("[cluster]\nnode_count = 2\n", "needs backend.log"),
+        ("[cluster]\nmode = \"static\"\nnode_count = 2\n", "needs backend.log"),
+        ("[backend]\nlog = \"kafka\"\nstore = \"cql\"\n[cluster]\nnode_count = 2\n", "cluster.mode = \"static\""),
+        ("[backend]\nlog = \"kafka\"\nkafka_replication = 1\n", "kafka_replication = 1 is below 3"),
+        ("[backend]\nlog = \"kafka\"\nstore = \"cql\"\n", "tracking.keys must be set with log = \"kafka\""),
+        ("[backend]\nlog = \"kafka\"\nkafka_min_insync_replicas = 1\n", "kafka_min_insync_replicas = 1 is below 2"),
         (
             "[[accounts]]\nid = \"a\"\n[[dkim]]\ndomain = \"a.test\"\nselector = \"s\"\nprivate_key = \"missing.pem\"\naccounts = [\"a\"]\n",
             "missing.pem",
@@ -42,6 +47,25 @@ fn config_check_names_the_problem() {
         let (ok, report) = herald(&["config", "check", "--config", path.to_str().unwrap()]);
         assert!(!ok, "accepted: {text}");
         assert!(report.contains(needle), "for {text:?} expected {needle:?} in: {report}");
+    }
+}
+
+#[test]
+fn config_check_says_how_nodes_share_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("", "single node (embedded log), owning every partition"),
+        ("[backend]\nlog = \"kafka\"\nstore = \"cql\"\n[tracking]\nkeys = [{ id = \"t1\", secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\" }]\n", "Kafka consumer groups"),
+        (
+            "[backend]\nlog = \"kafka\"\nstore = \"cql\"\nkafka_replication = 1\nkafka_min_insync_replicas = 1\nkafka_allow_weak_durability = true\n[cluster]\nmode = \"static\"\nnode_index = 1\nnode_count = 3\n[tracking]\nkeys = [{ id = \"t1\", secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\" }]\n",
+            "static: node 1 of 3",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("ok{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, report) = herald(&["config", "check", "--config", path.to_str().unwrap()]);
+        assert!(ok && report.contains(needle), "for {text:?} expected {needle:?} in: {report}");
     }
 }
 

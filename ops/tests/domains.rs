@@ -70,6 +70,7 @@ struct World {
     sink: Sink,
     herald: Running,
     dns_port: u16,
+    bounce_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -101,9 +102,11 @@ async fn world_with(backends: Backends, tweak: impl FnOnce(&mut herald::config::
     c.domains.grace_secs = 3600;
     c.domains.maintenance_interval_secs = 1;
     c.domains.reverify_secs = 3600;
+    let bounce_port = support::free_port();
+    c.bounces.listen = format!("127.0.0.1:{bounce_port}").parse().unwrap();
     tweak(&mut c);
     let herald = start(c).await;
-    World { knot, sink, herald, dns_port, dir }
+    World { knot, sink, herald, dns_port, bounce_port, dir }
 }
 
 async fn send(w: &World, from: &str, subject: &str, bounce: bool) -> String {
@@ -211,9 +214,39 @@ async fn sender_domains(backends: Backends) {
     // Signed now, return path on the bounce domain, verified by dkimpy through the CNAME.
     wait_signing(&w, "signed-1").await;
     let got = received(&w, "signed-1");
-    assert!(got.from.starts_with("bounces+") && got.from.ends_with("@bounce.sender.test"), "{}", got.from);
+    // A VERP address (issue 12): `b-` + the 48-character token, on the sender domain's
+    // bounce domain, and the same token in X-Herald-ID.
+    let (local, domain) = got.from.split_once('@').unwrap();
+    assert!(local.starts_with("b-") && local.len() == 50 && domain == "bounce.sender.test", "{}", got.from);
+    assert!(String::from_utf8_lossy(&got.data).contains(&format!("X-Herald-ID: {local}\r\n")), "the token header");
     let report = support::dkim_verify_zones(&got.data, w.knot.port, &[(ZONE, w.dns_port)]).unwrap();
     assert!(report.contains("ok d=sender.test s=hd1"), "{report}");
+    // The bounce MX takes a DSN for that address at the account's bounce domain, and
+    // nothing else there. A delay notice: it suppresses nothing, so alice gets the later
+    // messages of this test.
+    let dsn = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/feedback/postfix-delayed.eml"),
+    )
+    .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), dsn).unwrap();
+    let bounce = |to: String| {
+        let port = w.bounce_port.to_string();
+        let path = file.path().to_owned();
+        async move {
+            let out = tokio::process::Command::new("swaks")
+                .args(["--server", "127.0.0.1", "--port", &port, "--from", "<>", "--to", &to, "--data"])
+                .arg(path)
+                .output()
+                .await
+                .expect("swaks");
+            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let (ok, t) = bounce(got.from.clone()).await;
+    assert!(ok && t.contains("1 feedback event"), "{t}");
+    let (ok, t) = bounce(format!("{local}@bounce.other.test")).await;
+    assert!(!ok && t.contains("550 5.1.1"), "{t}");
 
     // A subdomain with an Ed25519 key beside RSA: two signatures, both verified by dkimpy.
     let (code, ed) = post(h, KEY, "/v1/domains", json!({ "domain": "ed.sender.test", "ed25519": true })).await;
@@ -231,6 +264,30 @@ async fn sender_domains(backends: Backends) {
     assert!(note.contains("s=hd1 a=rsa-sha256") && note.contains("s=he1 a=ed25519-sha256"), "{note}");
     let report = support::dkim_verify_zones(&received(&w, "ed25519").data, w.knot.port, &[(ZONE, w.dns_port)]).unwrap();
     assert!(report.contains("ok d=ed.sender.test s=hd1") && report.contains("ok d=ed.sender.test s=he1"), "{report}");
+
+    // Click tracking from a verified sender domain uses its tracking domain (the CNAME the
+    // customer published); from a domain that is not verified, `[tracking] default_host`.
+    for (from, host) in
+        [("news@ed.sender.test", "clicks.ed.sender.test".to_owned()), ("news@other.test", h.tracking_host.clone())]
+    {
+        let subject = format!("tracked-{host}");
+        let body = format!(
+            "From: <{from}>\r\nTo: <alice@rcpt.test>\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p><a href=\"https://shop.example/x\">x</a></p>\r\n"
+        );
+        let (code, reply) = h
+            .send_json(KEY, &json!({ "envelope": "bounces@sender.test", "recipient": "alice@rcpt.test", "body": body, "clicktracking": true }))
+            .await;
+        assert_eq!(code, 202, "{reply}");
+        w.herald.wait_status(reply["messages"][0]["id"].as_str().unwrap(), "delivered", 30).await;
+        let got = String::from_utf8_lossy(&received(&w, &subject).data).into_owned();
+        assert!(got.contains(&format!("href=\"http://{host}/c/")), "links on {host}: {got}");
+    }
+    let allowed = |d: &str| {
+        let url = format!("http://{}/tls-allowed?domain={d}", h.tracking_host);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(allowed("clicks.ed.sender.test").await, 200, "a certificate for the customer's tracking domain");
+    assert_eq!(allowed("clicks.unknown.test").await, 404);
 
     // Rotation: hd2 published first, signs after the propagation delay; hd1 stays published.
     let (code, rotated) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;

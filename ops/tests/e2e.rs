@@ -157,7 +157,11 @@ async fn delivered_and_signed(backends: Backends) {
         (s["delivered"] == 3).then_some(s)
     })
     .await;
-    assert_eq!(stats, json!({"accepted": 3, "delivered": 3, "deferred": 0, "failed": 0}));
+    assert_eq!(
+        stats,
+        json!({"accepted": 3, "delivered": 3, "deferred": 0, "failed": 0, "opened": 0, "unique_opened": 0, "clicked": 0, "unique_clicked": 0, "unsubscribed": 0,
+               "bounced_permanent": 0, "bounced_transient": 0, "complained": 0, "suppressed": 0})
+    );
     // Another account sees none of it.
     assert_eq!(w.herald.stats(OTHER_KEY).await["accepted"], 0);
     assert_eq!(w.herald.get(OTHER_KEY, &format!("/v1/messages/{ed_id}")).await.0, 404);
@@ -180,7 +184,14 @@ async fn deferred_then_delivered_and_failures(backends: Backends) {
     let greylisted = send("grey@example.test").await;
     let view = w.herald.wait_status(&greylisted, "delivered", 60).await;
     let events = view["events"].as_array().unwrap();
-    assert_eq!(events.len(), 3, "{view}");
+    // Acceptance, two attempts, and the classified 451 (a delayed sync bounce, shown after
+    // the attempts; it does not change the status).
+    assert_eq!(events.len(), 4, "{view}");
+    assert_eq!(events[3]["type"], "bounce.received");
+    assert_eq!(
+        (&events[3]["action"], &events[3]["source"], &events[3]["class"]),
+        (&json!("delayed"), &json!("sync"), &json!("reputation"))
+    );
     assert_eq!(events[1]["outcome"], "deferred");
     assert_eq!(events[1]["reply"]["code"], 451);
     assert_eq!(events[1]["reply"]["enhanced"], "4.7.1");
@@ -190,32 +201,59 @@ async fn deferred_then_delivered_and_failures(backends: Backends) {
 
     w.sink.script(&["550 5.1.1 no such user"]);
     let rejected = send("nobody@example.test").await;
-    let view = w.herald.wait_status(&rejected, "failed", 60).await;
+    // The attempt failed; the classified refusal that follows is the latest word.
+    let view = w.herald.wait_status(&rejected, "bounced", 60).await;
+    assert_eq!(view["events"][1]["outcome"], "failed");
     assert_eq!(view["events"][1]["reply"]["code"], 550);
     assert_eq!(view["events"][1]["reply"]["enhanced"], "5.1.1");
-    assert_eq!(view["events"].as_array().unwrap().len(), 2, "a 5xx is not retried");
+    let events = view["events"].as_array().unwrap();
+    let attempts = events.iter().filter(|e| e["type"] == "delivery.attempted").count();
+    assert_eq!(attempts, 1, "a 5xx is not retried: {view}");
+    let bounce = events.iter().find(|e| e["type"] == "bounce.received").unwrap();
+    assert_eq!((&bounce["class"], &bounce["bounce_type"]), (&json!("invalid-recipient"), &json!("permanent")));
+    // A hard bounce suppresses the address; the message shows it.
+    let suppressed = support::eventually(30, "suppression shown", || async {
+        let v = w.herald.get(KEY, &format!("/v1/messages/{rejected}")).await.1;
+        v["events"].as_array().unwrap().iter().find(|e| e["type"] == "recipient.suppressed").cloned()
+    })
+    .await;
+    assert_eq!(suppressed["reason"], "hard-bounce");
 
     let null = send("x@nullmx.test").await;
-    let view = w.herald.wait_status(&null, "failed", 60).await;
+    let view = w.herald.wait_status(&null, "bounced", 60).await;
     assert_eq!(view["events"][1]["reply"]["code"], 556, "{view}");
+    let bounce = view["events"].as_array().unwrap().iter().find(|e| e["type"] == "bounce.received").unwrap().clone();
+    assert_eq!(bounce["class"], "bad-domain", "{view}");
 
     // Always deferred: retried with backoff until the maximum age (4 s here), then failed.
     let busy = send("always451@example.test").await;
-    let view = w.herald.wait_status(&busy, "failed", 60).await;
+    let view = w.herald.wait_status(&busy, "bounced", 60).await;
     let events = view["events"].as_array().unwrap();
     let deferrals = events.iter().filter(|e| e["outcome"] == "deferred").count();
     assert!(deferrals >= 1, "{view}");
-    let last = events.last().unwrap();
+    let last = events.iter().rev().find(|e| e["type"] == "delivery.attempted").unwrap();
+    assert_eq!(last["outcome"], "failed");
+    let gave_up = events.iter().find(|e| e["type"] == "bounce.received" && e["action"] == "failed").unwrap();
+    assert_eq!(
+        (&gave_up["class"], &gave_up["bounce_type"]),
+        (&json!("message-expired"), &json!("transient")),
+        "{view}"
+    );
     assert_eq!(last["reply"]["code"], 451);
     assert!(last["reply"]["text"].as_str().unwrap().contains("retries exhausted"), "{view}");
     assert!(plain_plaintext(&w), "no TLS was offered, none used");
 
     let stats = support::eventually(30, "stats", || async {
         let s = w.herald.stats(KEY).await;
-        (s["failed"] == 3 && s["delivered"] == 1).then_some(s)
+        (s["failed"] == 3 && s["delivered"] == 1 && s["bounced_permanent"] == 2 && s["bounced_transient"] == 1)
+            .then_some(s)
     })
     .await;
-    assert_eq!(stats, json!({"accepted": 4, "delivered": 1, "deferred": 1 + deferrals, "failed": 3}));
+    assert_eq!(
+        stats,
+        json!({"accepted": 4, "delivered": 1, "deferred": 1 + deferrals, "failed": 3, "opened": 0, "unique_opened": 0, "clicked": 0, "unique_clicked": 0, "unsubscribed": 0,
+               "bounced_permanent": 2, "bounced_transient": 1, "complained": 0, "suppressed": 0})
+    );
     assert_eq!(w.sink.messages().len(), 1);
     w.herald.stop().await;
 }

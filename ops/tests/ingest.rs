@@ -337,6 +337,7 @@ async fn idempotent_sends(backends: Backends) {
             c0.cluster.node_count = 2;
             let mut c1 = c0.clone();
             c1.cluster.node_index = 1;
+            c1.tracking.listen = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
             let nodes = vec![start(c0).await, start(c1).await];
             let (accepted, conflicts) = race(&[&nodes[0], &nodes[1]], "order-3", &request("three"), 12).await;
             assert_eq!(accepted.len(), 1, "one winner across nodes: {accepted:?} ({conflicts} conflicts)");

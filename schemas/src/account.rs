@@ -209,3 +209,15 @@ impl AccountEvent {
         }
     }
 }
+
+impl From<AccountDefaults> for crate::SendOptions {
+    fn from(d: AccountDefaults) -> Self {
+        crate::SendOptions {
+            inline_css: d.inline_css,
+            click_tracking: d.click_tracking,
+            opens_tracking: d.opens_tracking,
+            bounce_tracking: d.bounce_tracking,
+            list_unsubscribe: d.list_unsubscribe,
+        }
+    }
+}

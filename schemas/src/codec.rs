@@ -2,14 +2,15 @@
 //!
 //! Frame: `b"HE"` magic, schema version as `u16` little-endian, then the bincode 2
 //! (standard config) encoding of [`Event`]. Decoding dispatches on the version so that
-//! frames written by older releases keep decoding (upcast to the current types).
+//! frames written by older releases keep decoding (upcast to the current types):
+//! version 1 through [`crate::v1`].
 
 use crate::Event;
 use thiserror::Error;
 
 const MAGIC: &[u8; 2] = b"HE";
 /// Version written by this build.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 const HEADER_LEN: usize = 4;
 
 /// Why a frame could not be decoded. A consumer treats every variant as a poison record:
@@ -52,13 +53,17 @@ pub fn decode(frame: &[u8]) -> Result<Event, CodecError> {
     let version = u16::from_le_bytes([frame[2], frame[3]]);
     let payload = &frame[HEADER_LEN..];
     match version {
-        1 => {
-            let (event, used): (Event, usize) = bincode::decode_from_slice(payload, config())?;
-            if used != payload.len() {
-                return Err(CodecError::Trailing(payload.len() - used));
-            }
-            Ok(event)
-        }
+        1 => Ok(whole::<crate::v1::Event>(payload)?.into()),
+        2 => whole::<Event>(payload),
         v => Err(CodecError::UnknownVersion(v)),
     }
+}
+
+/// Decodes `payload` as one `T` with nothing after it.
+fn whole<T: bincode::Decode<()>>(payload: &[u8]) -> Result<T, CodecError> {
+    let (value, used): (T, usize) = bincode::decode_from_slice(payload, config())?;
+    if used != payload.len() {
+        return Err(CodecError::Trailing(payload.len() - used));
+    }
+    Ok(value)
 }

@@ -1,34 +1,88 @@
 //! The events. Names are past tense and stable; see [`Event::event_type`].
 //!
 //! Adding a field is a new schema version: add the new struct, keep the old one in
-//! `codec::v1`-style modules and upcast it in [`crate::codec`].
+//! [`crate::v1`]-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountEvent, AccountId, DomainEvent, MessageId, Timestamp};
+use crate::{AccountEvent, AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, ShapingEvent, Timestamp};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
-/// Per-message options chosen at submission. Stored now; rewriting stages act on them.
+/// Per-message options chosen at submission; the send-time rewriting acts on them
+/// (`engine/src/rewrite/`). Schema version 2 added `list_unsubscribe`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode, Serialize)]
 pub struct SendOptions {
+    /// Inline the `<style>` rules of HTML parts into `style` attributes.
     pub inline_css: bool,
+    /// Rewrite links to the tracking domain and record clicks.
     pub click_tracking: bool,
     pub bounce_tracking: bool,
+    /// Add an open pixel to HTML parts and record opens.
     pub opens_tracking: bool,
+    /// Add `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 2369, RFC 8058).
+    pub list_unsubscribe: bool,
 }
 
-/// Where the MIME body lives. See `docs/adr/0002-message-bodies-in-the-log.md`.
+impl SendOptions {
+    /// Whether any option needs the message rewritten at send time.
+    pub fn rewrites(&self) -> bool {
+        self.inline_css || self.click_tracking || self.opens_tracking || self.list_unsubscribe
+    }
+}
+
+/// Where the MIME body lives. See `docs/adr/0007-bodies-stored-once.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum Body {
-    /// The full RFC 5322 message, carried in the event itself.
+    /// The full RFC 5322 message, carried in the event itself (single recipients and small
+    /// fan-outs).
     Inline(Vec<u8>),
+    /// The message is a [`BodyStored`] record on `<prefix>.bodies`, stored once for every
+    /// recipient of the request.
+    Stored(BodyRef),
 }
 
 impl Body {
-    pub fn bytes(&self) -> &[u8] {
+    /// The bytes, when they travel in the event.
+    pub fn inline(&self) -> Option<&[u8]> {
         match self {
-            Body::Inline(b) => b,
+            Body::Inline(b) => Some(b),
+            Body::Stored(_) => None,
         }
     }
+
+    /// Size of the message in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Inline(b) => b.len() as u64,
+            Body::Stored(r) => r.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a stored body is: the exact record on `<prefix>.bodies`, and what it must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub struct BodyRef {
+    pub partition: u32,
+    pub offset: u64,
+    /// Length of the message in bytes.
+    pub len: u64,
+    /// SHA-256 of the message: a reader checks the record it finds against it.
+    pub sha256: [u8; 32],
+}
+
+/// A message body, stored once on `<prefix>.bodies` and referred to by [`BodyRef`] from the
+/// per-recipient events. Appended (and durable) before any event that refers to it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BodyStored {
+    pub account: AccountId,
+    /// SHA-256 of `data`.
+    pub sha256: [u8; 32],
+    /// The full RFC 5322 message, CRLF line endings.
+    pub data: Vec<u8>,
+    pub stored_at: Timestamp,
 }
 
 /// A message to one recipient was durably accepted for delivery.
@@ -98,30 +152,6 @@ pub struct DeliveryScheduled {
     pub message: MessageAccepted,
 }
 
-/// Every event Herald appends to its log. New variants go at the end: the variant index is
-/// part of the encoding, and shipped frames must keep decoding.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
-pub enum Event {
-    MessageAccepted(MessageAccepted),
-    DeliveryAttempted(DeliveryAttempted),
-    DeliveryScheduled(DeliveryScheduled),
-    /// Sender domains (`<prefix>.domains`), see [`crate::domain`].
-    Domain(DomainEvent),
-    /// Index 4: message bodies (another change; replaced when it lands).
-    Reserved4(Reserved),
-    /// Index 5: idempotency records (another change; replaced when it lands).
-    Reserved5(Reserved),
-    /// Index 6: engagement (another change; replaced when it lands).
-    Reserved6(Reserved),
-    /// Index 7: feedback (another change; replaced when it lands).
-    Reserved7(Reserved),
-    /// Index 8: reserved.
-    Reserved8(Reserved),
-    /// Accounts, API keys and SMTP users (`<prefix>.accounts`), see [`crate::account`].
-    /// Index 9.
-    Account(AccountEvent),
-}
-
 /// An index of [`Event`] assigned to another change that is not in this build yet. It has
 /// no values: a frame using the index fails to decode (a poison record), and the variant is
 /// replaced by the real one when both changes meet.
@@ -142,6 +172,34 @@ impl<C> bincode::Decode<C> for Reserved {
 
 bincode::impl_borrow_decode!(Reserved);
 
+/// Every event Herald appends to its log. New variants go at the end: the variant index is
+/// part of the encoding, and shipped frames must keep decoding.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Event {
+    MessageAccepted(MessageAccepted),
+    DeliveryAttempted(DeliveryAttempted),
+    DeliveryScheduled(DeliveryScheduled),
+    /// Sender domains (`<prefix>.domains`), see [`crate::domain`].
+    Domain(DomainEvent),
+    /// A message body stored once (`<prefix>.bodies`).
+    Body(BodyStored),
+    /// Index 5: reserved (idempotency records live in the projection store, not the log).
+    Reserved5(Reserved),
+    /// Opens, clicks and unsubscriptions (`<prefix>.engagement`), see [`crate::engagement`].
+    Engagement(EngagementEvent),
+    /// Bounces, complaints and the suppression list (`<prefix>.feedback`), see
+    /// [`crate::feedback`]. Index 7.
+    Feedback(FeedbackEvent),
+    /// Traffic shaping (`<prefix>.shaping`), see [`crate::shaping`]. Index 8.
+    Shaping(ShapingEvent),
+    /// Accounts, API keys and SMTP users (`<prefix>.accounts`), see [`crate::account`].
+    /// Index 9.
+    Account(AccountEvent),
+}
+
+/// The owner of events that belong to no account (traffic shaping).
+static NOBODY: AccountId = AccountId(String::new());
+
 impl Event {
     /// Stable name, never reused for another shape.
     pub fn event_type(&self) -> &'static str {
@@ -150,18 +208,22 @@ impl Event {
             Event::DeliveryAttempted(_) => "delivery.attempted",
             Event::DeliveryScheduled(_) => "delivery.scheduled",
             Event::Domain(e) => e.event_type(),
+            Event::Body(_) => "body.stored",
+            Event::Engagement(e) => e.event_type(),
+            Event::Feedback(e) => e.event_type(),
+            Event::Shaping(e) => e.event_type(),
             Event::Account(e) => e.event_type(),
-            Event::Reserved4(r)
-            | Event::Reserved5(r)
-            | Event::Reserved6(r)
-            | Event::Reserved7(r)
-            | Event::Reserved8(r) => match *r {},
+            Event::Reserved5(r) => match *r {},
         }
     }
 
-    /// Version of this event's shape within the current schema.
+    /// Version of this event's shape: 2 for those that carry [`SendOptions`] (which gained
+    /// `list_unsubscribe` in schema version 2), 1 for the others.
     pub fn event_version(&self) -> u16 {
-        1
+        match self {
+            Event::MessageAccepted(_) | Event::DeliveryScheduled(_) => 2,
+            _ => 1,
+        }
     }
 
     pub fn account(&self) -> &AccountId {
@@ -170,22 +232,25 @@ impl Event {
             Event::DeliveryAttempted(e) => &e.account,
             Event::DeliveryScheduled(e) => &e.message.account,
             Event::Domain(e) => e.account(),
+            Event::Body(e) => &e.account,
+            Event::Engagement(e) => e.account(),
+            Event::Feedback(e) => e.account(),
+            Event::Shaping(_) => &NOBODY,
             Event::Account(e) => e.account(),
-            Event::Reserved4(r)
-            | Event::Reserved5(r)
-            | Event::Reserved6(r)
-            | Event::Reserved7(r)
-            | Event::Reserved8(r) => match *r {},
+            Event::Reserved5(r) => match *r {},
         }
     }
 
-    /// The message an event is about; `None` for sender-domain and account events.
+    /// The message an event is about; `None` for sender-domain, shaping and account events.
     pub fn message_id(&self) -> Option<&MessageId> {
         match self {
             Event::MessageAccepted(e) => Some(&e.message_id),
             Event::DeliveryAttempted(e) => Some(&e.message_id),
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
-            _ => None,
+            Event::Engagement(e) => Some(e.message_id()),
+            Event::Feedback(e) => e.message_id(),
+            Event::Domain(_) | Event::Body(_) | Event::Shaping(_) | Event::Account(_) => None,
+            Event::Reserved5(r) => match *r {},
         }
     }
 }

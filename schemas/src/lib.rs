@@ -8,9 +8,13 @@
 pub mod account;
 pub mod codec;
 pub mod domain;
+pub mod engagement;
 pub mod event;
+pub mod feedback;
 pub mod ids;
+pub mod shaping;
 pub mod time;
+pub mod v1;
 
 pub use account::{
     AccountCreated, AccountDefaults, AccountDeleted, AccountEvent, AccountLimits, AccountOrigin, AccountResumed,
@@ -22,8 +26,17 @@ pub use domain::{
     CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,
     DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
 };
+pub use engagement::{Client, EngagementEvent, LinkClicked, MachineReason, MessageOpened, RecipientUnsubscribed};
 pub use event::{
-    Body, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, Reserved, SendOptions, SmtpReply,
+    Body, BodyRef, BodyStored, DeliveryAttempted, DeliveryScheduled, Event, MessageAccepted, Outcome, Reserved,
+    SendOptions, SmtpReply,
+};
+pub use feedback::{
+    BounceAction, BounceClass, BounceReceived, BounceSource, BounceType, ComplaintReceived, FeedbackEvent,
+    MessageSuppressed, RecipientSuppressed, SuppressionLifted, SuppressionReason,
 };
 pub use ids::{AccountId, MessageId};
+pub use shaping::{
+    LaneUsage, ProviderResumed, ProviderThrottled, ShapingEvent, SourceFirstUsed, ThrottleAction, UsageReported,
+};
 pub use time::Timestamp;

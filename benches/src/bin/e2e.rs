@@ -12,8 +12,20 @@
 //! Herald signs and delivers to the sink; measured from smtp-source's start to the sink's
 //! N-th message.
 //!
+//! With `--engagement`, Herald alone runs twice on the 20 KB newsletter
+//! (`herald_benches::newsletter_20k`, a `<style>` block and 30 links), with a fresh data
+//! directory each: once without options, once with CSS inlining, click and open tracking;
+//! it prints both rates and their ratio (the cost of send-time rewriting end to end).
+//!
+//! Traffic shaping (`docs/shaping.md`): `--compare-providers` runs Herald twice in one run,
+//! with the shipped providers file and with none (`replace_shipped = true`), and prints the
+//! ratio; `--rate R --seconds S` limits the `default` provider to R msg/s, queues R·(S+15)
+//! messages and counts what the sink receives in the S seconds after the first arrival.
+//!
 //! Usage (after `cargo build --release -p herald -p herald-benches`):
-//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--skip-postfix]
+//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--skip-postfix] [--engagement]
+//!   target/release/e2e --compare-providers [--messages N] [--concurrency C]
+//!   target/release/e2e --rate R [--seconds S]
 
 use anyhow::{bail, Context, Result};
 use std::io::Read;
@@ -28,16 +40,39 @@ struct Args {
     concurrency: usize,
     smtp: bool,
     skip_postfix: bool,
+    engagement: bool,
+    /// The operator's providers file text (`None`: only the shipped one).
+    providers: Option<String>,
+    compare_providers: bool,
+    rate: Option<u64>,
+    seconds: u64,
 }
 
+/// A providers file with nothing but an unlimited `default`.
+const NO_PROVIDERS: &str = "replace_shipped = true\n";
+
 fn args() -> Result<Args> {
-    let mut a = Args { messages: 10_000, concurrency: 20, smtp: false, skip_postfix: false };
+    let mut a = Args {
+        messages: 10_000,
+        concurrency: 20,
+        smtp: false,
+        skip_postfix: false,
+        engagement: false,
+        providers: None,
+        compare_providers: false,
+        rate: None,
+        seconds: 60,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--messages" => a.messages = it.next().context("--messages N")?.parse()?,
             "--concurrency" => a.concurrency = it.next().context("--concurrency C")?.parse()?,
             "--skip-postfix" => a.skip_postfix = true,
+            "--engagement" => a.engagement = true,
+            "--compare-providers" => a.compare_providers = true,
+            "--rate" => a.rate = Some(it.next().context("--rate R")?.parse()?),
+            "--seconds" => a.seconds = it.next().context("--seconds S")?.parse()?,
             "--ingest" => {
                 a.smtp = match it.next().as_deref() {
                     Some("smtp") => true,
@@ -170,39 +205,27 @@ fn body_5k() -> String {
     String::from_utf8(herald_benches::message_5k()).unwrap()
 }
 
-async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String)> {
+/// What Herald is sent: the MIME body and extra request fields (options).
+struct Payload {
+    body: String,
+    options: serde_json::Value,
+}
+
+async fn herald(a: &Args, dir: &Path, dns_port: u16, payload: &Payload) -> Result<(f64, f64, String)> {
     let sink_port = free_port();
     let sink = start_sink(sink_port, a.messages)?;
-    std::fs::write(dir.join("dkim.pem"), rsa_pem()?)?;
-    let http_port = free_port();
-    let smtp_port = free_port();
-    std::fs::write(
-        dir.join("herald.toml"),
-        format!(
-            "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\naccounts = [\"bench\"]\n",
-            d = dir.display(),
-            c = a.concurrency
-        ),
-    )?;
-    let bin = std::env::current_exe()?.parent().unwrap().join("herald");
-    let _herald = Proc(
-        Command::new(&bin)
-            .args(["serve", "--config"])
-            .arg(dir.join("herald.toml"))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .with_context(|| format!("{} (build it: cargo build --release -p herald)", bin.display()))?,
-    );
-    wait_port(http_port)?;
+    let (_herald, http_port, smtp_port) = start_herald(a, dir, dns_port, sink_port)?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
     if a.smtp {
         return herald_smtp(a, &sink, smtp_port, http_port, &client).await;
     }
     let url = format!("http://127.0.0.1:{http_port}/v1/send");
-    let payload = Arc::new(
-        serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": body_5k()})
-            .to_string(),
-    );
+    let mut request =
+        serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": payload.body});
+    if let (Some(r), Some(o)) = (request.as_object_mut(), payload.options.as_object()) {
+        r.extend(o.clone());
+    }
+    let payload = Arc::new(request.to_string());
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -243,8 +266,49 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16) -> Result<(f64, f64, String
         .await?
         .json()
         .await?;
-    let dkim = view["events"][1]["dkim"].as_str().unwrap_or("?").to_owned();
+    let mut dkim = view["events"][1]["dkim"].as_str().unwrap_or("?").to_owned();
+    let metrics = client.get(format!("http://127.0.0.1:{http_port}/metrics")).send().await?.text().await?;
+    let counter = |name: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+    };
+    let (prepared, rewritten) =
+        (counter("herald_rewrite_bodies_prepared_total "), counter("herald_rewrite_messages_total "));
+    dkim.push_str(&format!("; rewritten {rewritten} messages from {prepared} prepared bodies"));
     Ok((a.messages as f64 / total, a.messages as f64 / ingested.as_secs_f64(), dkim))
+}
+
+/// Writes the config (with `a.providers` as the operator's providers file) and starts
+/// `herald serve`; returns it with its HTTP and SMTP ports.
+fn start_herald(a: &Args, dir: &Path, dns_port: u16, sink_port: u16) -> Result<(Proc, u16, u16)> {
+    std::fs::write(dir.join("dkim.pem"), rsa_pem()?)?;
+    let http_port = free_port();
+    let smtp_port = free_port();
+    let providers = match &a.providers {
+        Some(text) => {
+            std::fs::write(dir.join("providers.toml"), text)?;
+            format!("providers_file = \"{}/providers.toml\"\n", dir.display())
+        }
+        None => String::new(),
+    };
+    std::fs::write(
+        dir.join("herald.toml"),
+        format!(
+            "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[tracking]\nlisten = \"127.0.0.1:0\"\n[bounces]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n{providers}[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\naccounts = [\"bench\"]\n",
+            d = dir.display(),
+            c = a.concurrency
+        ),
+    )?;
+    let bin = std::env::current_exe()?.parent().unwrap().join("herald");
+    let herald = Proc(
+        Command::new(&bin)
+            .args(["serve", "--config"])
+            .arg(dir.join("herald.toml"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .with_context(|| format!("{} (build it: cargo build --release -p herald)", bin.display()))?,
+    );
+    wait_port(http_port)?;
+    Ok((herald, http_port, smtp_port))
 }
 
 /// smtp-source into Herald's SMTP listener; returns (end-to-end rate, acceptance rate, DKIM note).
@@ -320,7 +384,17 @@ async fn main() -> Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
     let (_knot, dns_port) = knot(dir.path())?;
-    let (herald_rate, ingest_rate, dkim) = herald(&a, dir.path(), dns_port).await?;
+    if a.engagement {
+        return engagement(&a, dir.path(), dns_port).await;
+    }
+    if let Some(rate) = a.rate {
+        return rate_accuracy(&a, dir.path(), dns_port, rate).await;
+    }
+    if a.compare_providers {
+        return compare_providers(a, dir.path(), dns_port).await;
+    }
+    let payload = Payload { body: body_5k(), options: serde_json::json!({}) };
+    let (herald_rate, ingest_rate, dkim) = herald(&a, dir.path(), dns_port, &payload).await?;
     let how = if a.smtp {
         "smtp-source start → last arrival; accepted over SMTP at"
     } else {
@@ -336,6 +410,97 @@ async fn main() -> Result<()> {
     println!(
         "{}",
         serde_json::json!({"ingest": if a.smtp { "smtp" } else { "http" }, "messages": a.messages, "concurrency": a.concurrency, "herald_msgs_per_s": herald_rate.round(), "herald_ingest_msgs_per_s": ingest_rate.round(), "postfix_msgs_per_s": postfix_rate.round(), "ratio": (herald_rate / postfix_rate * 100.0).round() / 100.0})
+    );
+    Ok(())
+}
+
+/// The newsletter without options, then with CSS inlining, click and open tracking.
+async fn engagement(a: &Args, dir: &Path, dns_port: u16) -> Result<()> {
+    let body = String::from_utf8(herald_benches::newsletter_20k())?;
+    let mut rates = vec![];
+    for (name, options) in [
+        ("off", serde_json::json!({})),
+        ("on", serde_json::json!({"inlinizecss": true, "clicktracking": true, "openstracking": true})),
+    ] {
+        let run = dir.join(format!("engagement-{name}"));
+        std::fs::create_dir_all(&run)?;
+        let (rate, ingest, note) = herald(a, &run, dns_port, &Payload { body: body.clone(), options }).await?;
+        println!("herald {name:>3}: {rate:8.0} msg/s end to end (accepted over HTTP at {ingest:.0} msg/s); {note}");
+        rates.push(rate);
+    }
+    println!("ratio  : on/off = {:.2}", rates[1] / rates[0]);
+    println!(
+        "{}",
+        serde_json::json!({"figure": "engagement", "messages": a.messages, "concurrency": a.concurrency, "off_msgs_per_s": rates[0].round(), "on_msgs_per_s": rates[1].round(), "ratio": (rates[1] / rates[0] * 100.0).round() / 100.0})
+    );
+    Ok(())
+}
+
+/// The P1 relay with the shipped providers file, then with none, in one run.
+async fn compare_providers(a: Args, dir: &Path, dns_port: u16) -> Result<()> {
+    let payload = Payload { body: body_5k(), options: serde_json::json!({}) };
+    let none = Args { providers: Some(NO_PROVIDERS.into()), ..a };
+    let mut rates = vec![];
+    for (name, args) in [("shipped", &a), ("none", &none)] {
+        let run = dir.join(format!("providers-{name}"));
+        std::fs::create_dir_all(&run)?;
+        let (rate, ingest, _) = herald(args, &run, dns_port, &payload).await?;
+        println!("herald {name:>7}: {rate:8.0} msg/s end to end (accepted over HTTP at {ingest:.0} msg/s)");
+        rates.push(rate);
+    }
+    println!("ratio  : shipped/none = {:.2}", rates[0] / rates[1]);
+    println!(
+        "{}",
+        serde_json::json!({"figure": "providers", "messages": a.messages, "concurrency": a.concurrency, "shipped_msgs_per_s": rates[0].round(), "none_msgs_per_s": rates[1].round(), "ratio": (rates[0] / rates[1] * 100.0).round() / 100.0})
+    );
+    Ok(())
+}
+
+/// Rate accuracy: the `default` provider limited to `rate` msg/s, R·(S+15) messages
+/// queued, the sink's arrivals counted over the S seconds after the first one.
+async fn rate_accuracy(a: &Args, dir: &Path, dns_port: u16, rate: u64) -> Result<()> {
+    let a = Args {
+        providers: Some(format!("replace_shipped = true\n[providers.default]\nmessages_per_second = {rate}\n")),
+        messages: rate * (a.seconds + 15),
+        ..*a
+    };
+    let sink_port = free_port();
+    let sink = start_sink(sink_port, a.messages)?;
+    let (_herald, http_port, _) = start_herald(&a, dir, dns_port, sink_port)?;
+    let body = serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": body_5k()});
+    let body = Arc::new(body.to_string());
+    let (next, url) = (Arc::new(AtomicU64::new(0)), format!("http://127.0.0.1:{http_port}/v1/send"));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
+    let mut posters = tokio::task::JoinSet::new();
+    for _ in 0..a.concurrency {
+        let (client, url, body, next, n) = (client.clone(), url.clone(), body.clone(), next.clone(), a.messages);
+        posters.spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < n {
+                let r = client.post(&url).bearer_auth("k").header("content-type", "application/json");
+                let r = r.body(body.as_bytes().to_vec()).send().await?;
+                if r.status() != 202 {
+                    bail!("POST answered {}", r.status());
+                }
+            }
+            Ok(())
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.count.load(Ordering::SeqCst) == 0 {
+        if Instant::now() > deadline {
+            bail!("nothing arrived in 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (first, t0) = (sink.count.load(Ordering::SeqCst), Instant::now());
+    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    let n = sink.count.load(Ordering::SeqCst) - first;
+    let measured = n as f64 / t0.elapsed().as_secs_f64();
+    posters.abort_all();
+    println!("rate   : limit {rate} msg/s, measured {measured:.2} msg/s over {} s", a.seconds);
+    println!(
+        "{}",
+        serde_json::json!({"figure": "rate", "limit": rate, "seconds": a.seconds, "measured": (measured * 100.0).round() / 100.0, "ratio": (measured / rate as f64 * 1000.0).round() / 1000.0})
     );
     Ok(())
 }

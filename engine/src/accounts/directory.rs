@@ -259,12 +259,15 @@ impl Snapshot {
     }
 }
 
+/// The store's per-partition positions (`(partition, offset)`) a snapshot was built from.
+type Positions = Vec<(u32, u64)>;
+
 /// The node's current [`Snapshot`], shared by everything that needs accounts.
 #[derive(Clone)]
 pub struct AccountCache {
     tx: Arc<watch::Sender<Arc<Snapshot>>>,
     bootstrap: Arc<Vec<Bootstrap>>,
-    positions: Arc<std::sync::Mutex<Option<Vec<(u32, u64)>>>>,
+    positions: Arc<std::sync::Mutex<Option<Positions>>>,
     /// Poked by the local projector and by commands, to refresh at once.
     pub changed: Arc<Notify>,
 }

@@ -1,102 +1,79 @@
-//! The account projector: reads `<prefix>.accounts` and folds each event into the
-//! account's stored row ([`super::state::apply`]), committing offsets only after the store
-//! has them. Events of one account share a partition, and each partition has one task, so
-//! the read-fold-write of an account never races.
+//! The account projector: a [`ChunkHandler`] on `<prefix>.accounts` that folds each event
+//! into the account's stored row ([`super::state::apply`]); the consumer runtime commits
+//! the partition's position only after the store has the rows. Events of one account share
+//! a partition, and each partition is handled one chunk at a time
+//! ([`consumer::Settings::in_order`]), so the read-fold-write of an account never races.
 
 use super::directory::AccountCache;
 use super::state;
-use crate::log::{Assignment, EventLog, LogError, PartitionConsumer};
+use crate::consumer::{self, ChunkHandler, Membership, Owned};
+use crate::log::{Assignment, EventLog, LogError, Record, Stored, Topics};
 use crate::store::accounts::AccountStore;
-use herald_schemas::{decode, Event};
+use async_trait::async_trait;
+use herald_schemas::{decode, AccountEvent, Event};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-account-projector";
+/// The role in the account projector's consumer group name (`<prefix>-account-projector`).
+pub const ROLE: &str = "account-projector";
 
+/// Runs the account projector for the partitions of the accounts topic this node owns,
+/// until `shutdown`. Each chunk it applies wakes this node's [`AccountCache`].
 pub async fn run(
     log: Arc<dyn EventLog>,
     store: Arc<dyn AccountStore>,
-    topic: String,
-    partitions: &[u32],
+    topics: &Topics,
+    membership: &Membership,
     cache: AccountCache,
     shutdown: CancellationToken,
 ) -> Result<(), LogError> {
-    let assignments: Vec<Assignment> =
-        partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for consumer in log.consume(GROUP, &assignments).await? {
-        tasks.spawn(partition_loop(consumer, store.clone(), cache.clone(), shutdown.clone()));
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    let settings = consumer::Settings::in_order(256);
+    let handler = Arc::new(AccountProjector { store, cache });
+    let (group, topic) = (topics.group(ROLE), topics.accounts());
+    consumer::run(log, &group, &[topic], membership, handler, settings, Owned::default(), shutdown).await
 }
 
-async fn partition_loop(
-    mut consumer: Box<dyn PartitionConsumer>,
+struct AccountProjector {
     store: Arc<dyn AccountStore>,
     cache: AccountCache,
-    shutdown: CancellationToken,
-) {
-    let partition = consumer.assignment().partition;
-    loop {
-        let records = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = consumer.poll(256, Duration::from_secs(1)) => match r {
-                Ok(r) if r.is_empty() => continue,
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "account projector poll failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-        };
-        let next_offset = records.last().map(|r| r.offset + 1).unwrap_or(0);
-        for record in &records {
-            let event = match decode(&record.value) {
-                Ok(Event::Account(e)) => e,
-                Ok(other) => {
-                    tracing::warn!(
-                        event = other.event_type(),
-                        offset = record.offset,
-                        "unexpected event on the accounts topic; skipped"
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    metrics::counter!("herald_projector_poison_records_total").increment(1);
-                    tracing::error!(error = %e, offset = record.offset, "undecodable record; skipped");
-                    continue;
-                }
-            };
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let result = async {
-                    let current = store.account(event.account()).await?;
-                    if let Some(next) = state::apply(current.as_ref(), &event, record.offset) {
-                        store.put_account(&next, partition).await?;
-                    }
-                    Ok::<(), crate::store::StoreError>(())
-                }
-                .await;
-                match result {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "projecting an account event failed; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
+}
+
+#[async_trait]
+impl ChunkHandler for AccountProjector {
+    type Item = AccountEvent;
+
+    fn prepare(&self, record: &Stored) -> Option<AccountEvent> {
+        match decode(&record.value) {
+            Ok(Event::Account(e)) => Some(e),
+            Ok(other) => {
+                tracing::warn!(
+                    event = other.event_type(),
+                    offset = record.offset,
+                    "unexpected event on the accounts topic; skipped"
+                );
+                None
             }
+            Err(e) => {
+                metrics::counter!("herald_projector_poison_records_total").increment(1);
+                tracing::error!(error = %e, offset = record.offset, "undecodable record; skipped");
+                None
+            }
+        }
+    }
+
+    async fn handle(&self, assignment: &Assignment, items: Vec<(u64, AccountEvent)>) -> Vec<Record> {
+        for (offset, event) in items {
+            consumer::until_ok("projecting an account event", || async {
+                let current = self.store.account(event.account()).await?;
+                if let Some(next) = state::apply(current.as_ref(), &event, offset) {
+                    self.store.put_account(&next, assignment.partition).await?;
+                }
+                Ok::<(), crate::store::StoreError>(())
+            })
+            .await;
             metrics::counter!("herald_account_events_total", "type" => event.event_type()).increment(1);
         }
-        cache.changed.notify_one();
-        if let Err(e) = consumer.commit(next_offset).await {
-            tracing::warn!(error = %e, "account projector commit failed");
-        }
+        self.cache.changed.notify_one();
+        Vec::new()
     }
 }

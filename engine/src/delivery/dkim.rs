@@ -16,7 +16,7 @@ use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use std::collections::HashMap;
 
 /// Headers signed when present (RFC 6376 §5.4.1 recommendations).
-const SIGNED_HEADERS: [&str; 14] = [
+const SIGNED_HEADERS: [&str; 15] = [
     "From",
     "To",
     "Cc",
@@ -31,6 +31,7 @@ const SIGNED_HEADERS: [&str; 14] = [
     "In-Reply-To",
     "References",
     "List-Unsubscribe",
+    "List-Unsubscribe-Post",
 ];
 
 enum Signer {
@@ -121,7 +122,7 @@ impl Signers {
             match signature {
                 Ok(sig) => {
                     metrics::counter!("herald_dkim_signatures_total").increment(1);
-                    headers.push_str(&sig.to_header());
+                    headers.push_str(&closing_fold_removed(sig.to_header()));
                     notes.push(format!("signed {label}"));
                 }
                 Err(e) => notes.push(format!("unsigned: {label}: signing failed: {e}")),
@@ -182,6 +183,19 @@ pub fn for_hashing(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     out.into()
 }
 
+/// mail-auth 0.13 folds the header after the `b=` value when it ends at the wrap column,
+/// leaving `b=…\r\n\t;`. It hashed `b=;`, but a verifier that empties the `b=` value and
+/// relaxes the rest sees `b= ;`, and the signature fails (dkimpy does). The `;` goes back on
+/// the value's line; nothing that was hashed changes.
+fn closing_fold_removed(header: String) -> String {
+    match header.strip_suffix(";\r\n") {
+        Some(body) if body.ends_with(['\t', ' ', '\n']) => {
+            format!("{};\r\n", body.trim_end_matches(['\r', '\n', '\t', ' ']))
+        }
+        _ => header,
+    }
+}
+
 /// The lower-case domain of the first From address.
 pub fn from_domain(message: &[u8]) -> Option<String> {
     let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
@@ -201,7 +215,7 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::for_hashing;
+    use super::{closing_fold_removed, for_hashing};
 
     #[test]
     fn hashing_copy_drops_trailing_whitespace_of_body_lines_only() {
@@ -210,5 +224,13 @@ mod tests {
         let clean = b"Subject: x\r\n\r\na b\r\n\r\n";
         assert!(matches!(for_hashing(clean), std::borrow::Cow::Borrowed(_)));
         assert!(matches!(for_hashing(b"Subject: x \r\n"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_final_semicolon_joins_the_b_value() {
+        let folded = "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tbh=x; b=abc\r\n\t;\r\n".to_owned();
+        assert_eq!(closing_fold_removed(folded), "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tbh=x; b=abc;\r\n");
+        let fine = "DKIM-Signature: v=1; b=abc;\r\n".to_owned();
+        assert_eq!(closing_fold_removed(fine.clone()), fine);
     }
 }

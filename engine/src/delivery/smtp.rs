@@ -1,27 +1,20 @@
-//! The outbound SMTP session on mail-send: greeting, EHLO, opportunistic STARTTLS, then
-//! MAIL/RCPT/DATA, pipelined (RFC 2920) when the server offers PIPELINING.
+//! The outbound SMTP session on mail-send: greeting, EHLO, opportunistic (or required)
+//! STARTTLS, then MAIL/RCPT/DATA, pipelined (RFC 2920) when the server offers PIPELINING.
 //!
-//! Sessions are cached per MX address (like Postfix's connection cache): after a complete
-//! transaction the session goes back to an idle pool and the next message to the same
-//! address skips connect, greeting, EHLO and TLS. A cached session that turns out to be
-//! closed before answering anything is replaced by a fresh one, transparently.
+//! Connections are bound to the lane's source address and announce its EHLO name. Sessions
+//! are cached per lane and MX address (`connections.rs`): after a complete transaction the
+//! session goes back to the lane's idle cache and the next message to the same address
+//! skips connect, greeting, EHLO and TLS. A cached session that turns out to be closed
+//! before answering anything is replaced by a fresh one, transparently.
 
+use super::connections::{Busy, Connections};
 use super::{local_reply, DeliverySettings};
 use herald_schemas::SmtpReply;
 use mail_send::SmtpClient;
 use smtp_proto::{EhloResponse, Response, EXT_PIPELINING, EXT_SMTP_UTF8, EXT_START_TLS};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-
-/// Idle sessions kept per MX address.
-const MAX_IDLE_PER_ADDRESS: usize = 64;
-/// An idle session older than this is closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages sent over one session before it is closed (spreads load over MX processes).
-const MAX_MESSAGES_PER_SESSION: u32 = 1000;
 
 /// TLS for opportunistic STARTTLS. Like Postfix's `smtp_tls_security_level = may`,
 /// certificates are not verified: encryption against passive observers, no
@@ -46,6 +39,21 @@ pub struct Envelope<'a> {
     pub data: &'a [u8],
 }
 
+/// Where a delivery leaves from and under which rules: the lane's source address, EHLO
+/// name, connections and TLS policy, and how long it may wait for a connection.
+pub struct Egress<'a> {
+    /// `None`: the system picks the address.
+    pub source: Option<IpAddr>,
+    pub ehlo: &'a str,
+    pub connections: &'a Connections,
+    pub tls_required: bool,
+    /// Past this, waiting for a connection slot gives up ([`Busy`]).
+    pub deadline: Instant,
+    /// Asked again once a connection is in hand: `false` (the provider was suspended
+    /// meanwhile) sends nothing ([`Busy`]).
+    pub allowed: &'a (dyn Fn() -> bool + Sync),
+}
+
 /// How a delivery over SMTP ended.
 pub enum Sent {
     /// The server answered the transaction: the reply decides the outcome.
@@ -55,45 +63,16 @@ pub enum Sent {
     Unavailable { reply: SmtpReply, tls: bool },
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// An established session, ready for MAIL FROM.
-struct Session {
-    client: SmtpClient<Box<dyn Io>>,
+pub struct Session {
+    pub(crate) client: SmtpClient<Box<dyn Io>>,
     ehlo: EhloResponse<String>,
     tls: bool,
-    sent: u32,
-    idle_since: Instant,
-}
-
-/// Idle sessions by MX address.
-#[derive(Default)]
-pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Session>>>,
-}
-
-impl Pool {
-    fn take(&self, addr: SocketAddr) -> Option<Session> {
-        let mut idle = self.idle.lock().expect("smtp pool poisoned");
-        let sessions = idle.get_mut(&addr)?;
-        while let Some(s) = sessions.pop() {
-            if s.idle_since.elapsed() < IDLE_TIMEOUT {
-                return Some(s);
-            }
-        }
-        None
-    }
-
-    fn put(&self, addr: SocketAddr, mut session: Session) {
-        session.idle_since = Instant::now();
-        let mut idle = self.idle.lock().expect("smtp pool poisoned");
-        let sessions = idle.entry(addr).or_default();
-        sessions.retain(|s| s.idle_since.elapsed() < IDLE_TIMEOUT);
-        if sessions.len() < MAX_IDLE_PER_ADDRESS {
-            sessions.push(session);
-        }
-    }
+    pub(crate) sent: u32,
+    pub(crate) idle_since: Instant,
 }
 
 fn reply_of(r: &Response<String>) -> SmtpReply {
@@ -129,9 +108,22 @@ fn trouble(stage: &str, e: mail_send::Error) -> SmtpReply {
     local_reply(451, "4.4.2", format!("{cause} while {stage}."))
 }
 
-/// Connects, reads the greeting, says EHLO and upgrades to TLS when offered.
-async fn open(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls: &Tls) -> Result<Session, SmtpReply> {
-    let mut client = SmtpClient::connect(addr, settings.connect_timeout).await.map_err(|e| trouble("connecting", e))?;
+/// Connects (from the egress's source address), reads the greeting, says EHLO with the
+/// egress's name and upgrades to TLS when offered (or fails when TLS is required and not
+/// offered).
+async fn open(
+    addr: SocketAddr,
+    host: &str,
+    settings: &DeliverySettings,
+    tls: &Tls,
+    egress: &Egress<'_>,
+) -> Result<Session, SmtpReply> {
+    let connected = match egress.source {
+        Some(ip) => SmtpClient::connect_using(ip, addr, settings.connect_timeout).await,
+        None => SmtpClient::connect(addr, settings.connect_timeout).await,
+    };
+    let mut client = connected.map_err(|e| trouble("connecting", e))?;
+    let _ = client.stream.set_nodelay(true);
     client.timeout = settings.command_timeout;
     match tokio::time::timeout(settings.command_timeout, client.read()).await {
         Ok(Ok(greeting)) if greeting.code == 220 => {}
@@ -139,33 +131,49 @@ async fn open(addr: SocketAddr, host: &str, settings: &DeliverySettings, tls: &T
         Ok(Err(e)) => return Err(trouble("waiting for the greeting", e)),
         Err(_) => return Err(local_reply(451, "4.4.2", "The server did not send its greeting in time.")),
     }
-    let ehlo = client.ehlo(&settings.helo_name).await.map_err(|e| trouble("saying EHLO", e))?;
+    let ehlo = client.ehlo(egress.ehlo).await.map_err(|e| trouble("saying EHLO", e))?;
     let timeout = client.timeout;
     if ehlo.has_capability(EXT_START_TLS) {
         let secured = client.start_tls(&tls.0, host).await.map_err(|e| trouble("starting TLS", e))?;
         let mut client = SmtpClient { stream: Box::new(secured.stream) as Box<dyn Io>, timeout };
-        let ehlo = client.ehlo(&settings.helo_name).await.map_err(|e| trouble("saying EHLO after STARTTLS", e))?;
+        let ehlo = client.ehlo(egress.ehlo).await.map_err(|e| trouble("saying EHLO after STARTTLS", e))?;
         Ok(Session { client, ehlo, tls: true, sent: 0, idle_since: Instant::now() })
+    } else if egress.tls_required {
+        let _ = client.quit().await;
+        Err(local_reply(
+            451,
+            "4.7.10",
+            "The server does not offer STARTTLS, and TLS is required for this provider (providers file).",
+        ))
     } else {
         let client = SmtpClient { stream: Box::new(client.stream) as Box<dyn Io>, timeout };
         Ok(Session { client, ehlo, tls: false, sent: 0, idle_since: Instant::now() })
     }
 }
 
-/// Delivers `env` to `addr`, over a cached session when there is one.
+/// Delivers `env` to `addr` over one of the lane's connections: a cached session when
+/// there is one, else a new one when the lane has room before the egress's deadline.
+/// `Err(Busy)`: no connection came free in time, nothing was sent.
 pub async fn send(
     addr: SocketAddr,
     host: &str,
     settings: &DeliverySettings,
     tls: &Tls,
-    pool: &Pool,
+    egress: &Egress<'_>,
     env: &Envelope<'_>,
-) -> Sent {
-    let (mut session, mut reused) = match pool.take(addr) {
+) -> Result<Sent, Busy> {
+    let (lease, cached) = egress.connections.checkout(addr, egress.deadline).await?;
+    if !(egress.allowed)() {
+        if let Some(session) = cached {
+            lease.keep(addr, session);
+        }
+        return Err(Busy);
+    }
+    let (mut session, mut reused) = match cached {
         Some(s) => (s, true),
-        None => match open(addr, host, settings, tls).await {
+        None => match open(addr, host, settings, tls, egress).await {
             Ok(s) => (s, false),
-            Err(reply) => return Sent::Unavailable { reply, tls: false },
+            Err(reply) => return Ok(Sent::Unavailable { reply, tls: false }),
         },
     };
     loop {
@@ -173,25 +181,25 @@ pub async fn send(
             Ok((reply, reusable)) => {
                 let tls = session.tls;
                 session.sent += 1;
-                if reusable && session.sent < MAX_MESSAGES_PER_SESSION {
-                    pool.put(addr, session);
+                if reusable {
+                    lease.keep(addr, session);
                 } else {
                     let _ = session.client.quit().await;
                 }
                 metrics::counter!("herald_smtp_transactions_total", "session" => if reused { "reused" } else { "new" })
                     .increment(1);
-                return Sent::Transaction { reply, tls };
+                return Ok(Sent::Transaction { reply, tls });
             }
             // A cached session closed by the server before it answered anything: the
             // message was not taken, so try once more on a fresh session.
             Err(Failure { answered: false, .. }) if reused => {
                 reused = false;
-                session = match open(addr, host, settings, tls).await {
+                session = match open(addr, host, settings, tls, egress).await {
                     Ok(s) => s,
-                    Err(reply) => return Sent::Unavailable { reply, tls: false },
+                    Err(reply) => return Ok(Sent::Unavailable { reply, tls: false }),
                 };
             }
-            Err(Failure { reply, .. }) => return Sent::Transaction { reply, tls: session.tls },
+            Err(Failure { reply, .. }) => return Ok(Sent::Transaction { reply, tls: session.tls }),
         }
     }
 }

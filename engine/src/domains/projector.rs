@@ -5,97 +5,76 @@
 
 use super::cache::DomainCache;
 use super::state;
-use crate::log::{Assignment, EventLog, LogError, PartitionConsumer};
+use crate::consumer::{self, ChunkHandler, Membership, Owned};
+use crate::log::{Assignment, EventLog, LogError, Record, Stored};
 use crate::store::ProjectionStore;
-use herald_schemas::{decode, Event};
+use async_trait::async_trait;
+use herald_schemas::{decode, DomainEvent, Event};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub const GROUP: &str = "herald-domain-projector";
+/// The role in the domain projector's consumer group name (`<prefix>-domain-projector`).
+pub const ROLE: &str = "domain-projector";
 
+/// Runs the domain projector for the partitions of `topic` this node owns (`owned` follows
+/// them, for the maintenance loop) until `shutdown`.
 pub async fn run(
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
-    topic: String,
-    partitions: &[u32],
+    topics: &crate::log::Topics,
+    membership: &Membership,
     cache: DomainCache,
+    owned: Owned,
     shutdown: CancellationToken,
 ) -> Result<(), LogError> {
-    let assignments: Vec<Assignment> =
-        partitions.iter().map(|&partition| Assignment { topic: topic.clone(), partition }).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for consumer in log.consume(GROUP, &assignments).await? {
-        tasks.spawn(partition_loop(consumer, store.clone(), cache.clone(), shutdown.clone()));
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
+    // One chunk at a time per partition: a domain's events are folded in order.
+    let settings = consumer::Settings::in_order(256);
+    let handler = Arc::new(DomainProjector { store, cache });
+    let (group, topic) = (topics.group(ROLE), topics.domains());
+    consumer::run(log, &group, &[topic], membership, handler, settings, owned, shutdown).await
 }
 
-async fn partition_loop(
-    mut consumer: Box<dyn PartitionConsumer>,
+struct DomainProjector {
     store: Arc<dyn ProjectionStore>,
     cache: DomainCache,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let records = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = consumer.poll(256, Duration::from_secs(1)) => match r {
-                Ok(r) if r.is_empty() => continue,
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "domain projector poll failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-        };
-        let next_offset = records.last().map(|r| r.offset + 1).unwrap_or(0);
-        for record in &records {
-            let event = match decode(&record.value) {
-                Ok(Event::Domain(e)) => e,
-                Ok(other) => {
-                    tracing::warn!(
-                        event = other.event_type(),
-                        offset = record.offset,
-                        "unexpected event on the domains topic; skipped"
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    metrics::counter!("herald_projector_poison_records_total").increment(1);
-                    tracing::error!(error = %e, offset = record.offset, "undecodable record; skipped");
-                    continue;
-                }
-            };
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let result = async {
-                    let current = store.domain(event.domain()).await?;
-                    if let Some(next) = state::apply(current.as_ref(), &event, record.offset) {
-                        store.put_domain(&next).await?;
-                    }
-                    Ok::<(), crate::store::StoreError>(())
-                }
-                .await;
-                match result {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "projecting a domain event failed; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
+}
+
+#[async_trait]
+impl ChunkHandler for DomainProjector {
+    type Item = DomainEvent;
+
+    fn prepare(&self, record: &Stored) -> Option<DomainEvent> {
+        match decode(&record.value) {
+            Ok(Event::Domain(e)) => Some(e),
+            Ok(other) => {
+                tracing::warn!(
+                    event = other.event_type(),
+                    offset = record.offset,
+                    "unexpected event on the domains topic; skipped"
+                );
+                None
             }
+            Err(e) => {
+                metrics::counter!("herald_projector_poison_records_total").increment(1);
+                tracing::error!(error = %e, offset = record.offset, "undecodable record; skipped");
+                None
+            }
+        }
+    }
+
+    async fn handle(&self, _: &Assignment, items: Vec<(u64, DomainEvent)>) -> Vec<Record> {
+        for (offset, event) in items {
+            consumer::until_ok("projecting a domain event", || async {
+                let current = self.store.domain(event.domain()).await?;
+                if let Some(next) = state::apply(current.as_ref(), &event, offset) {
+                    self.store.put_domain(&next).await?;
+                }
+                Ok::<(), crate::store::StoreError>(())
+            })
+            .await;
             metrics::counter!("herald_domain_events_total", "type" => event.event_type()).increment(1);
         }
-        cache.changed.notify_one();
-        if let Err(e) = consumer.commit(next_offset).await {
-            tracing::warn!(error = %e, "domain projector commit failed");
-        }
+        self.cache.changed.notify_one();
+        Vec::new()
     }
 }

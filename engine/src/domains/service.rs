@@ -503,7 +503,8 @@ pub fn status_label(s: VerificationStatus) -> &'static str {
 /// Runs [`Domains::maintain`] every `interval` until `shutdown`.
 pub async fn maintenance_loop(
     domains: Arc<Domains>,
-    partitions: Vec<u32>,
+    topic: String,
+    owned: crate::consumer::Owned,
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -512,7 +513,9 @@ pub async fn maintenance_loop(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(e) = domains.maintain(|p| partitions.contains(&p)).await {
+        // The partitions of the domains topic this node owns right now (they move with the
+        // consumer group).
+        if let Err(e) = domains.maintain(|p| owned.contains(&topic, p)).await {
             tracing::warn!(error = %e, "sender-domain maintenance failed");
         }
     }

@@ -14,8 +14,9 @@ pub struct Signed {
     pub data: Vec<u8>,
     /// For the attempt event: `signed d=… s=… a=…` or `unsigned: <why>`.
     pub note: String,
-    /// The bounce domain's return path, when the message asked for bounce tracking.
-    pub return_path: Option<String>,
+    /// The bounce domain (`bounce.<domain>`) of the verified sender domain, when the
+    /// message asked for bounce tracking: the VERP return path goes there.
+    pub bounce_domain: Option<String>,
 }
 
 pub struct SenderSigning {
@@ -31,13 +32,13 @@ impl SenderSigning {
     }
 
     /// `None` when `from_domain` is nobody's sender domain (static keys or nothing apply).
-    pub fn sign(&self, msg: &MessageAccepted, from_domain: &str) -> Option<Signed> {
+    /// `body` is the message as it will be sent (rewritten, maybe).
+    pub fn sign(&self, msg: &MessageAccepted, body: &[u8], from_domain: &str) -> Option<Signed> {
         let snapshot = self.cache.current();
         let ascii = idna::domain_to_ascii(from_domain).unwrap_or_else(|_| from_domain.to_owned());
         let state = snapshot.domains.get(&ascii)?;
-        let body = msg.body.bytes();
         let unsigned =
-            |why: String| Some(Signed { data: body.to_vec(), note: format!("unsigned: {why}"), return_path: None });
+            |why: String| Some(Signed { data: body.to_vec(), note: format!("unsigned: {why}"), bounce_domain: None });
         if state.account != msg.account {
             return unsigned(format!("{from_domain} is not a sender domain of account {}", msg.account));
         }
@@ -54,9 +55,8 @@ impl SenderSigning {
             }
         };
         let (data, note) = signers.sign(body);
-        let return_path =
-            msg.options.bounce_tracking.then(|| format!("bounces+{}@{}", msg.message_id, state.bounce_domain()));
-        Some(Signed { data, note, return_path })
+        let bounce_domain = msg.options.bounce_tracking.then(|| state.bounce_domain());
+        Some(Signed { data, note, bounce_domain })
     }
 
     fn signers(&self, state: &super::state::DomainState) -> Result<Arc<Signers>, String> {

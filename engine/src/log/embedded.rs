@@ -1,40 +1,52 @@
 //! The embedded log on redb (see `docs/adr/0001-embedded-storage-redb.md`).
 //!
 //! One table per topic keyed by `(partition, offset)`. All writes (appends and offset
-//! commits) go through one writer thread that gathers whatever is queued into a single
-//! write transaction: group commit. The group is first appended to a write-ahead file and
-//! `fdatasync`ed (`wal.rs`), then committed to redb without an fsync of its own, and only
-//! then are callers answered, so an acknowledged append survives a crash: at open, the
-//! write-ahead frames since redb's last durable commit are replayed. A checkpoint (a
-//! durable redb commit, then a new write-ahead generation) runs every `CHECKPOINT_INTERVAL`,
-//! when the file passes `CHECKPOINT_BYTES`, when idle, and at shutdown. One sequential
-//! append and fdatasync costs about half of redb's own durable commit, which writes the
-//! B-tree's pages in place.
-//! Readers use redb's MVCC read transactions and never block the writer.
+//! commits) go through one writer thread ([`writer`]) that gathers whatever is queued, up to
+//! [`MAX_GROUP_BYTES`], into a single write transaction: group commit. The group is first
+//! appended to a write-ahead file and `fdatasync`ed (`wal.rs`), then committed to redb
+//! without an fsync of its own, and only then are callers answered, so an acknowledged
+//! append survives a crash: at open, the write-ahead frames since redb's last durable commit
+//! are replayed. A checkpoint (a durable redb commit with quick-repair, then a new
+//! write-ahead generation) runs every `checkpoint_interval`, when the file passes
+//! `checkpoint_bytes`, when idle, and at shutdown. Readers use redb's MVCC read transactions
+//! and never block the writer.
+//!
+//! A write that fails (a full disk, an I/O error) leaves redb refusing every later write, so
+//! the writer reopens the database and replays the write-ahead file, retrying with backoff
+//! until it can; meanwhile appends fail at once and [`EventLog::failure`] says why. When
+//! nothing was written for `compact_when_idle`, a file with a quarter or more free is
+//! compacted (`Database::compact`), so space freed by retention goes back to the disk.
+//!
+//! A consumer's commit carries the records it produced: they and the consumer's position
+//! (offset and finished set, `position.rs`) are written by one writer command, so they
+//! share a write-ahead frame and a transaction and are durable together or not at all.
+//! The embedded log is a consumer group of one member that owns every partition (the
+//! default [`EventLog::subscribe`]).
 
-use super::wal::{self, Entry, Wal};
-use super::{Assignment, EventLog, LogError, PartitionConsumer, Record, Stored};
+mod writer;
+
+use super::wal::{Entry, Wal};
+use super::{check_record, Assignment, EventLog, LogError, PartitionConsumer, Position, Record, Retention, Stored};
 use async_trait::async_trait;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
+use writer::Command;
 
 mod lag;
 
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("consumer_offsets");
+/// The commit metadata beside each consumer offset (the finished set, `position.rs`).
+const OFFSET_META: TableDefinition<(&str, &str, u32), &str> = TableDefinition::new("consumer_offset_meta");
 /// `wal_generation`: the id of the write-ahead generation whose frames are not yet durable
 /// in redb.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// Longest time between checkpoints while appends keep coming.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
-/// Write-ahead size that forces a checkpoint (below the file's preallocated size).
-const CHECKPOINT_BYTES: u64 = 24 << 20;
-const _: () = assert!(CHECKPOINT_BYTES < wal::PREALLOCATE);
-/// Most commands folded into one transaction.
-const MAX_GROUP: usize = 8192;
+/// Most bytes of records (and offset commits) in one group, so one write-ahead frame: far
+/// below the frame's 32-bit length. An append larger than this is refused.
+pub const MAX_GROUP_BYTES: usize = 64 << 20;
 /// Most records deleted per retention transaction, so appends are never held up long.
 const TRIM_CHUNK: usize = 4096;
 
@@ -46,23 +58,116 @@ fn table_name(topic: &str) -> String {
     format!("log:{topic}")
 }
 
-enum Command {
-    Append { records: Vec<Record>, done: oneshot::Sender<Result<(), LogError>> },
-    Commit { group: String, topic: String, partition: u32, offset: u64, done: oneshot::Sender<Result<(), LogError>> },
-    Shutdown,
+fn table(name: &str) -> TableDefinition<'_, (u32, u64), &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// Tuning of the embedded log (`[storage]` in the config).
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// redb's cache of pages (reads and not yet written pages), in bytes.
+    pub cache_bytes: usize,
+    /// Longest time between checkpoints while appends keep coming.
+    pub checkpoint_interval: Duration,
+    /// Write-ahead size that forces a checkpoint.
+    pub checkpoint_bytes: u64,
+    /// Compact the file after this long without writes, when a quarter or more of it is
+    /// free; `None`: never.
+    pub compact_when_idle: Option<Duration>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            cache_bytes: 64 << 20,
+            checkpoint_interval: Duration::from_millis(500),
+            checkpoint_bytes: 24 << 20,
+            compact_when_idle: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// The database and whether the writer has taken it away.
+#[derive(Default)]
+struct DbSlot {
+    /// `None` while the writer has it to itself (recovering or compacting).
+    db: Option<Arc<Database>>,
+    /// Readers wait for the end of a compaction rather than fail.
+    compacting: bool,
 }
 
 struct Shared {
-    db: Database,
+    path: PathBuf,
+    options: EmbeddedOptions,
+    db: Mutex<DbSlot>,
+    /// Signalled when a compaction ends.
+    compacted: Condvar,
     /// Next offset per topic and partition, published after each durable commit.
     heads: HashMap<String, Vec<watch::Sender<u64>>>,
+    /// Why appends fail right now.
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The database, for one read or write. Blocks while a compaction runs (call it from
+    /// blocking threads); fails while the writer recovers from a failed write.
+    fn db(&self) -> Result<Arc<Database>, LogError> {
+        let slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let (slot, _) = self
+            .compacted
+            .wait_timeout_while(slot, Duration::from_secs(600), |s| s.compacting)
+            .unwrap_or_else(|p| p.into_inner());
+        slot.db.clone().ok_or_else(|| {
+            LogError::Storage(self.failure().unwrap_or_else(|| "the embedded log is unavailable; try again".into()))
+        })
+    }
+
+    /// Puts the database back (after a compaction or a recovery) and wakes waiting readers.
+    fn put_db(&self, db: Database) {
+        let mut slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        slot.db = Some(Arc::new(db));
+        slot.compacting = false;
+        self.compacted.notify_all();
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks records before they go to the writer (size, topic, partition, that the log
+    /// can write right now) and returns their cost in the group, `extra` included.
+    fn check_write(&self, records: &[Record], extra: usize, what: &str) -> Result<usize, LogError> {
+        let mut bytes = extra;
+        for r in records {
+            check_record(r)?;
+            self.head(&r.topic, r.partition)?;
+            bytes += writer::record_cost(r);
+        }
+        if bytes > MAX_GROUP_BYTES {
+            return Err(LogError::TooLarge { what: what.into(), bytes, limit: MAX_GROUP_BYTES });
+        }
+        if let Some(why) = self.failure() {
+            return Err(LogError::Storage(why));
+        }
+        Ok(bytes)
+    }
+
+    fn head(&self, topic: &str, partition: u32) -> Result<&watch::Sender<u64>, LogError> {
+        let heads = self.heads.get(topic).ok_or_else(|| LogError::Topic {
+            topic: topic.to_owned(),
+            problem: "not declared when the log was opened".into(),
+        })?;
+        heads
+            .get(partition as usize)
+            .ok_or_else(|| LogError::Topic { topic: topic.to_owned(), problem: format!("no partition {partition}") })
+    }
 }
 
 /// The embedded, fsynced, partitioned log.
 pub struct EmbeddedLog {
     shared: Arc<Shared>,
     writer: mpsc::Sender<Command>,
-    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     partitions: u32,
 }
 
@@ -76,55 +181,97 @@ impl Drop for EmbeddedLog {
     }
 }
 
+/// What opening (or reopening after a failure) finds.
+struct Opened {
+    db: Database,
+    wal: Wal,
+    /// Next offset of every declared topic's partitions.
+    heads: HashMap<String, Vec<u64>>,
+}
+
+/// Opens redb at `path` (a quick repair after a crash: checkpoints record the allocator
+/// state), replays the write-ahead frames redb may have lost, and starts a new generation.
+fn open_files(path: &Path, topics: &[String], partitions: u32, cache_bytes: usize) -> Result<Opened, LogError> {
+    let started = Instant::now();
+    let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(storage)?;
+    let opened = Instant::now();
+    let mut heads = HashMap::new();
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(storage)?;
+    txn.set_quick_repair(true);
+    txn.open_table(OFFSETS).map_err(storage)?;
+    txn.open_table(OFFSET_META).map_err(storage)?;
+    let generation =
+        txn.open_table(META).map_err(storage)?.get("wal_generation").map_err(storage)?.map_or(0, |v| v.value());
+    let (mut wal, replay) = Wal::open(&path.with_extension("wal"), generation).map_err(storage)?;
+    let replayed = replay.len();
+    if !replay.is_empty() {
+        apply(&txn, replay)?;
+    }
+    let next = Wal::new_generation();
+    txn.open_table(META).map_err(storage)?.insert("wal_generation", next).map_err(storage)?;
+    for topic in topics {
+        let name = table_name(topic);
+        let t = txn.open_table(table(&name)).map_err(storage)?;
+        let mut next_offsets = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let next = match t.range((p, 0)..=(p, u64::MAX)).map_err(storage)?.next_back() {
+                Some(entry) => entry.map_err(storage)?.0.value().1 + 1,
+                None => 0,
+            };
+            next_offsets.push(next);
+        }
+        heads.insert(topic.clone(), next_offsets);
+    }
+    txn.commit().map_err(storage)?;
+    wal.reset(next).map_err(storage)?;
+    // New files (the log, the write-ahead file) are only durable once their directory is.
+    sync_dir(path)?;
+    tracing::info!(
+        open_ms = opened.duration_since(started).as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        replayed,
+        "embedded log opened"
+    );
+    Ok(Opened { db, wal, heads })
+}
+
+/// `fsync`s the directory holding `file`, so that files created in it survive a crash.
+pub(crate) fn sync_dir(file: &Path) -> Result<(), LogError> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| storage(format!("fsync {}: {e}", dir.display())))
+}
+
 impl EmbeddedLog {
     /// Opens (or creates) the log at `path` with `topics`, each of `partitions` partitions.
     pub fn open(path: &Path, topics: &[String], partitions: u32) -> Result<Self, LogError> {
-        let db = Database::create(path).map_err(storage)?;
-        let mut heads = HashMap::new();
-        let wal = {
-            let mut txn = db.begin_write().map_err(storage)?;
-            txn.set_durability(Durability::Immediate).map_err(storage)?;
-            txn.open_table(OFFSETS).map_err(storage)?;
-            let generation =
-                txn.open_table(META).map_err(storage)?.get("wal_generation").map_err(storage)?.map_or(0, |v| v.value());
-            let (mut wal, replay) = Wal::open(&path.with_extension("wal"), generation).map_err(storage)?;
-            if !replay.is_empty() {
-                tracing::info!(entries = replay.len(), "embedded log: replaying the write-ahead file");
-                apply(&txn, replay)?;
-            }
-            let next = Wal::new_generation();
-            txn.open_table(META).map_err(storage)?.insert("wal_generation", next).map_err(storage)?;
-            for topic in topics {
-                let name = table_name(topic);
-                let table = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
-                let mut senders = Vec::with_capacity(partitions as usize);
-                for p in 0..partitions {
-                    let next = match table.range((p, 0)..=(p, u64::MAX)).map_err(storage)?.next_back() {
-                        Some(entry) => entry.map_err(storage)?.0.value().1 + 1,
-                        None => 0,
-                    };
-                    senders.push(watch::channel(next).0);
-                }
-                heads.insert(topic.clone(), senders);
-            }
-            txn.commit().map_err(storage)?;
-            wal.reset(next);
-            wal
-        };
-        let shared = Arc::new(Shared { db, heads });
-        let (tx, rx) = mpsc::channel();
-        let writer_shared = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("herald-log-writer".into())
-            .spawn(move || writer_loop(writer_shared, wal, rx))
-            .map_err(storage)?;
-        Ok(EmbeddedLog { shared, writer: tx, writer_thread: std::sync::Mutex::new(Some(handle)), partitions })
+        Self::open_with(path, topics, partitions, EmbeddedOptions::default())
     }
 
-    async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<(), LogError>>) -> Command) -> Result<(), LogError> {
-        let (done, rx) = oneshot::channel();
-        self.writer.send(make(done)).map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+    /// [`EmbeddedLog::open`] with explicit tuning.
+    pub fn open_with(
+        path: &Path,
+        topics: &[String],
+        partitions: u32,
+        options: EmbeddedOptions,
+    ) -> Result<Self, LogError> {
+        let Opened { db, wal, heads } = open_files(path, topics, partitions, options.cache_bytes)?;
+        let heads = heads
+            .into_iter()
+            .map(|(topic, next)| (topic, next.into_iter().map(|n| watch::channel(n).0).collect()))
+            .collect();
+        let shared = Arc::new(Shared {
+            path: path.to_owned(),
+            options,
+            db: Mutex::new(DbSlot { db: Some(Arc::new(db)), compacting: false }),
+            compacted: Condvar::new(),
+            heads,
+            failure: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel();
+        let topics = topics.to_vec();
+        let handle = writer::spawn(shared.clone(), wal, rx, topics, partitions)?;
+        Ok(EmbeddedLog { shared, writer: tx, writer_thread: Mutex::new(Some(handle)), partitions })
     }
 }
 
@@ -134,152 +281,17 @@ fn apply(txn: &redb::WriteTransaction, entries: Vec<Entry>) -> Result<(), LogErr
         match e {
             Entry::Record { topic, partition, offset, stored } => {
                 let name = table_name(&topic);
-                let mut table = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
-                table.insert((partition, offset), stored.as_slice()).map_err(storage)?;
+                let mut t = txn.open_table(table(&name)).map_err(storage)?;
+                t.insert((partition, offset), stored.as_slice()).map_err(storage)?;
             }
-            Entry::Offset { group, topic, partition, offset } => {
-                let mut offsets = txn.open_table(OFFSETS).map_err(storage)?;
-                offsets.insert((group.as_str(), topic.as_str(), partition), offset).map_err(storage)?;
+            Entry::Offset { group, topic, partition, offset, metadata } => {
+                let key = (group.as_str(), topic.as_str(), partition);
+                txn.open_table(OFFSETS).map_err(storage)?.insert(key, offset).map_err(storage)?;
+                txn.open_table(OFFSET_META).map_err(storage)?.insert(key, metadata.as_str()).map_err(storage)?;
             }
         }
     }
     Ok(())
-}
-
-/// Makes everything committed so far durable in redb, then starts a new write-ahead
-/// generation (the old frames are no longer needed).
-fn checkpoint(shared: &Shared, wal: &mut Wal) -> Result<(), LogError> {
-    let mut txn = shared.db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::Immediate).map_err(storage)?;
-    let generation = Wal::new_generation();
-    txn.open_table(META).map_err(storage)?.insert("wal_generation", generation).map_err(storage)?;
-    txn.commit().map_err(storage)?;
-    wal.reset(generation);
-    Ok(())
-}
-
-fn writer_loop(shared: Arc<Shared>, mut wal: Wal, rx: mpsc::Receiver<Command>) {
-    let mut stopping = false;
-    let mut last_checkpoint = Instant::now();
-    let checkpoint_now = |wal: &mut Wal, last: &mut Instant| {
-        let started = Instant::now();
-        if let Err(e) = checkpoint(&shared, wal) {
-            // The write-ahead file keeps growing and still covers everything; retried later.
-            tracing::error!(error = %e, "embedded log checkpoint failed");
-        }
-        metrics::histogram!("herald_log_checkpoint_seconds").record(started.elapsed().as_secs_f64());
-        *last = Instant::now();
-    };
-    while !stopping {
-        let first = match rx.recv_timeout(CHECKPOINT_INTERVAL) {
-            Ok(cmd) => cmd,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if !wal.is_empty() {
-                    checkpoint_now(&mut wal, &mut last_checkpoint);
-                }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(cmd) => batch.push(cmd),
-                Err(_) => break,
-            }
-        }
-        if let Some(i) = batch.iter().position(|c| matches!(c, Command::Shutdown)) {
-            stopping = true;
-            batch.truncate(i);
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let started = Instant::now();
-        let result = write_batch(&shared, &mut wal, &batch);
-        metrics::histogram!("herald_log_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("herald_log_commit_commands").record(batch.len() as f64);
-        match result {
-            Ok(new_heads) => {
-                for ((topic, partition), next) in new_heads {
-                    shared.heads[&topic][partition as usize].send_replace(next);
-                }
-                for cmd in batch {
-                    if let Command::Append { done, .. } | Command::Commit { done, .. } = cmd {
-                        let _ = done.send(Ok(()));
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "embedded log commit failed");
-                for cmd in batch {
-                    if let Command::Append { done, .. } | Command::Commit { done, .. } = cmd {
-                        let _ = done.send(Err(LogError::Storage(e.to_string())));
-                    }
-                }
-            }
-        }
-        if stopping || wal.len() >= CHECKPOINT_BYTES || last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
-            checkpoint_now(&mut wal, &mut last_checkpoint);
-        }
-    }
-    if !wal.is_empty() {
-        checkpoint_now(&mut wal, &mut last_checkpoint);
-    }
-}
-
-/// Writes a group of commands in one transaction, made durable by one write-ahead frame
-/// before it is committed (and so before readers can see it). Returns the new heads.
-fn write_batch(shared: &Shared, wal: &mut Wal, batch: &[Command]) -> Result<HashMap<(String, u32), u64>, LogError> {
-    let mut txn = shared.db.begin_write().map_err(storage)?;
-    txn.set_durability(Durability::None).map_err(storage)?;
-    let mut frame = Vec::new();
-    let mut new_heads: HashMap<(String, u32), u64> = HashMap::new();
-    {
-        let mut tables = HashMap::new();
-        let now = now_ms();
-        let mut buf = Vec::new();
-        for cmd in batch {
-            let Command::Append { records, .. } = cmd else { continue };
-            for r in records {
-                let heads = shared.heads.get(&r.topic).ok_or_else(|| LogError::Topic {
-                    topic: r.topic.clone(),
-                    problem: "not declared when the log was opened".into(),
-                })?;
-                let head = heads.get(r.partition as usize).ok_or_else(|| LogError::Topic {
-                    topic: r.topic.clone(),
-                    problem: format!("no partition {}", r.partition),
-                })?;
-                let next = new_heads.entry((r.topic.clone(), r.partition)).or_insert_with(|| *head.borrow());
-                if !tables.contains_key(&r.topic) {
-                    let name = table_name(&r.topic);
-                    let t = txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
-                    tables.insert(r.topic.clone(), t);
-                }
-                let table = tables.get_mut(&r.topic).expect("inserted above");
-                buf.clear();
-                encode_stored(&mut buf, now, &r.key, &r.value);
-                table.insert((r.partition, *next), buf.as_slice()).map_err(storage)?;
-                wal::put_record(&mut frame, &r.topic, r.partition, *next, &buf);
-                *next += 1;
-            }
-        }
-        let mut offsets = txn.open_table(OFFSETS).map_err(storage)?;
-        for cmd in batch {
-            if let Command::Commit { group, topic, partition, offset, .. } = cmd {
-                offsets.insert((group.as_str(), topic.as_str(), *partition), *offset).map_err(storage)?;
-                wal::put_offset(&mut frame, group, topic, *partition, *offset);
-            }
-        }
-    }
-    let before = wal.len();
-    wal.append(&frame).map_err(storage)?;
-    if let Err(e) = txn.commit() {
-        // Not acknowledged, so it must not come back at the next replay either.
-        wal.erase_from(before).map_err(storage)?;
-        return Err(storage(e));
-    }
-    Ok(new_heads)
 }
 
 fn now_ms() -> i64 {
@@ -308,21 +320,48 @@ impl EventLog for EmbeddedLog {
         self.partitions
     }
 
-    async fn append(&self, records: Vec<Record>) -> Result<(), LogError> {
+    async fn append_with_offsets(&self, records: Vec<Record>) -> Result<Vec<u64>, LogError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let bytes = self.shared.check_write(&records, 0, "one append")?;
         let started = Instant::now();
-        let result = self.send(|done| Command::Append { records, done }).await;
+        let (done, rx) = oneshot::channel();
+        self.writer.send(Command::Append { records, bytes, done }).map_err(|_| LogError::Closed)?;
+        let result = rx.await.map_err(|_| LogError::Closed)?;
         metrics::histogram!("herald_log_append_seconds", "backend" => "embedded")
             .record(started.elapsed().as_secs_f64());
         result
     }
 
-    async fn enforce_retention(&self, retention: Duration) -> Result<u64, LogError> {
+    async fn read_at(&self, topic: &str, partition: u32, offset: u64) -> Result<Option<Stored>, LogError> {
+        self.shared.head(topic, partition)?;
         let shared = self.shared.clone();
-        let cutoff = now_ms() - retention.as_millis() as i64;
-        tokio::task::spawn_blocking(move || EmbeddedLog::trim(&shared, cutoff)).await.map_err(storage)?
+        let name = table_name(topic);
+        tokio::task::spawn_blocking(move || -> Result<Option<Stored>, LogError> {
+            let db = shared.db()?;
+            let read = db.begin_read().map_err(storage)?;
+            let t = read.open_table(table(&name)).map_err(storage)?;
+            match t.get((partition, offset)).map_err(storage)? {
+                Some(v) => Ok(Some(decode_stored(offset, v.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+        .map_err(storage)?
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    async fn enforce_retention(&self, retention: &Retention) -> Result<u64, LogError> {
+        let shared = self.shared.clone();
+        let now = now_ms();
+        let consumed_cutoff = now - retention.consumed.as_millis() as i64;
+        let by_age: Vec<(String, i64)> =
+            retention.by_age.iter().map(|(t, keep)| (t.clone(), now - keep.as_millis() as i64)).collect();
+        tokio::task::spawn_blocking(move || trim(&shared, consumed_cutoff, &by_age)).await.map_err(storage)?
     }
 
     async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<super::PartitionLag>, LogError> {
@@ -334,21 +373,39 @@ impl EventLog for EmbeddedLog {
         group: &str,
         assignments: &[Assignment],
     ) -> Result<Vec<Box<dyn PartitionConsumer>>, LogError> {
-        let read = self.shared.db.begin_read().map_err(storage)?;
-        let offsets = read.open_table(OFFSETS).map_err(storage)?;
-        let mut consumers: Vec<Box<dyn PartitionConsumer>> = Vec::new();
         for a in assignments {
-            let head = self.shared.heads.get(&a.topic).and_then(|h| h.get(a.partition as usize)).ok_or_else(|| {
-                LogError::Topic { topic: a.topic.clone(), problem: format!("no partition {}", a.partition) }
-            })?;
-            let committed =
-                offsets.get((group, a.topic.as_str(), a.partition)).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+            self.shared.head(&a.topic, a.partition)?;
+        }
+        let (shared, owned_group, owned) = (self.shared.clone(), group.to_owned(), assignments.to_vec());
+        let committed = tokio::task::spawn_blocking(move || -> Result<Vec<Position>, LogError> {
+            let db = shared.db()?;
+            let read = db.begin_read().map_err(storage)?;
+            let offsets = read.open_table(OFFSETS).map_err(storage)?;
+            let metas = read.open_table(OFFSET_META).map_err(storage)?;
+            owned
+                .iter()
+                .map(|a| {
+                    let key = (owned_group.as_str(), a.topic.as_str(), a.partition);
+                    let committed = offsets.get(key).map_err(storage)?.map(|v| v.value()).unwrap_or(0);
+                    Ok(match metas.get(key).map_err(storage)? {
+                        Some(meta) => Position::parse(committed, meta.value()),
+                        None => Position::at(committed),
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(storage)??;
+        let mut consumers: Vec<Box<dyn PartitionConsumer>> = Vec::new();
+        for (a, start) in assignments.iter().zip(committed) {
+            let head = self.shared.head(&a.topic, a.partition)?;
             consumers.push(Box::new(Consumer {
                 shared: self.shared.clone(),
                 writer: self.writer.clone(),
                 group: group.to_owned(),
                 assignment: a.clone(),
-                position: committed,
+                position: start.next_offset,
+                start,
                 head: head.subscribe(),
             }));
         }
@@ -356,58 +413,75 @@ impl EventLog for EmbeddedLog {
     }
 }
 
-impl EmbeddedLog {
-    /// Retention, run in a blocking thread: per partition, deletes the oldest records while
-    /// they are older than `cutoff_ms`, below every group's committed offset, and not the
-    /// partition's last record (whose offset fixes the next one after a restart).
-    fn trim(shared: &Shared, cutoff_ms: i64) -> Result<u64, LogError> {
+/// Retention, run in a blocking thread. Per partition of a consumed topic, deletes the
+/// oldest records while they are older than `consumed_cutoff_ms`, below every group's
+/// committed offset, and not the partition's last record (whose offset fixes the next one
+/// after a restart). Topics in `by_age` lose their records older than their cutoff, with
+/// the same exception for the last record.
+fn trim(shared: &Shared, consumed_cutoff_ms: i64, by_age: &[(String, i64)]) -> Result<u64, LogError> {
+    let mut limits: Vec<(String, u32, u64, i64)> = Vec::new();
+    {
+        let db = shared.db()?;
+        let read = db.begin_read().map_err(storage)?;
+        let offsets = read.open_table(OFFSETS).map_err(storage)?;
         let mut floors: HashMap<(String, u32), u64> = HashMap::new();
-        {
-            let read = shared.db.begin_read().map_err(storage)?;
-            let offsets = read.open_table(OFFSETS).map_err(storage)?;
-            for entry in offsets.iter().map_err(storage)? {
-                let (k, v) = entry.map_err(storage)?;
-                let (_, topic, partition) = k.value();
-                let floor = floors.entry((topic.to_owned(), partition)).or_insert(u64::MAX);
-                *floor = (*floor).min(v.value());
+        for entry in offsets.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            let (_, topic, partition) = k.value();
+            if by_age.iter().any(|(t, _)| t == topic) {
+                continue;
+            }
+            let floor = floors.entry((topic.to_owned(), partition)).or_insert(u64::MAX);
+            *floor = (*floor).min(v.value());
+        }
+        limits.extend(floors.into_iter().map(|((t, p), floor)| (t, p, floor, consumed_cutoff_ms)));
+        for (topic, cutoff) in by_age {
+            for p in 0..shared.heads.get(topic).map_or(0, |h| h.len() as u32) {
+                limits.push((topic.clone(), p, u64::MAX, *cutoff));
             }
         }
-        let mut removed = 0u64;
-        for ((topic, partition), floor) in floors {
-            let Some(head) = shared.heads.get(&topic).and_then(|h| h.get(partition as usize)) else { continue };
-            let limit = floor.min(head.borrow().saturating_sub(1));
-            loop {
-                let mut txn = shared.db.begin_write().map_err(storage)?;
-                // Made durable by the writer's next checkpoint; losing a trim is harmless.
-                txn.set_durability(Durability::None).map_err(storage)?;
-                let n = {
-                    let name = table_name(&topic);
-                    let mut table =
-                        txn.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
-                    let mut doomed = Vec::new();
-                    for entry in table.range((partition, 0)..(partition, limit)).map_err(storage)?.take(TRIM_CHUNK) {
-                        let (k, v) = entry.map_err(storage)?;
-                        let ts = v.value().get(..8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")));
-                        if ts.is_none_or(|ts| ts >= cutoff_ms) {
-                            break; // records are in time order: the rest are newer
-                        }
-                        doomed.push(k.value().1);
-                    }
-                    for offset in &doomed {
-                        table.remove((partition, *offset)).map_err(storage)?;
-                    }
-                    doomed.len()
-                };
-                txn.commit().map_err(storage)?;
-                removed += n as u64;
-                if n < TRIM_CHUNK {
-                    break;
-                }
-            }
-        }
-        metrics::counter!("herald_log_trimmed_records_total").increment(removed);
-        Ok(removed)
     }
+    let mut removed = 0u64;
+    for (topic, partition, floor, cutoff_ms) in limits {
+        let Ok(head) = shared.head(&topic, partition) else { continue };
+        let limit = floor.min(head.borrow().saturating_sub(1));
+        loop {
+            let n = trim_chunk(&*shared.db()?, &topic, partition, limit, cutoff_ms)?;
+            removed += n as u64;
+            if n < TRIM_CHUNK {
+                break;
+            }
+        }
+    }
+    metrics::counter!("herald_log_trimmed_records_total").increment(removed);
+    Ok(removed)
+}
+
+/// Deletes up to `TRIM_CHUNK` records of `partition` below `limit` and older than
+/// `cutoff_ms`, in one transaction.
+fn trim_chunk(db: &Database, topic: &str, partition: u32, limit: u64, cutoff_ms: i64) -> Result<usize, LogError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    // Made durable by the writer's next checkpoint; losing a trim is harmless.
+    txn.set_durability(Durability::None).map_err(storage)?;
+    let n = {
+        let name = table_name(topic);
+        let mut t = txn.open_table(table(&name)).map_err(storage)?;
+        let mut doomed = Vec::new();
+        for entry in t.range((partition, 0)..(partition, limit)).map_err(storage)?.take(TRIM_CHUNK) {
+            let (k, v) = entry.map_err(storage)?;
+            let ts = v.value().get(..8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")));
+            if ts.is_none_or(|ts| ts >= cutoff_ms) {
+                break; // records are in time order: the rest are newer
+            }
+            doomed.push(k.value().1);
+        }
+        for offset in &doomed {
+            t.remove((partition, *offset)).map_err(storage)?;
+        }
+        doomed.len()
+    };
+    txn.commit().map_err(storage)?;
+    Ok(n)
 }
 
 struct Consumer {
@@ -416,6 +490,7 @@ struct Consumer {
     group: String,
     assignment: Assignment,
     position: u64,
+    start: Position,
     head: watch::Receiver<u64>,
 }
 
@@ -423,6 +498,10 @@ struct Consumer {
 impl PartitionConsumer for Consumer {
     fn assignment(&self) -> &Assignment {
         &self.assignment
+    }
+
+    fn start(&self) -> &Position {
+        &self.start
     }
 
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Stored>, LogError> {
@@ -436,11 +515,12 @@ impl PartitionConsumer for Consumer {
         let shared = self.shared.clone();
         let (topic, partition) = (self.assignment.topic.clone(), self.assignment.partition);
         let records = tokio::task::spawn_blocking(move || -> Result<Vec<Stored>, LogError> {
-            let read = shared.db.begin_read().map_err(storage)?;
+            let db = shared.db()?;
+            let read = db.begin_read().map_err(storage)?;
             let name = table_name(&topic);
-            let table = read.open_table(TableDefinition::<(u32, u64), &[u8]>::new(&name)).map_err(storage)?;
+            let t = read.open_table(table(&name)).map_err(storage)?;
             let mut out = Vec::new();
-            for entry in table.range((partition, position)..=(partition, u64::MAX)).map_err(storage)?.take(max) {
+            for entry in t.range((partition, position)..=(partition, u64::MAX)).map_err(storage)?.take(max) {
                 let (k, v) = entry.map_err(storage)?;
                 out.push(decode_stored(k.value().1, v.value())?);
             }
@@ -454,14 +534,21 @@ impl PartitionConsumer for Consumer {
         Ok(records)
     }
 
-    async fn commit(&mut self, next_offset: u64) -> Result<(), LogError> {
+    async fn commit(&mut self, records: Vec<Record>, position: Position) -> Result<(), LogError> {
+        let metadata = position.metadata();
+        let (group, topic) = (self.group.clone(), self.assignment.topic.clone());
+        let extra = writer::offset_cost(&group, &topic, &metadata);
+        let bytes = self.shared.check_write(&records, extra, "one commit")?;
         let (done, rx) = oneshot::channel();
         self.writer
             .send(Command::Commit {
-                group: self.group.clone(),
-                topic: self.assignment.topic.clone(),
+                group,
+                topic,
                 partition: self.assignment.partition,
-                offset: next_offset,
+                offset: position.next_offset,
+                metadata,
+                records,
+                bytes,
                 done,
             })
             .map_err(|_| LogError::Closed)?;

@@ -18,8 +18,10 @@
 //! (u32 LE), payload. Reading stops at the first frame that is short, of another
 //! generation or fails its CRC: a torn tail is a group that was never acknowledged.
 //!
-//! Payload: entries, each `1` topic partition offset stored-bytes (a record) or `2` group
-//! topic partition offset (a consumer offset); strings and byte strings are length-prefixed.
+//! Payload: entries, each `1` topic partition offset stored-bytes (a record), `2` group
+//! topic partition offset (a consumer offset, as written before commit metadata existed) or
+//! `3` group topic partition offset metadata (a consumer position, see `position.rs`);
+//! strings and byte strings are length-prefixed.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -41,7 +43,7 @@ pub struct Wal {
 #[derive(Debug, PartialEq)]
 pub enum Entry {
     Record { topic: String, partition: u32, offset: u64, stored: Vec<u8> },
-    Offset { group: String, topic: String, partition: u32, offset: u64 },
+    Offset { group: String, topic: String, partition: u32, offset: u64, metadata: String },
 }
 
 impl Wal {
@@ -93,18 +95,30 @@ impl Wal {
     }
 
     /// Appends one frame and waits until it is on disk. On failure the file is cut back
-    /// to where it was, so a later frame never follows a torn one.
+    /// to where it was, so a later frame never follows a torn one. A payload longer than
+    /// the frame's 32-bit length field is refused, never cut (the embedded writer caps a
+    /// group far below that, `embedded::MAX_GROUP_BYTES`).
     pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(HEADER + payload.len());
-        frame.extend_from_slice(MAGIC);
-        frame.extend_from_slice(&self.generation.to_le_bytes());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        frame.extend_from_slice(payload);
-        let written = self.file.write_all_at(&frame, self.len).and_then(|()| self.file.sync_data());
+        let Ok(len) = u32::try_from(payload.len()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a write-ahead frame holds at most {} bytes, not {}", u32::MAX, payload.len()),
+            ));
+        };
+        let mut header = [0u8; HEADER];
+        header[..4].copy_from_slice(MAGIC);
+        header[4..12].copy_from_slice(&self.generation.to_le_bytes());
+        header[12..16].copy_from_slice(&len.to_le_bytes());
+        header[16..20].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        // Header and payload as two writes (no copy of a large group), one fdatasync.
+        let written = self
+            .file
+            .write_all_at(&header, self.len)
+            .and_then(|()| self.file.write_all_at(payload, self.len + HEADER as u64))
+            .and_then(|()| self.file.sync_data());
         match written {
             Ok(()) => {
-                self.len += frame.len() as u64;
+                self.len += (HEADER + payload.len()) as u64;
                 Ok(())
             }
             Err(e) => {
@@ -124,10 +138,22 @@ impl Wal {
     }
 
     /// Starts `generation` at the beginning of the file (after the previous generation was
-    /// made durable in redb, and `generation` recorded there).
-    pub fn reset(&mut self, generation: u64) {
+    /// made durable in redb, and `generation` recorded there). A file that grew past its
+    /// preallocated size (a group larger than that) is cut back to it.
+    pub fn reset(&mut self, generation: u64) -> io::Result<()> {
         self.len = 0;
         self.generation = generation;
+        if self.file.metadata()?.len() > PREALLOCATE {
+            self.file.set_len(PREALLOCATE)?;
+            self.file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Size of the file on disk.
+    #[cfg(test)]
+    pub fn file_len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
     }
 }
 
@@ -162,13 +188,14 @@ pub fn put_record(payload: &mut Vec<u8>, topic: &str, partition: u32, offset: u6
     put_bytes(payload, stored);
 }
 
-/// Appends a consumer-offset entry to a frame payload.
-pub fn put_offset(payload: &mut Vec<u8>, group: &str, topic: &str, partition: u32, offset: u64) {
-    payload.push(2);
+/// Appends a consumer-position entry (offset and commit metadata) to a frame payload.
+pub fn put_offset(payload: &mut Vec<u8>, group: &str, topic: &str, partition: u32, offset: u64, metadata: &str) {
+    payload.push(3);
     put_bytes(payload, group.as_bytes());
     put_bytes(payload, topic.as_bytes());
     payload.extend_from_slice(&partition.to_le_bytes());
     payload.extend_from_slice(&offset.to_le_bytes());
+    put_bytes(payload, metadata.as_bytes());
 }
 
 fn put_bytes(payload: &mut Vec<u8>, b: &[u8]) {
@@ -208,7 +235,20 @@ fn parse(payload: &[u8]) -> Option<Vec<Entry>> {
             1 => {
                 Entry::Record { topic: r.string()?, partition: r.u32()?, offset: r.u64()?, stored: r.bytes()?.to_vec() }
             }
-            2 => Entry::Offset { group: r.string()?, topic: r.string()?, partition: r.u32()?, offset: r.u64()? },
+            2 => Entry::Offset {
+                group: r.string()?,
+                topic: r.string()?,
+                partition: r.u32()?,
+                offset: r.u64()?,
+                metadata: String::new(),
+            },
+            3 => Entry::Offset {
+                group: r.string()?,
+                topic: r.string()?,
+                partition: r.u32()?,
+                offset: r.u64()?,
+                metadata: r.string()?,
+            },
             _ => return None,
         });
     }
@@ -222,7 +262,7 @@ mod tests {
     fn payload(offset: u64) -> Vec<u8> {
         let mut p = Vec::new();
         put_record(&mut p, "t.messages", 3, offset, b"stored bytes");
-        put_offset(&mut p, "workers", "t.messages", 3, offset);
+        put_offset(&mut p, "workers", "t.messages", 3, offset, "h1:2");
         p
     }
 
@@ -254,14 +294,20 @@ mod tests {
         );
         assert_eq!(
             replayed[3],
-            Entry::Offset { group: "workers".into(), topic: "t.messages".into(), partition: 3, offset: 2 }
+            Entry::Offset {
+                group: "workers".into(),
+                topic: "t.messages".into(),
+                partition: 3,
+                offset: 2,
+                metadata: "h1:2".into()
+            }
         );
         drop(wal);
         // Another generation's frames are not replayed.
         let (mut wal, replayed) = Wal::open(&path, 8).unwrap();
         assert!(replayed.is_empty());
         // The next generation overwrites from the start; the old frames after it are ignored.
-        wal.reset(8);
+        wal.reset(8).unwrap();
         wal.append(&payload(3)).unwrap();
         drop(wal);
         let (_, replayed) = Wal::open(&path, 8).unwrap();
@@ -300,5 +346,25 @@ mod tests {
         drop(wal);
         let (_, replayed) = Wal::open(&path, 1).unwrap();
         assert_eq!(replayed.len(), 2, "only the first frame");
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_file_replays_and_the_file_shrinks_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.wal");
+        let (mut wal, _) = Wal::open(&path, 5).unwrap();
+        // One record of 40 MiB: larger than the preallocated file.
+        let big = vec![0xA5u8; 40 << 20];
+        let mut p = Vec::new();
+        put_record(&mut p, "t.bodies", 0, 0, &big);
+        wal.append(&p).unwrap();
+        wal.append(&payload(1)).unwrap();
+        assert!(wal.file_len().unwrap() > PREALLOCATE);
+        drop(wal);
+        let (mut wal, replayed) = Wal::open(&path, 5).unwrap();
+        assert_eq!(replayed.len(), 3);
+        assert!(matches!(&replayed[0], Entry::Record { stored, .. } if *stored == big));
+        wal.reset(6).unwrap();
+        assert_eq!(wal.file_len().unwrap(), PREALLOCATE, "cut back at the next generation");
     }
 }

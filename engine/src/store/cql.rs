@@ -8,19 +8,22 @@
 //! undercount by one batch per crash; statuses are always exact).
 
 use super::{
-    Claim, DomainState, HourStats, IdempotencyRecord, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError,
+    Claim, Counter, DomainState, EngagementKind, EngagementRow, Firsts, HourStats, IdempotencyRecord, Kind, LinkStats,
+    MessageView, Projected, ProjectionStore, Stats, StoreError,
 };
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::Counter;
 
 mod accounts;
+mod feedback;
 
 /// The schema, shipped for operators under `ops/cql/` and applied by [`CqlStore::connect`].
 pub const SCHEMA: &str = include_str!("../../../ops/cql/schema.cql");
+
+type Count = scylla::value::Counter;
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Cql(e.to_string())
@@ -36,14 +39,30 @@ pub struct CqlStore {
     select_domain: PreparedStatement,
     insert_domain: PreparedStatement,
     select_domains: PreparedStatement,
+    feedback: feedback::Statements,
     claim_key: PreparedStatement,
     replace_key: PreparedStatement,
     release_key: PreparedStatement,
-    select_hours: PreparedStatement,
     index_recipient: PreparedStatement,
     select_recipient: PreparedStatement,
     accounts: accounts::Statements,
+    engagement: Engagement,
 }
+
+/// The statements of the engagement tables.
+struct Engagement {
+    exists: PreparedStatement,
+    insert: PreparedStatement,
+    select: PreparedStatement,
+    first_exists: PreparedStatement,
+    first_insert: PreparedStatement,
+    count: Vec<(Counter, PreparedStatement)>,
+    link_count: PreparedStatement,
+    select_counts: PreparedStatement,
+    select_links: PreparedStatement,
+}
+
+const DAY: i64 = 86_400_000;
 
 impl CqlStore {
     /// Connects to `nodes`, applies the schema with `keyspace` substituted for `herald`.
@@ -80,12 +99,13 @@ impl CqlStore {
             ))
             .await?,
             select_counts: prepare(format!(
-                "SELECT accepted, delivered, deferred, failed FROM {ks}.hourly_counts WHERE account = ? AND hour >= ? AND hour < ?"
+                "SELECT hour, accepted, delivered, deferred, failed FROM {ks}.hourly_counts WHERE account = ? AND hour >= ? AND hour < ?"
             ))
             .await?,
             select_domain: prepare(format!("SELECT state FROM {ks}.sender_domains WHERE domain = ?")).await?,
             insert_domain: prepare(format!("INSERT INTO {ks}.sender_domains (domain, account, state) VALUES (?, ?, ?)")).await?,
             select_domains: prepare(format!("SELECT state FROM {ks}.sender_domains")).await?,
+            feedback: feedback::Statements::prepare(&session, ks).await?,
             claim_key: prepare(format!(
                 "INSERT INTO {ks}.idempotency_keys (account, key, claim, record) VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))
@@ -96,10 +116,6 @@ impl CqlStore {
             .await?,
             release_key: prepare(format!("DELETE FROM {ks}.idempotency_keys WHERE account = ? AND key = ? IF claim = ?"))
                 .await?,
-            select_hours: prepare(format!(
-                "SELECT hour, accepted, delivered, deferred, failed FROM {ks}.hourly_counts WHERE account = ? AND hour >= ? AND hour < ?"
-            ))
-            .await?,
             index_recipient: prepare(format!(
                 "INSERT INTO {ks}.messages_by_recipient (account, recipient, at, message_id) VALUES (?, ?, ?, ?)"
             ))
@@ -109,6 +125,7 @@ impl CqlStore {
             ))
             .await?,
             accounts: accounts::Statements::prepare(&session, ks).await?,
+            engagement: Engagement::prepare(&session, ks).await?,
             session,
         })
     }
@@ -131,16 +148,104 @@ fn ttl_secs(ttl: std::time::Duration) -> i32 {
     ttl.as_secs().clamp(1, i32::MAX as u64) as i32
 }
 
+impl Engagement {
+    async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
+        let p = |cql: String| async move { session.prepare(cql).await.map_err(err) };
+        let mut count = Vec::new();
+        for c in Counter::ALL {
+            let col = c.as_str();
+            let cql = format!("UPDATE {ks}.engagement_counts SET {col} = {col} + 1 WHERE account = ? AND hour = ?");
+            count.push((c, p(cql).await?));
+        }
+        Ok(Engagement {
+            exists: p(format!(
+                "SELECT event_id FROM {ks}.engagement_events WHERE account = ? AND message_id = ? AND event_id = ?"
+            ))
+            .await?,
+            insert: p(format!(
+                "INSERT INTO {ks}.engagement_events (account, message_id, event_id, row) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            select: p(format!("SELECT row FROM {ks}.engagement_events WHERE account = ? AND message_id = ?")).await?,
+            first_exists: p(format!(
+                "SELECT what FROM {ks}.engagement_firsts WHERE account = ? AND message_id = ? AND what = ?"
+            ))
+            .await?,
+            first_insert: p(format!("INSERT INTO {ks}.engagement_firsts (account, message_id, what) VALUES (?, ?, ?)"))
+                .await?,
+            count,
+            link_count: p(format!(
+                "UPDATE {ks}.link_counts SET clicks = clicks + 1, unique_clicks = unique_clicks + ? \
+                 WHERE account = ? AND day = ? AND hour = ? AND url = ?"
+            ))
+            .await?,
+            select_counts: p(format!(
+                "SELECT hour, opened, unique_opened, clicked, unique_clicked, unsubscribed FROM {ks}.engagement_counts \
+                 WHERE account = ? AND hour >= ? AND hour < ?"
+            ))
+            .await?,
+            select_links: p(format!(
+                "SELECT url, clicks, unique_clicks FROM {ks}.link_counts WHERE account = ? AND day = ? AND hour >= ? AND hour < ?"
+            ))
+            .await?,
+        })
+    }
+}
+
+impl CqlStore {
+    /// Claims a "first of" marker; `true` when it was not there yet.
+    async fn claim(&self, row: &EngagementRow, what: Option<String>) -> Result<bool, StoreError> {
+        let Some(what) = what else { return Ok(false) };
+        let key = (row.account.0.as_str(), row.message_id.0.as_str(), what.as_str());
+        let found = self.session.execute_unpaged(&self.engagement.first_exists, key).await.map_err(err)?;
+        if found.into_rows_result().map_err(err)?.rows_num() > 0 {
+            return Ok(false);
+        }
+        self.session.execute_unpaged(&self.engagement.first_insert, key).await.map_err(err)?;
+        Ok(true)
+    }
+
+    /// One engagement row: skipped when stored already, else stored and counted.
+    async fn apply_row(&self, row: &EngagementRow) -> Result<(), StoreError> {
+        let e = &self.engagement;
+        let key = (row.account.0.as_str(), row.message_id.0.as_str(), row.event_id.as_str());
+        let found = self.session.execute_unpaged(&e.exists, key).await.map_err(err)?;
+        if found.into_rows_result().map_err(err)?.rows_num() > 0 {
+            return Ok(());
+        }
+        let json = serde_json::to_string(row).map_err(err)?;
+        self.session.execute_unpaged(&e.insert, (key.0, key.1, key.2, json)).await.map_err(err)?;
+        let (message, url) = row.first_keys();
+        let first = Firsts { message: self.claim(row, message).await?, url: self.claim(row, url).await? };
+        let hour = row.at.hour_bucket();
+        for counter in row.counters(first) {
+            let statement = &e.count.iter().find(|(c, _)| *c == counter).expect("every counter prepared").1;
+            self.session.execute_unpaged(statement, (key.0, hour)).await.map_err(err)?;
+        }
+        if let (EngagementKind::Clicked, Some(url)) = (row.kind, &row.url) {
+            let unique = scylla::value::Counter(first.url as i64);
+            let day = hour.div_euclid(DAY) * DAY;
+            self.session.execute_unpaged(&e.link_count, (unique, key.0, day, hour, url.as_str())).await.map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
 fn strip_comments(s: &str) -> String {
     s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n").trim().to_owned()
 }
 
-fn counter_index(kind: Kind) -> usize {
-    match kind {
-        Kind::Accepted => 0,
-        Kind::Delivered => 1,
-        Kind::Deferred => 2,
-        Kind::Failed => 3,
+impl CqlStore {
+    /// The counter update of `kind`; `None` for kinds without a counter.
+    fn counter(&self, kind: Kind) -> Option<&PreparedStatement> {
+        match kind {
+            Kind::Accepted => Some(&self.count[0]),
+            Kind::Delivered => Some(&self.count[1]),
+            Kind::Deferred => Some(&self.count[2]),
+            Kind::Failed => Some(&self.count[3]),
+            Kind::Info => None,
+            other => self.feedback.count.get(other.as_str()),
+        }
     }
 }
 
@@ -165,10 +270,9 @@ impl ProjectionStore for CqlStore {
                 let index = (key.0, r.as_str(), p.at.millis(), key.1);
                 self.session.execute_unpaged(&self.index_recipient, index).await.map_err(err)?;
             }
-            self.session
-                .execute_unpaged(&self.count[counter_index(p.kind)], (key.0, p.at.hour_bucket()))
-                .await
-                .map_err(err)?;
+            if let Some(counter) = self.counter(p.kind) {
+                self.session.execute_unpaged(counter, (key.0, p.at.hour_bucket())).await.map_err(err)?;
+            }
             Ok::<(), StoreError>(())
         });
         for result in futures::future::join_all(writes).await {
@@ -198,52 +302,66 @@ impl ProjectionStore for CqlStore {
                 detail: serde_json::from_str(&detail).map_err(err)?,
             });
         }
-        Ok(super::view(events))
-    }
-
-    async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError> {
-        let result = self
+        let rows = self
             .session
-            .execute_unpaged(&self.select_counts, (account.0.as_str(), from.hour_bucket(), to.millis()))
+            .execute_unpaged(&self.engagement.select, (account.0.as_str(), id.0.as_str()))
             .await
             .map_err(err)?
             .into_rows_result()
             .map_err(err)?;
+        let mut engagement = Vec::new();
+        for row in rows.rows::<(String,)>().map_err(err)? {
+            engagement.push(serde_json::from_str(&row.map_err(err)?.0).map_err(err)?);
+        }
+        Ok(super::view(events, engagement))
+    }
+
+    async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError> {
         let mut stats = Stats::default();
-        type Counts = (
-            Option<scylla::value::Counter>,
-            Option<scylla::value::Counter>,
-            Option<scylla::value::Counter>,
-            Option<scylla::value::Counter>,
-        );
-        for row in result.rows::<Counts>().map_err(err)? {
-            let (a, d, f, x) = row.map_err(err)?;
-            let n = |c: Option<scylla::value::Counter>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
-            stats.add(Kind::Accepted, n(a));
-            stats.add(Kind::Delivered, n(d));
-            stats.add(Kind::Deferred, n(f));
-            stats.add(Kind::Failed, n(x));
+        for hour in self.hourly(account, from, to).await? {
+            stats.merge(&hour.stats);
         }
         Ok(stats)
     }
 
     async fn hourly(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<HourStats>, StoreError> {
-        let mut pager = self
-            .session
-            .execute_iter(self.select_hours.clone(), (account.0.as_str(), from.hour_bucket(), to.millis()))
-            .await
-            .map_err(err)?
-            .rows_stream::<(i64, Option<Counter>, Option<Counter>, Option<Counter>, Option<Counter>)>()
-            .map_err(err)?;
-        let n = |c: Option<Counter>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
-        let mut out = Vec::new();
-        use futures::StreamExt;
-        while let Some(row) = pager.next().await {
+        let mut hours: std::collections::BTreeMap<i64, Stats> = Default::default();
+        let range = (account.0.as_str(), from.hour_bucket(), to.millis());
+        let n = |c: Option<Count>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+        type Four = (i64, Option<Count>, Option<Count>, Option<Count>, Option<Count>);
+        let rows = |statement| async move {
+            self.session.execute_unpaged(statement, range).await.map_err(err)?.into_rows_result().map_err(err)
+        };
+        let result = rows(&self.select_counts).await?;
+        for row in result.rows::<Four>().map_err(err)? {
             let (hour, a, d, f, x) = row.map_err(err)?;
-            let stats = Stats { accepted: n(a), delivered: n(d), deferred: n(f), failed: n(x) };
-            out.push(HourStats { hour, stats });
+            let stats = hours.entry(hour).or_default();
+            for (kind, v) in
+                [Kind::Accepted, Kind::Delivered, Kind::Deferred, Kind::Failed].into_iter().zip([a, d, f, x])
+            {
+                stats.add(kind, n(v));
+            }
         }
-        Ok(out)
+        let result = rows(&self.feedback.select_counts).await?;
+        for row in result.rows::<Four>().map_err(err)? {
+            let (hour, b, t, c, x) = row.map_err(err)?;
+            let stats = hours.entry(hour).or_default();
+            for (kind, v) in
+                [Kind::Bounced, Kind::SoftBounced, Kind::Complained, Kind::Suppressed].into_iter().zip([b, t, c, x])
+            {
+                stats.add(kind, n(v));
+            }
+        }
+        let result = rows(&self.engagement.select_counts).await?;
+        type Five = (i64, Option<Count>, Option<Count>, Option<Count>, Option<Count>, Option<Count>);
+        for row in result.rows::<Five>().map_err(err)? {
+            let (hour, o, uo, c, uc, u) = row.map_err(err)?;
+            let stats = hours.entry(hour).or_default();
+            for (counter, v) in Counter::ALL.into_iter().zip([o, uo, c, uc, u]) {
+                stats.add_named(counter.as_str(), n(v));
+            }
+        }
+        Ok(hours.into_iter().map(|(hour, stats)| HourStats { hour, stats }).collect())
     }
 
     async fn messages_to(
@@ -272,6 +390,47 @@ impl ProjectionStore for CqlStore {
             out.extend(v?);
         }
         Ok(out)
+    }
+
+    async fn apply_engagement(&self, batch: &[EngagementRow]) -> Result<(), StoreError> {
+        // Rows of one message in order (their firsts depend on each other); messages at once.
+        let mut by_message: std::collections::HashMap<(&str, &str), Vec<&EngagementRow>> = Default::default();
+        let mut seen = std::collections::HashSet::new();
+        for row in batch.iter().filter(|r| seen.insert((&r.account, &r.message_id, &r.event_id))) {
+            by_message.entry((row.account.0.as_str(), row.message_id.0.as_str())).or_default().push(row);
+        }
+        let work = by_message.into_values().map(|rows| async move {
+            for row in rows {
+                self.apply_row(row).await?;
+            }
+            Ok::<(), StoreError>(())
+        });
+        for result in futures::future::join_all(work).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn links(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<LinkStats>, StoreError> {
+        let mut rows = Vec::new();
+        let (lo, hi) = (from.hour_bucket(), to.millis());
+        let mut day = lo.div_euclid(DAY) * DAY;
+        while day < hi {
+            let result = self
+                .session
+                .execute_unpaged(&self.engagement.select_links, (account.0.as_str(), day, lo, hi))
+                .await
+                .map_err(err)?
+                .into_rows_result()
+                .map_err(err)?;
+            for row in result.rows::<(String, Option<Count>, Option<Count>)>().map_err(err)? {
+                let (url, c, u) = row.map_err(err)?;
+                let n = |c: Option<Count>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+                rows.push((url, n(c), n(u)));
+            }
+            day += DAY;
+        }
+        Ok(super::top_links(rows))
     }
 
     async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {

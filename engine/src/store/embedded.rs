@@ -2,7 +2,8 @@
 //! skipped in the same transaction that would have counted it.
 
 use super::{
-    Claim, DomainState, HourStats, IdempotencyRecord, Kind, MessageView, Projected, ProjectionStore, Stats, StoreError,
+    Claim, DomainState, EngagementRow, Firsts, HourStats, IdempotencyRecord, Kind, LinkStats, MessageView, Projected,
+    ProjectionStore, Stats, StoreError,
 };
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod accounts;
+mod feedback;
 
 /// (account, message id, seq) → JSON of [`Projected`].
 const EVENTS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("message_events");
@@ -26,6 +28,12 @@ const IDEMPOTENCY_EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefiniti
 const RECIPIENTS: TableDefinition<(&str, &str, i64, &str), ()> = TableDefinition::new("messages_by_recipient");
 /// Expired keys removed per claim (bounded work; claims outpace expiries).
 const PURGE_PER_CLAIM: usize = 16;
+/// (account, message id, event id) → JSON of [`EngagementRow`].
+const ENGAGEMENT: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("engagement_events");
+/// (account, message id, what) → (): the "first of" markers of unique counts.
+const FIRSTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("engagement_firsts");
+/// (account, hour start in ms, url) → (clicks, unique clicks).
+const LINKS: TableDefinition<(&str, i64, &str), (u64, u64)> = TableDefinition::new("link_counts");
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Embedded(e.to_string())
@@ -37,16 +45,27 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(err)?;
+        Self::open_with_cache(path, 64 << 20)
+    }
+
+    /// Opens with redb's page cache limited to `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(EVENTS).map_err(err)?;
         txn.open_table(COUNTS).map_err(err)?;
         txn.open_table(DOMAINS).map_err(err)?;
+        feedback::create_tables(&txn)?;
         txn.open_table(IDEMPOTENCY).map_err(err)?;
         txn.open_table(IDEMPOTENCY_EXPIRY).map_err(err)?;
         txn.open_table(RECIPIENTS).map_err(err)?;
         accounts::create_tables(&txn)?;
+        txn.open_table(ENGAGEMENT).map_err(err)?;
+        txn.open_table(FIRSTS).map_err(err)?;
+        txn.open_table(LINKS).map_err(err)?;
         txn.commit().map_err(err)?;
+        // A file just created is only durable once its directory is.
+        crate::log::embedded::sync_dir(path).map_err(err)?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
 
@@ -140,6 +159,9 @@ impl ProjectionStore for EmbeddedStore {
                         let rkey = (p.account.0.as_str(), r.as_str(), p.at.millis(), p.message_id.0.as_str());
                         recipients.insert(rkey, ()).map_err(err)?;
                     }
+                    if !p.kind.counted() {
+                        continue;
+                    }
                     let ckey = (p.account.0.as_str(), p.at.hour_bucket(), p.kind.as_str());
                     let n = counts.get(ckey).map_err(err)?.map(|v| v.value()).unwrap_or(0);
                     counts.insert(ckey, n + 1).map_err(err)?;
@@ -163,7 +185,17 @@ impl ProjectionStore for EmbeddedStore {
                 let (_, v) = entry.map_err(err)?;
                 out.push(serde_json::from_slice::<Projected>(v.value()).map_err(err)?);
             }
-            Ok(super::view(out))
+            let table = read.open_table(ENGAGEMENT).map_err(err)?;
+            let mut engagement = Vec::new();
+            for entry in table.range((account.as_str(), id.as_str(), "")..).map_err(err)? {
+                let (k, v) = entry.map_err(err)?;
+                let (a, m, _) = k.value();
+                if a != account || m != id {
+                    break;
+                }
+                engagement.push(serde_json::from_slice::<EngagementRow>(v.value()).map_err(err)?);
+            }
+            Ok(super::view(out, engagement))
         })
         .await
     }
@@ -178,9 +210,7 @@ impl ProjectionStore for EmbeddedStore {
             let hi = (account.as_str(), to.millis(), "");
             for entry in counts.range(lo..hi).map_err(err)? {
                 let (k, v) = entry.map_err(err)?;
-                if let Some(kind) = Kind::parse(k.value().2) {
-                    stats.add(kind, v.value());
-                }
+                stats.add_named(k.value().2, v.value());
             }
             Ok(stats)
         })
@@ -197,14 +227,54 @@ impl ProjectionStore for EmbeddedStore {
             let hi = (account.as_str(), to.millis(), "");
             for entry in counts.range(lo..hi).map_err(err)? {
                 let (k, v) = entry.map_err(err)?;
-                let (_, hour, kind) = k.value();
-                let Some(kind) = Kind::parse(kind) else { continue };
+                let (_, hour, name) = k.value();
                 if out.last().is_none_or(|h| h.hour != hour) {
                     out.push(HourStats { hour, stats: Stats::default() });
                 }
-                out.last_mut().expect("pushed").stats.add(kind, v.value());
+                out.last_mut().expect("pushed").stats.add_named(name, v.value());
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn apply_engagement(&self, batch: &[EngagementRow]) -> Result<(), StoreError> {
+        let batch = batch.to_vec();
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(err)?;
+            txn.set_durability(Durability::Immediate).map_err(err)?;
+            {
+                let mut events = txn.open_table(ENGAGEMENT).map_err(err)?;
+                let mut firsts = txn.open_table(FIRSTS).map_err(err)?;
+                let mut counts = txn.open_table(COUNTS).map_err(err)?;
+                let mut links = txn.open_table(LINKS).map_err(err)?;
+                for row in &batch {
+                    let (account, id) = (row.account.0.as_str(), row.message_id.0.as_str());
+                    let key = (account, id, row.event_id.as_str());
+                    if events.get(key).map_err(err)?.is_some() {
+                        continue;
+                    }
+                    events.insert(key, serde_json::to_vec(row).map_err(err)?.as_slice()).map_err(err)?;
+                    let mut claim = |what: Option<String>| -> Result<bool, StoreError> {
+                        let Some(what) = what else { return Ok(false) };
+                        Ok(firsts.insert((account, id, what.as_str()), ()).map_err(err)?.is_none())
+                    };
+                    let (message, url) = row.first_keys();
+                    let first = Firsts { message: claim(message)?, url: claim(url)? };
+                    let hour = row.at.hour_bucket();
+                    for counter in row.counters(first) {
+                        let ckey = (account, hour, counter.as_str());
+                        let n = counts.get(ckey).map_err(err)?.map(|v| v.value()).unwrap_or(0);
+                        counts.insert(ckey, n + 1).map_err(err)?;
+                    }
+                    if let (super::EngagementKind::Clicked, Some(url)) = (row.kind, &row.url) {
+                        let lkey = (account, hour, url.as_str());
+                        let (c, u) = links.get(lkey).map_err(err)?.map(|v| v.value()).unwrap_or((0, 0));
+                        links.insert(lkey, (c + 1, u + first.url as u64)).map_err(err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(err)
         })
         .await
     }
@@ -239,6 +309,25 @@ impl ProjectionStore for EmbeddedStore {
             }
         }
         Ok(out)
+    }
+
+    async fn links(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<LinkStats>, StoreError> {
+        let account = account.0.clone();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(err)?;
+            let table = read.open_table(LINKS).map_err(err)?;
+            let mut rows = Vec::new();
+            for entry in table
+                .range((account.as_str(), from.hour_bucket(), "")..(account.as_str(), to.millis(), ""))
+                .map_err(err)?
+            {
+                let (k, v) = entry.map_err(err)?;
+                let (clicks, unique) = v.value();
+                rows.push((k.value().2.to_owned(), clicks, unique));
+            }
+            Ok(super::top_links(rows))
+        })
+        .await
     }
 
     async fn domain(&self, domain: &str) -> Result<Option<DomainState>, StoreError> {

@@ -56,9 +56,9 @@ pub async fn show(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Res
         }
         Err(KeyRefused::Unknown) => {
             // The operator check yields `operator_key`; else `unauthorized`.
-            return Err(super::authenticate(&state, &headers, herald_engine::accounts::Scope::Read).err().unwrap_or_else(
-                || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"),
-            ));
+            return Err(super::authenticate(&state, &headers, herald_engine::accounts::Scope::Read)
+                .err()
+                .unwrap_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key")));
         }
     };
     let a = snapshot

@@ -188,7 +188,9 @@ pub async fn add_user(
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "hashing the password failed"))?
+                .ok_or_else(|| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "hashing the password failed")
+                })?
         }
         (None, Some(h)) => h,
         _ => return Err(invalid("give `password` or `password_hash`, one of them")),

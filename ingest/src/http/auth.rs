@@ -26,13 +26,18 @@ impl Operators {
                 .split_once('=')
                 .ok_or_else(|| "admin.operator_keys: each entry is `NAME=KEY` or `NAME=sha256:HEX`".to_owned())?;
             let name = name.trim();
-            if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            if name.is_empty()
+                || name.len() > 64
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             {
-                return Err(format!("admin.operator_keys: the name `{name:.64}` must be 1-64 letters, digits, `.`, `_` or `-`"));
+                return Err(format!(
+                    "admin.operator_keys: the name `{name:.64}` must be 1-64 letters, digits, `.`, `_` or `-`"
+                ));
             }
             let digest = match key.strip_prefix("sha256:") {
-                Some(hex) => from_hex(hex)
-                    .ok_or_else(|| format!("admin.operator_keys: {name}: sha256: needs 64 hex digits"))?,
+                Some(hex) => {
+                    from_hex(hex).ok_or_else(|| format!("admin.operator_keys: {name}: sha256: needs 64 hex digits"))?
+                }
                 None if key.len() < 16 => {
                     return Err(format!("admin.operator_keys: {name}: a key must be at least 16 characters"))
                 }
@@ -145,7 +150,8 @@ mod tests {
 
     #[test]
     fn operator_keys_parse_and_check() {
-        let hashed = format!("bob=sha256:{}", herald_engine::accounts::state::hex(&keys::digest("bob-secret-key-0001")));
+        let hashed =
+            format!("bob=sha256:{}", herald_engine::accounts::state::hex(&keys::digest("bob-secret-key-0001")));
         let ops = Operators::parse(&["alice=alice-secret-key-01".into(), hashed]).unwrap();
         assert_eq!(ops.check("alice-secret-key-01"), Some("alice"));
         assert_eq!(ops.check("bob-secret-key-0001"), Some("bob"));

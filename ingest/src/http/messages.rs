@@ -85,18 +85,19 @@ pub async fn search(
     let Query(q) = query.map_err(super::query_rejection)?;
     let recipient = q.recipient.trim();
     if recipient.is_empty() || recipient.len() > 254 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", "`recipient` must be 1-254 characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "`recipient` must be 1-254 characters",
+        ));
     }
     let before = q.before.as_deref().map(|b| super::stats::parse_time("before", b)).transpose()?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", "`limit` must be 1 to 100"));
     }
-    let messages = state
-        .store
-        .messages_to(&account, recipient, before, limit as usize)
-        .await
-        .map_err(super::store_unavailable)?;
+    let messages =
+        state.store.messages_to(&account, recipient, before, limit as usize).await.map_err(super::store_unavailable)?;
     let next = (messages.len() == limit as usize)
         .then(|| messages.last().and_then(accepted_at))
         .flatten()

@@ -7,17 +7,21 @@ mod admin;
 mod admin_credentials;
 mod admin_log;
 pub mod auth;
+mod bounces;
 mod domains;
 pub mod idempotency;
 mod messages;
 pub mod openapi;
+mod providers;
 mod send;
 mod stats;
+mod suppressions;
 
 pub use auth::{authenticate, Operators};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Json;
 use herald_engine::accounts::{AccountCache, Accounts};
 use herald_engine::domains::Domains;
@@ -58,10 +62,25 @@ pub struct ApiState {
     pub metrics: Option<MetricsRender>,
     /// Sender domains (`/v1/domains`); `None` answers 404 `not_enabled`.
     pub domains: Option<Arc<Domains>>,
+    /// Suppression and bounce lists (`/v1/suppressions`, `/v1/bounces`); `None` answers
+    /// 404 `not_enabled`.
+    pub feedback: Option<Arc<herald_engine::feedback::service::FeedbackService>>,
     /// Right-hand side of the `Message-ID:` given to messages that have none.
     pub hostname: String,
     /// Which From domains each account may send from.
     pub sender: Arc<crate::sender::SenderPolicy>,
+    /// Traffic shaping (`/v1/admin/providers`, `/v1/admin/pools`); `None` on a node that
+    /// does not deliver (404 `not_enabled`).
+    pub shaping: Option<Arc<herald_engine::shaping::Shaper>>,
+}
+
+/// `200 ok` while the log takes appends; `503` with the reason while it cannot (the
+/// embedded log recovering from a failed write).
+async fn healthz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+    match state.submitter.log_failure() {
+        None => "ok\n".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unavailable: {why}\n")).into_response(),
+    }
 }
 
 /// Every API route with its OpenAPI description (`/ui` is added by the binary).
@@ -73,6 +92,7 @@ pub fn api(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(messages::handle))
         .routes(routes!(stats::handle))
         .routes(routes!(stats::series))
+        .routes(routes!(stats::links))
         .routes(routes!(account::show))
         .routes(routes!(domains::add, domains::list))
         .routes(routes!(domains::show, domains::update, domains::remove))
@@ -89,6 +109,18 @@ pub fn api(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(admin_credentials::add_user, admin_credentials::users))
         .routes(routes!(admin_credentials::remove_user))
         .routes(routes!(admin_log::lag))
+        .route("/v1/suppressions", get(suppressions::list))
+        .route("/v1/suppressions/import", post(suppressions::import))
+        .route("/v1/suppressions/export", get(suppressions::export))
+        .route(
+            "/v1/suppressions/{address}",
+            get(suppressions::show).put(suppressions::put).delete(suppressions::remove),
+        )
+        .route("/v1/bounces", get(bounces::list))
+        .route("/v1/admin/providers", get(providers::list))
+        .route("/v1/admin/providers/{name}/suspend", post(providers::suspend))
+        .route("/v1/admin/providers/{name}/resume", post(providers::resume))
+        .route("/v1/admin/pools", get(providers::pools))
         .routes(routes!(openapi::metrics))
         .routes(routes!(openapi::healthz))
         .with_state(state)

@@ -98,13 +98,17 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-/// Liveness: `ok` while the process serves HTTP.
+/// Health: `ok` while the log takes appends; 503 with the reason while it cannot (the
+/// embedded log recovering from a failed write).
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "operations",
-    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String))
+    responses(
+        (status = 200, description = "`ok`", content_type = "text/plain", body = String),
+        (status = 503, description = "`unavailable: <reason>`", content_type = "text/plain", body = String),
+    )
 )]
-pub async fn healthz() -> Response {
-    ([("content-type", "text/plain; charset=utf-8")], "ok\n").into_response()
+pub async fn healthz(state: State<Arc<ApiState>>) -> Response {
+    super::healthz(state).await
 }

@@ -2,7 +2,9 @@
 //!
 //! Accepts `application/json` or `application/x-www-form-urlencoded` with the fields
 //! `envelope`, `recipient` (one, a list, or a repeated form field), `body`, and the
-//! optional booleans `inlinizecss`, `clicktracking`, `bouncetracking`, `openstracking`.
+//! optional booleans `inlinizecss`, `clicktracking`, `bouncetracking`, `openstracking`,
+//! `listunsubscribe`. An option not given comes from the body's `X-Herald-Options` header
+//! (removed), else from the account's defaults ([`crate::options`]).
 //! The message goes through the checks SMTP uses too ([`crate::message`]: 422
 //! `invalid_mime`), its From domains must be the account's ([`crate::sender`]: 422
 //! `from_domain_not_verified`), and a recipient named twice is sent once. An
@@ -11,15 +13,17 @@
 
 use super::openapi::ErrorBody;
 use super::{authenticate, idempotency, ApiError, ApiState};
-use herald_engine::accounts::{state::Status, Scope};
 use crate::accept::{self, crlf};
 use crate::address::{parse_mailbox, Mailbox};
 use crate::message;
+use crate::options::{self, Overrides};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use herald_schemas::{SendOptions, Timestamp};
+use herald_engine::accounts::{state::Status, Scope};
+use herald_engine::submit::SubmitError;
+use herald_schemas::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -30,7 +34,7 @@ struct SendRequest {
     envelope: Option<String>,
     recipients: Vec<String>,
     body: Option<String>,
-    options: SendOptions,
+    options: Overrides,
 }
 
 /// The 202 reply: one id per recipient, in request order.
@@ -169,7 +173,8 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     let body = crlf(body.into_bytes());
     let fingerprint = idempotency_key.as_ref().map(|_| {
         let o = request.options;
-        let flags = [o.inline_css, o.click_tracking, o.bounce_tracking, o.opens_tracking].map(u8::from);
+        let flags = [o.inline_css, o.click_tracking, o.bounce_tracking, o.opens_tracking, o.list_unsubscribe]
+            .map(|f| f.map_or(2, u8::from));
         let parts = [envelope.as_bytes(), &body, &flags].into_iter();
         idempotency::fingerprint(parts.chain(request.recipients.iter().map(|r| r.as_bytes())))
     });
@@ -178,6 +183,9 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     }
     let sender = parse_mailbox(&envelope).map_err(|e| unprocessable("invalid_address", format!("envelope: {e}")))?;
     let recipients = recipients(&request.recipients)?;
+    let (body, from_header) = options::take_header(body).map_err(|e| unprocessable("invalid_options", e))?;
+    let defaults: herald_schemas::SendOptions = settings.defaults.into();
+    let send_options = request.options.over(from_header.over(defaults));
     let stamp = message::Stamp { hostname: &state.hostname, now: Timestamp::now() };
     let prepared = message::prepare(body, &stamp).map_err(|e| unprocessable("invalid_mime", e.to_string()))?;
     state
@@ -185,10 +193,20 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
         .check(&account, &prepared.from_domains)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "from_domain_not_verified", e.to_string()))?;
 
-    state.limits.rate(&account, &settings.limits, recipients.len()).map_err(limited)?;
-    state.limits.daily(&account, &settings.limits, recipients.len()).await.map_err(limited)?;
-
-    let (events, accepted) = accept::build_events(&account, &sender, recipients, request.options, prepared.message);
+    let count = recipients.len();
+    // The body travels inline, or is stored once for a fan-out (durable before the events).
+    let body = state.submitter.place_body(&account, prepared.message, recipients.len()).await.map_err(|e| match e {
+        e @ SubmitError::FanoutTooLarge { .. } => unprocessable("fanout_too_large", e.to_string()),
+        SubmitError::Log(e) => {
+            tracing::warn!(error = %e, "send: storing the body failed; request refused");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_unavailable",
+                "the message was not accepted because the event log is unavailable; try again",
+            )
+        }
+    })?;
+    let (events, accepted) = accept::build_events(&account, &sender, recipients, send_options, body);
     let probe = accepted[0].id.clone();
     let messages = accepted.into_iter().map(|a| AcceptedMessage { recipient: a.recipient, id: a.id.0 }).collect();
     let reply = serde_json::to_string(&Accepted { messages }).expect("a reply serializes");
@@ -201,6 +219,17 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
         }
         _ => None,
     };
+    // Limits last, after an idempotent replay (which sends nothing) was answered.
+    let within = match state.limits.rate(&account, &settings.limits, count) {
+        Ok(()) => state.limits.daily(&account, &settings.limits, count).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = within {
+        if let Some(held) = held {
+            held.finish(state.store.as_ref(), false).await;
+        }
+        return Err(limited(e));
+    }
     let appended = state.submitter.submit(events).await;
     if let Some(held) = held {
         held.finish(state.store.as_ref(), appended.is_ok()).await;
@@ -222,7 +251,13 @@ fn limited(e: crate::limits::Exceeded) -> ApiError {
     let code = match e {
         Exceeded::Rate { .. } | Exceeded::RateBurst { .. } => "rate_limited",
         Exceeded::Daily { .. } => "daily_limit_exceeded",
-        Exceeded::Unavailable => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable; try again shortly"),
+        Exceeded::Unavailable => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store is unavailable; try again shortly",
+            )
+        }
     };
     metrics::counter!("herald_ingest_limited_total", "limit" => code).increment(1);
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, e.to_string())
@@ -252,7 +287,8 @@ fn recipients(raw: &[String]) -> Result<Vec<Mailbox>, ApiError> {
 }
 
 /// The JSON fields of a request, for error messages.
-const FIELDS: &str = "envelope, recipient, body, inlinizecss, clicktracking, bouncetracking, openstracking";
+const FIELDS: &str =
+    "envelope, recipient, body, inlinizecss, clicktracking, bouncetracking, openstracking, listunsubscribe";
 
 fn kind(v: &Value) -> &'static str {
     match v {
@@ -314,6 +350,7 @@ fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
             "clicktracking" => r.options.click_tracking = json_flag(&name, v)?,
             "bouncetracking" => r.options.bounce_tracking = json_flag(&name, v)?,
             "openstracking" => r.options.opens_tracking = json_flag(&name, v)?,
+            "listunsubscribe" => r.options.list_unsubscribe = json_flag(&name, v)?,
             other => {
                 return Err(bad("malformed_request", format!("unknown field `{other:.60}`; the fields are {FIELDS}")))
             }
@@ -322,11 +359,11 @@ fn from_json(raw: &[u8]) -> Result<SendRequest, ApiError> {
     Ok(r)
 }
 
-fn json_flag(name: &str, v: Value) -> Result<bool, ApiError> {
+fn json_flag(name: &str, v: Value) -> Result<Option<bool>, ApiError> {
     match v {
-        Value::Bool(b) => Ok(b),
-        Value::Null => Ok(false),
-        Value::String(t) => parse_bool(name, &t),
+        Value::Bool(b) => Ok(Some(b)),
+        Value::Null => Ok(None),
+        Value::String(t) => parse_bool(name, &t).map(Some),
         other => Err(bad("malformed_request", format!("`{name}` must be a boolean, not {}", kind(&other)))),
     }
 }
@@ -339,10 +376,9 @@ fn from_form(raw: &[u8]) -> Result<SendRequest, ApiError> {
             "envelope" => r.envelope = Some(value),
             "recipient" | "recipient[]" => r.recipients.push(value),
             "body" => r.body = Some(value),
-            "inlinizecss" => r.options.inline_css = parse_bool("inlinizecss", &value)?,
-            "clicktracking" => r.options.click_tracking = parse_bool("clicktracking", &value)?,
-            "bouncetracking" => r.options.bounce_tracking = parse_bool("bouncetracking", &value)?,
-            "openstracking" => r.options.opens_tracking = parse_bool("openstracking", &value)?,
+            "inlinizecss" | "clicktracking" | "bouncetracking" | "openstracking" | "listunsubscribe" => {
+                r.options.set(&key, &value).map_err(|e| bad("malformed_request", e))?
+            }
             other => {
                 return Err(bad(
                     "malformed_request",
@@ -355,11 +391,8 @@ fn from_form(raw: &[u8]) -> Result<SendRequest, ApiError> {
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" | "" => Ok(false),
-        _ => Err(bad("malformed_request", format!("`{name}` must be a boolean (true or false), not `{v:.40}`"))),
-    }
+    options::parse_bool(v)
+        .ok_or_else(|| bad("malformed_request", format!("`{name}` must be a boolean (true or false), not `{v:.40}`")))
 }
 
 #[cfg(test)]
@@ -387,7 +420,7 @@ mod tests {
         assert_eq!(json_error("{x}"), "the request body is not valid JSON (line 1, column 2)");
         let r = from_json(br#"{"recipient":"a@b.test","clicktracking":"yes","openstracking":null}"#).unwrap();
         assert_eq!(r.recipients, vec!["a@b.test"]);
-        assert!(r.options.click_tracking && !r.options.opens_tracking);
+        assert_eq!((r.options.click_tracking, r.options.opens_tracking), (Some(true), None));
     }
 
     #[test]
@@ -405,7 +438,7 @@ mod tests {
         let r = from_form(b"envelope=a%40b.test&recipient=x%40y.test&recipient=z%40w.test&body=x&clicktracking=true")
             .unwrap();
         assert_eq!(r.recipients, vec!["x@y.test", "z@w.test"]);
-        assert!(r.options.click_tracking && !r.options.inline_css);
+        assert_eq!((r.options.click_tracking, r.options.inline_css), (Some(true), None));
         assert!(from_form(b"bogus=1").is_err());
     }
 }

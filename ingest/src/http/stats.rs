@@ -1,7 +1,8 @@
 //! `GET /v1/stats?from=RFC3339&to=RFC3339`: per-account counters over whole hours (`to`
 //! defaults to now and `from` to 24 hours before `to`), and `GET /v1/stats/series`: the
 //! same counters per hour or per day, every bucket of the range present (zeros included),
-//! for charts.
+//! for charts, and `GET /v1/stats/links?from&to`: clicks and unique clicks per URL (the
+//! 1,000 most clicked, over at most 93 days).
 
 use super::openapi::ErrorBody;
 use super::{authenticate, ApiError, ApiState};
@@ -11,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use herald_engine::accounts::Scope;
 use herald_engine::projector::rfc3339;
-use herald_engine::store::Stats;
+use herald_engine::store::{LinkStats, Stats};
 use herald_schemas::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -166,9 +167,8 @@ pub async fn series(
         ));
     }
     let hours = state.store.hourly(&account, Timestamp(start), to).await.map_err(super::store_unavailable)?;
-    let mut points: Vec<Point> = (0..buckets)
-        .map(|i| Point { at: rfc3339(Timestamp(start + i * step)), stats: Stats::default() })
-        .collect();
+    let mut points: Vec<Point> =
+        (0..buckets).map(|i| Point { at: rfc3339(Timestamp(start + i * step)), stats: Stats::default() }).collect();
     let mut total = Stats::default();
     for h in hours {
         let i = ((h.hour - start) / step) as usize;
@@ -178,4 +178,43 @@ pub async fn series(
         }
     }
     Ok(Json(Series { interval: name.into(), from: rfc3339(Timestamp(start)), to: rfc3339(to), points, total }))
+}
+
+/// Longest range of `GET /v1/stats/links`.
+const MAX_LINK_RANGE_MS: i64 = 93 * DAY;
+
+/// Clicks per URL.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Links {
+    links: Vec<LinkStats>,
+}
+
+/// Clicks and unique clicks per URL over a time range (the 1,000 most clicked).
+#[utoipa::path(
+    get,
+    path = "/v1/stats/links",
+    tag = "stats",
+    security(("api_key" = [])),
+    params(Range),
+    responses(
+        (status = 200, description = "The most clicked URLs of the hours that start in [floor_hour(from), to)", body = Links),
+        (status = 400, description = "`malformed_request`, `invalid_time`, `range_too_long` (over 93 days)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope` (needs `read`), `operator_key`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`", body = ErrorBody),
+    )
+)]
+pub async fn links(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<Range>, QueryRejection>,
+) -> Result<Json<Links>, ApiError> {
+    let account = authenticate(&state, &headers, Scope::Read)?.account;
+    let Query(r) = query.map_err(super::query_rejection)?;
+    let (from, to) = range(r.from.as_deref(), r.to.as_deref())?;
+    if to.millis() - from.millis() > MAX_LINK_RANGE_MS {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "range_too_long", "link statistics cover at most 93 days"));
+    }
+    let links = state.store.links(&account, from, to).await.map_err(super::store_unavailable)?;
+    Ok(Json(Links { links }))
 }

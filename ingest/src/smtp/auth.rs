@@ -3,11 +3,12 @@
 //! `auth_failure_delay`; a client IP with `max_auth_failures` failures within
 //! `auth_lockout` is disconnected with 421 and refused until the window passes.
 
+use super::limits::AuthFailures;
 use super::reply::{self, Reply};
 use super::session::{Line, Session, SessionError};
-use super::Server;
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
+use herald_engine::accounts::AccountCache;
 use herald_schemas::AccountId;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 
@@ -23,6 +24,13 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// The users AUTH checks (the node's account snapshot), and the failures counted per
+/// client IP (a server without them offers no AUTH).
+pub struct Credentials {
+    pub accounts: AccountCache,
+    pub failures: AuthFailures,
+}
+
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
@@ -35,11 +43,15 @@ impl Session {
         if self.authenticated.is_some() || self.tx.is_some() {
             return Ok(reply::bad_sequence("Already authenticated or in a mail transaction"));
         }
-        let s = &self.server.settings;
+        let server = self.server.clone();
+        let Some(creds) = server.policy.credentials() else {
+            return Ok(Reply::refuse(502, "not_implemented", "5.5.1 Command not implemented"));
+        };
+        let s = &server.settings;
         if !self.tls && !s.allow_plaintext_auth {
             return Ok(reply::encryption_required());
         }
-        if self.server.auth_failures.count(self.peer.ip(), s.auth_lockout) >= s.max_auth_failures {
+        if creds.failures.count(self.peer.ip(), s.auth_lockout) >= s.max_auth_failures {
             return Ok(Reply::refuse(421, "auth_locked_out", "4.7.0 Too many authentication failures, try later"));
         }
         let credentials = match mechanism {
@@ -51,20 +63,20 @@ impl Session {
             Ok(c) => c,
             Err(r) => return Ok(r),
         };
-        match check(&self.server, &user, &password).await {
+        match check(creds, &user, &password).await {
             Some(account) => {
                 tracing::debug!(peer = %self.peer, user = %user, "smtp auth ok");
                 self.authenticated = Some((account, user));
                 Ok(Reply::new(235, "2.7.0 Authentication successful"))
             }
-            None => Ok(self.failed().await),
+            None => Ok(self.failed(creds).await),
         }
     }
 
-    async fn failed(&mut self) -> Reply {
+    async fn failed(&mut self, credentials: &Credentials) -> Reply {
         let s = &self.server.settings;
         self.auth_failures += 1;
-        let failures = self.server.auth_failures.record(self.peer.ip(), s.auth_lockout);
+        let failures = credentials.failures.record(self.peer.ip(), s.auth_lockout);
         tokio::time::sleep(s.auth_failure_delay).await;
         if failures >= s.max_auth_failures || self.auth_failures >= s.max_auth_failures {
             return Reply::refuse(421, "auth_locked_out", "4.7.0 Too many authentication failures, closing connection");
@@ -128,8 +140,8 @@ static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// The account of `user` if `password` is right (argon2 on a blocking thread).
-async fn check(server: &Server, user: &str, password: &str) -> Option<AccountId> {
-    let found = server.accounts.current().smtp_user(user).map(|(a, h)| (a.clone(), h.to_owned()));
+async fn check(credentials: &Credentials, user: &str, password: &str) -> Option<AccountId> {
+    let found = credentials.accounts.current().smtp_user(user).map(|(a, h)| (a.clone(), h.to_owned()));
     let (account, hash) = match found {
         Some((account, hash)) => (Some(account), hash),
         None => (None, DECOY_HASH.clone()),

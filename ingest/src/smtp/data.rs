@@ -1,8 +1,7 @@
-//! DATA (dot-terminated) and BDAT (RFC 3030 chunks), then acceptance: the message checks
-//! shared with REST ([`crate::message`]: 550 5.6.x), the From domain policy
-//! ([`crate::sender`]: 550 5.7.1), the `Received:` trace field, one `MessageAccepted` per
-//! recipient, and the 250 only once `Submitter::submit` says every event is durable
-//! (451 4.3.0 otherwise, nothing accepted).
+//! DATA (dot-terminated) and BDAT (RFC 3030 chunks) and the size check every server
+//! makes, then the server's policy decides the final reply (submission:
+//! `super::submission`, with the message checks shared with REST; the bounce MX:
+//! `crate::inbound`).
 //!
 //! Line endings (RFC 5321 §2.3.8, §4.1.1.4): only `CRLF.CRLF` ends DATA, so a bare LF
 //! can never end a message (no SMTP smuggling). A bare LF is normalized to CRLF and a line
@@ -11,8 +10,7 @@
 
 use super::reply::{self, Reply};
 use super::session::{Session, SessionError};
-use crate::{accept, message};
-use herald_schemas::{SendOptions, Timestamp};
+use crate::accept;
 
 /// What to do with a BDAT chunk (RFC 3030).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,99 +202,19 @@ impl Session {
         Ok(self.accept(accept::crlf(body)).await)
     }
 
-    /// Ends the transaction with `body` (CRLF line endings): the final reply. The checks
-    /// are [`message::prepare`]'s, the same as `POST /v1/send`'s, then the From domain must
-    /// be the account's ([`crate::sender`]).
+    /// Ends the transaction with `body` (CRLF line endings): the final reply, from the
+    /// server's policy once the size check every server makes has passed.
     async fn accept(&mut self, body: Vec<u8>) -> Reply {
         let Some(tx) = self.tx.take() else {
             return reply::bad_sequence("No transaction");
-        };
-        let (Some(account), sender) = (tx.account, tx.sender) else {
-            return reply::auth_required();
         };
         let limit = self.server.settings.max_message_bytes;
         if body.len() > limit {
             return reply::too_large(limit);
         }
-        let stamp = message::Stamp { hostname: &self.server.settings.hostname, now: Timestamp::now() };
-        let prepared = match message::prepare(body, &stamp) {
-            Ok(p) => p,
-            Err(e) => return Reply::refuse(550, e.reason(), format!("{} {}", e.enhanced(), sentence(&e.to_string()))),
-        };
-        if let Err(e) = self.server.sender.check(&account, &prepared.from_domains) {
-            return Reply::refuse(550, "from_domain_not_verified", format!("5.7.1 {}", sentence(&e.to_string())));
-        }
         let server = self.server.clone();
-        if let Some(r) = account_limits(&server, &account, tx.recipients.len()).await {
-            return r;
-        }
-        let body = self.received(prepared.message, stamp.now);
-        let sender = sender.unwrap_or(crate::address::Mailbox { address: String::new(), domain: String::new() });
-        let (events, accepted) = accept::build_events(&account, &sender, tx.recipients, SendOptions::default(), body);
-        match self.server.submitter.submit(events).await {
-            Ok(()) => {
-                metrics::counter!("herald_smtp_ingest_messages_total").increment(1);
-                let ids: Vec<&str> = accepted.iter().map(|a| a.id.0.as_str()).collect();
-                Reply::new(250, format!("2.0.0 Ok: queued as {}", ids.join(" ")))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "smtp: append failed; message refused");
-                Reply::refuse(451, "log_unavailable", "4.3.0 Temporary failure storing the message, try again")
-            }
-        }
+        server.policy.data(&self.peer(), tx, body).await
     }
-
-    /// Prepends the `Received:` trace field (RFC 5321 section 4.4).
-    fn received(&self, body: Vec<u8>, now: Timestamp) -> Vec<u8> {
-        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
-        let proto = match (esmtp, self.tls, self.authenticated.is_some()) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, true, false) => "ESMTPS",
-            (true, false, true) => "ESMTPA",
-            (true, true, true) => "ESMTPSA",
-        };
-        let helo: String = helo.chars().filter(|c| !c.is_control()).collect();
-        let head = format!(
-            "Received: from {helo} ([{}])\r\n\tby {} (Herald) with {proto};\r\n\t{}\r\n",
-            self.peer.ip(),
-            self.server.settings.hostname,
-            message::rfc5322_date(now)
-        );
-        let mut out = head.into_bytes();
-        out.extend_from_slice(&body);
-        out
-    }
-}
-
-/// An error sentence as SMTP reply text: first letter capitalized, ASCII only, one line.
-/// The account's status and limits once the recipients are known: 550 5.7.1 for a
-/// suspended account (suspended during the transaction), 451 4.7.1 over a limit.
-async fn account_limits(server: &super::Server, account: &herald_schemas::AccountId, recipients: usize) -> Option<Reply> {
-    let a = server.accounts.current().account(account).cloned()?;
-    if a.status == herald_engine::accounts::state::Status::Suspended {
-        return Some(Reply::refuse(550, "account_suspended", "5.7.1 This account is suspended and may not send"));
-    }
-    let limits = &a.settings.limits;
-    let exceeded = match server.limits.rate(account, limits, recipients) {
-        Err(e) => Some(e),
-        Ok(()) => server.limits.daily(account, limits, recipients).await.err(),
-    };
-    exceeded.map(|e| match e {
-        crate::limits::Exceeded::Unavailable => {
-            Reply::refuse(451, "store_unavailable", "4.3.0 Temporary failure checking the account's limits, try again")
-        }
-        e => Reply::refuse(451, "rate_limited", format!("4.7.1 {}", sentence(&e.to_string()))),
-    })
-}
-
-fn sentence(text: &str) -> String {
-    let mut out: String =
-        text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).take(400).collect();
-    if let Some(first) = out.get(..1) {
-        out.replace_range(..1, &first.to_ascii_uppercase());
-    }
-    out
 }
 
 #[cfg(test)]

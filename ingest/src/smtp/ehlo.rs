@@ -21,7 +21,7 @@ impl Session {
         if !self.tls && self.server.tls.is_some() {
             r.lines.push("STARTTLS".into());
         }
-        if self.tls || s.allow_plaintext_auth {
+        if self.server.policy.credentials().is_some() && (self.tls || s.allow_plaintext_auth) {
             r.lines.push("AUTH PLAIN LOGIN".into());
         }
         r

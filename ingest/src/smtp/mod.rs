@@ -1,24 +1,27 @@
-//! SMTP ingestion: a submission server and smart host (RFC 5321, ESMTP extensions, STARTTLS,
-//! AUTH). A file per stage or verb: [`session`] runs the state machine over any byte
-//! stream; [`ehlo`], [`starttls`], [`auth`], [`mail`], [`rcpt`] and [`data`] handle their
-//! commands; [`limits`] holds the shared limits; [`reply`] the replies. Accepted messages are
-//! appended through the same [`crate::accept`] helpers and `Submitter` as `POST /v1/send`,
-//! and the final 250 is sent only once every recipient's event is durable.
+//! Herald's SMTP servers: the submission server and smart host (RFC 5321, ESMTP
+//! extensions, STARTTLS, AUTH), and the session machinery the bounce MX
+//! (`crate::inbound`) shares. A file per stage or verb: [`session`] runs the state machine
+//! over any byte stream; [`ehlo`], [`starttls`], [`auth`], [`mail`], [`rcpt`] and [`data`]
+//! handle their commands; [`limits`] holds the shared limits; [`reply`] the replies. What
+//! differs between servers is a [`policy::Policy`]; [`submission`] is ingestion's: accepted
+//! messages are appended through the same [`crate::accept`] helpers and `Submitter` as
+//! `POST /v1/send`, and the final 250 is sent only once every recipient's event is durable.
 
 pub mod auth;
 pub mod data;
 pub mod ehlo;
 pub mod limits;
 pub mod mail;
+pub mod policy;
 pub mod rcpt;
 pub mod reply;
 pub mod session;
 pub mod starttls;
+pub mod submission;
 
 use herald_engine::accounts::AccountCache;
 use herald_engine::submit::Submitter;
-use herald_schemas::AccountId;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -71,23 +74,17 @@ impl Default for Settings {
     }
 }
 
-/// Everything a session needs; shared by all connections.
+/// Everything a session needs; shared by all connections of one server.
 pub struct Server {
     pub settings: Settings,
-    pub submitter: Submitter,
-    /// The accounts as this node sees them: SMTP users, relay networks, status, limits.
-    pub accounts: AccountCache,
-    /// Per-second and per-day limits of accounts (shared with REST).
-    pub limits: Arc<crate::limits::Limits>,
-    /// Which From domains each account may send from.
-    pub sender: Arc<crate::sender::SenderPolicy>,
     pub tls: Option<TlsAcceptor>,
     pub connections: Arc<limits::Connections>,
-    pub rate: limits::AccountRate,
-    pub auth_failures: limits::AuthFailures,
+    /// What this server accepts and does with it.
+    pub policy: Arc<dyn policy::Policy>,
 }
 
 impl Server {
+    /// The submission server and smart host.
     pub fn new(
         settings: Settings,
         submitter: Submitter,
@@ -96,23 +93,13 @@ impl Server {
         sender: Arc<crate::sender::SenderPolicy>,
         tls: Option<TlsAcceptor>,
     ) -> Self {
-        let rate = limits::AccountRate::new(settings.account_rate, settings.account_burst);
-        Server {
-            settings,
-            submitter,
-            accounts,
-            limits: account_limits,
-            sender,
-            tls,
-            connections: Arc::default(),
-            rate,
-            auth_failures: Default::default(),
-        }
+        let policy = submission::Submission::new(&settings, submitter, accounts, account_limits, sender);
+        Server::with_policy(settings, tls, Arc::new(policy))
     }
 
-    /// The account whose `relay_networks` contain `ip`, if any (smart-host mode).
-    pub fn relay_account(&self, ip: IpAddr) -> Option<AccountId> {
-        self.accounts.current().relay_account(ip).cloned()
+    /// A server with another policy (the bounce MX).
+    pub fn with_policy(settings: Settings, tls: Option<TlsAcceptor>, policy: Arc<dyn policy::Policy>) -> Self {
+        Server { settings, tls, connections: Arc::default(), policy }
     }
 }
 

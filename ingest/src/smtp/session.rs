@@ -42,7 +42,7 @@ pub(super) enum Line {
 }
 
 /// A mail transaction in progress (after MAIL).
-pub(super) struct Transaction {
+pub struct Transaction {
     /// `None`: the null reverse-path `<>`.
     pub sender: Option<Mailbox>,
     pub account: Option<AccountId>,
@@ -149,6 +149,16 @@ impl Session {
             Request::Help { .. } => Reply::new(214, "2.0.0 See RFC 5321"),
             _ => Reply::refuse(502, "not_implemented", "5.5.1 Command not implemented"),
         })
+    }
+
+    /// What the policy may know about this session.
+    pub(super) fn peer(&self) -> super::policy::Peer<'_> {
+        super::policy::Peer {
+            addr: self.peer,
+            tls: self.tls,
+            helo: self.helo.as_ref(),
+            authenticated: self.authenticated.as_ref().map(|(a, _)| a),
+        }
     }
 
     /// After a closing reply: half-closes, then reads and drops what the client still

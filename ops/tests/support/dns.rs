@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub struct Knot {
+    pub ip: String,
     pub port: u16,
     child: Child,
     _dir: tempfile::TempDir,
@@ -29,10 +30,15 @@ pub fn txt(value: &str) -> String {
 
 impl Knot {
     pub fn start(zones: &[Zone]) -> Knot {
+        Knot::start_on("127.0.0.1", super::free_port(), zones)
+    }
+
+    /// Listens on `ip@port` (a loopback address of the test's own, port 53, lets a libc
+    /// stub resolver in a private mount namespace use it).
+    pub fn start_on(ip: &str, port: u16, zones: &[Zone]) -> Knot {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
         let mut conf = format!(
-            "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\ndatabase:\n  storage: \"{d}\"\nzone:\n",
+            "server:\n  rundir: \"{d}\"\n  listen: {ip}@{port}\ndatabase:\n  storage: \"{d}\"\nzone:\n",
             d = dir.path().display()
         );
         for z in zones {
@@ -53,10 +59,10 @@ impl Knot {
         let first = format!("{}.", zones[0].origin);
         for _ in 0..100 {
             let out = Command::new("kdig")
-                .args(["@127.0.0.1", "-p", &port.to_string(), "+tcp", "+short", &first, "SOA"])
+                .args([&format!("@{ip}"), "-p", &port.to_string(), "+tcp", "+short", &first, "SOA"])
                 .output();
             if out.is_ok_and(|o| !o.stdout.is_empty()) {
-                return Knot { port, child, _dir: dir, conf: conf_path, serial: 1.into() };
+                return Knot { ip: ip.to_owned(), port, child, _dir: dir, conf: conf_path, serial: 1.into() };
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -95,7 +101,7 @@ impl Knot {
         let origin = format!("{}.", zone.origin);
         for _ in 0..100 {
             let out = Command::new("kdig")
-                .args(["@127.0.0.1", "-p", &self.port.to_string(), "+tcp", "+short", &origin, "SOA"])
+                .args([&format!("@{}", self.ip), "-p", &self.port.to_string(), "+tcp", "+short", &origin, "SOA"])
                 .output();
             if out.is_ok_and(|o| {
                 String::from_utf8_lossy(&o.stdout).split_whitespace().nth(2) == Some(&serial.to_string())

@@ -28,6 +28,11 @@ pub fn config(
     c.storage.data_dir = data_dir.to_owned();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.smtp.listen = "127.0.0.1:0".parse().unwrap();
+    c.bounces.listen = "127.0.0.1:0".parse().unwrap();
+    let tracking_port = super::free_port();
+    c.tracking.listen = format!("127.0.0.1:{tracking_port}").parse().unwrap();
+    c.tracking.default_host = format!("127.0.0.1:{tracking_port}");
+    c.tracking.scheme = "http".into();
     c.delivery.dns_servers = vec![format!("127.0.0.1:{dns_port}")];
     c.delivery.mx_port = mx_port;
     c.delivery.helo_name = "mta.herald.test".into();
@@ -42,6 +47,10 @@ pub fn config(
     if let Backends::KafkaCql = backends {
         let unique = herald_schemas::MessageId::generate().0;
         c.backend.log = LogBackend::Kafka;
+        c.tracking.keys = vec![herald::config::TrackingKey {
+            id: "t1".into(),
+            secret: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into(),
+        }];
         c.backend.store = StoreBackend::Cql;
         c.backend.kafka_brokers = std::env::var("HERALD_TEST_KAFKA")
             .expect("HERALD_TEST_KAFKA must name a real Kafka broker (ops/scripts/test.sh)");
@@ -49,6 +58,11 @@ pub fn config(
             .expect("HERALD_TEST_CQL must name a real CQL server (ops/scripts/test.sh)")];
         c.backend.topic_prefix = format!("e2e-{unique}");
         c.backend.cql_keyspace = format!("e2e_{}", &unique[16..]);
+        // One test broker.
+        c.backend.kafka_replication = 1;
+        c.backend.kafka_min_insync_replicas = 1;
+        c.backend.kafka_allow_weak_durability = true;
+        c.backend.kafka_session_timeout_ms = 6000;
     }
     c
 }
@@ -62,17 +76,21 @@ pub fn account(id: &str, key: &str) -> Account {
         smtp_users: vec![],
         relay_networks: vec![],
         from_domains: Some(FromDomains::Any),
+        ..Default::default()
     }
 }
 
 pub struct Running {
     pub base: String,
+    /// `host:port` of the tracking server (`[tracking] listen`, also its default host).
+    pub tracking_host: String,
     pub shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub http: reqwest::Client,
 }
 
 pub async fn start(config: Config) -> Running {
+    let tracking_host = config.tracking.listen.to_string();
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let mut task = tokio::spawn(herald::serve::run(config, None, shutdown.clone(), Some(tx)));
@@ -83,7 +101,7 @@ pub async fn start(config: Config) -> Running {
             other => panic!("herald failed to start: {other:?}"),
         },
     };
-    Running { base: format!("http://{addr}"), shutdown, task, http: reqwest::Client::new() }
+    Running { base: format!("http://{addr}"), tracking_host, shutdown, task, http: reqwest::Client::new() }
 }
 
 impl Running {

@@ -5,6 +5,8 @@
 
 pub mod dns;
 pub mod herald;
+pub mod node;
+pub mod postfix;
 pub mod sink;
 
 use std::net::TcpListener;

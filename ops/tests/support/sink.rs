@@ -1,7 +1,13 @@
 //! A scripted SMTP sink on loopback: accepts everything unless told otherwise, records
-//! what arrived. `script` holds replies for the next RCPT commands, in order; recipients
-//! whose local part starts with `always451` are always deferred. With TLS, it offers
-//! STARTTLS (self-signed certificate) and records whether each message came over TLS.
+//! what arrived (and every RCPT it was asked, accepted or not). `script` holds replies for
+//! the next RCPT commands, in order; recipients whose local part starts with `always451`
+//! are always deferred, `always550` always refused as unknown users, `always552` always
+//! refused as over quota. With TLS, it offers STARTTLS (self-signed certificate) and
+//! records whether each message came over TLS. `defer_all` defers every recipient while
+//! on; a message to a recipient whose local part starts with `hold` gets its final reply
+//! only after `hold` (the first time only).
+//! It records when each message and each RCPT arrived, from which client address, under
+//! which EHLO name and on which connection, and the most sessions open at once.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,6 +23,29 @@ pub struct Received {
     pub to: Vec<String>,
     pub data: Vec<u8>,
     pub tls: bool,
+    /// When the message's data ended.
+    pub at: std::time::Instant,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The name the client announced in EHLO/HELO.
+    pub ehlo: String,
+    /// The connection (numbered from 1 in the order they were accepted).
+    pub connection: usize,
+}
+
+/// One RCPT command and the reply it got.
+#[derive(Debug, Clone)]
+pub struct Rcpt {
+    pub at: std::time::Instant,
+    pub to: String,
+    pub reply: String,
+}
+
+/// Replies `reply` to every `every`-th RCPT (counted over the sink's life).
+#[derive(Debug, Clone)]
+struct Every {
+    every: usize,
+    reply: String,
 }
 
 #[derive(Clone, Default)]
@@ -28,6 +57,19 @@ pub struct Sink {
     pub connections: Arc<AtomicUsize>,
     /// Close each connection after its message (as a server with a per-connection limit).
     close_after_message: Arc<AtomicBool>,
+    /// Defer every recipient (451) while set.
+    defer_all: Arc<AtomicBool>,
+    /// How long the final reply to a `hold…` recipient's first message waits.
+    hold: Arc<Mutex<Option<std::time::Duration>>>,
+    held: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Every RCPT with its reply.
+    pub rcpts: Arc<Mutex<Vec<Rcpt>>>,
+    /// When each connection was accepted.
+    pub opened: Arc<Mutex<Vec<std::time::Instant>>>,
+    /// Sessions open now, and the most at once.
+    sessions: Arc<AtomicUsize>,
+    max_sessions: Arc<AtomicUsize>,
+    every: Arc<Mutex<Option<Every>>>,
 }
 
 fn acceptor() -> TlsAcceptor {
@@ -53,7 +95,16 @@ impl Sink {
     }
 
     async fn launch(port: u16, tls: Option<TlsAcceptor>) -> (Sink, SocketAddr) {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Self::launch_on("127.0.0.1", port, tls).await
+    }
+
+    /// Starts on `ip:0`, without TLS.
+    pub async fn start_on(ip: &str) -> (Sink, SocketAddr) {
+        Self::launch_on(ip, 0, None).await
+    }
+
+    async fn launch_on(ip: &str, port: u16, tls: Option<TlsAcceptor>) -> (Sink, SocketAddr) {
+        let listener = TcpListener::bind((ip, port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let sink = Sink { tls, ..Sink::default() };
         let s = sink.clone();
@@ -73,6 +124,25 @@ impl Sink {
         self.script.lock().unwrap().extend(replies.iter().map(|r| r.to_string()));
     }
 
+    /// Answers `reply` to every `every`-th RCPT from now on.
+    pub fn reply_every(&self, every: usize, reply: &str) {
+        *self.every.lock().unwrap() = Some(Every { every, reply: reply.to_owned() });
+    }
+
+    /// The most sessions that were open at once.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions.load(Ordering::SeqCst)
+    }
+
+    pub fn defer_all(&self, on: bool) {
+        self.defer_all.store(on, Ordering::SeqCst);
+    }
+
+    /// Holds the final reply to the first message for each `hold…` recipient this long.
+    pub fn hold_final_reply(&self, d: std::time::Duration) {
+        *self.hold.lock().unwrap() = Some(d);
+    }
+
     pub fn close_after_each_message(&self, on: bool) {
         self.close_after_message.store(on, Ordering::SeqCst);
     }
@@ -85,14 +155,30 @@ impl Sink {
         self.received.lock().unwrap().clone()
     }
 
-    async fn serve(&self, mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
-        self.connections.fetch_add(1, Ordering::SeqCst);
+    /// How many times `address` was named in a RCPT.
+    pub fn rcpt_count(&self, address: &str) -> usize {
+        self.rcpts.lock().unwrap().iter().filter(|r| r.to.eq_ignore_ascii_case(address)).count()
+    }
+
+    async fn serve(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
+        let connection = self.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        self.opened.lock().unwrap().push(std::time::Instant::now());
+        let open = self.sessions.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_sessions.fetch_max(open, Ordering::SeqCst);
+        let served = self.serve_session(stream, connection).await;
+        self.sessions.fetch_sub(1, Ordering::SeqCst);
+        served
+    }
+
+    async fn serve_session(&self, mut stream: tokio::net::TcpStream, connection: usize) -> std::io::Result<()> {
+        let peer = stream.peer_addr()?;
+        let mut ehlo = String::new();
         stream.write_all(b"220 sink.test ESMTP ready\r\n").await?;
-        if let Some(plain) = self.session(BufReader::new(stream), false).await? {
+        if let Some(plain) = self.session(BufReader::new(stream), false, peer, connection, &mut ehlo).await? {
             let acceptor = self.tls.clone().expect("STARTTLS only offered with TLS");
             // Bytes pipelined before the handshake were dropped with the BufReader.
             let tls = acceptor.accept(plain).await?;
-            self.session(BufReader::new(tls), true).await?;
+            self.session(BufReader::new(tls), true, peer, connection, &mut ehlo).await?;
         }
         Ok(())
     }
@@ -102,6 +188,9 @@ impl Sink {
         &self,
         mut io: BufReader<S>,
         tls: bool,
+        peer: SocketAddr,
+        connection: usize,
+        ehlo: &mut String,
     ) -> std::io::Result<Option<S>> {
         let (mut from, mut to) = (String::new(), Vec::<String>::new());
         let mut line = String::new();
@@ -112,6 +201,9 @@ impl Sink {
             }
             let cmd = line.trim_end().to_owned();
             let upper = cmd.to_ascii_uppercase();
+            if upper.starts_with("EHLO ") || upper.starts_with("HELO ") {
+                *ehlo = cmd[5..].trim().to_owned();
+            }
             let reply: String = if upper.starts_with("EHLO") {
                 let starttls = if self.tls.is_some() && !tls { "250-STARTTLS\r\n" } else { "" };
                 format!("250-sink.test\r\n{starttls}250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES")
@@ -127,11 +219,21 @@ impl Sink {
                 "250 2.1.0 ok".into()
             } else if upper.starts_with("RCPT TO:") {
                 let rcpt = between(&cmd);
-                let reply = if rcpt.starts_with("always451") {
+                let n = self.rcpts.lock().unwrap().len() + 1;
+                let every = self.every.lock().unwrap().clone().filter(|e| n.is_multiple_of(e.every));
+                let reply = if rcpt.starts_with("always451") || self.defer_all.load(Ordering::SeqCst) {
                     "451 4.3.0 mailbox busy".into()
+                } else if rcpt.starts_with("always550") {
+                    format!("550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table")
+                } else if rcpt.starts_with("always552") {
+                    format!("552 5.2.2 <{rcpt}>: Mailbox full")
+                } else if let Some(e) = every {
+                    e.reply
                 } else {
                     self.script.lock().unwrap().pop_front().unwrap_or_else(|| "250 2.1.5 ok".into())
                 };
+                let at = std::time::Instant::now();
+                self.rcpts.lock().unwrap().push(Rcpt { at, to: rcpt.clone(), reply: reply.clone() });
                 if reply.starts_with('2') {
                     to.push(rcpt);
                 }
@@ -154,7 +256,24 @@ impl Sink {
                         let l = if l.starts_with(b"..") { l[1..].to_vec() } else { l };
                         data.extend_from_slice(&l);
                     }
-                    self.received.lock().unwrap().push(Received { from: from.clone(), to: to.clone(), data, tls });
+                    self.received.lock().unwrap().push(Received {
+                        from: from.clone(),
+                        to: to.clone(),
+                        data,
+                        tls,
+                        at: std::time::Instant::now(),
+                        peer,
+                        ehlo: ehlo.clone(),
+                        connection,
+                    });
+                    let hold = *self.hold.lock().unwrap();
+                    if let Some(d) = hold {
+                        let first =
+                            to.iter().any(|r| r.starts_with("hold") && self.held.lock().unwrap().insert(r.clone()));
+                        if first {
+                            tokio::time::sleep(d).await;
+                        }
+                    }
                     if self.close_after_message.load(Ordering::SeqCst) {
                         io.write_all(b"250 2.0.0 queued\r\n").await?;
                         io.flush().await?;

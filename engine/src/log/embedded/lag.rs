@@ -5,7 +5,7 @@ use crate::log::{Assignment, LogError, PartitionLag};
 use redb::ReadableDatabase;
 
 pub(super) fn lag(shared: &Shared, group: &str, assignments: &[Assignment]) -> Result<Vec<PartitionLag>, LogError> {
-    let read = shared.db.begin_read().map_err(storage)?;
+    let read = shared.db()?.begin_read().map_err(storage)?;
     let offsets = read.open_table(OFFSETS).map_err(storage)?;
     let mut out = Vec::with_capacity(assignments.len());
     for a in assignments {

@@ -29,7 +29,12 @@ pub(super) async fn lag(brokers: &str, group: &str, assignments: &[Assignment]) 
                 Some(Offset::Offset(n)) if n >= 0 => n as u64,
                 _ => low.max(0) as u64,
             };
-            out.push(PartitionLag { topic: a.topic.clone(), partition: a.partition, end: high.max(0) as u64, committed });
+            out.push(PartitionLag {
+                topic: a.topic.clone(),
+                partition: a.partition,
+                end: high.max(0) as u64,
+                committed,
+            });
         }
         Ok(out)
     })

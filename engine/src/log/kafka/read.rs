@@ -1,0 +1,84 @@
+//! Reads by position ([`EventLog::read_at`](crate::log::EventLog::read_at)), for topics no
+//! consumer group reads (the stored bodies): a consumer without a group membership is
+//! assigned the one partition at the wanted offset, polled until that record (or a later
+//! one) arrives, then unassigned and kept for the next read.
+
+use super::group::to_stored;
+use super::{is_retriable, KafkaSettings, MAX_MESSAGE_BYTES};
+use crate::log::{LogError, Stored};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+/// Consumers kept for reads by position (and the most reads at once).
+pub(super) const READERS: usize = 4;
+/// Longest wait for one read by position.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A consumer for reads by position: assigned, never subscribed, never committing.
+pub(super) fn reader(settings: &KafkaSettings) -> Result<BaseConsumer, LogError> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", "herald-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.max.bytes", MAX_MESSAGE_BYTES)
+        // One record is wanted: fetch little beyond it (Kafka still returns a larger first
+        // record whole).
+        .set("max.partition.fetch.bytes", "1048576")
+        .set("queued.max.messages.kbytes", "32768")
+        .create()?)
+}
+
+/// Reads the record at `offset`: assigns the partition there, polls until that record (or
+/// a later one, when it is gone) arrives, then unassigns. An offset outside the partition's
+/// watermarks is not there.
+pub(super) fn read_one(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+) -> Result<Option<Stored>, LogError> {
+    // An offset at or past the high watermark was never written (a fetch there would wait
+    // for it); one below the low watermark is gone.
+    let (low, high) = consumer.fetch_watermarks(topic, partition as i32, Duration::from_secs(10))?;
+    if (offset as i64) < low || offset as i64 >= high {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let result = loop {
+        if Instant::now() >= deadline {
+            break Err(LogError::Topic {
+                topic: topic.to_owned(),
+                problem: format!("no answer reading partition {partition} at offset {offset} within {READ_TIMEOUT:?}"),
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Ok(m)) if m.offset() == offset as i64 => break Ok(Some(to_stored(&m))),
+            Some(Ok(m)) if m.offset() > offset as i64 => break Ok(None),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                use rdkafka::types::RDKafkaErrorCode as C;
+                if matches!(e.rdkafka_error_code(), Some(C::OffsetOutOfRange | C::AutoOffsetReset)) {
+                    let (low, high) = consumer.fetch_watermarks(topic, partition as i32, Duration::from_secs(10))?;
+                    if (offset as i64) < low || offset as i64 >= high {
+                        break Ok(None);
+                    }
+                }
+                if is_retriable(&e) {
+                    continue;
+                }
+                break Err(e.into());
+            }
+        }
+    };
+    let _ = consumer.unassign();
+    result
+}

@@ -1,0 +1,168 @@
+//! The embedded log's edges (issue 10, items 2 and 11): records and groups over the
+//! write-ahead frame's limits, a group at the cap replayed after a crash, a quick repair
+//! after a crash, and space given back to the disk by compaction.
+//!
+//! A crash is simulated as in `log_conformance.rs`: the files are copied while the log runs
+//! (no clean close, no checkpoint since the appends), then the copies are opened.
+
+use herald_engine::log::embedded::{EmbeddedLog, EmbeddedOptions, MAX_GROUP_BYTES};
+use herald_engine::log::{Assignment, EventLog, LogError, Record, Retention, Topics, MAX_RECORD_BYTES};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PARTITIONS: u32 = 2;
+
+fn names() -> Vec<String> {
+    Topics { prefix: "t".into(), retry_tiers: 1 }.all()
+}
+
+/// No checkpoint unless asked: what the write-ahead file holds is what a crash leaves.
+fn no_checkpoints() -> EmbeddedOptions {
+    EmbeddedOptions {
+        checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_bytes: u64::MAX,
+        compact_when_idle: None,
+        ..EmbeddedOptions::default()
+    }
+}
+
+fn record(topic: &str, partition: u32, fill: u8, len: usize) -> Record {
+    Record { topic: topic.into(), partition, key: "k".into(), value: vec![fill; len] }
+}
+
+/// Copies the log's files as a crash would leave them.
+fn crash_copy(from: &Path, to: &Path) {
+    for name in ["log.redb", "log.wal"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+/// Every record of `topic`'s `partition`: (offset, first byte, length).
+async fn records(log: &Arc<dyn EventLog>, topic: &str, partition: u32) -> Vec<(u64, u8, usize)> {
+    let group = herald_schemas::MessageId::generate().0;
+    let mut c = log.consume(&group, &[Assignment { topic: topic.into(), partition }]).await.unwrap().pop().unwrap();
+    let mut out = Vec::new();
+    loop {
+        let got = c.poll(16, Duration::from_millis(200)).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got.iter().map(|r| (r.offset, r.value[0], r.value.len())));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_limit_is_refused_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(&dir.path().join("log.redb"), &names(), PARTITIONS).unwrap());
+    let err = log.append(vec![record("t.bodies", 0, 1, MAX_RECORD_BYTES + 1)]).await.unwrap_err();
+    assert!(matches!(err, LogError::TooLarge { .. }), "{err}");
+    // An append that fits no group is refused whole, not cut into frames.
+    let err =
+        log.append((0..3).map(|i| record("t.bodies", 0, i, MAX_GROUP_BYTES / 3 + 1)).collect()).await.unwrap_err();
+    assert!(matches!(err, LogError::TooLarge { .. }), "{err}");
+    assert_eq!(log.append_with_offsets(vec![record("t.bodies", 0, 9, 10)]).await.unwrap(), vec![0]);
+    assert_eq!(records(&log, "t.bodies", 0).await, vec![(0, 9, 10)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_at_the_cap_replays_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open_with(&path, &names(), PARTITIONS, no_checkpoints()).unwrap());
+    // One append as large as a group may be: two records filling the cap.
+    let each = MAX_GROUP_BYTES / 2 - 64;
+    let at_cap = vec![record("t.bodies", 1, 1, each), record("t.bodies", 1, 2, each)];
+    assert_eq!(log.append_with_offsets(at_cap).await.unwrap(), vec![0, 1]);
+    // Three appends of 30 MiB sent together: more than one group holds; each is its frame.
+    let big = 30 << 20;
+    let appends: Vec<_> = (3..6u8)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(vec![record("t.bodies", 0, i, big)]).await })
+        })
+        .collect();
+    for a in appends {
+        a.await.unwrap().unwrap();
+    }
+    let copy = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), copy.path());
+    drop(log);
+
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(&copy.path().join("log.redb"), &names(), PARTITIONS).unwrap());
+    assert_eq!(records(&log, "t.bodies", 1).await, vec![(0, 1, each), (1, 2, each)]);
+    let mut fills: Vec<u8> = records(&log, "t.bodies", 0).await.iter().map(|r| r.1).collect();
+    fills.sort();
+    assert_eq!(fills, vec![3, 4, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_needs_no_full_repair() {
+    // Checkpoints record redb's allocator state (quick repair): the file a crash leaves
+    // opens without walking the whole database.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let options = EmbeddedOptions { checkpoint_interval: Duration::from_millis(50), ..EmbeddedOptions::default() };
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open_with(&path, &names(), PARTITIONS, options).unwrap());
+    for i in 0..20u8 {
+        log.append(vec![record("t.messages", 0, i, 10_000)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // a checkpoint since
+    log.append(vec![record("t.messages", 0, 99, 10)]).await.unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), copy.path());
+    drop(log);
+
+    let repaired = Arc::new(AtomicBool::new(false));
+    {
+        let flag = repaired.clone();
+        let db = redb::Database::builder()
+            .set_repair_callback(move |_| flag.store(true, Ordering::SeqCst))
+            .create(copy.path().join("log.redb"))
+            .unwrap();
+        drop(db);
+    }
+    assert!(!repaired.load(Ordering::SeqCst), "a full repair ran");
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(&copy.path().join("log.redb"), &names(), PARTITIONS).unwrap());
+    assert_eq!(records(&log, "t.messages", 0).await.len(), 21, "and the write-ahead file replayed the rest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_freed_by_retention_goes_back_to_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let options = EmbeddedOptions { compact_when_idle: Some(Duration::from_millis(300)), ..EmbeddedOptions::default() };
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open_with(&path, &names(), PARTITIONS, options).unwrap());
+    for i in 0..40u8 {
+        log.append(vec![record("t.bodies", u32::from(i % 2), i, 2 << 20)]).await.unwrap();
+    }
+    let full = std::fs::metadata(&path).unwrap().len();
+    assert!(full > 80 << 20, "{full}");
+    // Every body but each partition's last is past a zero retention.
+    let removed = log
+        .enforce_retention(&Retention { consumed: Duration::ZERO, by_age: vec![("t.bodies".into(), Duration::ZERO)] })
+        .await
+        .unwrap();
+    assert_eq!(removed, 38);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut now = full;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now = std::fs::metadata(&path).unwrap().len();
+        if now < full / 4 {
+            break;
+        }
+    }
+    assert!(now < full / 4, "the file stayed at {now} bytes of {full}");
+    // Still a working log with what was kept.
+    let kept: Vec<u8> = records(&log, "t.bodies", 0).await.iter().map(|r| r.1).collect();
+    assert_eq!(kept, vec![38]);
+    log.append(vec![record("t.bodies", 0, 7, 100)]).await.unwrap();
+}

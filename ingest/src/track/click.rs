@@ -1,0 +1,45 @@
+//! `GET /c/<R>.<L>` (and `HEAD`): `302 Found` to the author's URL, exactly as the link token
+//! carries it; records `LinkClicked`. Answered before the event is appended ([`super::appender`]).
+
+use super::machine::{self, Target};
+use super::{not_found, now_secs, Common, Peer, Tracker};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use herald_engine::rewrite::token;
+use herald_schemas::{EngagementEvent, LinkClicked, Timestamp};
+use std::sync::Arc;
+
+pub async fn handle(
+    State(t): State<Arc<Tracker>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    method: Method,
+    headers: HeaderMap,
+    Path(tok): Path<String>,
+) -> Response {
+    let Some((claims, index, url)) = token::verify_click(&t.keys, &tok) else {
+        return not_found();
+    };
+    // Tokens only carry what a browser could have followed; the header check is a backstop.
+    let Ok(location) = HeaderValue::from_str(&url) else { return not_found() };
+    let (user_agent, ip) = t.client(&headers, peer);
+    let age = now_secs() - claims.issued_at as i64;
+    let machine =
+        machine::classify(method == Method::HEAD, &user_agent, ip, Target::Click { age }, t.settings.too_soon_secs);
+    let c = Common::new(claims, user_agent, ip, machine);
+    let event = EngagementEvent::LinkClicked(LinkClicked {
+        event_id: c.event_id,
+        account: herald_schemas::AccountId(c.claims.account),
+        message_id: herald_schemas::MessageId(c.claims.message_id),
+        recipient: c.claims.recipient,
+        url,
+        link_index: index,
+        client: c.client,
+        clicked_at: Timestamp::now(),
+    });
+    t.appender.queue(t.record(event));
+    let outcome = if machine.is_some() { "machine" } else { "ok" };
+    metrics::counter!("herald_tracking_requests_total", "route" => "click", "outcome" => outcome).increment(1);
+    (StatusCode::FOUND, [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))])
+        .into_response()
+}

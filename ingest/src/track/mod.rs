@@ -1,0 +1,189 @@
+//! The tracking server: `GET /c/<token>` (302 to the author's URL), `GET /o/<token>` (the
+//! 1×1 GIF), `GET /u/<token>` (a page whose button unsubscribes) and `POST /u/<token>`
+//! (RFC 8058 one-click unsubscribe), for any Host. Tokens are verified
+//! (`herald_engine::rewrite::token`), so nothing is read from a database and a forged or
+//! altered token is a 404: there is no open redirect and no `?url=`. Every answer carries
+//! `Cache-Control: no-store`. Events go to `<prefix>.engagement` through [`appender`].
+//!
+//! A file per route: [`click`], [`open`], [`unsubscribe`]; [`machine`] tells machines from
+//! people; [`listener`] serves plain HTTP or TLS. `GET /tls-allowed?domain=` answers `200`
+//! for the hosts Herald's links use (`default_host` and the tracking domain of every sender
+//! domain), `404` otherwise: the `ask` hook of a proxy that obtains certificates on demand
+//! (`docs/engagement.md#deploying-the-tracking-server`).
+
+pub mod appender;
+pub mod click;
+pub mod listener;
+pub mod machine;
+pub mod open;
+pub mod unsubscribe;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use herald_engine::log::{Record, Topics};
+use herald_engine::rewrite::token::{Claims, Keys};
+use herald_engine::routing::Router as Partitions;
+use herald_schemas::{encode, Client, EngagementEvent, Event, MachineReason};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// Settings of the tracking server (`[tracking]`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Clicks this many seconds or less after the token was issued are taken for machines.
+    pub too_soon_secs: u64,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+pub struct Tracker {
+    pub keys: Keys,
+    /// Host (without port) of `[tracking] default_host`.
+    pub default_host: String,
+    /// Sender domains, for `/tls-allowed`.
+    pub domains: Option<herald_engine::domains::cache::DomainCache>,
+    pub appender: appender::Appender,
+    pub topics: Topics,
+    pub partitions: Partitions,
+    pub settings: Settings,
+}
+
+/// The client address a connection came from, for `ConnectInfo`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The tracking routes.
+pub fn router(tracker: Arc<Tracker>) -> Router {
+    Router::new()
+        .route("/c/{token}", get(click::handle))
+        .route("/o/{token}", get(open::handle))
+        .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::handle))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/tls-allowed", get(tls_allowed))
+        .fallback(|| async { not_found() })
+        .with_state(tracker)
+}
+
+#[derive(serde::Deserialize)]
+pub struct Domain {
+    domain: Option<String>,
+}
+
+/// Whether a certificate may be obtained for `domain`.
+async fn tls_allowed(
+    axum::extract::State(t): axum::extract::State<Arc<Tracker>>,
+    axum::extract::Query(q): axum::extract::Query<Domain>,
+) -> Response {
+    let Some(domain) = q.domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()) else { return not_found() };
+    let ours = domain == t.default_host
+        || t.domains.as_ref().is_some_and(|c| c.current().domains.values().any(|s| s.tracking_domain() == domain));
+    if ours {
+        (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "ok\n").into_response()
+    } else {
+        not_found()
+    }
+}
+
+/// The answer to anything unknown, forged or altered.
+pub fn not_found() -> Response {
+    metrics::counter!("herald_tracking_requests_total", "route" => "other", "outcome" => "not_found").increment(1);
+    (StatusCode::NOT_FOUND, [(header::CACHE_CONTROL, "no-store")], "not found\n").into_response()
+}
+
+impl Tracker {
+    /// Who is asking: user agent (at most 512 bytes) and address (through trusted proxies).
+    pub fn client(&self, headers: &HeaderMap, peer: SocketAddr) -> (String, IpAddr) {
+        let mut ua = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        if ua.len() > 512 {
+            let mut cut = 512;
+            while !ua.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            ua.truncate(cut);
+        }
+        (ua, client_ip(peer.ip(), headers, &self.settings.trusted_proxies))
+    }
+
+    /// Builds the record of `event`, on the partition of the recipient's domain.
+    pub fn record(&self, event: EngagementEvent) -> Record {
+        let domain = event.recipient().rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+        let partition = self.partitions.partition(&domain, &event.message_id().0);
+        Record { topic: self.topics.engagement(), partition, key: domain, value: encode(&Event::Engagement(event)) }
+    }
+}
+
+/// Fields every engagement event has, from the token and the request.
+pub struct Common {
+    pub event_id: String,
+    pub claims: Claims,
+    pub client: Client,
+}
+
+impl Common {
+    pub fn new(claims: Claims, user_agent: String, ip: IpAddr, machine: Option<MachineReason>) -> Self {
+        Common {
+            event_id: uuid::Uuid::now_v7().simple().to_string(),
+            claims,
+            client: Client { user_agent, ip: ip.to_string(), machine },
+        }
+    }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the last address
+/// in `X-Forwarded-For` that is not one.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+        v4 => v4,
+    };
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    hops.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    herald_schemas::Timestamp::now().millis() / 1000
+}
+
+/// Serves the tracking routes on `listener` until `shutdown`.
+pub async fn serve(
+    listener: listener::Listener,
+    tracker: Arc<Tracker>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(tracker).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 198.51.100.1, 10.0.0.7".parse().unwrap());
+        assert_eq!(client_ip("10.0.0.2".parse().unwrap(), &h, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip("192.0.2.5".parse().unwrap(), &h, &trusted), "192.0.2.5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.2".parse().unwrap(), &HeaderMap::new(), &trusted),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+    }
+}

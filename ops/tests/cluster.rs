@@ -1,0 +1,219 @@
+//! Scale-out with real `herald serve` processes on the shared Kafka and Cassandra (unique
+//! topic prefix and keyspace per test): nodes join and leave the consumer groups with no
+//! config change.
+//! - three nodes under load, `kill -9` of one, a fourth started: every acknowledged
+//!   message reaches the sink, duplicates stay within the bound, and every message shows
+//!   `delivered` through any node's API;
+//! - a rolling restart of every node under load: nothing lost, no duplicate;
+//! - failover after `kill -9` and handover on SIGTERM, timed (figures for
+//!   docs/benchmarks.md).
+
+mod support;
+
+/// The scenarios run one at a time: each runs several `herald` processes on two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use support::dns::{Knot, Zone};
+use support::herald::Backends;
+use support::node::{arrivals, send, Cluster, Node};
+use support::sink::Sink;
+
+const PARTITIONS: u32 = 8;
+
+fn zones(n: usize) -> Vec<Zone> {
+    (0..n)
+        .map(|d| Zone { origin: format!("d{d}.test"), records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()] })
+        .collect()
+}
+
+/// Sends `recipients` spread over the running nodes, `parallel` at a time; returns the
+/// acknowledged (id, recipient) pairs. A send to a node that is down is tried on another.
+async fn spread(nodes: &[String], recipients: Vec<String>, parallel: usize) -> Vec<(String, String)> {
+    let http = reqwest::Client::new();
+    let mut acked = Vec::new();
+    for (c, chunk) in recipients.chunks(parallel).enumerate() {
+        let sends = chunk.iter().enumerate().map(|(i, r)| {
+            let http = http.clone();
+            let r = r.clone();
+            async move {
+                for k in 0..nodes.len() {
+                    let base = &nodes[(c + i + k) % nodes.len()];
+                    if let Some(id) = send(&http, base, &r).await {
+                        return Some((id, r));
+                    }
+                }
+                None
+            }
+        });
+        acked.extend(futures::future::join_all(sends).await.into_iter().flatten());
+    }
+    acked
+}
+
+async fn wait_all_at_sink(sink: &Sink, recipients: &[String], secs: u64, what: &str) -> Duration {
+    let started = Instant::now();
+    support::eventually(secs, what, || async {
+        let got = arrivals(sink);
+        recipients.iter().all(|r| got.contains_key(r)).then_some(())
+    })
+    .await;
+    started.elapsed()
+}
+
+fn bases(nodes: &[&Node]) -> Vec<String> {
+    nodes.iter().filter(|n| n.is_running()).map(|n| n.base.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_kill_one_start_a_fourth() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let knot = Knot::start(&zones(30));
+    let (sink, addr) = Sink::start(0).await;
+    let cluster = Cluster::new(Backends::KafkaCql, knot.port, addr.port(), PARTITIONS);
+    let mut a = Node::start(&cluster, dir.path(), "a").await;
+    let b = Node::start(&cluster, dir.path(), "b").await;
+    let c = Node::start(&cluster, dir.path(), "c").await;
+    let all: Vec<String> = (0..3000).map(|i| format!("r{i}@d{}.test", i % 30)).collect();
+    let mut acked = spread(&bases(&[&a, &b, &c]), all[..1200].to_vec(), 30).await;
+    a.kill();
+    let killed_at = Instant::now();
+    acked.extend(spread(&bases(&[&a, &b, &c]), all[1200..2000].to_vec(), 30).await);
+    let d = Node::start(&cluster, dir.path(), "d").await;
+    acked.extend(spread(&bases(&[&a, &b, &c, &d]), all[2000..].to_vec(), 30).await);
+    assert_eq!(acked.len(), all.len(), "every send was acknowledged by a running node");
+    let recipients: Vec<String> = acked.iter().map(|(_, r)| r.clone()).collect();
+    wait_all_at_sink(&sink, &recipients, 240, "every acknowledged message at the sink").await;
+    eprintln!(
+        "FIGURE 3 nodes + kill -9 + a 4th: all 3000 delivered {:.1} s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = arrivals(&sink);
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    eprintln!("FIGURE duplicates after one kill -9 under load (3000 messages): {duplicates}");
+    // The bound: attempts in flight on the killed node (≤ batch_size per partition it
+    // owned); in practice the few whose final reply was in flight.
+    assert!(duplicates <= 64, "{duplicates} duplicates after one kill -9");
+    // Every message is `delivered` through any node's API.
+    let http = reqwest::Client::new();
+    let apis = bases(&[&b, &c, &d]);
+    for (i, (id, _)) in acked.iter().enumerate() {
+        let base = &apis[i % apis.len()];
+        support::eventually(60, &format!("{id} delivered"), || async {
+            let v: serde_json::Value =
+                http.get(format!("{base}/v1/messages/{id}")).bearer_auth("k").send().await.ok()?.json().await.ok()?;
+            (v["status"] == "delivered").then_some(())
+        })
+        .await;
+    }
+    drop((b, c, d));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_under_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let knot = Knot::start(&zones(16));
+    let (sink, addr) = Sink::start(0).await;
+    let cluster = Cluster::new(Backends::KafkaCql, knot.port, addr.port(), PARTITIONS);
+    let mut nodes = [
+        Node::start(&cluster, dir.path(), "a").await,
+        Node::start(&cluster, dir.path(), "b").await,
+        Node::start(&cluster, dir.path(), "c").await,
+    ];
+    let all: Vec<String> = (0..1600).map(|i| format!("r{i}@d{}.test", i % 16)).collect();
+    let mut acked = Vec::new();
+    let mut stops = Vec::new();
+    for (round, chunk) in all.chunks(400).enumerate() {
+        let live: Vec<String> = nodes.iter().filter(|n| n.is_running()).map(|n| n.base.clone()).collect();
+        // Load, and one node restarting meanwhile (the last round only sends).
+        let load = spread(&live, chunk.to_vec(), 10);
+        if round < nodes.len() {
+            let node = &mut nodes[round];
+            let restart = async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let took = node.stop(Duration::from_secs(40)).await;
+                node.restart().await;
+                took
+            };
+            let (got, took) = tokio::join!(load, restart);
+            acked.extend(got);
+            stops.push(took.as_secs_f64());
+        } else {
+            acked.extend(load.await);
+        }
+    }
+    let recipients: Vec<String> = acked.iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(recipients.len(), all.len(), "every send was acknowledged by a running node");
+    wait_all_at_sink(&sink, &recipients, 240, "every acknowledged message at the sink").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = arrivals(&sink);
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    eprintln!("FIGURE rolling restart of 3 nodes under load (1600 messages): graceful stops took {stops:?} s; duplicates {duplicates}");
+    let unique: HashSet<&String> = recipients.iter().collect();
+    assert_eq!(unique.len(), got.len(), "nothing lost");
+    assert_eq!(duplicates, 0, "graceful handovers deliver nothing twice");
+}
+
+/// Sends one message to each of `n` domains through `base`; returns the recipients.
+async fn one_per_domain(base: &str, n: usize, tag: &str) -> Vec<String> {
+    let recipients: Vec<String> = (0..n).map(|d| format!("{tag}{d}@d{d}.test")).collect();
+    let acked = spread(&[base.to_owned()], recipients.clone(), n).await;
+    assert_eq!(acked.len(), n);
+    recipients
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_after_kill_9_and_handover_on_sigterm() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let domains = 32; // covers all 8 partitions
+    let knot = Knot::start(&zones(domains));
+    let (sink, addr) = Sink::start(0).await;
+    let cluster = Cluster::new(Backends::KafkaCql, knot.port, addr.port(), PARTITIONS);
+    let mut a = Node::start(&cluster, dir.path(), "a").await;
+    let b = Node::start(&cluster, dir.path(), "b").await;
+    // Both own partitions once deliveries flow on every partition.
+    let warm = one_per_domain(&b.base, domains, "warm").await;
+    wait_all_at_sink(&sink, &warm, 90, "warm-up deliveries").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    a.kill();
+    let killed = Instant::now();
+    let after_kill = one_per_domain(&b.base, domains, "kill").await;
+    wait_all_at_sink(&sink, &after_kill, 60, "deliveries on every partition after kill -9").await;
+    let failover = killed.elapsed();
+
+    a.restart().await;
+    let rejoin = one_per_domain(&b.base, domains, "rejoin").await;
+    wait_all_at_sink(&sink, &rejoin, 90, "deliveries after the node rejoined").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let stopping = Instant::now();
+    let stop = a.stop(Duration::from_secs(40));
+    let after_stop = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        one_per_domain(&b.base, domains, "stop").await
+    };
+    let (stop_took, after_stop) = tokio::join!(stop, after_stop);
+    wait_all_at_sink(&sink, &after_stop, 60, "deliveries on every partition after SIGTERM").await;
+    let handover = stopping.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let duplicates: usize = arrivals(&sink).values().map(|n| n - 1).sum();
+    eprintln!(
+        "FIGURE failover after kill -9: every partition delivering again after {:.1} s (session timeout 6 s); \
+         handover on SIGTERM: {:.1} s (stop took {:.1} s); duplicates {duplicates}",
+        failover.as_secs_f64(),
+        handover.as_secs_f64(),
+        stop_took.as_secs_f64()
+    );
+    // Goal ≤ 15 s (7.5 s measured alone, docs/benchmarks.md); the bound leaves room for the
+    // other suites sharing the two cores in a full run.
+    assert!(failover <= Duration::from_secs(30), "failover took {failover:?} (goal ≤ 15 s)");
+    assert!(handover <= Duration::from_secs(15), "handover took {handover:?}");
+    assert_eq!(duplicates, 0, "no message was delivered twice");
+    drop(b);
+}
