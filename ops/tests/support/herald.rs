@@ -143,6 +143,15 @@ impl Running {
         .await
     }
 
+    /// Waits until message `id`, seen with `key`, has `status`; returns its view.
+    pub async fn wait_status_with(&self, key: &str, id: &str, status: &str, secs: u64) -> Value {
+        super::eventually(secs, &format!("message {id} to be {status}"), || async {
+            let (code, v) = self.get(key, &format!("/v1/messages/{id}")).await;
+            (code == 200 && v["status"] == status).then_some(v)
+        })
+        .await
+    }
+
     pub async fn stats(&self, key: &str) -> Value {
         self.get(key, "/v1/stats?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z").await.1
     }
