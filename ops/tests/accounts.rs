@@ -266,3 +266,87 @@ async fn account_changes_reach_a_second_node_on_kafka_and_cql() {
     one.stop().await;
     two.stop().await;
 }
+
+/// Runs the real `herald` binary with `args`, `stdin` on its standard input.
+fn cli(base: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("HERALD_URL", base)
+        .env("HERALD_OPERATOR_KEY", OPERATOR)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `herald accounts …` and `herald keys …` over the admin API, with an operator key the
+/// config holds only as its SHA-256 (`herald keys hash`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_accounts_and_keys_over_the_api() {
+    let (ok, hashed, err) = cli("http://127.0.0.1:1", &["keys", "hash"], &format!("{OPERATOR}\n"));
+    assert!(ok && hashed.starts_with("sha256:") && hashed.trim().len() == 71, "{hashed} {err}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut c =
+        config(&dir.path().join("data"), support::free_port(), support::free_port(), Backends::Embedded, vec![]);
+    c.admin.operator_keys = vec![format!("ops={}", hashed.trim())];
+    let h = start(c).await;
+    let base = h.base.clone();
+    let run = |args: Vec<&str>, stdin: &str| {
+        let (base, args, stdin) =
+            (base.clone(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), stdin.to_owned());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                cli(&base, &args.iter().map(String::as_str).collect::<Vec<_>>(), &stdin)
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    let (ok, out, err) =
+        run(vec!["accounts", "create", "cli-co", "--from-domains", "any", "--messages-per-day", "1000"], "").await;
+    assert!(ok && out.contains("\"messages_per_day\": 1000"), "{out} {err}");
+    let (ok, out, err) = run(vec!["accounts", "list"], "").await;
+    assert!(ok && out.contains("cli-co") && out.contains("acme"), "{out} {err}");
+    let (ok, key, err) = run(vec!["keys", "create", "cli-co", "--scope", "send,read", "--name", "ci"], "").await;
+    assert!(ok && key.trim().starts_with("hrld_") && err.contains("shown this once"), "{key} {err}");
+    let key = key.trim().to_owned();
+    let (code, v) = send(&h, &key, &["bob@example.test"]).await;
+    assert_eq!(code, 202, "{v}");
+    let (ok, out, err) = run(vec!["keys", "list", "cli-co"], "").await;
+    assert!(ok && out.contains("active") && out.contains("send,read") && !out.contains(&key), "{out} {err}");
+    let key_id = out.split_whitespace().next().unwrap().to_owned();
+    let (ok, out, err) = run(vec!["accounts", "add-user", "cli-co", "relay@cli.test"], "another long password\n").await;
+    assert!(ok && out.contains("relay@cli.test"), "{out} {err}");
+    let (ok, out, err) = run(vec!["accounts", "suspend", "cli-co", "--reason", "unpaid"], "").await;
+    assert!(ok && out.contains("\"suspended\""), "{out} {err}");
+    let (code, _) = send(&h, &key, &["bob@example.test"]).await;
+    assert_eq!(code, 403);
+    let (ok, _, err) = run(vec!["keys", "revoke", "cli-co", &key_id], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(h.get(&key, "/v1/stats").await.0, 401);
+    // A wrong operator key is refused with the API's error code.
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args(["accounts", "list", "--operator-key", "not-the-operator-key", "--url", &base])
+                .output()
+                .map(|o| (o.status.success(), String::new(), String::from_utf8_lossy(&o.stderr).into_owned()))
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("unauthorized"), "{err}");
+    h.stop().await;
+}
