@@ -4,7 +4,7 @@
 //! [`accept`] (building the events). [`track`] is the tracking server (clicks, opens,
 //! one-click unsubscribe), which appends engagement events.
 //! [`inbound`] is the bounce MX, on [`smtp`]'s session machinery.
-//! [`limits`] enforces each account's sending limits on both; [`ui`] serves the dashboard's files.
+//! [`limits`] enforces each account's sending limits on both.
 //! Ingestion validates and appends accepted messages to the log through
 //! [`herald_engine::submit::Submitter`]; it never delivers.
 
@@ -18,4 +18,3 @@ pub mod options;
 pub mod sender;
 pub mod smtp;
 pub mod track;
-pub mod ui;

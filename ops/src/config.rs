@@ -39,12 +39,11 @@ pub struct Config {
     pub tracking: Tracking,
     /// Message bodies stored once per request: placement, cache, retention, fan-out limit.
     pub bodies: Bodies,
-    /// Operators: the admin API, the dashboard, how accounts propagate.
+    /// Operators: the admin API, how accounts propagate.
     pub admin: Admin,
 }
 
-/// `[admin]`: operator keys of `/v1/admin` and the operator dashboard, the dashboard itself,
-/// and how quickly account changes reach every node.
+/// `[admin]`: operator keys of `/v1/admin`, and how quickly account changes reach every node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
@@ -55,13 +54,11 @@ pub struct Admin {
     /// How often each node looks for account changes made on other nodes, in milliseconds
     /// (changes made on this node are seen at once).
     pub accounts_refresh_ms: u64,
-    /// Serve the dashboard at `/ui`.
-    pub dashboard: bool,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { operator_keys: vec![], accounts_refresh_ms: 1000, dashboard: true }
+        Admin { operator_keys: vec![], accounts_refresh_ms: 1000 }
     }
 }
 

@@ -704,7 +704,6 @@ async fn serve(
     {
         let shutdown = shutdown.clone();
         let app = herald_ingest::http::router(state);
-        let app = if config.admin.dashboard { app.merge(herald_ingest::ui::router()) } else { app };
         tasks.spawn(async move {
             let served =
                 axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;

@@ -13,6 +13,7 @@ pub mod idempotency;
 mod messages;
 pub mod openapi;
 mod providers;
+mod schemas;
 mod send;
 mod stats;
 mod suppressions;
@@ -21,7 +22,6 @@ pub use auth::{authenticate, Operators};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Json;
 use herald_engine::accounts::{AccountCache, Accounts};
 use herald_engine::domains::Domains;
@@ -109,18 +109,15 @@ pub fn api(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(admin_credentials::add_user, admin_credentials::users))
         .routes(routes!(admin_credentials::remove_user))
         .routes(routes!(admin_log::lag))
-        .route("/v1/suppressions", get(suppressions::list))
-        .route("/v1/suppressions/import", post(suppressions::import))
-        .route("/v1/suppressions/export", get(suppressions::export))
-        .route(
-            "/v1/suppressions/{address}",
-            get(suppressions::show).put(suppressions::put).delete(suppressions::remove),
-        )
-        .route("/v1/bounces", get(bounces::list))
-        .route("/v1/admin/providers", get(providers::list))
-        .route("/v1/admin/providers/{name}/suspend", post(providers::suspend))
-        .route("/v1/admin/providers/{name}/resume", post(providers::resume))
-        .route("/v1/admin/pools", get(providers::pools))
+        .routes(routes!(suppressions::list))
+        .routes(routes!(suppressions::import))
+        .routes(routes!(suppressions::export))
+        .routes(routes!(suppressions::show, suppressions::put, suppressions::remove))
+        .routes(routes!(bounces::list))
+        .routes(routes!(providers::list))
+        .routes(routes!(providers::suspend))
+        .routes(routes!(providers::resume))
+        .routes(routes!(providers::pools))
         .routes(routes!(openapi::metrics))
         .routes(routes!(openapi::healthz))
         .with_state(state)

@@ -12,6 +12,8 @@
 //! Authenticated with an operator key (`[admin] operator_keys`, or `[shaping] operator_keys`),
 //! never an account's key.
 
+use super::openapi::ErrorBody;
+use super::schemas;
 use super::{json_rejection, ApiError, ApiState};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -43,11 +45,26 @@ fn refused(e: ShapingError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Only {
+    /// Only this provider.
     provider: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/providers",
+    tag = "admin",
+    security(("operator_key" = [])),
+    params(Only),
+    responses(
+        (status = 200, description = "Providers, throttles in force, this node's lanes (`docs/api.md`)", content_type = "application/json"),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 404, description = "`unknown_provider`, `not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (not an operator key)", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -63,6 +80,17 @@ pub async fn list(
     Ok(Json(shaper.view(only.provider.as_deref())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/pools",
+    tag = "admin",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "Each pool's sources and warm-up", content_type = "application/json"),
+        (status = 401, description = "`unauthorized` (not an operator key)", body = ErrorBody),
+        (status = 404, description = "`not_enabled` (this node does not deliver)", body = ErrorBody),
+    )
+)]
 pub async fn pools(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Json<PoolsView>, ApiError> {
     Ok(Json(operator(&state, &headers)?.pools_view()))
 }
@@ -77,6 +105,21 @@ pub struct Suspend {
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/providers/{name}/suspend",
+    tag = "admin",
+    security(("operator_key" = [])),
+    params(("name" = String, Path, description = "A provider of the providers file")),
+    request_body = schemas::SuspendProvider,
+    responses(
+        (status = 200, description = "Suspended", body = schemas::ProviderSuspended),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 404, description = "`unknown_provider`, `not_enabled`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (not an operator key)", body = ErrorBody),
+    )
+)]
 pub async fn suspend(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -102,6 +145,21 @@ pub struct Resume {
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/providers/{name}/resume",
+    tag = "admin",
+    security(("operator_key" = [])),
+    params(("name" = String, Path, description = "A provider of the providers file")),
+    request_body = schemas::ResumeProvider,
+    responses(
+        (status = 200, description = "Throttles lifted", body = schemas::ProviderResumed),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 404, description = "`unknown_provider`, `not_enabled`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (not an operator key)", body = ErrorBody),
+    )
+)]
 pub async fn resume(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
