@@ -3,7 +3,7 @@
 #   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl,
 #        nginx-light and wrk (the tracking-server redirect figure, benches/src/bin/tracking.rs),
 #        strace (the embedded log test that sees the data directory fsynced)
-#   pip: dkimpy, dnspython, cryptography, pynacl
+#   pip: dkimpy, dnspython, cryptography, pynacl, schemathesis
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
 # Env: HERALD_CACHE (default ~/.cache/herald), KAFKA_VERSION, CASSANDRA_VERSION.
 set -euo pipefail
@@ -68,6 +68,13 @@ else
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore dkimpy dnspython cryptography pynacl
 fi
 python3 -c "import dkim, nacl"
+# schemathesis: fuzzes the REST API against /v1/openapi.json (ops/tests/schemathesis.rs).
+if command -v st >/dev/null && st --version 2>/dev/null | grep -q "version 4"; then
+  log "pip: schemathesis present"
+else
+  log "pip: installing schemathesis 4"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "schemathesis>=4,<5"
+fi
 
 # ---- Maven Central jars -------------------------------------------------
 # fetch_jars NAME VERSION DEPENDENCY_XML: resolve into $CACHE/NAME/lib once per version.

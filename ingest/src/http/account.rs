@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// The account as its own keys see it.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct AccountView {
+pub struct OwnAccount {
     id: String,
     name: String,
     /// `active` or `suspended`.
@@ -25,11 +25,11 @@ pub struct AccountView {
     /// `default`, `verified` or `any`.
     from_domains: String,
     /// The key of this request.
-    key: KeyView,
+    key: OwnKey,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct KeyView {
+pub struct OwnKey {
     key_id: String,
     scopes: Vec<String>,
 }
@@ -41,12 +41,12 @@ pub struct KeyView {
     tag = "account",
     security(("api_key" = [])),
     responses(
-        (status = 200, description = "The account and the key's scopes", body = AccountView),
+        (status = 200, description = "The account and the key's scopes", body = OwnAccount),
         (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
         (status = 403, description = "`operator_key`", body = ErrorBody),
     )
 )]
-pub async fn show(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Json<AccountView>, ApiError> {
+pub async fn show(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Json<OwnAccount>, ApiError> {
     let key = super::auth::bearer(&headers)?;
     let snapshot = state.accounts.current();
     let principal = match snapshot.authenticate(key, Timestamp::now()) {
@@ -66,7 +66,7 @@ pub async fn show(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Res
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))?;
     let s = &a.settings;
     let from_domains = serde_json::to_value(s.from_domains).ok().and_then(|v| v.as_str().map(str::to_owned));
-    Ok(Json(AccountView {
+    Ok(Json(OwnAccount {
         id: a.id.0.clone(),
         name: if s.name.is_empty() { a.id.0.clone() } else { s.name.clone() },
         status: match a.status {
@@ -77,6 +77,6 @@ pub async fn show(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Res
         messages_per_day: s.limits.messages_per_day,
         messages_per_second: s.limits.messages_per_second,
         from_domains: from_domains.unwrap_or_else(|| "default".into()),
-        key: KeyView { key_id: principal.key_id, scopes: principal.scopes.names() },
+        key: OwnKey { key_id: principal.key_id, scopes: principal.scopes.names() },
     }))
 }

@@ -264,7 +264,7 @@ struct ImportLine {
     path = "/v1/suppressions/import",
     tag = "suppressions",
     security(("api_key" = [])),
-    request_body(content = String, content_type = "application/x-ndjson", description = "One JSON object per line: `address`, `reason`?, `detail`?, `expires_at`?"),
+    request_body(content = String, content_type = "text/plain", description = "NDJSON: one JSON object per line: `address`, `reason`?, `detail`?, `expires_at`?"),
     responses(
         (status = 202, description = "Imported", body = schemas::Imported),
         (status = 400, description = "`malformed_request`", body = ErrorBody),
