@@ -266,9 +266,19 @@ pub fn sending_ips(config: &Config) -> Vec<std::net::IpAddr> {
 
 /// The traffic shaper: the providers file, the pools, this node's partitions (for the
 /// `default` provider's per-domain shares).
-pub fn shaper(config: &Config, router: Router, owned: Owned) -> anyhow::Result<Arc<Shaper>> {
+pub fn shaper(
+    config: &Config,
+    router: Router,
+    owned: Owned,
+    accounts: Option<AccountCache>,
+) -> anyhow::Result<Arc<Shaper>> {
     let providers = config.providers()?;
-    let pools = config.pools().map_err(anyhow::Error::msg)?;
+    let mut pools = config.pools().map_err(anyhow::Error::msg)?;
+    if let Some(cache) = accounts {
+        pools = pools.with_account_pools(Arc::new(move |id: &AccountId| {
+            cache.current().account(id).and_then(|a| a.settings.pool.clone())
+        }));
+    }
     let s = &config.shaping;
     let settings = shaping::Settings {
         queue_wait: Duration::from_millis(s.queue_wait_ms),
@@ -465,7 +475,7 @@ async fn serve(
     }
     let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
     let delivery_partitions = Owned::default();
-    let shaper = shaper(&config, router.clone(), delivery_partitions.clone())?;
+    let shaper = shaper(&config, router.clone(), delivery_partitions.clone(), Some(account_cache.clone()))?;
     let worker = Arc::new(
         Worker::new(
             log.clone(),

@@ -108,6 +108,9 @@ async fn operators_manage_accounts_keys_and_users_and_suspension_holds_mail() {
     assert_eq!((code, v["error"]["code"].as_str()), (409, Some("account_exists")), "{v}");
     let (code, v) = admin(&h, reqwest::Method::POST, "/v1/admin/accounts", Some(json!({ "id": "Bad Id!" }))).await;
     assert_eq!(code, 422, "{v}");
+    let (code, v) =
+        admin(&h, reqwest::Method::POST, "/v1/admin/accounts", Some(json!({ "id": "x", "pool": "nope" }))).await;
+    assert_eq!((code, v["error"]["code"].as_str()), (422, Some("invalid_request")), "an unknown pool: {v}");
     let (_, v) = admin(&h, reqwest::Method::GET, "/v1/admin/accounts", None).await;
     let ids: Vec<&str> = v["accounts"].as_array().unwrap().iter().filter_map(|a| a["id"].as_str()).collect();
     assert!(ids.contains(&"newco") && ids.contains(&"acme"), "{ids:?}");

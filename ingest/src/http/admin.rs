@@ -281,6 +281,18 @@ fn view(a: AccountInfo) -> AccountView {
     }
 }
 
+/// 422 `invalid_request` for a pool this node's shaping does not know (`[[pools]]`).
+fn known_pool(state: &ApiState, pool: Option<&str>) -> Result<(), ApiError> {
+    match (pool, &state.shaping) {
+        (Some(name), Some(shaper)) if !shaper.has_pool(name) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("no pool named `{name:.64}` in [[pools]]"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Creates an account.
 #[utoipa::path(
     post,
@@ -314,6 +326,7 @@ pub async fn create(
         report_email: b.report_email,
         relay_networks: b.relay_networks.unwrap_or_default(),
     };
+    known_pool(&state, settings.pool.as_deref())?;
     let info = service.create(&actor, b.id, settings).await.map_err(error)?;
     Ok((StatusCode::CREATED, Json(view(info))))
 }
@@ -392,6 +405,7 @@ pub async fn update(
     let (service, actor) = service(&state, &headers)?;
     let id = id(path)?;
     let Json(b) = body.map_err(super::json_rejection)?;
+    known_pool(&state, b.pool.as_ref().and_then(|p| p.as_deref()))?;
     let patch = AccountPatch {
         name: b.name,
         pool: b.pool,
