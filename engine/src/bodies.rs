@@ -98,7 +98,7 @@ impl BodyStore {
         }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
         let sha256: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
-        let key: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let key: String = hex::encode(sha256);
         let partition = self.router.key_partition(&key);
         let len = body.len() as u64;
         let value = encode(&Event::Body(BodyStored {

@@ -7,11 +7,12 @@
 //! - [`worker`] and [`delivery`]: consuming partitions and delivering over SMTP;
 //! - [`rewrite`]: send-time rewriting before signing (CSS, click and open tracking, unsubscribe);
 //! - [`projector`]: turning the log into the read models queries use; [`engagement`]: the same
-//!   for opens, clicks and unsubscriptions;
+//!   for opens, clicks and unsubscriptions; [`replay`]: rebuilding a projection from the log;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
 //! - [`accounts`]: accounts, API keys and SMTP users as events, and each node's snapshot;
 //! - [`shaping`]: provider limits, adaptive backoff, source pools and warm-up;
-//! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O.
+//! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O;
+//! - [`metrics`]: every metric the engine records, with its help text (`docs/metrics.md`).
 
 pub mod accounts;
 pub mod bodies;
@@ -21,7 +22,9 @@ pub mod domains;
 pub mod engagement;
 pub mod feedback;
 pub mod log;
+pub mod metrics;
 pub mod projector;
+pub mod replay;
 pub mod retry;
 pub mod rewrite;
 pub mod routing;

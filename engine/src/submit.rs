@@ -53,6 +53,11 @@ impl Submitter {
         self.log.failure()
     }
 
+    /// Whether the log can take appends, asking the cluster if there is one (`/readyz`).
+    pub async fn log_reachable(&self, timeout: std::time::Duration) -> Result<(), String> {
+        self.log.reachable(timeout).await
+    }
+
     /// Checks the fan-out limit, then returns how `body` travels to `recipients`
     /// recipients: inline, or stored once (durable on return).
     pub async fn place_body(&self, account: &AccountId, body: Vec<u8>, recipients: usize) -> Result<Body, SubmitError> {

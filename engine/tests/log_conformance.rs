@@ -241,6 +241,32 @@ async fn reads_by_position(open: Opener, prefix: &str) {
     assert_eq!(text(&log.read_at(&topic, 2, first[0]).await.unwrap().unwrap()), "p0");
 }
 
+/// `unread` counts what a consumer has not read yet (the lag metric's source): all of it at
+/// first, what is left after a poll, none at the end, even after a commit's transaction
+/// (whose marker takes an offset on Kafka).
+async fn unread_counts_what_is_left(open: Opener, prefix: &str) {
+    let log = open().await;
+    let t = topics(prefix);
+    log.append((0..5).map(|i| record(&t.messages(), 1, "k.test", format!("m{i}"))).collect()).await.unwrap();
+    let mut c = one(&log, &unique("g"), &t.messages(), 1).await;
+    assert_eq!(c.unread().await.unwrap(), 5, "nothing read yet");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < 2 && Instant::now() < deadline {
+        got.extend(c.poll(2 - got.len(), Duration::from_secs(1)).await.unwrap());
+    }
+    assert_eq!(c.unread().await.unwrap(), 3, "two of five read");
+    let rest = read_n(&mut c, 3).await;
+    let end = rest.last().unwrap().offset + 1;
+    c.commit(vec![record(&t.attempts(), 1, "k.test", "a".into())], Position::at(end)).await.unwrap();
+    assert!(c.poll(10, Duration::from_millis(500)).await.unwrap().is_empty());
+    assert_eq!(c.unread().await.unwrap(), 0, "read to the end");
+    let mut attempts = one(&log, &unique("g"), &t.attempts(), 1).await;
+    assert_eq!(read_n(&mut attempts, 1).await.len(), 1);
+    assert!(attempts.poll(10, Duration::from_millis(500)).await.unwrap().is_empty());
+    assert_eq!(attempts.unread().await.unwrap(), 0, "a transaction's marker is not an unread record");
+}
+
 macro_rules! conformance {
     ($name:ident, $case:ident) => {
         mod $name {
@@ -269,6 +295,7 @@ conformance!(crash, no_loss_when_the_consumer_dies_before_commit);
 conformance!(atomic_commit, commit_appends_and_commits_together);
 conformance!(single_member, a_group_member_gets_every_partition_when_alone);
 conformance!(positions, reads_by_position);
+conformance!(unread, unread_counts_what_is_left);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_append_is_durable_across_reopen() {

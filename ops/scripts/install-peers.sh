@@ -3,7 +3,10 @@
 #   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl,
 #        nginx-light and wrk (the tracking-server redirect figure, benches/src/bin/tracking.rs),
 #        strace (the embedded log test that sees the data directory fsynced)
-#   pip: dkimpy, dnspython, cryptography, pynacl, schemathesis
+#   pip: dkimpy, dnspython, cryptography, pynacl; check-jsonschema and PyYAML (the compose file
+#        against the Compose Specification schema, the rendered Helm chart; ops/tests/deploy.rs)
+#   go: helm (helm lint / helm template of ops/deploy/helm, from the Go module proxy) into ~/go/bin
+#   pip: schemathesis (ops/tests/schemathesis.rs)
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
 # Env: HERALD_CACHE (default ~/.cache/herald), KAFKA_VERSION, CASSANDRA_VERSION.
 set -euo pipefail
@@ -74,6 +77,24 @@ if command -v st >/dev/null && st --version 2>/dev/null | grep -q "version 4"; t
 else
   log "pip: installing schemathesis 4"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "schemathesis>=4,<5"
+fi
+if command -v check-jsonschema >/dev/null && python3 -c "import yaml" 2>/dev/null; then
+  log "pip: check-jsonschema pyyaml present"
+else
+  log "pip: installing check-jsonschema pyyaml"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore check-jsonschema pyyaml
+fi
+
+# ---- go ----------------------------------------------------------------
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+if command -v helm >/dev/null || [[ -x "$HOME/go/bin/helm" ]]; then
+  log "go: helm present"
+elif command -v go >/dev/null; then
+  log "go: installing helm $HELM_VERSION (go install, a few minutes)"
+  go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+else
+  log "go: no Go toolchain; install Go, then rerun for helm"
+  exit 1
 fi
 
 # ---- Maven Central jars -------------------------------------------------

@@ -64,7 +64,7 @@ fn local_secret(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
 fn random_hex() -> anyhow::Result<String> {
     let mut raw = [0u8; 32];
     aws_lc_rs::rand::fill(&mut raw).map_err(|_| anyhow::anyhow!("no randomness for the VERP secret"))?;
-    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(raw))
 }
 
 /// The classifier: the operator's rule file (if any) before the shipped rules.

@@ -6,4 +6,6 @@ pub mod accounts_cli;
 pub mod config;
 pub mod domains_cli;
 pub mod feedback;
+pub mod metrics;
+pub mod replay;
 pub mod serve;

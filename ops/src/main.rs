@@ -1,10 +1,8 @@
 //! `herald`: the command line.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald::config::Config;
 use std::path::PathBuf;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -46,6 +44,15 @@ enum Command {
         api_key: String,
         #[command(subcommand)]
         command: herald::domains_cli::DomainsCommand,
+    },
+    /// Rebuild a projection from the log (docs/operations.md, "Backup and replay"). With the
+    /// embedded backends, stop `herald serve` first.
+    Replay {
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The projection to rebuild.
+        #[arg(long, value_enum)]
+        projection: herald::replay::Projection,
     },
     /// Inspect configuration.
     Config {
@@ -91,6 +98,19 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(herald::domains_cli::run(&herald::domains_cli::Client::new(&url, &api_key), command))
         }
+        Command::Replay { config, projection } => {
+            let c = Config::load(config.as_deref())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(herald::replay::run(&c, projection))?;
+            println!(
+                "replayed {} records ({} applied) into the {projection:?} projection in {:.2} s: {:.0} records/s",
+                report.records,
+                report.applied,
+                report.elapsed.as_secs_f64(),
+                report.per_second()
+            );
+            Ok(())
+        }
         Command::Config { command: ConfigCommand::Default } => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             Ok(())
@@ -131,16 +151,7 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     if config.accounts.is_empty() {
         tracing::warn!("no [[accounts]] configured: every API call will be refused with 401");
     }
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
-        .context("metric buckets")?
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("herald_log_commit_commands".into()),
-            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 8192.0],
-        )
-        .context("metric buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let render = herald::metrics::install()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -155,7 +166,6 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             signal.cancel();
         });
-        let render: herald_ingest::http::MetricsRender = Arc::new(move || handle.render());
         herald::serve::run(config, Some(render), shutdown, None).await
     })
 }

@@ -415,7 +415,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Waits until nothing else holds `log` and `store`, then closes them off the runtime (the
 /// embedded log stops its writer and checkpoints). A finished component may still be
 /// dropping them (axum lets go of a connection before it drops the connection's service).
-async fn close(log: Arc<dyn EventLog>, store: Arc<dyn ProjectionStore>) {
+pub async fn close(log: Arc<dyn EventLog>, store: Arc<dyn ProjectionStore>) {
     let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
     while (Arc::strong_count(&log) > 1 || Arc::strong_count(&store) > 1) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -7,8 +7,12 @@
 //! access log) only answers. The driver checks that both redirect to the same URL, and reports
 //! how many click events Herald appended and dropped.
 //!
+//! `--roles track` runs Herald as a tracking node (`[cluster] roles = ["track"]`: the
+//! redirects and the click events' appends, no projector or workers in the process), the way
+//! a cluster serves a busy click domain; the default runs every role in the one process.
+//!
 //! Usage (after `cargo build --release -p herald -p herald-benches`):
-//!   target/release/tracking [--seconds S] [--connections C] [--threads T]
+//!   target/release/tracking [--seconds S] [--connections C] [--threads T] [--rounds N] [--roles track]
 
 use anyhow::{bail, Context, Result};
 use herald_engine::rewrite::token::{self, Claims, Keys};
@@ -23,10 +27,13 @@ struct Args {
     seconds: u64,
     connections: usize,
     threads: usize,
+    rounds: usize,
+    /// `[cluster] roles` of the Herald node, as a TOML array; every role when `None`.
+    roles: Option<String>,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { seconds: 10, connections: 64, threads: 2 };
+    let mut a = Args { seconds: 10, connections: 64, threads: 2, rounds: 2, roles: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().context("missing value");
@@ -34,16 +41,29 @@ fn args() -> Result<Args> {
             "--seconds" => a.seconds = value()?.parse()?,
             "--connections" => a.connections = value()?.parse()?,
             "--threads" => a.threads = value()?.parse()?,
+            "--rounds" => a.rounds = value()?.parse::<usize>()?.max(1),
+            "--roles" => {
+                let roles: Vec<String> = value()?.split(',').map(|r| format!("\"{}\"", r.trim())).collect();
+                a.roles = Some(format!("[{}]", roles.join(", ")));
+            }
             other => bail!("unknown argument {other}"),
         }
     }
     Ok(a)
 }
 
-/// A child process killed on drop.
+/// A child process stopped on drop: `SIGTERM` first, so that nginx's master stops its
+/// workers (a `SIGKILL`ed master leaves them running, holding the port and our stdout).
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -63,7 +83,7 @@ fn wait_port(port: u16) -> Result<()> {
     bail!("nothing listens on {port}")
 }
 
-fn herald(dir: &Path, http: u16, tracking: u16) -> Result<Proc> {
+fn herald(dir: &Path, http: u16, tracking: u16, roles: Option<&str>) -> Result<Proc> {
     use base64::Engine;
     let secret = base64::engine::general_purpose::STANDARD.encode(SECRET);
     std::fs::write(
@@ -72,8 +92,9 @@ fn herald(dir: &Path, http: u16, tracking: u16) -> Result<Proc> {
             "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[smtp]\nenabled = false\n\
              [tracking]\nlisten = \"127.0.0.1:{tracking}\"\ndefault_host = \"127.0.0.1:{tracking}\"\nscheme = \"http\"\n\
              [[tracking.keys]]\nid = \"b1\"\nsecret = \"{secret}\"\n[delivery]\ndns_servers = [\"127.0.0.1:9\"]\n\
-             [[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\n",
-            d = dir.display()
+             [[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\n{cluster}",
+            d = dir.display(),
+            cluster = roles.map(|r| format!("[cluster]\nroles = {r}\n")).unwrap_or_default()
         ),
     )?;
     let bin = std::env::current_exe()?.parent().unwrap().join("herald");
@@ -151,7 +172,7 @@ fn main() -> Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
     let (http, tracking, nginx_port) = (free_port(), free_port(), free_port());
-    let _herald = herald(dir.path(), http, tracking)?;
+    let _herald = herald(dir.path(), http, tracking, a.roles.as_deref())?;
     let _nginx = nginx(dir.path(), nginx_port)?;
     let keys = Keys::new(&[("b1".into(), SECRET.to_vec())], None).map_err(anyhow::Error::msg)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as u32;
@@ -177,7 +198,7 @@ fn main() -> Result<()> {
         }
     }
     let (mut h, mut n) = (vec![], vec![]);
-    for _ in 0..2 {
+    for _ in 0..a.rounds {
         n.push(wrk(&a, &nginx_url)?);
         h.push(wrk(&a, &herald_url)?);
     }
@@ -193,7 +214,7 @@ fn main() -> Result<()> {
     println!("ratio  : herald/nginx = {:.2}", herald_rps / nginx_rps);
     println!(
         "{}",
-        serde_json::json!({"figure": "tracking_redirects", "seconds": a.seconds, "connections": a.connections, "threads": a.threads, "herald_rps": herald_rps.round(), "nginx_rps": nginx_rps.round(), "ratio": (herald_rps / nginx_rps * 100.0).round() / 100.0, "events_appended": appended, "events_dropped": dropped})
+        serde_json::json!({"figure": "tracking_redirects", "roles": a.roles.as_deref().unwrap_or("all"), "seconds": a.seconds, "connections": a.connections, "threads": a.threads, "herald_rps": herald_rps.round(), "nginx_rps": nginx_rps.round(), "ratio": (herald_rps / nginx_rps * 100.0).round() / 100.0, "events_appended": appended, "events_dropped": dropped})
     );
     Ok(())
 }

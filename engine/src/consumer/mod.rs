@@ -169,6 +169,7 @@ async fn run_subscription<H: ChunkHandler>(
     shutdown: CancellationToken,
 ) {
     let mut tasks: HashMap<Assignment, Task> = HashMap::new();
+    crate::metrics::init_group(group);
     loop {
         let change = tokio::select! {
             _ = shutdown.cancelled() => break,

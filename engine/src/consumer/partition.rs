@@ -9,13 +9,16 @@
 use super::{ChunkHandler, Settings};
 use crate::log::{PartitionConsumer, Position, Record};
 use herald_schemas::Timestamp;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// How often a partition task samples its lag and its oldest unfinished record's age.
+const LAG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(super) struct PartitionTask<H: ChunkHandler> {
     consumer: Box<dyn PartitionConsumer>,
@@ -27,7 +30,9 @@ pub(super) struct PartitionTask<H: ChunkHandler> {
     /// Received, not started, in offset order.
     waiting: VecDeque<(u64, H::Item)>,
     in_flight: JoinSet<(Vec<u64>, Vec<Record>)>,
-    unfinished: BTreeSet<u64>,
+    /// Unfinished offsets, each with when its record became due (its append time, or its
+    /// retry time when later), in milliseconds: the age metric's origin.
+    unfinished: BTreeMap<u64, i64>,
     /// Finished offsets above the committed `next_offset`.
     finished: BTreeSet<u64>,
     /// Output of finished chunks, not yet committed.
@@ -58,7 +63,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
             lost,
             waiting: VecDeque::new(),
             in_flight: JoinSet::new(),
-            unfinished: BTreeSet::new(),
+            unfinished: BTreeMap::new(),
             finished: BTreeSet::new(),
             output: Vec::new(),
             end: start.next_offset,
@@ -68,7 +73,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
     }
 
     fn position(&self) -> Position {
-        Position::from_parts(self.unfinished.first().copied(), self.end, &self.finished)
+        Position::from_parts(self.unfinished.first_key_value().map(|(o, _)| *o), self.end, &self.finished)
     }
 
     fn dirty(&self) -> bool {
@@ -76,7 +81,46 @@ impl<H: ChunkHandler> PartitionTask<H> {
     }
 
     /// Runs until stopped; returns the consumer (the backend releases the partition after).
-    pub(super) async fn run(mut self) -> Box<dyn PartitionConsumer> {
+    /// Its lag gauges read 0 once it stops: the partition's next owner reports them.
+    pub(super) async fn run(self) -> Box<dyn PartitionConsumer> {
+        let labels = self.labels();
+        let consumer = self.work().await;
+        metrics::gauge!("herald_consumer_lag_records", labels.to_vec()).set(0.0);
+        metrics::gauge!("herald_consumer_oldest_unfinished_age_seconds", labels.to_vec()).set(0.0);
+        consumer
+    }
+
+    fn labels(&self) -> [metrics::Label; 3] {
+        let a = self.consumer.assignment();
+        [
+            metrics::Label::new("group", self.group.clone()),
+            metrics::Label::new("topic", a.topic.clone()),
+            metrics::Label::new("partition", a.partition.to_string()),
+        ]
+    }
+
+    /// Samples the partition's lag and the age of its oldest unfinished record.
+    async fn report_lag(&mut self) {
+        let unread = match self.consumer.unread().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, group = %self.group, "lag not sampled");
+                return;
+            }
+        };
+        let labels = self.labels();
+        let lag = unread + self.unfinished.len() as u64;
+        metrics::gauge!("herald_consumer_lag_records", labels.to_vec()).set(lag as f64);
+        let now = Timestamp::now().millis();
+        let age = self.unfinished.values().min().map_or(0, |since| now.saturating_sub(*since).max(0));
+        metrics::gauge!("herald_consumer_oldest_unfinished_age_seconds", labels.to_vec()).set(age as f64 / 1000.0);
+    }
+
+    async fn work(mut self) -> Box<dyn PartitionConsumer> {
+        // Sampled between turns rather than as a branch of the `biased` select below, which a
+        // busy partition (records always ready) would never reach; an idle poll returns
+        // within a second, so a sample is never much later than due.
+        let mut sampled: Option<Instant> = None;
         let mut deadline: Option<Instant> = None;
         let mut poll_backoff = Duration::from_millis(100);
         let mut commit_backoff = Duration::from_millis(100);
@@ -87,6 +131,10 @@ impl<H: ChunkHandler> PartitionTask<H> {
             }
             if deadline.is_none() {
                 self.start_due();
+                if sampled.is_none_or(|t| t.elapsed() >= LAG_INTERVAL) {
+                    self.report_lag().await;
+                    sampled = Some(Instant::now());
+                }
             }
             if self.dirty() {
                 match self.commit().await {
@@ -174,7 +222,8 @@ impl<H: ChunkHandler> PartitionTask<H> {
             }
             match self.handler.prepare(&record) {
                 Some(item) => {
-                    self.unfinished.insert(record.offset);
+                    let since = record.timestamp_ms.max(self.handler.due(&item).millis());
+                    self.unfinished.insert(record.offset, since);
                     self.waiting.push_back((record.offset, item));
                 }
                 None => {

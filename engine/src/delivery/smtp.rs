@@ -186,7 +186,7 @@ pub async fn send(
                 } else {
                     let _ = session.client.quit().await;
                 }
-                metrics::counter!("herald_smtp_transactions_total", "session" => if reused { "reused" } else { "new" })
+                metrics::counter!("herald_delivery_smtp_transactions_total", "session" => if reused { "reused" } else { "new" })
                     .increment(1);
                 return Ok(Sent::Transaction { reply, tls });
             }

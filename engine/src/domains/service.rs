@@ -103,7 +103,7 @@ pub struct Domains {
 
 fn token(domain: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, domain.as_bytes());
-    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest.as_ref()[..8])
 }
 
 fn check_label(label: &str, what: &str) -> Result<String, DomainError> {

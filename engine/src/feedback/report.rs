@@ -189,7 +189,7 @@ fn text_bounce(message: &Message<'_>, raw: &[u8]) -> Bounce {
 /// First 8 octets of SHA-256, hex.
 pub fn digest_hex(bytes: &[u8]) -> String {
     let d = digest::digest(&digest::SHA256, bytes);
-    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&d.as_ref()[..8])
 }
 
 #[cfg(test)]

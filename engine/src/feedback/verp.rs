@@ -101,7 +101,7 @@ impl VerpKeys {
         if !ok {
             return Err(VerpError::BadMac);
         }
-        let id: String = signed[..ID_LEN].iter().map(|b| format!("{b:02x}")).collect();
+        let id: String = hex::encode(&signed[..ID_LEN]);
         let tag = u32::from_be_bytes(signed[ID_LEN..].try_into().expect("4 octets"));
         Ok(Token { message_id: MessageId(id), account_tag: tag })
     }

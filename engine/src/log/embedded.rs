@@ -534,6 +534,10 @@ impl PartitionConsumer for Consumer {
         Ok(records)
     }
 
+    async fn unread(&mut self) -> Result<u64, LogError> {
+        Ok(self.head.borrow().saturating_sub(self.position))
+    }
+
     async fn commit(&mut self, records: Vec<Record>, position: Position) -> Result<(), LogError> {
         let metadata = position.metadata();
         let (group, topic) = (self.group.clone(), self.assignment.topic.clone());

@@ -124,6 +124,13 @@ pub trait EventLog: Send + Sync + 'static {
         None
     }
 
+    /// Whether the log can take appends now, asking the cluster when there is one
+    /// (`/readyz`): the default answers from [`EventLog::failure`]; Kafka also fetches the
+    /// cluster's metadata within `timeout`.
+    async fn reachable(&self, _timeout: Duration) -> Result<(), String> {
+        self.failure().map_or(Ok(()), Err)
+    }
+
     /// Opens one consumer per assignment for `group`, each starting at the group's committed
     /// position for its partition (or the beginning when none was committed). No group
     /// membership: the caller owns these partitions (static mode, tests).
@@ -202,6 +209,12 @@ pub trait PartitionConsumer: Send + 'static {
     /// crash either both are in the log or neither is. Durable on return. Fails when this
     /// member no longer owns the partition (Kafka fences it), and then nothing was written.
     async fn commit(&mut self, records: Vec<Record>, position: Position) -> Result<(), LogError>;
+
+    /// How many records of the partition come after the last one `poll` returned (or after
+    /// the start, before the first): what this consumer has not read yet. Feeds the lag
+    /// metric (`herald_consumer_lag_records`); the embedded log answers from memory, Kafka
+    /// asks the partition leader for the high watermark.
+    async fn unread(&mut self) -> Result<u64, LogError>;
 }
 
 /// A change of what a group member owns.

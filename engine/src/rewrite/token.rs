@@ -194,7 +194,7 @@ impl<'a> Reader<'a> {
         if self.0.first() == Some(&0xff) {
             self.take(1)?;
             let raw = self.take(16)?;
-            Some(raw.iter().map(|b| format!("{b:02x}")).collect())
+            Some(hex::encode(raw))
         } else {
             self.field()
         }

@@ -63,7 +63,7 @@ pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
         ctx.update(&(part.len() as u64).to_le_bytes());
         ctx.update(part);
     }
-    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(ctx.finish())
 }
 
 /// What to do with a request that carries a key.

@@ -11,6 +11,7 @@ mod bounces;
 mod domains;
 pub mod idempotency;
 mod messages;
+pub mod observe;
 pub mod openapi;
 mod providers;
 mod schemas;
@@ -83,6 +84,24 @@ async fn healthz(axum::extract::State(state): axum::extract::State<Arc<ApiState>
     }
 }
 
+/// `200 ready` when the log takes appends (Kafka: the cluster answers a metadata request)
+/// and the projection store answers a read, each within [`READY_TIMEOUT`]; `503` with the
+/// reason otherwise. Orchestrators route traffic on it
+/// (Kubernetes readiness probe); `/healthz` stays the liveness check.
+pub(super) async fn readyz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+    if let Err(why) = state.submitter.log_reachable(READY_TIMEOUT).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: log: {why}\n")).into_response();
+    }
+    match tokio::time::timeout(READY_TIMEOUT, state.store.domain("readyz.invalid")).await {
+        Ok(Ok(_)) => "ready\n".into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: store: {e}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: store: no answer within 2 s\n").into_response(),
+    }
+}
+
+/// How long `/readyz` waits for the log and for the store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Every API route with its OpenAPI description (`/ui` is added by the binary).
 pub fn api(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
@@ -120,6 +139,7 @@ pub fn api(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(providers::pools))
         .routes(routes!(openapi::metrics))
         .routes(routes!(openapi::healthz))
+        .routes(routes!(openapi::readyz))
         .with_state(state)
         .split_for_parts();
     (router, openapi::finish(doc))
@@ -142,6 +162,7 @@ pub fn with_document(router: axum::Router, doc: utoipa::openapi::OpenApi) -> axu
                 async move { ([("content-type", "application/json")], json.as_str().to_owned()) }
             }),
         )
+        .layer(axum::middleware::from_fn(observe::track))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")

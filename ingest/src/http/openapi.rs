@@ -112,3 +112,18 @@ pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 pub async fn healthz(state: State<Arc<ApiState>>) -> Response {
     super::healthz(state).await
 }
+
+/// Readiness: `ready` when the log takes appends and the projection store answers, each
+/// within 2 s; 503 with the reason otherwise (`/healthz` stays the liveness check).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`ready`", content_type = "text/plain", body = String),
+        (status = 503, description = "`not ready: <reason>`", content_type = "text/plain", body = String),
+    )
+)]
+pub async fn readyz(state: State<Arc<ApiState>>) -> Response {
+    super::readyz(state).await
+}

@@ -10,8 +10,10 @@
 //! - clicks within `too_soon` seconds of the token's issue (the delivery attempt): gateways
 //!   that follow every link when the message arrives.
 
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use herald_schemas::MachineReason;
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 /// Lower-case user-agent fragments of image proxies other than Google's and Apple's.
 const IMAGE_PROXIES: &[&str] = &["yahoomailproxy", "yahoo! slurp", "outlook-image-proxy", "ymailimageproxy"];
@@ -61,6 +63,29 @@ const SCANNERS: &[&str] = &[
     "linkpreview",
 ];
 
+/// Which list a fragment comes from, by pattern index.
+enum Kind {
+    Google,
+    ImageProxy,
+    Scanner,
+}
+
+/// Every fragment in one case-insensitive automaton: one pass over the user agent per request.
+static FRAGMENTS: LazyLock<(AhoCorasick, Vec<Kind>)> = LazyLock::new(|| {
+    let mut patterns = vec!["googleimageproxy"];
+    let mut kinds = vec![Kind::Google];
+    patterns.extend_from_slice(IMAGE_PROXIES);
+    kinds.extend(IMAGE_PROXIES.iter().map(|_| Kind::ImageProxy));
+    patterns.extend_from_slice(SCANNERS);
+    kinds.extend(SCANNERS.iter().map(|_| Kind::Scanner));
+    let automaton = AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::Standard)
+        .build(&patterns)
+        .expect("fixed patterns build");
+    (automaton, kinds)
+});
+
 /// What the request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -77,21 +102,30 @@ pub fn classify(head: bool, user_agent: &str, ip: IpAddr, target: Target, too_so
     if head {
         return Some(MachineReason::HeadRequest);
     }
-    let ua = user_agent.trim().to_ascii_lowercase();
-    if ua.contains("googleimageproxy") {
+    let ua = user_agent.trim();
+    let (automaton, kinds) = &*FRAGMENTS;
+    let (mut google, mut proxy, mut scanner) = (false, false, false);
+    for m in automaton.find_overlapping_iter(ua) {
+        match kinds[m.pattern().as_usize()] {
+            Kind::Google => google = true,
+            Kind::ImageProxy => proxy = true,
+            Kind::Scanner => scanner = true,
+        }
+    }
+    if google {
         return Some(MachineReason::GoogleImageProxy);
     }
     let apple_net = match ip {
         IpAddr::V4(v4) => v4.octets()[0] == 17,
         IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.octets()[0] == 17),
     };
-    if ua == "mozilla/5.0" || (apple_net && target == Target::Open) {
+    if ua.eq_ignore_ascii_case("mozilla/5.0") || (apple_net && target == Target::Open) {
         return Some(MachineReason::AppleMpp);
     }
-    if IMAGE_PROXIES.iter().any(|p| ua.contains(p)) {
+    if proxy {
         return Some(MachineReason::ImageProxy);
     }
-    if ua.is_empty() || SCANNERS.iter().any(|s| ua.contains(s)) {
+    if ua.is_empty() || scanner {
         return Some(MachineReason::Scanner);
     }
     match target {

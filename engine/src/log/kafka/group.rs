@@ -211,6 +211,7 @@ fn split(
             None => (Offset::Stored, Position::at(0)),
         };
         assign.add_partition_offset(&a.topic, a.partition as i32, offset)?;
+        let start_offset = start.next_offset;
         let queue = consumer.split_partition_queue(&a.topic, a.partition as i32).ok_or_else(|| LogError::Topic {
             topic: a.topic.clone(),
             problem: format!("cannot split partition {}", a.partition),
@@ -222,6 +223,9 @@ fn split(
             buffered: VecDeque::new(),
             error: None,
             committer: committer.clone(),
+            consumer: Arc::downgrade(consumer),
+            next: start_offset,
+            idle: false,
         }));
     }
     Ok((assign, readers))
@@ -352,6 +356,13 @@ struct PartitionReader {
     /// An error that followed buffered records; returned once they are.
     error: Option<LogError>,
     committer: Arc<Committer>,
+    /// The group's consumer, for the high watermark (`unread`); weak, so that readers do
+    /// not keep a consumer that left its group alive.
+    consumer: std::sync::Weak<GroupConsumer>,
+    /// One past the last record returned by `poll`.
+    next: u64,
+    /// The last `poll` waited and found nothing: caught up, but for transaction markers.
+    idle: bool,
 }
 
 pub(super) fn to_stored(m: &rdkafka::message::BorrowedMessage<'_>) -> Stored {
@@ -415,10 +426,14 @@ impl PartitionConsumer for PartitionReader {
         let PartitionReader { queue, assignment, buffered, error, .. } = self;
         if buffered.is_empty() && error.is_none() {
             match tokio::time::timeout(wait, queue.recv()).await {
-                Err(_) => return Ok(Vec::new()),
+                Err(_) => {
+                    self.idle = true;
+                    return Ok(Vec::new());
+                }
                 Ok(m) => take_one(buffered, error, assignment, m),
             }
         }
+        self.idle = false;
         // Take what is already there, without waiting.
         while error.is_none() && buffered.len() < max {
             match queue.recv().now_or_never() {
@@ -426,7 +441,23 @@ impl PartitionConsumer for PartitionReader {
                 None => break,
             }
         }
-        drain_buffered(&mut self.buffered, &mut self.error, max)
+        let records = drain_buffered(&mut self.buffered, &mut self.error, max)?;
+        if let Some(last) = records.last() {
+            self.next = last.offset + 1;
+        }
+        Ok(records)
+    }
+
+    async fn unread(&mut self) -> Result<u64, LogError> {
+        let consumer = self.consumer.upgrade().ok_or(LogError::Closed)?;
+        let (topic, partition) = (self.assignment.topic.clone(), self.assignment.partition as i32);
+        let (low, high) =
+            tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)))
+                .await
+                .map_err(|_| LogError::Closed)??;
+        // Before the first record, `next` may be below the log start (a group that begins at
+        // the beginning, after retention removed the first records).
+        Ok(unread_below(high, self.next.max(low.max(0) as u64), self.idle, self.buffered.len()))
     }
 
     async fn commit(&mut self, records: Vec<Record>, position: Position) -> Result<(), LogError> {
@@ -437,9 +468,30 @@ impl PartitionConsumer for PartitionReader {
     }
 }
 
+/// Records between `next` (one past the last returned) and the high watermark `high`. A
+/// transactional write leaves a marker after its records, which takes an offset no consumer
+/// sees: a reader that found nothing on its last poll is caught up when only one offset is
+/// left.
+fn unread_below(high: i64, next: u64, idle: bool, buffered: usize) -> u64 {
+    let gap = (high.max(0) as u64).saturating_sub(next);
+    if idle && buffered == 0 && gap <= 1 {
+        0
+    } else {
+        gap
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trailing_transaction_marker_is_not_lag() {
+        assert_eq!(unread_below(11, 10, true, 0), 0, "caught up but for the marker");
+        assert_eq!(unread_below(11, 10, false, 0), 1, "a record may be on its way");
+        assert_eq!(unread_below(20, 10, true, 0), 10);
+        assert_eq!(unread_below(-1, 0, true, 0), 0, "an empty partition");
+    }
 
     fn stored(offset: u64) -> Stored {
         Stored { offset, key: "k".into(), value: vec![], timestamp_ms: 0 }

@@ -198,6 +198,20 @@ impl EventLog for KafkaLog {
         self.settings.partitions
     }
 
+    async fn reachable(&self, timeout: Duration) -> Result<(), String> {
+        let producer = self.producer();
+        let brokers = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(None, timeout).map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("kafka: {e}"))?;
+        if brokers == 0 {
+            return Err("kafka: no broker in the cluster metadata".to_owned());
+        }
+        Ok(())
+    }
+
     async fn append_with_offsets(&self, records: Vec<super::Record>) -> Result<Vec<u64>, LogError> {
         for r in &records {
             check_record(r)?;
