@@ -149,7 +149,7 @@ pub const ENGINE: &[Metric] = &[
     m("herald_shaping_poison_records_total", Counter, &[], "Records on `<prefix>.shaping` that did not decode; skipped.", "engine/src/shaping/feed.rs"),
     m("herald_projector_poison_records_total", Counter, &[], "Records read by the projector that did not decode; skipped.", "engine/src/projector.rs"),
     m("herald_projector_events_total", Counter, &[], "Projected events applied to the store, duplicates skipped by the store included.", "engine/src/projector.rs"),
-    m("herald_accounts", Gauge, &[], "Accounts in this node's snapshot (API-made and config, deleted ones left out).", "engine/src/accounts/directory.rs"),
+    m("herald_accounts_known", Gauge, &[], "Accounts in this node's snapshot (API-made and config, deleted ones left out).", "engine/src/accounts/directory.rs"),
     m("herald_accounts_cache_rebuilds_total", Counter, &[], "Times this node rebuilt its account snapshot (a change seen in the projection's positions, or one made here).", "engine/src/accounts/directory.rs"),
     m("herald_account_events_total", Counter, &[open("type", "an account event type (`account.created`, `account.api_key_created`, …)")], "Account events applied by the account projector.", "engine/src/accounts/projector.rs"),
     m("herald_delivery_account_held_total", Counter, &[], "Queued messages of suspended accounts set aside by a worker (no attempt used).", "engine/src/worker.rs"),

@@ -305,7 +305,7 @@ impl AccountCache {
         }
         let rows = store.accounts().await?;
         let next = Snapshot::build(&self.bootstrap, rows);
-        metrics::gauge!("herald_accounts").set(next.accounts.len() as f64);
+        metrics::gauge!("herald_accounts_known").set(next.accounts.len() as f64);
         metrics::counter!("herald_accounts_cache_rebuilds_total").increment(1);
         self.tx.send_if_modified(|current| {
             if **current == next {
