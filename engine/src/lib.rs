@@ -9,11 +9,13 @@
 //! - [`projector`]: turning the log into the read models queries use; [`engagement`]: the same
 //!   for opens, clicks and unsubscriptions; [`replay`]: rebuilding a projection from the log;
 //! - [`domains`]: sender domains (keys, rotation, Herald's DNS zone, verification);
+//! - [`accounts`]: accounts, API keys and SMTP users as events, and each node's snapshot;
 //! - [`shaping`]: provider limits, adaptive backoff, source pools and warm-up;
 //! - [`webhooks`]: customers' endpoints, signed and durable delivery of their events;
 //! - [`routing`] and [`retry`]: pure decisions (partitioning, backoff), kept apart from I/O;
 //! - [`metrics`]: every metric the engine records, with its help text (`docs/metrics.md`).
 
+pub mod accounts;
 pub mod bodies;
 pub mod consumer;
 pub mod delivery;

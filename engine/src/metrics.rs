@@ -76,7 +76,7 @@ const COMMAND_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 2
 /// Counts of partition commits folded into one Kafka transaction.
 const TXN_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
-const GROUP: Label = open("group", "a consumer group: `<prefix>-delivery`, `<prefix>-projector`, `<prefix>-domain-projector`, `<prefix>-engagement-projector`, `<prefix>-feedback-projector`");
+const GROUP: Label = open("group", "a consumer group: `<prefix>-delivery`, `<prefix>-projector`, `<prefix>-domain-projector`, `<prefix>-engagement-projector`, `<prefix>-feedback-projector`, `<prefix>-account-projector`");
 const TOPIC: Label = open("topic", "a Herald topic (`<prefix>.messages`, a retry tier, …)");
 const PARTITION: Label = open("partition", "a partition number (below `backend.partitions`)");
 const PROVIDER: Label = open("provider", "a providers-file name, or `default`");
@@ -149,6 +149,10 @@ pub const ENGINE: &[Metric] = &[
     m("herald_shaping_poison_records_total", Counter, &[], "Records on `<prefix>.shaping` that did not decode; skipped.", "engine/src/shaping/feed.rs"),
     m("herald_projector_poison_records_total", Counter, &[], "Records read by the projector that did not decode; skipped.", "engine/src/projector.rs"),
     m("herald_projector_events_total", Counter, &[], "Projected events applied to the store, duplicates skipped by the store included.", "engine/src/projector.rs"),
+    m("herald_accounts_known", Gauge, &[], "Accounts in this node's snapshot (API-made and config, deleted ones left out).", "engine/src/accounts/directory.rs"),
+    m("herald_accounts_cache_rebuilds_total", Counter, &[], "Times this node rebuilt its account snapshot (a change seen in the projection's positions, or one made here).", "engine/src/accounts/directory.rs"),
+    m("herald_account_events_total", Counter, &[open("type", "an account event type (`account.created`, `account.api_key_created`, …)")], "Account events applied by the account projector.", "engine/src/accounts/projector.rs"),
+    m("herald_delivery_account_held_total", Counter, &[], "Queued messages of suspended accounts set aside by a worker (no attempt used).", "engine/src/worker.rs"),
     m("herald_domain_events_total", Counter, &[open("type", "a domain event type (`domain.added`, …)")], "Sender-domain events folded by the domain projector (replays included).", "engine/src/domains/projector.rs"),
     m("herald_domain_status_changes_total", Counter, &[fixed("to", &["pending", "verified", "failing"])], "Sender-domain verification status transitions (`failing`: a verified domain's records stopped checking out).", "engine/src/domains/service.rs"),
     m("herald_dns_queries_total", Counter, &[fixed("answer", &["records", "nodata", "nxdomain", "refused"])], "Queries answered by Herald's DNS server.", "engine/src/domains/dns.rs"),

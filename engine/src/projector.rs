@@ -71,8 +71,9 @@ pub fn project(event: &Event) -> Option<Projected> {
         | Event::Engagement(_)
         | Event::Body(_)
         | Event::Shaping(_)
+        | Event::Account(_)
         | Event::Webhook(_) => None,
-        Event::Reserved5(r) | Event::Reserved9(r) => match *r {},
+        Event::Reserved5(r) => match *r {},
     }
 }
 

@@ -17,6 +17,7 @@
 //! marks its attempt finished, so a crash can never fork a retry chain; after a crash only
 //! the attempts that were in flight are made again (at most `batch_size` per partition).
 
+use crate::accounts::{AccountCache, Gate};
 use crate::consumer::{self, ChunkHandler, Membership, Owned};
 use crate::delivery::smtp::Egress;
 use crate::delivery::{mx, Attempt, Class, Deliverer};
@@ -49,6 +50,9 @@ pub struct WorkerSettings {
     pub drain: Duration,
     /// Delay of the held topic (messages set aside for a short while).
     pub hold: Duration,
+    /// How long a suspended account's message is parked before the worker looks again
+    /// (the held topic, or the retry tier of the longest delay within it).
+    pub account_hold: Duration,
 }
 
 pub struct Worker {
@@ -58,6 +62,7 @@ pub struct Worker {
     deliverer: Arc<Deliverer>,
     settings: WorkerSettings,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
+    accounts: Option<AccountCache>,
     /// The suppression check and refusal classification (`crate::feedback::sending`).
     feedback: Option<Arc<crate::feedback::sending::Sending>>,
     shaper: Arc<Shaper>,
@@ -109,7 +114,18 @@ impl Worker {
             shaper,
             owned,
             feedback: None,
+            accounts: None,
         }
+    }
+
+    /// Holds the mail of suspended accounts and drops that of deleted ones.
+    pub fn with_accounts(mut self, accounts: AccountCache) -> Self {
+        self.accounts = Some(accounts);
+        self
+    }
+
+    fn gate(&self, job: &Job) -> Gate {
+        self.accounts.as_ref().map_or(Gate::Deliver, |a| a.current().gate(&job.message.account))
     }
 
     /// Checks the suppression lists before each attempt and classifies refusals after it.
@@ -157,6 +173,11 @@ impl Worker {
 
     /// One message: route, admission by the shaper, attempt (or set aside).
     async fn deliver(&self, assignment: &Assignment, job: Job) -> Vec<Record> {
+        match self.gate(&job) {
+            Gate::Deliver => {}
+            Gate::Hold => return self.hold(job),
+            Gate::Drop => return self.dropped(job),
+        }
         if let Some(f) = &self.feedback {
             if let Some(record) = f.suppressed(&job.message, job.attempt).await {
                 return vec![record];
@@ -249,6 +270,43 @@ impl Worker {
             }
         }
         best
+    }
+
+    /// Parks a message of a suspended account on the held topic (or the retry tier of the
+    /// longest delay within `hold`), with the same attempt number: no attempt is made or
+    /// recorded and nothing counts against its retries. Unlike [`Worker::set_aside`] it does
+    /// not expire: the mail waits until the account is resumed or deleted.
+    fn hold(&self, job: Job) -> Vec<Record> {
+        let now = Timestamp::now();
+        let (topic, delay) = self.aside_topic(self.settings.account_hold);
+        let msg = job.message;
+        metrics::counter!("herald_delivery_account_held_total").increment(1);
+        tracing::debug!(message_id = %msg.message_id, account = %msg.account, "held: the account is suspended");
+        vec![Record {
+            topic,
+            partition: self.router.partition(&msg.recipient_domain, &msg.message_id.0),
+            key: msg.recipient_domain.clone(),
+            value: encode(&Event::DeliveryScheduled(DeliveryScheduled {
+                attempt: job.attempt,
+                not_before: now.saturating_add(delay),
+                message: msg,
+            })),
+        }]
+    }
+
+    /// A message of a deleted account: failed without an attempt.
+    fn dropped(&self, job: Job) -> Vec<Record> {
+        let reply = crate::delivery::local_reply(550, "5.7.1", "The account was deleted; the message was not sent.");
+        let dropped = Attempt {
+            mx_host: None,
+            mx_ip: None,
+            tls: false,
+            reply,
+            class: Class::Permanent,
+            dkim: "unsigned: not sent".into(),
+            duration: Duration::ZERO,
+        };
+        self.records_for(job, dropped)
     }
 
     fn domain_semaphore(&self, domain: &str) -> Arc<Semaphore> {

@@ -5,6 +5,7 @@
 //! one-click unsubscribe), which appends engagement events.
 //! [`inbound`] is the bounce MX, on [`smtp`]'s session machinery. [`metrics`] lists every
 //! metric they record.
+//! [`limits`] enforces each account's sending limits on both.
 //! Ingestion validates and appends accepted messages to the log through
 //! [`herald_engine::submit::Submitter`]; it never delivers.
 
@@ -12,6 +13,7 @@ pub mod accept;
 pub mod address;
 pub mod http;
 pub mod inbound;
+pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod options;

@@ -25,6 +25,7 @@ pub const INGEST: &[Metric] = &[
     m("herald_http_errors_total", Counter, &[open("code", "a stable error code (`api.md`)")], "API error replies, by code.", "ingest/src/http/mod.rs"),
     m("herald_http_idempotency_requests_total", Counter, &[fixed("outcome", &["new", "replayed", "reused", "in_progress", "taken_over"])], "`POST /v1/send` requests with an `Idempotency-Key`, by what the key's state made of them.", "ingest/src/http/idempotency.rs"),
     m("herald_ingest_reencoded_messages_total", Counter, &[], "Messages (REST or SMTP) whose parts were re-encoded because a body line was over 998 octets.", "ingest/src/message/mod.rs"),
+    m("herald_ingest_limited_total", Counter, &[fixed("limit", &["rate_limited", "daily_limit_exceeded"])], "REST requests refused by an account's own limits (429).", "ingest/src/http/send.rs"),
     m("herald_ingest_from_domain_refusals_total", Counter, &[], "Messages refused because a `From:` domain is not the account's (REST 422, SMTP 550 5.7.1).", "ingest/src/sender.rs"),
     m("herald_smtp_ingest_refusals_total", Counter, &[open("reason", "a refusal kind (`smtp.md`, bounded set)")], "Inbound SMTP (submission and bounce MX) refusals and errors, by kind.", "ingest/src/smtp/reply.rs"),
     m("herald_smtp_ingest_sessions_total", Counter, &[], "Inbound SMTP sessions started (after the connection limits).", "ingest/src/smtp/mod.rs"),

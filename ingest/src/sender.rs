@@ -8,8 +8,9 @@
 //! to another account, it is refused whatever the policy. A From domain nobody covers is
 //! allowed only under [`FromPolicy::Any`].
 
+use herald_engine::accounts::AccountCache;
 use herald_engine::domains::cache::DomainCache;
-use herald_schemas::{AccountId, VerificationStatus};
+use herald_schemas::{AccountId, FromDomainsPolicy, VerificationStatus};
 use std::collections::HashMap;
 
 /// An account's policy for From domains nobody has proven.
@@ -38,6 +39,8 @@ pub struct SenderPolicy {
     /// Static `[[dkim]]` key domains (lower-case ASCII) and the accounts they serve.
     static_domains: HashMap<String, Vec<AccountId>>,
     policies: HashMap<AccountId, FromPolicy>,
+    /// The accounts' own `from_domains` settings, which win over `policies`.
+    accounts: Option<AccountCache>,
 }
 
 impl SenderPolicy {
@@ -48,7 +51,30 @@ impl SenderPolicy {
         policies: HashMap<AccountId, FromPolicy>,
     ) -> Self {
         let static_domains = static_domains.into_iter().map(|(d, a)| (crate::message::ascii_domain(&d), a)).collect();
-        SenderPolicy { domains, static_domains, policies }
+        SenderPolicy { domains, static_domains, policies, accounts: None }
+    }
+
+    /// Takes each account's policy from its settings (`from_domains`); `default` is `any`
+    /// for an account a static key names, else `verified`.
+    pub fn with_accounts(mut self, accounts: AccountCache) -> Self {
+        self.accounts = Some(accounts);
+        self
+    }
+
+    fn policy(&self, account: &AccountId) -> FromPolicy {
+        let own = self.accounts.as_ref().and_then(|c| c.current().account(account).map(|a| a.settings.from_domains));
+        match own {
+            Some(FromDomainsPolicy::Any) => FromPolicy::Any,
+            Some(FromDomainsPolicy::Verified) => FromPolicy::Verified,
+            Some(FromDomainsPolicy::Default) => {
+                if self.static_domains.values().any(|accounts| accounts.contains(account)) {
+                    FromPolicy::Any
+                } else {
+                    FromPolicy::Verified
+                }
+            }
+            None => self.policies.get(account).copied().unwrap_or(FromPolicy::Verified),
+        }
     }
 
     /// Every account may send from any domain nobody else proved (tests of other stages).
@@ -61,7 +87,7 @@ impl SenderPolicy {
 
     /// Checks every From domain (lower-case ASCII) of a message of `account`.
     pub fn check(&self, account: &AccountId, from_domains: &[String]) -> Result<(), NotAuthorized> {
-        let policy = self.policies.get(account).copied().unwrap_or(FromPolicy::Verified);
+        let policy = self.policy(account);
         let snapshot = self.domains.as_ref().map(|c| c.current());
         for domain in from_domains {
             let owner = ancestors(domain).find_map(|candidate| {

@@ -3,11 +3,12 @@
 //! panic and that every append is a completed transaction answered `250 ... queued as`.
 
 use async_trait::async_trait;
+use herald_engine::accounts::{AccountCache, Bootstrap};
 use herald_engine::log::{Assignment, EventLog, LogError, PartitionConsumer, Record, Retention, Stored, Topics};
 use herald_engine::routing::Router;
 use herald_engine::submit::Submitter;
 use herald_ingest::sender::SenderPolicy;
-use herald_ingest::smtp::{session::Session, Account, Server, Settings};
+use herald_ingest::smtp::{session::Session, Server, Settings};
 use herald_schemas::AccountId;
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -58,11 +59,16 @@ fn server(log: Arc<CountingLog>, relay: bool) -> Arc<Server> {
         auth_failure_delay: Duration::from_millis(1),
         ..Settings::default()
     };
-    let relay_networks = if relay { vec!["127.0.0.0/8".parse().unwrap()] } else { vec![] };
-    let accounts =
-        vec![Account { id: AccountId("acme".into()), users: vec![], relay_networks, defaults: Default::default() }];
+    let relay_networks = if relay { vec!["127.0.0.0/8".to_owned()] } else { vec![] };
+    let accounts = AccountCache::new(vec![Bootstrap {
+        id: AccountId("acme".into()),
+        settings: herald_schemas::AccountSettings { relay_networks, ..Default::default() },
+        api_keys: vec![],
+        smtp_users: vec![],
+    }]);
     let sender = Arc::new(SenderPolicy::permissive([AccountId("acme".into())]));
-    Arc::new(Server::new(settings, submitter, accounts, sender, None))
+    let limits = Arc::new(herald_ingest::limits::Limits::local());
+    Arc::new(Server::new(settings, submitter, accounts, limits, sender, None))
 }
 
 /// Runs a session on `input` (the client half-closes after writing it); returns the replies.

@@ -48,8 +48,7 @@ fn herald_config(data_dir: &std::path::Path, dns_port: u16, mx_port: u16) -> Con
         smtp_users: vec![],
         relay_networks: vec![],
         from_domains: Some(FromDomains::Any),
-        defaults: Default::default(),
-        pool: None,
+        ..Default::default()
     }];
     c
 }

@@ -6,6 +6,7 @@
 #   pip: dkimpy, dnspython, cryptography, pynacl, standardwebhooks; check-jsonschema and PyYAML (the compose file
 #        against the Compose Specification schema, the rendered Helm chart; ops/tests/deploy.rs)
 #   go: helm (helm lint / helm template of ops/deploy/helm, from the Go module proxy) into ~/go/bin
+#   pip: schemathesis (ops/tests/schemathesis.rs)
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
 # Env: HERALD_CACHE (default ~/.cache/herald), KAFKA_VERSION, CASSANDRA_VERSION.
 set -euo pipefail
@@ -78,6 +79,13 @@ else
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore standardwebhooks
 fi
 python3 -c "import standardwebhooks"
+# schemathesis: fuzzes the REST API against /v1/openapi.json (ops/tests/schemathesis.rs).
+if command -v st >/dev/null && st --version 2>/dev/null | grep -q "version 4"; then
+  log "pip: schemathesis present"
+else
+  log "pip: installing schemathesis 4"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "schemathesis>=4,<5"
+fi
 if command -v check-jsonschema >/dev/null && python3 -c "import yaml" 2>/dev/null; then
   log "pip: check-jsonschema pyyaml present"
 else

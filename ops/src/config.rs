@@ -43,6 +43,27 @@ pub struct Config {
     pub bodies: Bodies,
     /// Webhook endpoints: delivery, retries, the guard against internal targets.
     pub webhooks: Webhooks,
+    /// Operators: the admin API, how accounts propagate.
+    pub admin: Admin,
+}
+
+/// `[admin]`: operator keys of `/v1/admin`, and how quickly account changes reach every node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Operator keys: `NAME=KEY` (the key in clear, at least 16 characters) or
+    /// `NAME=sha256:HEX` (its SHA-256, as `herald keys hash` prints). From the environment:
+    /// `HERALD__ADMIN__OPERATOR_KEYS='["ops=…"]'`. Empty: no admin API.
+    pub operator_keys: Vec<String>,
+    /// How often each node looks for account changes made on other nodes, in milliseconds
+    /// (changes made on this node are seen at once).
+    pub accounts_refresh_ms: u64,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { operator_keys: vec![], accounts_refresh_ms: 1000 }
+    }
 }
 
 /// `[tracking]`: the tracking server and the links it answers (`docs/config.md#tracking`).
@@ -409,6 +430,9 @@ pub struct Delivery {
     /// (built in), or replaces it when it says `replace_shipped = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub providers_file: Option<PathBuf>,
+    /// A suspended account's queued message waits this long before the worker looks at it
+    /// again, in seconds (rounded down to a retry tier's delay; no attempt is used up).
+    pub suspended_hold_secs: u64,
 }
 
 impl Default for Delivery {
@@ -427,6 +451,7 @@ impl Default for Delivery {
             max_age_secs: 5 * 86_400,
             hot_domains: BTreeMap::new(),
             providers_file: None,
+            suspended_hold_secs: 300,
         }
     }
 }
@@ -560,10 +585,31 @@ impl Cluster {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An `[[accounts]]` entry: an account defined by the config (bootstrap). The admin API can
+/// change it afterwards; what the API changed wins (`docs/adr/0014-accounts-as-events.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
+    /// 1-64 of `a-z 0-9 . _ -`.
     pub id: String,
+    /// A name for people (default: the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The `[[pools]]` this account sends from; unset: the default pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Messages (one per recipient) in any 24 hours; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_day: Option<u64>,
+    /// Messages (one per recipient) per second, per node; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_second: Option<u32>,
+    /// Where reports for the account go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_email: Option<String>,
+    /// Options of messages that do not set them (REST fields, `X-Herald-Options`).
+    #[serde(default)]
+    pub defaults: AccountDefaults,
     /// Keys for `Authorization: Bearer <key>`.
     #[serde(default)]
     pub api_keys: Vec<String>,
@@ -580,12 +626,6 @@ pub struct Account {
     /// Unset: `any` for an account that a static `[[dkim]]` key names, else `verified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_domains: Option<FromDomains>,
-    /// The `[[pools]]` this account sends from; unset: the default pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    /// Options of messages that do not set them (REST fields, `X-Herald-Options`).
-    #[serde(default)]
-    pub defaults: AccountDefaults,
 }
 
 /// `[accounts.defaults]`: the account's default send options, named as in `POST /v1/send`.
@@ -600,6 +640,16 @@ pub struct AccountDefaults {
 }
 
 impl AccountDefaults {
+    pub fn to_schema(self) -> herald_schemas::AccountDefaults {
+        herald_schemas::AccountDefaults {
+            inline_css: self.inlinizecss,
+            click_tracking: self.clicktracking,
+            opens_tracking: self.openstracking,
+            bounce_tracking: self.bouncetracking,
+            list_unsubscribe: self.listunsubscribe,
+        }
+    }
+
     pub fn options(self) -> herald_schemas::SendOptions {
         herald_schemas::SendOptions {
             inline_css: self.inlinizecss,
@@ -748,6 +798,20 @@ impl Config {
             && (self.backend.log == LogBackend::Embedded || self.backend.store == StoreBackend::Embedded)
         {
             return invalid("cluster.node_count > 1 needs backend.log = \"kafka\" and backend.store = \"cql\": embedded storage is one node's".into());
+        }
+        let mut ids = std::collections::HashSet::new();
+        for a in &self.accounts {
+            herald_engine::accounts::service::check_id(&a.id)
+                .map_err(|e| ConfigError::Invalid(format!("[[accounts]]: {e}")))?;
+            if !ids.insert(&a.id) {
+                return invalid(format!("[[accounts]]: account {} is listed twice", a.id));
+            }
+            herald_engine::accounts::service::check_settings(&self.account_settings(a))
+                .map_err(|e| ConfigError::Invalid(format!("account {}: {e}", a.id)))?;
+        }
+        crate::serve::operators(self).map_err(ConfigError::Invalid)?;
+        if self.admin.accounts_refresh_ms == 0 {
+            return invalid("admin.accounts_refresh_ms must be at least 1".into());
         }
         if self.cluster.mode == ClusterMode::Group && (self.cluster.node_count != 1 || self.cluster.node_index != 0) {
             return invalid(
@@ -923,6 +987,39 @@ impl Config {
     /// The verification resolvers as socket addresses (port 53 when none is given).
     pub fn resolvers(&self) -> Vec<SocketAddr> {
         self.dns.resolvers.iter().filter_map(|s| parse_dns_server(s).ok()).collect()
+    }
+
+    /// The settings of a config account, as the account model holds them.
+    pub fn account_settings(&self, a: &Account) -> herald_schemas::AccountSettings {
+        herald_schemas::AccountSettings {
+            name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+            pool: a.pool.clone(),
+            defaults: a.defaults.to_schema(),
+            limits: herald_schemas::AccountLimits {
+                messages_per_day: a.messages_per_day,
+                messages_per_second: a.messages_per_second,
+            },
+            from_domains: match a.from_domains {
+                None => herald_schemas::FromDomainsPolicy::Default,
+                Some(FromDomains::Verified) => herald_schemas::FromDomainsPolicy::Verified,
+                Some(FromDomains::Any) => herald_schemas::FromDomainsPolicy::Any,
+            },
+            report_email: a.report_email.clone(),
+            relay_networks: a.relay_networks.clone(),
+        }
+    }
+
+    /// The config's accounts, as the account directory takes them.
+    pub fn bootstrap(&self) -> Vec<herald_engine::accounts::Bootstrap> {
+        self.accounts
+            .iter()
+            .map(|a| herald_engine::accounts::Bootstrap {
+                id: herald_schemas::AccountId(a.id.clone()),
+                settings: self.account_settings(a),
+                api_keys: a.api_keys.clone(),
+                smtp_users: a.smtp_users.iter().map(|u| (u.username.clone(), u.password_hash.clone())).collect(),
+            })
+            .collect()
     }
 
     /// The From-domain policy of `account` (see [`Account::from_domains`]).

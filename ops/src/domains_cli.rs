@@ -73,7 +73,7 @@ impl Client {
         Ok((status, resp.text().await?))
     }
 
-    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let (status, text) = self.call(method, path, body).await?;
         if status >= 400 {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

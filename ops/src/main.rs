@@ -1,6 +1,5 @@
 //! `herald`: the command line.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald::config::Config;
 use std::path::PathBuf;
@@ -21,10 +20,19 @@ enum Command {
         #[arg(long, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Account helpers.
+    /// Accounts and SMTP users, through a running Herald's admin API (operator key).
     Accounts {
+        #[command(flatten)]
+        api: herald::accounts_cli::Api,
         #[command(subcommand)]
-        command: AccountsCommand,
+        command: herald::accounts_cli::AccountsCommand,
+    },
+    /// API keys of accounts, through a running Herald's admin API (operator key).
+    Keys {
+        #[command(flatten)]
+        api: herald::accounts_cli::Api,
+        #[command(subcommand)]
+        command: herald::accounts_cli::KeysCommand,
     },
     /// Sender domains, through a running Herald's API (`docs/sender-domains.md`).
     Domains {
@@ -64,12 +72,6 @@ enum ConfigCommand {
     Default,
 }
 
-#[derive(Subcommand)]
-enum AccountsCommand {
-    /// Read a password from stdin (one line) and print its argon2id hash for `smtp_users`.
-    HashPassword,
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -84,15 +86,13 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Accounts { command: AccountsCommand::HashPassword } => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            anyhow::ensure!(!password.is_empty(), "empty password on stdin");
-            let hash =
-                herald_ingest::smtp::auth::hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
-            println!("{hash}");
-            Ok(())
+        Command::Accounts { api, command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(herald::accounts_cli::accounts(&api, command))
+        }
+        Command::Keys { api, command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(herald::accounts_cli::keys(&api, command))
         }
         Command::Domains { url, api_key, command } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -3,6 +3,7 @@
 
 use crate::config::{parse_network, ClusterMode, Config, FromDomains, LogBackend, Role, StoreBackend};
 use anyhow::Context;
+use herald_engine::accounts::{self, AccountCache, Accounts};
 use herald_engine::bodies::{BodySettings, BodyStore};
 use herald_engine::consumer::{Membership, Owned};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
@@ -14,13 +15,14 @@ use herald_engine::retry::RetryPolicy;
 use herald_engine::rewrite::{self, token::Keys, Rewriter};
 use herald_engine::routing::Router;
 use herald_engine::shaping::{self, Shaper};
+use herald_engine::store::accounts::AccountStore;
 use herald_engine::store::{
     cql::CqlStore, embedded::EmbeddedStore, feedback::FeedbackStore, webhooks::WebhookStore, ProjectionStore,
 };
 use herald_engine::submit::Submitter;
 use herald_engine::webhooks;
 use herald_engine::worker::{Worker, WorkerSettings};
-use herald_ingest::http::{ApiState, MetricsRender};
+use herald_ingest::http::{ApiState, ConsumerGroup, MetricsRender, Operators};
 use herald_ingest::sender::{FromPolicy, SenderPolicy};
 use herald_ingest::{smtp, track};
 use herald_schemas::AccountId;
@@ -122,33 +124,70 @@ async fn retention_loop(
     }
 }
 
+/// The read models of one store backend, each behind its trait.
+pub struct Stores {
+    pub projection: Arc<dyn ProjectionStore>,
+    pub feedback: Arc<dyn FeedbackStore>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
+}
+
 /// Opens the configured projection store.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ProjectionStore>> {
     Ok(open_stores(config).await?.projection)
 }
 
-/// The projection store as each of its read models (one backend, one connection).
-pub struct Stores {
-    pub projection: Arc<dyn ProjectionStore>,
-    pub feedback: Arc<dyn FeedbackStore>,
-    pub webhooks: Arc<dyn WebhookStore>,
-}
-
-/// Opens the configured projection store, as the message/stats/domain store, the feedback
-/// store and the webhook store.
+/// Opens the configured store once, as every read model it serves (one backend, one
+/// connection).
 pub async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     Ok(match config.backend.store {
         StoreBackend::Embedded => {
             std::fs::create_dir_all(&config.storage.data_dir)?;
             let cache = (config.storage.store_cache_mb << 20) as usize;
             let s = Arc::new(EmbeddedStore::open_with_cache(&config.storage.data_dir.join("projection.redb"), cache)?);
-            Stores { projection: s.clone(), feedback: s.clone(), webhooks: s }
+            Stores { projection: s.clone(), feedback: s.clone(), accounts: s.clone(), webhooks: s }
         }
         StoreBackend::Cql => {
             let s = Arc::new(CqlStore::connect(&config.backend.cql_nodes, &config.backend.cql_keyspace).await?);
-            Stores { projection: s.clone(), feedback: s.clone(), webhooks: s }
+            Stores { projection: s.clone(), feedback: s.clone(), accounts: s.clone(), webhooks: s }
         }
     })
+}
+
+/// The operator keys: `[admin] operator_keys`, and `[shaping] operator_keys` (plain keys,
+/// named `shaping-1`, `shaping-2`, …), which open the same routes.
+pub fn operators(config: &Config) -> Result<Operators, String> {
+    let shaping = config.shaping.operator_keys.iter().enumerate().map(|(i, k)| format!("shaping-{}={k}", i + 1));
+    let all: Vec<String> = config.admin.operator_keys.iter().cloned().chain(shaping).collect();
+    Operators::parse(&all)
+}
+
+/// Every consumer group and what it reads (all partitions), for the log-lag view.
+pub fn consumer_groups(config: &Config) -> Vec<ConsumerGroup> {
+    let t = topics(config);
+    let all = |topics: Vec<String>| -> Vec<herald_engine::log::Assignment> {
+        topics
+            .into_iter()
+            .flat_map(|topic| {
+                (0..config.backend.partitions)
+                    .map(move |partition| herald_engine::log::Assignment { topic: topic.clone(), partition })
+            })
+            .collect()
+    };
+    vec![
+        ConsumerGroup { group: t.group(herald_engine::worker::ROLE), assignments: all(Worker::topics(&t)) },
+        ConsumerGroup {
+            group: t.group(herald_engine::projector::ROLE),
+            assignments: all(vec![t.messages(), t.attempts()]),
+        },
+        ConsumerGroup { group: t.group(herald_engine::engagement::ROLE), assignments: all(vec![t.engagement()]) },
+        ConsumerGroup {
+            group: t.group(herald_engine::feedback::projector::ROLE),
+            assignments: all(vec![t.feedback(), t.engagement()]),
+        },
+        ConsumerGroup { group: t.group(domains::projector::ROLE), assignments: all(vec![t.domains()]) },
+        ConsumerGroup { group: t.group(accounts::projector::ROLE), assignments: all(vec![t.accounts()]) },
+    ]
 }
 
 /// Loads the DKIM keys the config names.
@@ -231,9 +270,19 @@ pub fn sending_ips(config: &Config) -> Vec<std::net::IpAddr> {
 
 /// The traffic shaper: the providers file, the pools, this node's partitions (for the
 /// `default` provider's per-domain shares).
-pub fn shaper(config: &Config, router: Router, owned: Owned) -> anyhow::Result<Arc<Shaper>> {
+pub fn shaper(
+    config: &Config,
+    router: Router,
+    owned: Owned,
+    accounts: Option<AccountCache>,
+) -> anyhow::Result<Arc<Shaper>> {
     let providers = config.providers()?;
-    let pools = config.pools().map_err(anyhow::Error::msg)?;
+    let mut pools = config.pools().map_err(anyhow::Error::msg)?;
+    if let Some(cache) = accounts {
+        pools = pools.with_account_pools(Arc::new(move |id: &AccountId| {
+            cache.current().account(id).and_then(|a| a.settings.pool.clone())
+        }));
+    }
     let s = &config.shaping;
     let settings = shaping::Settings {
         queue_wait: Duration::from_millis(s.queue_wait_ms),
@@ -390,7 +439,12 @@ async fn serve(
     log: Arc<dyn EventLog>,
     stores: Stores,
 ) -> anyhow::Result<()> {
-    let Stores { projection: store, feedback: feedback_store, webhooks: webhook_store } = stores;
+    let Stores { projection: store, feedback: feedback_store, accounts: account_store, webhooks: webhook_store } =
+        stores;
+    let account_cache = AccountCache::new(config.bootstrap());
+    if let Err(e) = account_cache.refresh(account_store.as_ref(), true).await {
+        tracing::warn!(error = %e, "reading accounts failed; starting with the config's accounts");
+    }
     let topics = topics(&config);
     let hot = config.delivery.hot_domains.iter().map(|(d, n)| (d.clone(), *n)).collect();
     let router = Router::new(config.backend.partitions, hot);
@@ -427,7 +481,7 @@ async fn serve(
     }
     let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
     let delivery_partitions = Owned::default();
-    let shaper = shaper(&config, router.clone(), delivery_partitions.clone())?;
+    let shaper = shaper(&config, router.clone(), delivery_partitions.clone(), Some(account_cache.clone()))?;
     let worker = Arc::new(
         Worker::new(
             log.clone(),
@@ -440,20 +494,17 @@ async fn serve(
                 policy: retry_policy(&config),
                 drain: Duration::from_secs(d.drain_secs),
                 hold: Duration::from_secs(config.shaping.hold_secs),
+                account_hold: Duration::from_secs(d.suspended_hold_secs),
             },
             shaper.clone(),
             delivery_partitions,
         )
-        .with_feedback(feedback.sending()),
+        .with_feedback(feedback.sending())
+        .with_accounts(account_cache.clone()),
     );
     let projector = Arc::new(Projector::new(log.clone(), store.clone(), topics.clone()));
     let membership = membership(&config);
 
-    let api_keys = config
-        .accounts
-        .iter()
-        .flat_map(|a| a.api_keys.iter().map(move |k| (k.clone(), AccountId(a.id.clone()))))
-        .collect();
     let tracking = if config.tracking.enabled && config.cluster.has(Role::Track) {
         let listener = tracking_listener(&config).await?;
         let (appender, appending) = track::appender::Appender::start(log.clone(), config.tracking.queue);
@@ -485,12 +536,26 @@ async fn serve(
     let bodies_topic = topics.bodies();
     let submitter = Submitter::new(log.clone(), topics, router).with_bodies(bodies, config.bodies.max_fanout_bytes);
     let store_for_cache = store.clone();
-    let sender = Arc::new(sender_policy(&config, Some(cache.clone())));
-    let smtp = smtp_listeners(&config, submitter.clone(), sender.clone()).await?;
+    let sender = Arc::new(sender_policy(&config, Some(cache.clone())).with_accounts(account_cache.clone()));
+    let limits = Arc::new(herald_ingest::limits::Limits::new(store.clone()));
+    let smtp =
+        smtp_listeners(&config, submitter.clone(), account_cache.clone(), limits.clone(), sender.clone()).await?;
+    let admin = Arc::new(Accounts::new(
+        log.clone(),
+        self::topics(&config).accounts(),
+        Router::new(config.backend.partitions, Default::default()),
+        account_store.clone(),
+        account_cache.clone(),
+        Duration::from_secs(10),
+    ));
     let state = Arc::new(ApiState {
         submitter,
         store,
-        api_keys,
+        accounts: account_cache.clone(),
+        admin: Some(admin),
+        operators: operators(&config).map_err(anyhow::Error::msg)?,
+        limits,
+        log: Some((log.clone(), consumer_groups(&config))),
         max_body_bytes: config.http.max_body_bytes,
         max_recipients: config.http.max_recipients,
         metrics,
@@ -498,9 +563,7 @@ async fn serve(
         feedback: Some(feedback.service.clone()),
         hostname: config.smtp.hostname.clone(),
         sender,
-        defaults: config.accounts.iter().map(|a| (AccountId(a.id.clone()), a.defaults.options())).collect(),
         shaping: config.cluster.has(Role::Deliver).then(|| shaper.clone()),
-        operator_keys: config.shaping.operator_keys.clone(),
         webhooks: Some(webhooks.service.clone()),
     });
     let bounce_mx = feedback.bounce_mx(&config, cache.clone()).await?;
@@ -577,6 +640,26 @@ async fn serve(
         tasks.spawn(async move {
             cache.run(store, refresh, shutdown).await;
             ("sender-domain cache", Ok(()))
+        });
+    }
+    // Accounts: the projector with the other projectors; the cache on every node.
+    if config.cluster.has(Role::Project) {
+        let (log, store, cache, shutdown, membership) =
+            (log.clone(), account_store.clone(), account_cache.clone(), shutdown.clone(), membership.clone());
+        let topics = self::topics(&config);
+        tasks.spawn(async move {
+            (
+                "account projector",
+                accounts::projector::run(log, store, &topics, &membership, cache, shutdown).await.map_err(Into::into),
+            )
+        });
+    }
+    {
+        let (store, cache, shutdown) = (account_store.clone(), account_cache.clone(), shutdown.clone());
+        let every = Duration::from_millis(config.admin.accounts_refresh_ms);
+        tasks.spawn(async move {
+            cache.run(store, every, shutdown).await;
+            ("account cache", Ok(()))
         });
     }
     if config.cluster.has(Role::Project) {
@@ -670,6 +753,8 @@ async fn serve(
 async fn smtp_listeners(
     config: &Config,
     submitter: Submitter,
+    accounts: AccountCache,
+    limits: Arc<herald_ingest::limits::Limits>,
     sender: Arc<SenderPolicy>,
 ) -> anyhow::Result<Option<(Arc<smtp::Server>, Vec<(tokio::net::TcpListener, bool)>)>> {
     let c = &config.smtp;
@@ -679,23 +764,6 @@ async fn smtp_listeners(
     let cert_key = c.tls_cert.as_deref().zip(c.tls_key.as_deref());
     let tls =
         smtp::starttls::acceptor(cert_key, &config.storage.data_dir, &c.hostname).context("SMTP TLS certificate")?;
-    let accounts = config
-        .accounts
-        .iter()
-        .map(|a| {
-            Ok(smtp::Account {
-                id: AccountId(a.id.clone()),
-                users: a.smtp_users.iter().map(|u| (u.username.clone(), u.password_hash.clone())).collect(),
-                relay_networks: a
-                    .relay_networks
-                    .iter()
-                    .map(|n| parse_network(n))
-                    .collect::<Result<_, _>>()
-                    .map_err(anyhow::Error::msg)?,
-                defaults: a.defaults.options(),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let settings = smtp::Settings {
         hostname: c.hostname.clone(),
         max_message_bytes: c.max_message_bytes,
@@ -712,7 +780,7 @@ async fn smtp_listeners(
         account_burst: c.account_burst,
         max_errors: c.max_errors,
     };
-    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, sender, Some(tls)));
+    let server = Arc::new(smtp::Server::new(settings, submitter, accounts, limits, sender, Some(tls)));
     let mut listeners = vec![];
     for (addr, implicit) in std::iter::once((c.listen, false)).chain(c.implicit_tls_listen.map(|a| (a, true))) {
         let l = tokio::net::TcpListener::bind(addr)

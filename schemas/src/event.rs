@@ -3,7 +3,10 @@
 //! Adding a field is a new schema version: add the new struct, keep the old one in
 //! [`crate::v1`]-style modules and upcast it in [`crate::codec`].
 
-use crate::{AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, ShapingEvent, Timestamp, WebhookEvent};
+use crate::{
+    AccountEvent, AccountId, DomainEvent, EngagementEvent, FeedbackEvent, MessageId, ShapingEvent, Timestamp,
+    WebhookEvent,
+};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
@@ -192,8 +195,9 @@ pub enum Event {
     Feedback(FeedbackEvent),
     /// Traffic shaping (`<prefix>.shaping`), see [`crate::shaping`]. Index 8.
     Shaping(ShapingEvent),
-    /// Index 9: reserved for accounts (another change).
-    Reserved9(Reserved),
+    /// Accounts, API keys and SMTP users (`<prefix>.accounts`), see [`crate::account`].
+    /// Index 9.
+    Account(AccountEvent),
     /// Webhook endpoints and deliveries (`<prefix>.webhooks`, `<prefix>.webhooks.retry.<tier>`),
     /// see [`crate::webhook`]. Index 10.
     Webhook(WebhookEvent),
@@ -214,8 +218,9 @@ impl Event {
             Event::Engagement(e) => e.event_type(),
             Event::Feedback(e) => e.event_type(),
             Event::Shaping(e) => e.event_type(),
+            Event::Account(e) => e.event_type(),
             Event::Webhook(e) => e.event_type(),
-            Event::Reserved5(r) | Event::Reserved9(r) => match *r {},
+            Event::Reserved5(r) => match *r {},
         }
     }
 
@@ -238,12 +243,13 @@ impl Event {
             Event::Engagement(e) => e.account(),
             Event::Feedback(e) => e.account(),
             Event::Shaping(_) => &NOBODY,
+            Event::Account(e) => e.account(),
             Event::Webhook(e) => e.account(),
-            Event::Reserved5(r) | Event::Reserved9(r) => match *r {},
+            Event::Reserved5(r) => match *r {},
         }
     }
 
-    /// The message an event is about; `None` for sender-domain and shaping events.
+    /// The message an event is about; `None` for sender-domain, shaping and account events.
     pub fn message_id(&self) -> Option<&MessageId> {
         match self {
             Event::MessageAccepted(e) => Some(&e.message_id),
@@ -251,8 +257,8 @@ impl Event {
             Event::DeliveryScheduled(e) => Some(&e.message.message_id),
             Event::Engagement(e) => Some(e.message_id()),
             Event::Feedback(e) => e.message_id(),
-            Event::Domain(_) | Event::Body(_) | Event::Shaping(_) | Event::Webhook(_) => None,
-            Event::Reserved5(r) | Event::Reserved9(r) => match *r {},
+            Event::Domain(_) | Event::Body(_) | Event::Shaping(_) | Event::Account(_) | Event::Webhook(_) => None,
+            Event::Reserved5(r) => match *r {},
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`codec`] (bincode 2 with a schema-version header). Golden files under `tests/golden/`
 //! pin the wire format: once a version ships, it must keep decoding forever.
 
+pub mod account;
 pub mod codec;
 pub mod domain;
 pub mod engagement;
@@ -16,6 +17,11 @@ pub mod time;
 pub mod v1;
 pub mod webhook;
 
+pub use account::{
+    AccountCreated, AccountDefaults, AccountDeleted, AccountEvent, AccountLimits, AccountOrigin, AccountResumed,
+    AccountSettings, AccountSuspended, AccountUpdated, ApiKeyCreated, ApiKeyRevoked, FromDomainsPolicy, SmtpUserAdded,
+    SmtpUserRemoved,
+};
 pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
 pub use domain::{
     CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,

@@ -128,6 +128,129 @@ fn domain_fixtures() -> Vec<(&'static str, Event)> {
     ]
 }
 
+fn account_settings() -> AccountSettings {
+    AccountSettings {
+        name: "Acme Newsletters".into(),
+        pool: Some("shared-warm".into()),
+        defaults: AccountDefaults {
+            inline_css: true,
+            click_tracking: false,
+            opens_tracking: true,
+            bounce_tracking: true,
+            list_unsubscribe: false,
+        },
+        limits: AccountLimits { messages_per_day: Some(1_000_000), messages_per_second: Some(200) },
+        from_domains: FromDomainsPolicy::Verified,
+        report_email: Some("postmaster@acme.example".into()),
+        relay_networks: vec!["10.1.2.0/24".into(), "2001:db8::25".into()],
+    }
+}
+
+fn account_fixtures() -> Vec<(&'static str, Event)> {
+    let acme = || AccountId("acme".into());
+    let actor = || "operator:ops-alice".to_owned();
+    vec![
+        (
+            "account_created",
+            Event::Account(AccountEvent::Created(AccountCreated {
+                account: acme(),
+                settings: account_settings(),
+                origin: AccountOrigin::Api,
+                request_id: "0190f0c4a1b27c3d8e9f001122334455".into(),
+                actor: actor(),
+                created_at: Timestamp(1_763_800_000_123),
+            })),
+        ),
+        (
+            "account_created_from_config",
+            Event::Account(AccountEvent::Created(AccountCreated {
+                account: acme(),
+                settings: AccountSettings { name: "acme".into(), ..AccountSettings::default() },
+                origin: AccountOrigin::Config,
+                request_id: "0190f0c4a1b27c3d8e9f001122334456".into(),
+                actor: "config".into(),
+                created_at: Timestamp(1_763_800_000_124),
+            })),
+        ),
+        (
+            "account_updated",
+            Event::Account(AccountEvent::Updated(AccountUpdated {
+                account: acme(),
+                settings: AccountSettings { pool: None, from_domains: FromDomainsPolicy::Any, ..account_settings() },
+                actor: actor(),
+                updated_at: Timestamp(1_763_800_001_000),
+            })),
+        ),
+        (
+            "account_suspended",
+            Event::Account(AccountEvent::Suspended(AccountSuspended {
+                account: acme(),
+                reason: "complaint rate over 0.3 % — reviewing".into(),
+                actor: actor(),
+                suspended_at: Timestamp(1_763_800_002_000),
+            })),
+        ),
+        (
+            "account_resumed",
+            Event::Account(AccountEvent::Resumed(AccountResumed {
+                account: acme(),
+                actor: actor(),
+                resumed_at: Timestamp(1_763_800_003_000),
+            })),
+        ),
+        (
+            "account_deleted",
+            Event::Account(AccountEvent::Deleted(AccountDeleted {
+                account: acme(),
+                actor: actor(),
+                deleted_at: Timestamp(1_763_800_009_000),
+            })),
+        ),
+        (
+            "account_api_key_created",
+            Event::Account(AccountEvent::KeyCreated(ApiKeyCreated {
+                account: acme(),
+                key_id: "key_0190f0c4a1b27c3d".into(),
+                name: "production sender".into(),
+                prefix: "hrld_8Kq2".into(),
+                sha256: (0u8..32).collect(),
+                scopes: vec!["send".into(), "read".into()],
+                expires_at: Some(Timestamp(1_795_336_000_000)),
+                actor: actor(),
+                created_at: Timestamp(1_763_800_004_000),
+            })),
+        ),
+        (
+            "account_api_key_revoked",
+            Event::Account(AccountEvent::KeyRevoked(ApiKeyRevoked {
+                account: acme(),
+                key_id: "key_0190f0c4a1b27c3d".into(),
+                actor: actor(),
+                revoked_at: Timestamp(1_763_800_005_000),
+            })),
+        ),
+        (
+            "account_smtp_user_added",
+            Event::Account(AccountEvent::SmtpUserAdded(SmtpUserAdded {
+                account: acme(),
+                username: "relay@acme.example".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+                actor: actor(),
+                added_at: Timestamp(1_763_800_006_000),
+            })),
+        ),
+        (
+            "account_smtp_user_removed",
+            Event::Account(AccountEvent::SmtpUserRemoved(SmtpUserRemoved {
+                account: acme(),
+                username: "relay@acme.example".into(),
+                actor: actor(),
+                removed_at: Timestamp(1_763_800_007_000),
+            })),
+        ),
+    ]
+}
+
 fn feedback_fixtures() -> Vec<(&'static str, Event)> {
     let acme = || AccountId("acme".into());
     let id = || MessageId("0190f0c4a1b27c3d8e9f001122334455".into());
@@ -236,6 +359,7 @@ fn fixtures(version: u16) -> Vec<(&'static str, Event)> {
         all.extend(shaping_fixtures());
         all.extend(body_fixtures());
         all.extend(webhook_fixtures());
+        all.extend(account_fixtures());
     }
     all
 }
@@ -331,7 +455,9 @@ fn webhook_is_event_index_10() {
     for (name, event) in webhook_fixtures() {
         assert_eq!(encode(&event)[4], 10, "{name}");
     }
-    assert!(decode(b"HE\x02\x00\x09").is_err(), "index 9 is reserved and never decodes");
+    for (name, event) in account_fixtures() {
+        assert_eq!(encode(&event)[4], 9, "{name}");
+    }
 }
 
 fn shaping_fixtures() -> Vec<(&'static str, Event)> {

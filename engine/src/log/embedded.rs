@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use writer::Command;
 
+mod lag;
+
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("consumer_offsets");
 /// The commit metadata beside each consumer offset (the finished set, `position.rs`).
 const OFFSET_META: TableDefinition<(&str, &str, u32), &str> = TableDefinition::new("consumer_offset_meta");
@@ -360,6 +362,10 @@ impl EventLog for EmbeddedLog {
         let by_age: Vec<(String, i64)> =
             retention.by_age.iter().map(|(t, keep)| (t.clone(), now - keep.as_millis() as i64)).collect();
         tokio::task::spawn_blocking(move || trim(&shared, consumed_cutoff, &by_age)).await.map_err(storage)?
+    }
+
+    async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<super::PartitionLag>, LogError> {
+        lag::lag(&self.shared, group, assignments)
     }
 
     async fn consume(

@@ -156,6 +156,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// older than their own limit. Returns how many were deleted. Kafka enforces
     /// `retention.ms` itself (set on the topics Herald creates), so there it does nothing.
     async fn enforce_retention(&self, retention: &Retention) -> Result<u64, LogError>;
+
+    /// For each assignment: the partition's end offset and `group`'s committed offset (the
+    /// operators' log-lag view). A backend that cannot tell returns nothing.
+    async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<PartitionLag>, LogError> {
+        let _ = (group, assignments);
+        Ok(vec![])
+    }
 }
 
 /// What log retention keeps.
@@ -165,6 +172,23 @@ pub struct Retention {
     pub consumed: Duration,
     /// Topics no consumer group reads, with how long their records are kept.
     pub by_age: Vec<(String, Duration)>,
+}
+
+/// How far a consumer group is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: u32,
+    /// The offset the next record appended will get.
+    pub end: u64,
+    /// The group's next offset to process (0 when it never committed).
+    pub committed: u64,
+}
+
+impl PartitionLag {
+    pub fn lag(&self) -> u64 {
+        self.end.saturating_sub(self.committed)
+    }
 }
 
 /// Reads one partition for one consumer group.
@@ -307,6 +331,12 @@ impl Topics {
         format!("{}.domains", self.prefix)
     }
 
+    /// Account events, keyed by the account id; read by the account projector and every
+    /// node's account cache.
+    pub fn accounts(&self) -> String {
+        format!("{}.accounts", self.prefix)
+    }
+
     /// Bounces, complaints and suppression-list changes, keyed by recipient domain, on the
     /// partition of the recipient; read by the feedback projector and every node's
     /// suppression index.
@@ -354,6 +384,7 @@ impl Topics {
             self.bodies(),
             self.held(),
             self.shaping(),
+            self.accounts(),
         ];
         all.extend((0..self.retry_tiers).map(|t| self.retry(t)));
         all.push(self.webhooks());

@@ -170,6 +170,11 @@ fn later(now: Timestamp, d: Duration) -> Timestamp {
 }
 
 impl Shaper {
+    /// Whether a pool of this name exists (the admin API refuses an account naming another).
+    pub fn has_pool(&self, name: &str) -> bool {
+        self.pools.get(name).is_some()
+    }
+
     pub fn new(
         providers: Arc<Providers>,
         pools: Pools,

@@ -167,12 +167,22 @@ impl Pool {
     }
 }
 
+/// The pool an account names now, as the account model holds it (set through the admin
+/// API); `None`: what the config says.
+pub type AccountPool = Arc<dyn Fn(&AccountId) -> Option<String> + Send + Sync>;
+
 /// Every pool, and which account uses which.
-#[derive(Debug)]
 pub struct Pools {
     pools: HashMap<String, Arc<Pool>>,
     default: Arc<Pool>,
     accounts: HashMap<AccountId, Arc<Pool>>,
+    live: Option<AccountPool>,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools").field("pools", &self.pools.keys()).field("accounts", &self.accounts.len()).finish()
+    }
 }
 
 impl Pools {
@@ -252,12 +262,22 @@ impl Pools {
                 by_account.insert(account.clone(), pool.clone());
             }
         }
-        Ok(Pools { pools, default, accounts: by_account })
+        Ok(Pools { pools, default, accounts: by_account, live: None })
+    }
+
+    /// Looks an account's pool up in the account model first (`live`), then in the config.
+    pub fn with_account_pools(mut self, live: AccountPool) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// The pool `account` sends from. The one place that knows where an account's pool is
-    /// configured (today `[[accounts]] pool`).
+    /// configured: the account model (admin API), else `[[accounts]] pool`, else the
+    /// default pool. A name no pool has (a pool removed from the config) means the default.
     pub fn for_account(&self, account: &AccountId) -> &Arc<Pool> {
+        if let Some(pool) = self.live.as_ref().and_then(|f| f(account)).and_then(|name| self.pools.get(&name)) {
+            return pool;
+        }
         self.accounts.get(account).unwrap_or(&self.default)
     }
 
@@ -344,6 +364,24 @@ mod tests {
         assert!(Pools::new(&no_default, "h", &[(acme, None)]).unwrap_err().contains("no default pool"));
         let twice = spec("[[pools]]\nname = \"x\"\nsources = [{ ip = \"127.0.0.2\", ehlo = \"x.test\" }]\n[[pools]]\nname = \"y\"\nsources = [{ ip = \"127.0.0.2\", ehlo = \"y.test\" }]\n");
         assert!(Pools::new(&twice, "h", &[]).unwrap_err().contains("two pools"));
+    }
+
+    #[test]
+    fn the_account_model_names_the_pool_before_the_config() {
+        let specs = spec(
+            "[[pools]]\nname = \"acme\"\nsources = [{ ip = \"127.0.0.2\", ehlo = \"a.test\" }]\n[[pools]]\nname = \"default\"\nsources = [{ ip = \"127.0.0.3\", ehlo = \"d.test\" }]\n",
+        );
+        let (acme, other, gone) = (AccountId("acme".into()), AccountId("other".into()), AccountId("gone".into()));
+        let pools = Pools::new(&specs, "h", &[(acme.clone(), Some("acme".into()))]).unwrap().with_account_pools(
+            Arc::new(|a: &AccountId| match a.0.as_str() {
+                "other" => Some("acme".into()),
+                "gone" => Some("removed-pool".into()),
+                _ => None,
+            }),
+        );
+        assert_eq!(pools.for_account(&other).name, "acme", "set through the admin API");
+        assert_eq!(pools.for_account(&acme).name, "acme", "the config's, when the model names none");
+        assert_eq!(pools.for_account(&gone).name, "default", "a pool no longer configured");
     }
 
     #[test]

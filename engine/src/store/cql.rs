@@ -8,7 +8,7 @@
 //! undercount by one batch per crash; statuses are always exact).
 
 use super::{
-    Claim, Counter, DomainState, EngagementKind, EngagementRow, Firsts, IdempotencyRecord, Kind, LinkStats,
+    Claim, Counter, DomainState, EngagementKind, EngagementRow, Firsts, HourStats, IdempotencyRecord, Kind, LinkStats,
     MessageView, Projected, ProjectionStore, Stats, StoreError,
 };
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
 
+mod accounts;
 mod feedback;
 mod webhooks;
 
@@ -44,6 +45,9 @@ pub struct CqlStore {
     claim_key: PreparedStatement,
     replace_key: PreparedStatement,
     release_key: PreparedStatement,
+    index_recipient: PreparedStatement,
+    select_recipient: PreparedStatement,
+    accounts: accounts::Statements,
     engagement: Engagement,
 }
 
@@ -97,7 +101,7 @@ impl CqlStore {
             ))
             .await?,
             select_counts: prepare(format!(
-                "SELECT accepted, delivered, deferred, failed FROM {ks}.hourly_counts WHERE account = ? AND hour >= ? AND hour < ?"
+                "SELECT hour, accepted, delivered, deferred, failed FROM {ks}.hourly_counts WHERE account = ? AND hour >= ? AND hour < ?"
             ))
             .await?,
             select_domain: prepare(format!("SELECT state FROM {ks}.sender_domains WHERE domain = ?")).await?,
@@ -115,6 +119,15 @@ impl CqlStore {
             .await?,
             release_key: prepare(format!("DELETE FROM {ks}.idempotency_keys WHERE account = ? AND key = ? IF claim = ?"))
                 .await?,
+            index_recipient: prepare(format!(
+                "INSERT INTO {ks}.messages_by_recipient (account, recipient, at, message_id) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            select_recipient: prepare(format!(
+                "SELECT message_id FROM {ks}.messages_by_recipient WHERE account = ? AND recipient = ? AND at < ? LIMIT ?"
+            ))
+            .await?,
+            accounts: accounts::Statements::prepare(&session, ks).await?,
             engagement: Engagement::prepare(&session, ks).await?,
             session,
         })
@@ -170,7 +183,7 @@ impl Engagement {
             ))
             .await?,
             select_counts: p(format!(
-                "SELECT opened, unique_opened, clicked, unique_clicked, unsubscribed FROM {ks}.engagement_counts \
+                "SELECT hour, opened, unique_opened, clicked, unique_clicked, unsubscribed FROM {ks}.engagement_counts \
                  WHERE account = ? AND hour >= ? AND hour < ?"
             ))
             .await?,
@@ -255,6 +268,11 @@ impl ProjectionStore for CqlStore {
             let detail = serde_json::to_string(&p.detail).map_err(err)?;
             let row = (key.0, key.1, key.2, p.recipient.as_str(), p.kind.as_str(), p.at.millis(), detail);
             self.session.execute_unpaged(&self.insert, row).await.map_err(err)?;
+            if p.kind == Kind::Accepted {
+                let r = p.recipient.to_lowercase();
+                let index = (key.0, r.as_str(), p.at.millis(), key.1);
+                self.session.execute_unpaged(&self.index_recipient, index).await.map_err(err)?;
+            }
             if let Some(counter) = self.counter(p.kind) {
                 self.session.execute_unpaged(counter, (key.0, p.at.hour_bucket())).await.map_err(err)?;
             }
@@ -302,59 +320,79 @@ impl ProjectionStore for CqlStore {
     }
 
     async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError> {
-        let result = self
-            .session
-            .execute_unpaged(&self.select_counts, (account.0.as_str(), from.hour_bucket(), to.millis()))
-            .await
-            .map_err(err)?
-            .into_rows_result()
-            .map_err(err)?;
         let mut stats = Stats::default();
-        type Counts = (
-            Option<scylla::value::Counter>,
-            Option<scylla::value::Counter>,
-            Option<scylla::value::Counter>,
-            Option<scylla::value::Counter>,
-        );
-        for row in result.rows::<Counts>().map_err(err)? {
-            let (a, d, f, x) = row.map_err(err)?;
-            let n = |c: Option<scylla::value::Counter>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
-            stats.add(Kind::Accepted, n(a));
-            stats.add(Kind::Delivered, n(d));
-            stats.add(Kind::Deferred, n(f));
-            stats.add(Kind::Failed, n(x));
+        for hour in self.hourly(account, from, to).await? {
+            stats.merge(&hour.stats);
         }
-        let result = self
-            .session
-            .execute_unpaged(&self.feedback.select_counts, (account.0.as_str(), from.hour_bucket(), to.millis()))
-            .await
-            .map_err(err)?
-            .into_rows_result()
-            .map_err(err)?;
-        for row in result.rows::<Counts>().map_err(err)? {
-            let (b, t, c, s) = row.map_err(err)?;
-            let n = |c: Option<scylla::value::Counter>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
-            stats.add(Kind::Bounced, n(b));
-            stats.add(Kind::SoftBounced, n(t));
-            stats.add(Kind::Complained, n(c));
-            stats.add(Kind::Suppressed, n(s));
+        Ok(stats)
+    }
+
+    async fn hourly(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<HourStats>, StoreError> {
+        let mut hours: std::collections::BTreeMap<i64, Stats> = Default::default();
+        let range = (account.0.as_str(), from.hour_bucket(), to.millis());
+        let n = |c: Option<Count>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+        type Four = (i64, Option<Count>, Option<Count>, Option<Count>, Option<Count>);
+        let rows = |statement| async move {
+            self.session.execute_unpaged(statement, range).await.map_err(err)?.into_rows_result().map_err(err)
+        };
+        let result = rows(&self.select_counts).await?;
+        for row in result.rows::<Four>().map_err(err)? {
+            let (hour, a, d, f, x) = row.map_err(err)?;
+            let stats = hours.entry(hour).or_default();
+            for (kind, v) in
+                [Kind::Accepted, Kind::Delivered, Kind::Deferred, Kind::Failed].into_iter().zip([a, d, f, x])
+            {
+                stats.add(kind, n(v));
+            }
         }
-        let result = self
-            .session
-            .execute_unpaged(&self.engagement.select_counts, (account.0.as_str(), from.hour_bucket(), to.millis()))
-            .await
-            .map_err(err)?
-            .into_rows_result()
-            .map_err(err)?;
-        type Five = (Option<Count>, Option<Count>, Option<Count>, Option<Count>, Option<Count>);
+        let result = rows(&self.feedback.select_counts).await?;
+        for row in result.rows::<Four>().map_err(err)? {
+            let (hour, b, t, c, x) = row.map_err(err)?;
+            let stats = hours.entry(hour).or_default();
+            for (kind, v) in
+                [Kind::Bounced, Kind::SoftBounced, Kind::Complained, Kind::Suppressed].into_iter().zip([b, t, c, x])
+            {
+                stats.add(kind, n(v));
+            }
+        }
+        let result = rows(&self.engagement.select_counts).await?;
+        type Five = (i64, Option<Count>, Option<Count>, Option<Count>, Option<Count>, Option<Count>);
         for row in result.rows::<Five>().map_err(err)? {
-            let (o, uo, c, uc, u) = row.map_err(err)?;
-            let n = |c: Option<Count>| c.map(|c| c.0.max(0) as u64).unwrap_or(0);
+            let (hour, o, uo, c, uc, u) = row.map_err(err)?;
+            let stats = hours.entry(hour).or_default();
             for (counter, v) in Counter::ALL.into_iter().zip([o, uo, c, uc, u]) {
                 stats.add_named(counter.as_str(), n(v));
             }
         }
-        Ok(stats)
+        Ok(hours.into_iter().map(|(hour, stats)| HourStats { hour, stats }).collect())
+    }
+
+    async fn messages_to(
+        &self,
+        account: &AccountId,
+        recipient: &str,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, StoreError> {
+        let before = before.map(|t| t.millis()).unwrap_or(i64::MAX);
+        let limit = limit.clamp(1, i32::MAX as usize) as i32;
+        let values = (account.0.as_str(), recipient.to_lowercase(), before, limit);
+        let result = self
+            .session
+            .execute_unpaged(&self.select_recipient, values)
+            .await
+            .map_err(err)?
+            .into_rows_result()
+            .map_err(err)?;
+        let ids: Vec<String> =
+            result.rows::<(String,)>().map_err(err)?.map(|r| r.map(|r| r.0)).collect::<Result<_, _>>().map_err(err)?;
+        let ids: Vec<MessageId> = ids.into_iter().map(MessageId).collect();
+        let views = futures::future::join_all(ids.iter().map(|id| self.message(account, id))).await;
+        let mut out = Vec::with_capacity(views.len());
+        for v in views {
+            out.extend(v?);
+        }
+        Ok(out)
     }
 
     async fn apply_engagement(&self, batch: &[EngagementRow]) -> Result<(), StoreError> {

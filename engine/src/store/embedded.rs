@@ -2,8 +2,8 @@
 //! skipped in the same transaction that would have counted it.
 
 use super::{
-    Claim, DomainState, EngagementRow, Firsts, IdempotencyRecord, LinkStats, MessageView, Projected, ProjectionStore,
-    Stats, StoreError,
+    Claim, DomainState, EngagementRow, Firsts, HourStats, IdempotencyRecord, Kind, LinkStats, MessageView, Projected,
+    ProjectionStore, Stats, StoreError,
 };
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
@@ -11,6 +11,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use std::path::Path;
 use std::sync::Arc;
 
+mod accounts;
 mod feedback;
 mod webhooks;
 
@@ -24,6 +25,8 @@ const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("sender_domai
 const IDEMPOTENCY: TableDefinition<(&str, &str), (i64, &[u8])> = TableDefinition::new("idempotency_keys");
 /// (expiry in ms, account, key): the expiry index, oldest first, for purging.
 const IDEMPOTENCY_EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("idempotency_expiry");
+/// (account, lower-cased recipient, accepted at in ms, message id): message search.
+const RECIPIENTS: TableDefinition<(&str, &str, i64, &str), ()> = TableDefinition::new("messages_by_recipient");
 /// Expired keys removed per claim (bounded work; claims outpace expiries).
 const PURGE_PER_CLAIM: usize = 16;
 /// (account, message id, event id) → JSON of [`EngagementRow`].
@@ -57,6 +60,8 @@ impl EmbeddedStore {
         webhooks::create_tables(&txn)?;
         txn.open_table(IDEMPOTENCY).map_err(err)?;
         txn.open_table(IDEMPOTENCY_EXPIRY).map_err(err)?;
+        txn.open_table(RECIPIENTS).map_err(err)?;
+        accounts::create_tables(&txn)?;
         txn.open_table(ENGAGEMENT).map_err(err)?;
         txn.open_table(FIRSTS).map_err(err)?;
         txn.open_table(LINKS).map_err(err)?;
@@ -143,6 +148,7 @@ impl ProjectionStore for EmbeddedStore {
             {
                 let mut events = txn.open_table(EVENTS).map_err(err)?;
                 let mut counts = txn.open_table(COUNTS).map_err(err)?;
+                let mut recipients = txn.open_table(RECIPIENTS).map_err(err)?;
                 for p in &batch {
                     let key = (p.account.0.as_str(), p.message_id.0.as_str(), p.seq);
                     if events.get(key).map_err(err)?.is_some() {
@@ -150,6 +156,11 @@ impl ProjectionStore for EmbeddedStore {
                     }
                     let json = serde_json::to_vec(p).map_err(err)?;
                     events.insert(key, json.as_slice()).map_err(err)?;
+                    if p.kind == Kind::Accepted {
+                        let r = p.recipient.to_lowercase();
+                        let rkey = (p.account.0.as_str(), r.as_str(), p.at.millis(), p.message_id.0.as_str());
+                        recipients.insert(rkey, ()).map_err(err)?;
+                    }
                     if !p.kind.counted() {
                         continue;
                     }
@@ -208,6 +219,27 @@ impl ProjectionStore for EmbeddedStore {
         .await
     }
 
+    async fn hourly(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<HourStats>, StoreError> {
+        let account = account.0.clone();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(err)?;
+            let counts = read.open_table(COUNTS).map_err(err)?;
+            let mut out: Vec<HourStats> = Vec::new();
+            let lo = (account.as_str(), from.hour_bucket(), "");
+            let hi = (account.as_str(), to.millis(), "");
+            for entry in counts.range(lo..hi).map_err(err)? {
+                let (k, v) = entry.map_err(err)?;
+                let (_, hour, name) = k.value();
+                if out.last().is_none_or(|h| h.hour != hour) {
+                    out.push(HourStats { hour, stats: Stats::default() });
+                }
+                out.last_mut().expect("pushed").stats.add_named(name, v.value());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn apply_engagement(&self, batch: &[EngagementRow]) -> Result<(), StoreError> {
         let batch = batch.to_vec();
         self.blocking(move |db| {
@@ -247,6 +279,38 @@ impl ProjectionStore for EmbeddedStore {
             txn.commit().map_err(err)
         })
         .await
+    }
+
+    async fn messages_to(
+        &self,
+        account: &AccountId,
+        recipient: &str,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, StoreError> {
+        let (owner, account, recipient) = (account.clone(), account.0.clone(), recipient.to_lowercase());
+        let before = before.map(|t| t.millis()).unwrap_or(i64::MAX);
+        let ids: Vec<String> = self
+            .blocking(move |db| {
+                let read = db.begin_read().map_err(err)?;
+                let index = read.open_table(RECIPIENTS).map_err(err)?;
+                let lo = (account.as_str(), recipient.as_str(), i64::MIN, "");
+                let hi = (account.as_str(), recipient.as_str(), before, "");
+                let mut ids = Vec::new();
+                for entry in index.range(lo..hi).map_err(err)?.rev().take(limit) {
+                    let (k, _) = entry.map_err(err)?;
+                    ids.push(k.value().3.to_owned());
+                }
+                Ok(ids)
+            })
+            .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = self.message(&owner, &MessageId(id)).await? {
+                out.push(v);
+            }
+        }
+        Ok(out)
     }
 
     async fn links(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<LinkStats>, StoreError> {

@@ -3,11 +3,13 @@
 //! A [`ProjectionStore`] keeps, per account, every projected event of every message (from
 //! which the status is derived at read time, so events may arrive in any order across
 //! topics), its engagement events (opens, clicks, unsubscriptions: [`EngagementRow`]),
-//! per-hour counters and per-hour, per-URL click counters, and the current state of every
-//! sender domain
-//! ([`crate::domains::state::DomainState`], one row per domain, tombstones included). Backends: [`embedded`] (redb, default) and [`cql`]
-//! (ScyllaDB or Cassandra). `tests/store_conformance.rs` runs against both.
+//! per-hour counters and per-hour, per-URL click counters, the current state of every
+//! sender domain ([`crate::domains::state::DomainState`], one row per domain, tombstones
+//! included), an index of messages by recipient (message search), and the accounts
+//! ([`accounts`]). Backends: [`embedded`] (redb, default) and [`cql`] (ScyllaDB or
+//! Cassandra). `tests/store_conformance.rs` runs against both.
 
+pub mod accounts;
 pub mod cql;
 pub mod embedded;
 pub mod feedback;
@@ -134,7 +136,7 @@ pub struct Projected {
 }
 
 /// Message status as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Queued,
@@ -149,18 +151,31 @@ pub enum Status {
     Suppressed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A message and its story, as `GET /v1/messages/{id}` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
+    /// 32 lower-case hex digits (UUIDv7).
+    #[schema(value_type = String)]
     pub id: MessageId,
     pub recipient: String,
     pub status: Status,
+    /// Acceptance, then each attempt, in order.
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<serde_json::Value>,
+}
+
+/// One hour of an account's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourStats {
+    /// The hour's start, epoch milliseconds.
+    pub hour: i64,
+    pub stats: Stats,
 }
 
 /// Counters of an account over a time range. Engagement counters count every event,
 /// machine traffic included; the unique ones count messages, each once, at its first event
 /// not taken for a machine (`unsubscribed` counts each message once too).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub accepted: u64,
     pub delivered: u64,
@@ -182,6 +197,38 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Stats) {
+        let Stats {
+            accepted,
+            delivered,
+            deferred,
+            failed,
+            bounced_permanent,
+            bounced_transient,
+            complained,
+            suppressed,
+            opened,
+            unique_opened,
+            clicked,
+            unique_clicked,
+            unsubscribed,
+        } = *other;
+        self.accepted += accepted;
+        self.delivered += delivered;
+        self.deferred += deferred;
+        self.failed += failed;
+        self.bounced_permanent += bounced_permanent;
+        self.bounced_transient += bounced_transient;
+        self.complained += complained;
+        self.suppressed += suppressed;
+        self.opened += opened;
+        self.unique_opened += unique_opened;
+        self.clicked += clicked;
+        self.unique_clicked += unique_clicked;
+        self.unsubscribed += unsubscribed;
+    }
+
     pub fn add(&mut self, kind: Kind, n: u64) {
         match kind {
             Kind::Accepted => self.accepted += n,
@@ -324,7 +371,7 @@ pub struct Firsts {
 }
 
 /// Clicks of one URL over a time range (`GET /v1/stats/links`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LinkStats {
     pub url: String,
     pub clicks: u64,
@@ -405,6 +452,19 @@ pub trait ProjectionStore: Send + Sync + 'static {
 
     /// Counters of the hours that start in `[from, to)`, after rounding `from` down to its hour.
     async fn stats(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Stats, StoreError>;
+
+    /// The same counters hour by hour (hours without events left out), oldest first.
+    async fn hourly(&self, account: &AccountId, from: Timestamp, to: Timestamp) -> Result<Vec<HourStats>, StoreError>;
+
+    /// Messages of `account` to `recipient` (compared without case), newest first, accepted
+    /// before `before`; at most `limit`.
+    async fn messages_to(
+        &self,
+        account: &AccountId,
+        recipient: &str,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<MessageView>, StoreError>;
 
     /// Applies engagement events; idempotent per `(account, message_id, event_id)`, counting
     /// each new one (see [`EngagementRow::counters`]). Durable on return. Events of one

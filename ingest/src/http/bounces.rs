@@ -2,6 +2,8 @@
 //! refusals and DSNs, failed and delayed), oldest first. `to` defaults to now and `from` to
 //! seven days before `to`; a range is at most 366 days.
 
+use super::openapi::ErrorBody;
+use super::schemas;
 use super::suppressions::{error, malformed, service, time};
 use super::{ApiError, ApiState};
 use axum::extract::rejection::QueryRejection;
@@ -15,12 +17,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BounceQuery {
+    /// RFC 3339 (default: 7 days before `to`).
     from: Option<String>,
+    /// RFC 3339 (default: now).
     to: Option<String>,
+    /// Only this bounce class.
     class: Option<String>,
+    /// From the previous page's `next_cursor`.
     cursor: Option<String>,
+    /// 1-1000 (default 100).
     limit: Option<usize>,
 }
 
@@ -42,12 +50,27 @@ fn view(b: &BounceRow) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/bounces",
+    tag = "bounces",
+    security(("api_key" = [])),
+    params(BounceQuery),
+    responses(
+        (status = 200, description = "A page of bounces, oldest first", body = schemas::BouncePage),
+        (status = 400, description = "`malformed_request`, `invalid_time`, `invalid_class`, `invalid_cursor`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 404, description = "`not_enabled`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `log_unavailable`, `projection_lag`", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     query: Result<Query<BounceQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (service, account) = service(&state, &headers)?;
+    let (service, account) = service(&state, &headers, herald_engine::accounts::Scope::Read)?;
     let Query(q) = query.map_err(|e| malformed(e.body_text()))?;
     let bad_time = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_time", m);
     let to = match q.to.as_deref() {

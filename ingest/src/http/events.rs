@@ -3,12 +3,14 @@
 //! event-feed projection. `to` defaults to now, `from` to 24 hours before `to`; a range is
 //! at most 31 days. The cursor is stable: a page continues after the last event returned.
 
+use super::openapi::ErrorBody;
 use super::suppressions::time;
 use super::{authenticate, ApiError, ApiState};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use herald_engine::accounts::Scope;
 use herald_engine::projector::rfc3339;
 use herald_engine::store::feedback::cursor;
 use herald_engine::store::webhooks::{FeedQuery, FEED_MAX_DAYS};
@@ -19,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     #[serde(rename = "type")]
@@ -32,12 +34,27 @@ pub struct EventQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    security(("api_key" = [])),
+    params(EventQuery),
+    responses(
+        (status = 200, description = "A page of the account's events, oldest first, with a stable cursor", body = serde_json::Value),
+        (status = 400, description = "`malformed_request`, `invalid_time`, `invalid_type`, `invalid_cursor`, `invalid_range`", body = ErrorBody),
+        (status = 404, description = "`not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     query: Result<Query<EventQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = authenticate(&state, &headers)?;
+    let account = authenticate(&state, &headers, Scope::Read)?.account;
     let store = state
         .webhooks
         .as_ref()

@@ -1,37 +1,63 @@
-//! The REST API (axum): a file per route, shared state, bearer-key authentication and the
-//! JSON error body every route uses.
+//! The REST API (axum): a file per route, shared state, authentication ([`auth`]), the
+//! JSON error body every route uses, and the OpenAPI 3.1 document generated from the
+//! handlers' annotations ([`openapi`], served at `/v1/openapi.json`).
 
+mod account;
+mod admin;
+mod admin_credentials;
+mod admin_log;
+pub mod auth;
 mod bounces;
 mod domains;
 mod events;
 pub mod idempotency;
 mod messages;
 pub mod observe;
+pub mod openapi;
 mod providers;
+mod schemas;
 mod send;
 mod stats;
 mod suppressions;
 mod webhooks;
 
-use axum::http::{HeaderMap, StatusCode};
+pub use auth::{authenticate, Operators};
+
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use herald_engine::accounts::{AccountCache, Accounts};
 use herald_engine::domains::Domains;
+use herald_engine::log::{Assignment, EventLog};
 use herald_engine::store::ProjectionStore;
 use herald_engine::submit::Submitter;
-use herald_schemas::AccountId;
-use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Renders Prometheus text; supplied by the binary, which owns the recorder.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// A consumer group and what it reads, for the log-lag report.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroup {
+    pub group: String,
+    pub assignments: Vec<Assignment>,
+}
+
 pub struct ApiState {
     pub submitter: Submitter,
     pub store: Arc<dyn ProjectionStore>,
-    /// API key → account.
-    pub api_keys: HashMap<String, AccountId>,
+    /// The accounts as this node sees them (keys, status, limits).
+    pub accounts: AccountCache,
+    /// Account commands (`/v1/admin`); `None` answers 404 `not_enabled`.
+    pub admin: Option<Arc<Accounts>>,
+    /// Operator keys of `/v1/admin`.
+    pub operators: Operators,
+    /// Per-second and per-day limits of accounts.
+    pub limits: Arc<crate::limits::Limits>,
+    /// The log and its consumer groups, for `GET /v1/admin/log`.
+    pub log: Option<(Arc<dyn EventLog>, Vec<ConsumerGroup>)>,
     /// Largest accepted MIME body, in bytes.
     pub max_body_bytes: usize,
     /// Most recipients in one `POST /v1/send`.
@@ -46,14 +72,9 @@ pub struct ApiState {
     pub hostname: String,
     /// Which From domains each account may send from.
     pub sender: Arc<crate::sender::SenderPolicy>,
-    /// Each account's default send options (`[[accounts]] defaults`).
-    pub defaults: HashMap<AccountId, herald_schemas::SendOptions>,
     /// Traffic shaping (`/v1/admin/providers`, `/v1/admin/pools`); `None` on a node that
     /// does not deliver (404 `not_enabled`).
     pub shaping: Option<Arc<herald_engine::shaping::Shaper>>,
-    /// Keys for the operators' routes (`[shaping] operator_keys`); account keys never open
-    /// them.
-    pub operator_keys: Vec<String>,
     /// Webhook endpoints (`/v1/webhooks`); `None` answers 404 `not_enabled`.
     pub webhooks: Option<Arc<herald_engine::webhooks::service::Webhooks>>,
 }
@@ -71,7 +92,7 @@ async fn healthz(axum::extract::State(state): axum::extract::State<Arc<ApiState>
 /// and the projection store answers a read, each within [`READY_TIMEOUT`]; `503` with the
 /// reason otherwise. Orchestrators route traffic on it
 /// (Kubernetes readiness probe); `/healthz` stays the liveness check.
-async fn readyz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
+pub(super) async fn readyz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
     if let Err(why) = state.submitter.log_reachable(READY_TIMEOUT).await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: log: {why}\n")).into_response();
     }
@@ -85,50 +106,78 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<ApiState>>
 /// How long `/readyz` waits for the log and for the store.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The API's routes.
-pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/v1/send", post(send::handle))
-        .route("/v1/messages/{id}", get(messages::handle))
-        .route("/v1/stats", get(stats::handle))
-        .route("/v1/stats/links", get(stats::links))
-        .route("/v1/domains", post(domains::add).get(domains::list))
-        .route("/v1/domains/{domain}", get(domains::show).patch(domains::update).delete(domains::remove))
-        .route("/v1/domains/{domain}/records", get(domains::records))
-        .route("/v1/domains/{domain}/verify", post(domains::verify))
-        .route("/v1/domains/{domain}/rotate", post(domains::rotate))
-        .route("/v1/domains/{domain}/check", get(domains::check))
-        .route("/v1/suppressions", get(suppressions::list))
-        .route("/v1/suppressions/import", post(suppressions::import))
-        .route("/v1/suppressions/export", get(suppressions::export))
-        .route(
-            "/v1/suppressions/{address}",
-            get(suppressions::show).put(suppressions::put).delete(suppressions::remove),
-        )
-        .route("/v1/bounces", get(bounces::list))
-        .route("/v1/events", get(events::list))
-        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/v1/webhooks/{id}", get(webhooks::show).patch(webhooks::update).delete(webhooks::remove))
-        .route("/v1/webhooks/{id}/rotate", post(webhooks::rotate))
-        .route("/v1/webhooks/{id}/test", post(webhooks::test))
-        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route("/v1/admin/providers", get(providers::list))
-        .route("/v1/admin/providers/{name}/suspend", post(providers::suspend))
-        .route("/v1/admin/providers/{name}/resume", post(providers::resume))
-        .route("/v1/admin/pools", get(providers::pools))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .layer(axum::middleware::from_fn(observe::track))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+/// Every API route with its OpenAPI description (`/ui` is added by the binary).
+pub fn api(state: Arc<ApiState>) -> (axum::Router, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(send::handle))
+        .routes(routes!(messages::search))
+        .routes(routes!(messages::handle))
+        .routes(routes!(stats::handle))
+        .routes(routes!(stats::series))
+        .routes(routes!(stats::links))
+        .routes(routes!(account::show))
+        .routes(routes!(domains::add, domains::list))
+        .routes(routes!(domains::show, domains::update, domains::remove))
+        .routes(routes!(domains::records))
+        .routes(routes!(domains::verify))
+        .routes(routes!(domains::rotate))
+        .routes(routes!(domains::check))
+        .routes(routes!(admin::create, admin::list))
+        .routes(routes!(admin::show, admin::update, admin::delete))
+        .routes(routes!(admin::suspend))
+        .routes(routes!(admin::resume))
+        .routes(routes!(admin_credentials::create_key, admin_credentials::keys))
+        .routes(routes!(admin_credentials::revoke_key))
+        .routes(routes!(admin_credentials::add_user, admin_credentials::users))
+        .routes(routes!(admin_credentials::remove_user))
+        .routes(routes!(admin_log::lag))
+        .routes(routes!(suppressions::list))
+        .routes(routes!(suppressions::import))
+        .routes(routes!(suppressions::export))
+        .routes(routes!(suppressions::show, suppressions::put, suppressions::remove))
+        .routes(routes!(bounces::list))
+        .routes(routes!(events::list))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::show, webhooks::update, webhooks::remove))
+        .routes(routes!(webhooks::rotate))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(providers::list))
+        .routes(routes!(providers::suspend))
+        .routes(routes!(providers::resume))
+        .routes(routes!(providers::pools))
+        .routes(routes!(openapi::metrics))
+        .routes(routes!(openapi::healthz))
+        .routes(routes!(openapi::readyz))
         .with_state(state)
+        .split_for_parts();
+    (router, openapi::finish(doc))
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Response {
-    match &state.metrics {
-        Some(render) => ([("content-type", "text/plain; version=0.0.4")], render()).into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", "metrics are not enabled").into_response(),
-    }
+/// The API's routes, `/v1/openapi.json`, and JSON replies for unknown paths and methods.
+pub fn router(state: Arc<ApiState>) -> axum::Router {
+    let (router, doc) = api(state);
+    with_document(router, doc)
+}
+
+/// Adds `/v1/openapi.json` (serving `doc`), the fallbacks and the body limit.
+pub fn with_document(router: axum::Router, doc: utoipa::openapi::OpenApi) -> axum::Router {
+    let json = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".into()));
+    router
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let json = json.clone();
+                async move { ([("content-type", "application/json")], json.as_str().to_owned()) }
+            }),
+        )
+        .layer(axum::middleware::from_fn(observe::track))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
+        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// An error reply: `{"error":{"code":"...","message":"..."}}`. Codes are stable API.
@@ -174,16 +223,13 @@ pub fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
 }
 
-/// The account of the request's `Authorization: Bearer <key>`, or 401.
-pub fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<AccountId, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| unauthorized("missing Authorization: Bearer <api key>"))?;
-    let value = value.to_str().map_err(|_| unauthorized("Authorization header is not ASCII"))?;
-    let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| unauthorized("Authorization must be `Bearer <api key>`"))?;
-    state.api_keys.get(key.trim()).cloned().ok_or_else(|| unauthorized("unknown API key"))
+/// 400 `malformed_request` for a query string axum could not decode.
+pub fn query_rejection(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", format!("the query string is not valid: {detail}"))
+}
+
+/// 400 `malformed_request` for a path parameter that does not decode.
+pub fn path_rejection(e: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", format!("the path is not valid: {e}"))
 }

@@ -9,8 +9,11 @@
 //! - `POST /v1/admin/providers/{name}/resume` `{ "source"?, "domain"?, "id"?, "reason"? }`:
 //!   lifts its throttles before their expiry.
 //!
-//! Authenticated with an operator key (`[shaping] operator_keys`), never an account's key.
+//! Authenticated with an operator key (`[admin] operator_keys`, or `[shaping] operator_keys`),
+//! never an account's key.
 
+use super::openapi::ErrorBody;
+use super::schemas;
 use super::{json_rejection, ApiError, ApiState};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -23,29 +26,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// Checks the request's `Authorization: Bearer <operator key>` (compared in constant time)
-/// and returns the shaper, or the error reply.
+/// Checks the request's operator key ([`super::auth::operator`]) and returns the shaper,
+/// or the error reply.
 fn operator(state: &ApiState, headers: &HeaderMap) -> Result<Arc<Shaper>, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let key = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or_else(|| unauthorized("missing Authorization: Bearer <operator key>"))?;
-    let known = state.operator_keys.iter().fold(false, |found, k| found | same(k.as_bytes(), key.as_bytes()));
-    if !known {
-        return Err(unauthorized("unknown operator key (account API keys do not open the admin API)"));
-    }
+    super::auth::operator(state, headers)?;
     state
         .shaping
         .clone()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_enabled", "this node does not deliver mail"))
-}
-
-/// Byte strings equal, in time that depends only on their lengths.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 fn refused(e: ShapingError) -> ApiError {
@@ -57,11 +45,26 @@ fn refused(e: ShapingError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Only {
+    /// Only this provider.
     provider: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/providers",
+    tag = "admin",
+    security(("operator_key" = [])),
+    params(Only),
+    responses(
+        (status = 200, description = "Providers, throttles in force, this node's lanes (`docs/api.md`)", content_type = "application/json"),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 404, description = "`unknown_provider`, `not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (not an operator key)", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -77,6 +80,17 @@ pub async fn list(
     Ok(Json(shaper.view(only.provider.as_deref())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/pools",
+    tag = "admin",
+    security(("operator_key" = [])),
+    responses(
+        (status = 200, description = "Each pool's sources and warm-up", content_type = "application/json"),
+        (status = 401, description = "`unauthorized` (not an operator key)", body = ErrorBody),
+        (status = 404, description = "`not_enabled` (this node does not deliver)", body = ErrorBody),
+    )
+)]
 pub async fn pools(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Json<PoolsView>, ApiError> {
     Ok(Json(operator(&state, &headers)?.pools_view()))
 }
@@ -91,6 +105,21 @@ pub struct Suspend {
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/providers/{name}/suspend",
+    tag = "admin",
+    security(("operator_key" = [])),
+    params(("name" = String, Path, description = "A provider of the providers file")),
+    request_body = schemas::SuspendProvider,
+    responses(
+        (status = 200, description = "Suspended", body = schemas::ProviderSuspended),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 404, description = "`unknown_provider`, `not_enabled`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (not an operator key)", body = ErrorBody),
+    )
+)]
 pub async fn suspend(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -116,6 +145,21 @@ pub struct Resume {
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/providers/{name}/resume",
+    tag = "admin",
+    security(("operator_key" = [])),
+    params(("name" = String, Path, description = "A provider of the providers file")),
+    request_body = schemas::ResumeProvider,
+    responses(
+        (status = 200, description = "Throttles lifted", body = schemas::ProviderResumed),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 404, description = "`unknown_provider`, `not_enabled`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (not an operator key)", body = ErrorBody),
+    )
+)]
 pub async fn resume(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -133,15 +177,4 @@ pub async fn resume(
 fn bounded(reason: Option<String>, default: &str) -> String {
     let r = reason.filter(|r| !r.trim().is_empty()).unwrap_or_else(|| default.to_owned());
     r.chars().filter(|c| !c.is_control()).take(300).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn keys_compare_whole() {
-        assert!(super::same(b"operator-key", b"operator-key"));
-        assert!(!super::same(b"operator-key", b"operator-kex"));
-        assert!(!super::same(b"operator-key", b"operator-ke"));
-        assert!(!super::same(b"", b"x"));
-    }
 }

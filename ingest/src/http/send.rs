@@ -11,6 +11,7 @@
 //! `Idempotency-Key` makes retries safe ([`super::idempotency`]). Replies 202 with one id
 //! per recipient only after every event is durably in the log; any refusal appends nothing.
 
+use super::openapi::ErrorBody;
 use super::{authenticate, idempotency, ApiError, ApiState};
 use crate::accept::{self, crlf};
 use crate::address::{parse_mailbox, Mailbox};
@@ -20,6 +21,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use herald_engine::accounts::{state::Status, Scope};
 use herald_engine::submit::SubmitError;
 use herald_schemas::Timestamp;
 use serde::Serialize;
@@ -35,15 +37,41 @@ struct SendRequest {
     options: Overrides,
 }
 
-#[derive(Serialize)]
+/// The 202 reply: one id per recipient, in request order.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     messages: Vec<AcceptedMessage>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AcceptedMessage {
     recipient: String,
+    /// 32 lower-case hex digits (UUIDv7).
     id: String,
+}
+
+/// One recipient, or several.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum RecipientsDoc {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A message to send (JSON; the form encoding has the same fields, `recipient` repeated).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SendDoc {
+    /// Envelope sender (MAIL FROM), a mailbox.
+    envelope: String,
+    recipient: RecipientsDoc,
+    /// The full RFC 5322 message.
+    body: String,
+    inlinizecss: Option<bool>,
+    clicktracking: Option<bool>,
+    bouncetracking: Option<bool>,
+    openstracking: Option<bool>,
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -54,8 +82,48 @@ fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
+/// Accepts one MIME message for one or more recipients.
+#[utoipa::path(
+    post,
+    path = "/v1/send",
+    tag = "send",
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe: the same key and request within 24 hours replays the first reply")),
+    request_body(content(
+        (SendDoc = "application/json"),
+        (SendDoc = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 202, description = "Every recipient's message is durably in the log", body = Accepted),
+        (status = 400, description = "`malformed_request`, `missing_field`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`account_suspended`, `insufficient_scope` (needs `send`), `operator_key`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_use`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_address`, `too_many_recipients`, `invalid_mime`, `from_domain_not_verified`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited` (per second), `daily_limit_exceeded`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let account = authenticate(&state, &headers)?;
+    let principal = authenticate(&state, &headers, Scope::Send)?;
+    let account = principal.account;
+    let settings = {
+        let snapshot = state.accounts.current();
+        let a = snapshot.account(&account).cloned();
+        match a {
+            Some(a) if a.status == Status::Suspended => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "account_suspended",
+                    "this account is suspended and may not send; contact the operator",
+                ))
+            }
+            Some(a) => a.settings.clone(),
+            None => Default::default(),
+        }
+    };
     let idempotency_key = idempotency::key(&headers)?;
     // Encodings inflate the MIME body (JSON escapes, percent-encoding): allow 3x + 64 KiB
     // for the request, then hold the decoded `body` to the configured limit.
@@ -116,7 +184,7 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
     let sender = parse_mailbox(&envelope).map_err(|e| unprocessable("invalid_address", format!("envelope: {e}")))?;
     let recipients = recipients(&request.recipients)?;
     let (body, from_header) = options::take_header(body).map_err(|e| unprocessable("invalid_options", e))?;
-    let defaults = state.defaults.get(&account).copied().unwrap_or_default();
+    let defaults: herald_schemas::SendOptions = settings.defaults.into();
     let send_options = request.options.over(from_header.over(defaults));
     let stamp = message::Stamp { hostname: &state.hostname, now: Timestamp::now() };
     let prepared = message::prepare(body, &stamp).map_err(|e| unprocessable("invalid_mime", e.to_string()))?;
@@ -125,6 +193,7 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
         .check(&account, &prepared.from_domains)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "from_domain_not_verified", e.to_string()))?;
 
+    let count = recipients.len();
     // The body travels inline, or is stored once for a fan-out (durable before the events).
     let body = state.submitter.place_body(&account, prepared.message, recipients.len()).await.map_err(|e| match e {
         e @ SubmitError::FanoutTooLarge { .. } => unprocessable("fanout_too_large", e.to_string()),
@@ -150,6 +219,17 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
         }
         _ => None,
     };
+    // Limits last, after an idempotent replay (which sends nothing) was answered.
+    let within = match state.limits.rate(&account, &settings.limits, count) {
+        Ok(()) => state.limits.daily(&account, &settings.limits, count).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = within {
+        if let Some(held) = held {
+            held.finish(state.store.as_ref(), false).await;
+        }
+        return Err(limited(e));
+    }
     let appended = state.submitter.submit(events).await;
     if let Some(held) = held {
         held.finish(state.store.as_ref(), appended.is_ok()).await;
@@ -163,6 +243,24 @@ pub async fn handle(State(state): State<Arc<ApiState>>, headers: HeaderMap, body
         )
     })?;
     Ok(accepted_reply(reply, false))
+}
+
+/// 429 for a limit, 503 when the daily count cannot be read.
+fn limited(e: crate::limits::Exceeded) -> ApiError {
+    use crate::limits::Exceeded;
+    let code = match e {
+        Exceeded::Rate { .. } | Exceeded::RateBurst { .. } => "rate_limited",
+        Exceeded::Daily { .. } => "daily_limit_exceeded",
+        Exceeded::Unavailable => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store is unavailable; try again shortly",
+            )
+        }
+    };
+    metrics::counter!("herald_ingest_limited_total", "limit" => code).increment(1);
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, e.to_string())
 }
 
 /// 202 with the reply body; `Idempotent-Replayed: true` when it repeats an earlier reply.

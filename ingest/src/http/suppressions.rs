@@ -10,6 +10,8 @@
 //!   added) → 202 `{imported}`
 //! - `GET /v1/suppressions/export`: JSON lines, one entry in force per line
 
+use super::openapi::ErrorBody;
+use super::schemas;
 use super::{authenticate, ApiError, ApiState};
 use crate::address::parse_mailbox;
 use axum::body::Body;
@@ -18,6 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use herald_engine::accounts::Scope;
 use herald_engine::feedback::service::{FeedbackError, FeedbackService, NewSuppression};
 use herald_engine::projector::rfc3339;
 use herald_engine::store::feedback::Suppression;
@@ -48,8 +51,12 @@ pub(super) fn malformed(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", message)
 }
 
-pub(super) fn service(state: &ApiState, headers: &HeaderMap) -> Result<(Arc<FeedbackService>, AccountId), ApiError> {
-    let account = authenticate(state, headers)?;
+pub(super) fn service(
+    state: &ApiState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<(Arc<FeedbackService>, AccountId), ApiError> {
+    let account = authenticate(state, headers, scope)?.account;
     let service = state.feedback.clone().ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not_enabled", "bounce processing is not enabled on this server")
     })?;
@@ -90,19 +97,38 @@ pub(super) fn time(name: &str, value: &str) -> Result<Timestamp, String> {
     Ok(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only entries of this reason.
     reason: Option<String>,
+    /// From the previous page's `next_cursor`.
     cursor: Option<String>,
+    /// 1-1000 (default 100).
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/suppressions",
+    tag = "suppressions",
+    security(("api_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the list, by address", body = schemas::SuppressionPage),
+        (status = 400, description = "`malformed_request`, `invalid_reason`, `invalid_cursor`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 404, description = "`not_enabled`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `log_unavailable`, `projection_lag`", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let (service, account) = service(&state, &headers)?;
+    let (service, account) = service(&state, &headers, Scope::Read)?;
     let Query(q) = query.map_err(|e| malformed(e.body_text()))?;
     let reason = match q.reason.as_deref() {
         Some(r) => Some(reason(Some(r)).map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_reason", m))?),
@@ -116,12 +142,27 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/suppressions/{address}",
+    tag = "suppressions",
+    security(("api_key" = [])),
+    params(("address" = String, Path, description = "The suppressed address")),
+    responses(
+        (status = 200, description = "The entry", body = schemas::Suppression),
+        (status = 404, description = "`not_found`, `not_enabled`", body = ErrorBody),
+        (status = 422, description = "`invalid_address`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `log_unavailable`, `projection_lag`", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (service, account) = service(&state, &headers)?;
+    let (service, account) = service(&state, &headers, Scope::Read)?;
     let address = address(&raw)?;
     Ok(Json(view(&service.get(&account, &address).await.map_err(error)?)))
 }
@@ -146,13 +187,31 @@ fn new_entry(address: String, b: PutBody) -> Result<NewSuppression, String> {
     Ok(NewSuppression { address, reason, detail, expires_at })
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/suppressions/{address}",
+    tag = "suppressions",
+    security(("api_key" = [])),
+    params(("address" = String, Path, description = "The suppressed address")),
+    request_body(content = Option<schemas::PutSuppression>, description = "Optional; default a manual entry"),
+    responses(
+        (status = 200, description = "Replaced", body = schemas::Suppression),
+        (status = 201, description = "Added", body = schemas::Suppression),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 422, description = "`invalid_address`, `invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 404, description = "`not_enabled`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `log_unavailable`, `projection_lag`", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (service, account) = service(&state, &headers)?;
+    let (service, account) = service(&state, &headers, Scope::Suppressions)?;
     let address = address(&raw)?;
     let b: PutBody = if body.iter().all(u8::is_ascii_whitespace) {
         PutBody::default()
@@ -165,12 +224,27 @@ pub async fn put(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view(&shown))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/suppressions/{address}",
+    tag = "suppressions",
+    security(("api_key" = [])),
+    params(("address" = String, Path, description = "The suppressed address")),
+    responses(
+        (status = 204, description = "Lifted"),
+        (status = 404, description = "`not_found`, `not_enabled`", body = ErrorBody),
+        (status = 422, description = "`invalid_address`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `log_unavailable`, `projection_lag`", body = ErrorBody),
+    )
+)]
 pub async fn remove(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let (service, account) = service(&state, &headers)?;
+    let (service, account) = service(&state, &headers, Scope::Suppressions)?;
     let address = address(&raw)?;
     service.lift(&account, &address, "api").await.map_err(error)?;
     Ok(StatusCode::NO_CONTENT)
@@ -185,12 +259,29 @@ struct ImportLine {
     expires_at: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/suppressions/import",
+    tag = "suppressions",
+    security(("api_key" = [])),
+    request_body(content = String, content_type = "text/plain", description = "NDJSON: one JSON object per line: `address`, `reason`?, `detail`?, `expires_at`?"),
+    responses(
+        (status = 202, description = "Imported", body = schemas::Imported),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_lines`", body = ErrorBody),
+        (status = 422, description = "`invalid_lines` (with `lines`)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 404, description = "`not_enabled`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `log_unavailable`, `projection_lag`", body = ErrorBody),
+    )
+)]
 pub async fn import(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (service, account) = service(&state, &headers)?;
+    let (service, account) = service(&state, &headers, Scope::Suppressions)?;
     let raw = axum::body::to_bytes(body, IMPORT_LIMIT).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -233,8 +324,21 @@ pub async fn import(
     Ok((StatusCode::ACCEPTED, Json(json!({ "imported": imported }))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/suppressions/export",
+    tag = "suppressions",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The whole list, one JSON object per line", content_type = "application/x-ndjson", body = String),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 404, description = "`not_enabled`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `log_unavailable`, `projection_lag`", body = ErrorBody),
+    )
+)]
 pub async fn export(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (service, account) = service(&state, &headers)?;
+    let (service, account) = service(&state, &headers, Scope::Read)?;
     // The first page is read before the reply starts, so an unavailable store is a 503.
     let first = service.list(&account, None, None, 1000).await.map_err(error)?;
     let stream = futures::stream::unfold(Some(first), move |page| {

@@ -5,12 +5,14 @@
 //! `GET /v1/webhooks/{id}/deliveries?before=&limit=` (attempts, newest first). See
 //! `docs/api.md#webhooks`.
 
+use super::openapi::ErrorBody;
 use super::{authenticate, json_rejection, ApiError, ApiState};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use herald_engine::accounts::Scope;
 use herald_engine::projector::rfc3339;
 use herald_engine::webhooks::endpoints::Endpoint;
 use herald_engine::webhooks::service::{Change, WebhookError, Webhooks};
@@ -19,7 +21,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+/// An endpoint's fields; on `PATCH` each one is optional.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Body {
     url: Option<String>,
@@ -28,14 +31,14 @@ pub struct Body {
     enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct DeliveryQuery {
     before: Option<String>,
     limit: Option<usize>,
 }
 
 fn service(state: &ApiState, headers: &HeaderMap) -> Result<(Arc<Webhooks>, AccountId), ApiError> {
-    let account = authenticate(state, headers)?;
+    let account = authenticate(state, headers, Scope::Webhooks)?.account;
     let service = state
         .webhooks
         .clone()
@@ -85,6 +88,23 @@ fn change(body: Body) -> Change {
     Change { url: body.url, events: body.events, description: body.description, enabled: body.enabled }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    request_body = Body,
+    responses(
+        (status = 201, description = "Registered; the `secret` is shown only here", body = serde_json::Value),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 404, description = "`not_enabled`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_webhook`, `webhook_url_refused`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -99,12 +119,39 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&e, true))).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The account's endpoints (no secrets)", body = serde_json::Value),
+        (status = 404, description = "`not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let (service, account) = service(&state, &headers)?;
     let all = service.list(&account).await.map_err(error)?;
     Ok(Json(json!({ "webhooks": all.iter().map(|e| view(e, false)).collect::<Vec<_>>() })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 200, description = "The endpoint (no secret)", body = serde_json::Value),
+        (status = 404, description = "`not_found`, `not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn show(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -114,6 +161,24 @@ pub async fn show(
     Ok(Json(view(&service.get(&account, &id).await.map_err(error)?, false)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The endpoint id")),
+    request_body = Body,
+    responses(
+        (status = 200, description = "The endpoint after the change", body = serde_json::Value),
+        (status = 400, description = "`malformed_request`", body = ErrorBody),
+        (status = 404, description = "`not_found`, `not_enabled`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_webhook`, `webhook_url_refused`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -125,6 +190,20 @@ pub async fn update(
     Ok(Json(view(&service.update(&account, &id, change(body)).await.map_err(error)?, false)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`, `not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn remove(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -135,6 +214,20 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/rotate",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 200, description = "The endpoint with its new `secret` (shown only here)", body = serde_json::Value),
+        (status = 404, description = "`not_found`, `not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn rotate(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -144,6 +237,20 @@ pub async fn rotate(
     Ok(Json(view(&service.rotate(&account, &id).await.map_err(error)?, true)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/{id}/test",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The endpoint id")),
+    responses(
+        (status = 200, description = "What the endpoint answered to one `webhook.test` request", body = serde_json::Value),
+        (status = 404, description = "`not_found`, `not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn test(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -153,6 +260,21 @@ pub async fn test(
     Ok(Json(json!(service.test(&account, &id).await.map_err(error)?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The endpoint id"), DeliveryQuery),
+    responses(
+        (status = 200, description = "Delivery attempts, newest first", body = serde_json::Value),
+        (status = 400, description = "`malformed_request`, `invalid_time`", body = ErrorBody),
+        (status = 404, description = "`not_found`, `not_enabled`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`, `key_expired`", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`, `operator_key`", body = ErrorBody),
+        (status = 503, description = "`log_unavailable`, `store_unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn deliveries(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,

@@ -6,9 +6,9 @@
 use super::limits::AuthFailures;
 use super::reply::{self, Reply};
 use super::session::{Line, Session, SessionError};
-use super::Account;
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
+use herald_engine::accounts::AccountCache;
 use herald_schemas::AccountId;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 
@@ -24,11 +24,10 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-/// The users AUTH checks, and the failures counted per client IP (a server without
-/// them offers no AUTH).
-#[derive(Default)]
+/// The users AUTH checks (the node's account snapshot), and the failures counted per
+/// client IP (a server without them offers no AUTH).
 pub struct Credentials {
-    pub accounts: Vec<Account>,
+    pub accounts: AccountCache,
     pub failures: AuthFailures,
 }
 
@@ -142,10 +141,7 @@ static DECOY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// The account of `user` if `password` is right (argon2 on a blocking thread).
 async fn check(credentials: &Credentials, user: &str, password: &str) -> Option<AccountId> {
-    let found = credentials
-        .accounts
-        .iter()
-        .find_map(|a| a.users.iter().find(|(u, _)| u == user).map(|(_, h)| (a.id.clone(), h.clone())));
+    let found = credentials.accounts.current().smtp_user(user).map(|(a, h)| (a.clone(), h.to_owned()));
     let (account, hash) = match found {
         Some((account, hash)) => (Some(account), hash),
         None => (None, DECOY_HASH.clone()),

@@ -19,8 +19,8 @@ pub mod session;
 pub mod starttls;
 pub mod submission;
 
+use herald_engine::accounts::AccountCache;
 use herald_engine::submit::Submitter;
-use herald_schemas::AccountId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,17 +74,6 @@ impl Default for Settings {
     }
 }
 
-/// SMTP credentials and smart-host networks of one account.
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub id: AccountId,
-    /// `(username, argon2 PHC hash)`.
-    pub users: Vec<(String, String)>,
-    pub relay_networks: Vec<ipnet::IpNet>,
-    /// Options of messages that do not set them (`X-Herald-Options`).
-    pub defaults: herald_schemas::SendOptions,
-}
-
 /// Everything a session needs; shared by all connections of one server.
 pub struct Server {
     pub settings: Settings,
@@ -99,11 +88,12 @@ impl Server {
     pub fn new(
         settings: Settings,
         submitter: Submitter,
-        accounts: Vec<Account>,
+        accounts: AccountCache,
+        account_limits: Arc<crate::limits::Limits>,
         sender: Arc<crate::sender::SenderPolicy>,
         tls: Option<TlsAcceptor>,
     ) -> Self {
-        let policy = submission::Submission::new(&settings, submitter, accounts, sender);
+        let policy = submission::Submission::new(&settings, submitter, accounts, account_limits, sender);
         Server::with_policy(settings, tls, Arc::new(policy))
     }
 

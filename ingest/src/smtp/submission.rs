@@ -1,10 +1,11 @@
 //! The submission server's and smart host's [`Policy`]: the owning account of a
-//! transaction (authenticated user, else smart-host network), its rate budget, no
+//! transaction (authenticated user, else smart-host network, from the node's account
+//! snapshot), a suspended account refused (550 5.7.1), its rate budget, no
 //! recipients without an account (530: never an open relay), and acceptance after DATA:
 //! the message checks shared with REST ([`crate::message`]: 550 5.6.x), the From domain
 //! policy ([`crate::sender`]: 550 5.7.1), the options (`X-Herald-Options`, removed, over
 //! the account's defaults; a bad one refuses the message with 550 5.6.0), the `Received:`
-//! trace field, one
+//! trace field, the account's own limits ([`crate::limits`]: 451 4.7.1), one
 //! `MessageAccepted` per recipient, and the 250 only once `Submitter::submit` says every
 //! event is durable (451 4.3.0 otherwise, nothing accepted).
 
@@ -13,10 +14,11 @@ use super::limits::AccountRate;
 use super::policy::{Peer, Policy};
 use super::reply::{self, Reply};
 use super::session::Transaction;
-use super::{Account, Settings};
+use super::Settings;
 use crate::address::Mailbox;
 use crate::{accept, message};
 use async_trait::async_trait;
+use herald_engine::accounts::{state::Status, AccountCache};
 use herald_engine::submit::{SubmitError, Submitter};
 use herald_schemas::{AccountId, Timestamp};
 use std::net::IpAddr;
@@ -28,6 +30,8 @@ pub struct Submission {
     sender: Arc<crate::sender::SenderPolicy>,
     credentials: Credentials,
     rate: AccountRate,
+    /// Each account's own per-second and per-day limits (shared with REST).
+    limits: Arc<crate::limits::Limits>,
     hostname: String,
 }
 
@@ -35,7 +39,8 @@ impl Submission {
     pub fn new(
         settings: &Settings,
         submitter: Submitter,
-        accounts: Vec<Account>,
+        accounts: AccountCache,
+        limits: Arc<crate::limits::Limits>,
         sender: Arc<crate::sender::SenderPolicy>,
     ) -> Self {
         Submission {
@@ -43,22 +48,40 @@ impl Submission {
             sender,
             credentials: Credentials { accounts, failures: Default::default() },
             rate: AccountRate::new(settings.account_rate, settings.account_burst),
+            limits,
             hostname: settings.hostname.clone(),
         }
     }
 
     /// The default send options of `account`.
     pub fn defaults(&self, account: &AccountId) -> herald_schemas::SendOptions {
-        self.credentials.accounts.iter().find(|a| a.id == *account).map(|a| a.defaults).unwrap_or_default()
+        self.credentials.accounts.current().account(account).map(|a| a.settings.defaults.into()).unwrap_or_default()
     }
 
     /// The account whose `relay_networks` contain `ip`, if any (smart-host mode).
-    pub fn relay_account(&self, ip: IpAddr) -> Option<&AccountId> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
+    pub fn relay_account(&self, ip: IpAddr) -> Option<AccountId> {
+        self.credentials.accounts.current().relay_account(ip).cloned()
+    }
+
+    fn suspended(&self, account: &AccountId) -> bool {
+        self.credentials.accounts.current().account(account).is_some_and(|a| a.status == Status::Suspended)
+    }
+
+    /// The account's own limits for `recipients` more messages: 451 4.7.1 over one.
+    async fn within_limits(&self, account: &AccountId, recipients: usize) -> Option<Reply> {
+        let limits = self.credentials.accounts.current().account(account).map(|a| a.settings.limits)?;
+        let exceeded = match self.limits.rate(account, &limits, recipients) {
+            Err(e) => Some(e),
+            Ok(()) => self.limits.daily(account, &limits, recipients).await.err(),
         };
-        self.credentials.accounts.iter().find(|a| a.relay_networks.iter().any(|n| n.contains(&ip))).map(|a| &a.id)
+        exceeded.map(|e| match e {
+            crate::limits::Exceeded::Unavailable => Reply::refuse(
+                451,
+                "store_unavailable",
+                "4.3.0 Temporary failure checking the account's limits, try again",
+            ),
+            e => Reply::refuse(451, "rate_limited", format!("4.7.1 {}", sentence(&e.to_string()))),
+        })
     }
 
     /// Prepends the `Received:` trace field (RFC 5321 section 4.4).
@@ -84,6 +107,11 @@ impl Submission {
     }
 }
 
+/// 550 5.7.1 for a suspended account's transaction.
+fn suspended() -> Reply {
+    Reply::refuse(550, "account_suspended", "5.7.1 This account is suspended and may not send")
+}
+
 /// An error sentence as SMTP reply text: first letter capitalized, ASCII only, one line.
 fn sentence(text: &str) -> String {
     let mut out: String =
@@ -103,9 +131,12 @@ impl Policy for Submission {
     fn mail(&self, peer: &Peer<'_>, _sender: Option<&Mailbox>) -> Result<Option<AccountId>, Reply> {
         let account = match peer.authenticated {
             Some(account) => Some(account.clone()),
-            None => self.relay_account(peer.addr.ip()).cloned(),
+            None => self.relay_account(peer.addr.ip()),
         };
         if let Some(a) = &account {
+            if self.suspended(a) {
+                return Err(suspended());
+            }
             if !self.rate.allow(a) {
                 return Err(Reply::refuse(451, "rate_limited", "4.7.1 Message rate exceeded, try again later"));
             }
@@ -137,6 +168,13 @@ impl Policy for Submission {
         };
         if let Err(e) = self.sender.check(&account, &prepared.from_domains) {
             return Reply::refuse(550, "from_domain_not_verified", format!("5.7.1 {}", sentence(&e.to_string())));
+        }
+        // The account may have been suspended during the transaction.
+        if self.suspended(&account) {
+            return suspended();
+        }
+        if let Some(refused) = self.within_limits(&account, tx.recipients.len()).await {
+            return refused;
         }
         let body = self.received(peer, prepared.message, stamp.now);
         let sender = sender.unwrap_or(Mailbox { address: String::new(), domain: String::new() });

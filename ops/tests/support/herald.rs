@@ -76,8 +76,7 @@ pub fn account(id: &str, key: &str) -> Account {
         smtp_users: vec![],
         relay_networks: vec![],
         from_domains: Some(FromDomains::Any),
-        defaults: Default::default(),
-        pool: None,
+        ..Default::default()
     }
 }
 
@@ -139,6 +138,15 @@ impl Running {
     pub async fn wait_status(&self, id: &str, status: &str, secs: u64) -> Value {
         super::eventually(secs, &format!("message {id} to be {status}"), || async {
             let (code, v) = self.get(KEY, &format!("/v1/messages/{id}")).await;
+            (code == 200 && v["status"] == status).then_some(v)
+        })
+        .await
+    }
+
+    /// Waits until message `id`, seen with `key`, has `status`; returns its view.
+    pub async fn wait_status_with(&self, key: &str, id: &str, status: &str, secs: u64) -> Value {
+        super::eventually(secs, &format!("message {id} to be {status}"), || async {
+            let (code, v) = self.get(key, &format!("/v1/messages/{id}")).await;
             (code == 200 && v["status"] == status).then_some(v)
         })
         .await

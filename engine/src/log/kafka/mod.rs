@@ -21,6 +21,7 @@
 //! unassigned.
 
 mod group;
+mod lag;
 mod read;
 mod topics;
 mod txn;
@@ -260,6 +261,10 @@ impl EventLog for KafkaLog {
         let (subscription, committer) = group::subscribe(&self.settings, group, topics)?;
         self.register(&committer);
         Ok(subscription)
+    }
+
+    async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<super::PartitionLag>, LogError> {
+        lag::lag(&self.settings.brokers, group, assignments).await
     }
 
     async fn enforce_retention(&self, _retention: &Retention) -> Result<u64, LogError> {

@@ -78,7 +78,7 @@ impl Statements {
             claim_secret: p(format!("INSERT INTO {ks}.secrets (name, value) VALUES (?, ?) IF NOT EXISTS")).await?,
             count,
             select_counts: p(format!(
-                "SELECT bounced_permanent, bounced_transient, complained, suppressed FROM {ks}.hourly_feedback_counts WHERE account = ? AND hour >= ? AND hour < ?"
+                "SELECT hour, bounced_permanent, bounced_transient, complained, suppressed FROM {ks}.hourly_feedback_counts WHERE account = ? AND hour >= ? AND hour < ?"
             ))
             .await?,
         })
