@@ -475,7 +475,16 @@ async fn expires_while_suspended(backends: Backends) {
     let ids = send_all(&w.herald, KEY, std::slice::from_ref(&to)).await;
     // Giving up is reported like an expired deferral: the attempt event fails with 4.4.7,
     // and the feedback side records it as a (synchronous, soft) bounce, which ends the message.
-    let view = w.herald.wait_status(&ids[&to], "bounced", 30).await;
+    // The bounce (feedback projector) and the attempt (message projector) are projected
+    // by different consumers: wait until the view has both.
+    let mut view = w.herald.wait_status(&ids[&to], "bounced", 30).await;
+    for _ in 0..100 {
+        if attempts(&view) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        view = w.herald.wait_status(&ids[&to], "bounced", 30).await;
+    }
     let events = view["events"].as_array().unwrap();
     let failed = events.iter().filter(|e| e["type"] == "delivery.attempted").collect::<Vec<_>>();
     assert_eq!(failed.len(), 1, "{view}");

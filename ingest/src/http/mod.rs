@@ -172,11 +172,12 @@ pub fn with_document(router: axum::Router, doc: utoipa::openapi::OpenApi) -> axu
                 async move { ([("content-type", "application/json")], json.as_str().to_owned()) }
             }),
         )
-        .layer(axum::middleware::from_fn(observe::track))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
         })
+        // After the fallbacks, so that unknown paths are counted too (route `unmatched`).
+        .layer(axum::middleware::from_fn(observe::track))
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
