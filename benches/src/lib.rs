@@ -3,6 +3,8 @@
 //! `dkim_sign` (5 KB message, RSA-2048 and Ed25519), `rewrite` (the 20 KB newsletter: per
 //! body, per recipient, and the RSA-2048 signature after it). Shared fixtures live here.
 
+pub mod procs;
+
 use herald_schemas::*;
 
 /// A 5 KB MIME message.

@@ -16,8 +16,9 @@
 //!   target/release/bodies --scenario fanout [--body-kb 1024] [--recipients 1000] [--herald PATH]
 
 use anyhow::{bail, Context, Result};
+use herald_benches::procs::{free_port, knot, Proc};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,19 +63,6 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn wait_port(port: u16, limit: Duration) -> Result<Duration> {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -84,29 +72,6 @@ fn wait_port(port: u16, limit: Duration) -> Result<Duration> {
         std::thread::sleep(Duration::from_millis(5));
     }
     bail!("nothing listens on {port}")
-}
-
-fn knot(dir: &Path) -> Result<(Proc, u16)> {
-    let port = free_port();
-    std::fs::write(
-        dir.join("example.test.zone"),
-        "$ORIGIN example.test.\n$TTL 3600\n@ SOA ns hostmaster 1 60 60 600 60\n@ NS ns\nns A 127.0.0.1\n@ MX 10 mx\nmx A 127.0.0.1\n",
-    )?;
-    std::fs::write(
-        dir.join("knot.conf"),
-        format!(
-            "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\ndatabase:\n  storage: \"{d}\"\nzone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n",
-            d = dir.display()
-        ),
-    )?;
-    let child = Command::new("knotd")
-        .arg("-c")
-        .arg(dir.join("knot.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(500));
-    Ok((Proc(child), port))
 }
 
 /// `smtp-sink`, counting messages; `defer`: every RCPT answered 451.

@@ -28,9 +28,10 @@
 //!   target/release/e2e --rate R [--seconds S]
 
 use anyhow::{bail, Context, Result};
+use herald_benches::procs::{free_port, knot, Proc};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,19 +85,6 @@ fn args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// smtp-sink with `-c`: counts messages; remembers when the count reached `target`.
@@ -165,29 +153,6 @@ fn wait_sink(sink: &Sink, target: u64, limit: Duration) -> Result<Instant> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn knot(dir: &Path) -> Result<(Proc, u16)> {
-    let port = free_port();
-    std::fs::write(
-        dir.join("example.test.zone"),
-        "$ORIGIN example.test.\n$TTL 3600\n@ SOA ns hostmaster 1 60 60 600 60\n@ NS ns\nns A 127.0.0.1\n@ MX 10 mx\nmx A 127.0.0.1\n",
-    )?;
-    std::fs::write(
-        dir.join("knot.conf"),
-        format!(
-            "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\ndatabase:\n  storage: \"{d}\"\nzone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n",
-            d = dir.display()
-        ),
-    )?;
-    let child = Command::new("knotd")
-        .arg("-c")
-        .arg(dir.join("knot.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(500));
-    Ok((Proc(child), port))
 }
 
 fn rsa_pem() -> Result<String> {

@@ -15,9 +15,10 @@
 //!   target/release/tracking [--seconds S] [--connections C] [--threads T] [--rounds N] [--roles track]
 
 use anyhow::{bail, Context, Result};
+use herald_benches::procs::{free_port, Proc};
 use herald_engine::rewrite::token::{self, Claims, Keys};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const TARGET: &str = "https://shop.example/landing?utm_source=newsletter&utm_medium=email&id=42";
@@ -50,27 +51,6 @@ fn args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-/// A child process stopped on drop: `SIGTERM` first, so that nginx's master stops its
-/// workers (a `SIGKILL`ed master leaves them running, holding the port and our stdout).
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        for _ in 0..50 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_port(port: u16) -> Result<()> {

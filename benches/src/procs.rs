@@ -1,0 +1,55 @@
+//! Peer processes for the benchmark drivers (`src/bin/`): a child stopped on drop, a free
+//! loopback port, and Knot serving `example.test` (MX → 127.0.0.1).
+
+use anyhow::Result;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A child process stopped on drop: `SIGTERM` first, so that nginx's master stops its
+/// workers (a `SIGKILL`ed master leaves them running, holding the port and our stdout),
+/// then `SIGKILL` after 5 s.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Knot serving `example.test` (MX `mx.example.test` → 127.0.0.1) from `dir`; its port.
+pub fn knot(dir: &Path) -> Result<(Proc, u16)> {
+    let port = free_port();
+    std::fs::write(
+        dir.join("example.test.zone"),
+        "$ORIGIN example.test.\n$TTL 3600\n@ SOA ns hostmaster 1 60 60 600 60\n@ NS ns\nns A 127.0.0.1\n@ MX 10 mx\nmx A 127.0.0.1\n",
+    )?;
+    std::fs::write(
+        dir.join("knot.conf"),
+        format!(
+            "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\ndatabase:\n  storage: \"{d}\"\nzone:\n  - domain: example.test\n    file: \"{d}/example.test.zone\"\n",
+            d = dir.display()
+        ),
+    )?;
+    let child = Command::new("knotd")
+        .arg("-c")
+        .arg(dir.join("knot.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    Ok((Proc(child), port))
+}
