@@ -147,7 +147,7 @@ fn plain_config(dir: &std::path::Path, http_port: u16) -> std::path::PathBuf {
     std::fs::write(
         &config,
         format!(
-            "[storage]\ndata_dir = \"{data}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:1\"]\n[backend]\npartitions = 4\n[[accounts]]\nid = \"acme\"\napi_keys = [\"k\"]\nfrom_domains = \"any\"\n",
+            "[storage]\ndata_dir = \"{data}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[bounces]\nlisten = \"127.0.0.1:0\"\n[tracking]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:1\"]\n[backend]\npartitions = 4\n[[accounts]]\nid = \"acme\"\napi_keys = [\"k\"]\nfrom_domains = \"any\"\n",
             data = dir.join("data").display(),
         ),
     )
