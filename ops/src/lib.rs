@@ -9,3 +9,4 @@ pub mod feedback;
 pub mod metrics;
 pub mod replay;
 pub mod serve;
+pub mod ui;
