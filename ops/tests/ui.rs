@@ -96,18 +96,38 @@ async fn ui_files_carry_a_strict_policy_validators_and_nothing_else_is_served() 
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let etag = page.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(page.headers()["cache-control"], "no-cache", "the page is revalidated at each visit");
     let html = page.text().await.unwrap();
     assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style");
-    assert!(html.contains(r#"<script type="module" src="/ui/app.js">"#));
+    let release =
+        html.split(r#"<script type="module" src="/ui/"#).nth(1).unwrap().split('/').next().unwrap().to_owned();
+    assert_eq!(release.len(), 16, "{html}");
+    let again = get("/ui/").header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), 304, "an unchanged page is not sent again");
 
-    let js = get("/ui/pages/stats.js").send().await.unwrap();
+    let js = get(&format!("/ui/{release}/pages/stats.js")).send().await.unwrap();
     assert_eq!(js.status(), 200);
     assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
-    let etag = js.headers()["etag"].to_str().unwrap().to_owned();
-    let again = get("/ui/pages/stats.js").header("if-none-match", &etag).send().await.unwrap();
-    assert_eq!(again.status(), 304, "a current copy is not sent again");
+    assert_eq!(js.headers()["cache-control"], "public, max-age=31536000, immutable", "files of a release never change");
+    assert!(js.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    // A page loaded before an upgrade asks for the old release: redirected to this one.
+    let old = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = old.get(format!("{}/ui/0123456789abcdef/app.js", h.base)).send().await.unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["location"].to_str().unwrap(), format!("/ui/{release}/app.js"));
 
-    for path in ["/ui/nothing.js", "/ui/../Cargo.toml", "/ui/%2e%2e/Cargo.toml", "/ui/pages/", "/ui/ui.rs"] {
+    let missing = [
+        "/ui/nothing.js".to_owned(),
+        "/ui/app.js".to_owned(),
+        format!("/ui/{release}/nothing.js"),
+        format!("/ui/{release}/index.html"),
+        format!("/ui/{release}/../Cargo.toml"),
+        format!("/ui/{release}/%2e%2e/%2e%2e/Cargo.toml"),
+        format!("/ui/{release}/pages/"),
+        "/ui/../Cargo.toml".to_owned(),
+    ];
+    for path in &missing {
         assert_eq!(get(path).send().await.unwrap().status(), 404, "{path}");
     }
     // The API is unchanged beside it.

@@ -30,6 +30,9 @@ macro_rules! asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// The page; its files' URLs carry `{{release}}`.
+static INDEX: &Asset = &ASSETS[0];
+
 static ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
@@ -77,30 +80,78 @@ impl Asset {
     }
 }
 
-/// `/ui` (redirects to `/ui/`), `/ui/` (the page) and `/ui/{file}` (its assets).
+/// `/ui` (redirects to `/ui/`), `/ui/` (the page) and `/ui/<release>/{file}` (its files).
 pub fn router() -> axum::Router {
     axum::Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
-        .route("/ui/{*path}", get(|Path(path): Path<String>, headers: HeaderMap| async move { serve(&path, &headers) }))
+        .route("/ui/", get(|headers: HeaderMap| async move { page(&headers) }))
+        .route("/ui/{*path}", get(|Path(path): Path<String>, headers: HeaderMap| async move { file(&path, &headers) }))
 }
 
-/// The asset at `path`, `304` when the client's copy is current, `404` otherwise.
-fn serve(path: &str, headers: &HeaderMap) -> Response {
-    let Some(asset) = ASSETS.iter().find(|a| a.path == path) else {
-        return with_policy((StatusCode::NOT_FOUND, "no such file in the dashboard\n").into_response());
+/// This build's release of the files: a hash of every file's tag. The page links its files
+/// under `/ui/<release>/`, so they can be cached for good and an upgrade changes every URL.
+pub fn release() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ASSETS.iter().flat_map(|a| a.etag.iter()) {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag)))
+}
+
+/// The page, with its files' URLs under this release; revalidated on each visit (`no-cache`,
+/// a 304 when unchanged).
+fn page(headers: &HeaderMap) -> Response {
+    let release = release();
+    let etag = format!("\"{release}\"");
+    let mut response = if not_modified(headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let html = String::from_utf8_lossy(INDEX.bytes).replace("{{release}}", &release);
+        ([(header::CONTENT_TYPE, INDEX.media_type)], html).into_response()
     };
-    let current = headers.get(header::IF_NONE_MATCH).is_some_and(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == asset.etag()))
-    });
-    let mut response = if current { StatusCode::NOT_MODIFIED.into_response() } else { asset.bytes.into_response() };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.media_type));
-    if let Ok(tag) = HeaderValue::from_str(asset.etag()) {
+    if let Ok(tag) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, tag);
     }
-    // Revalidate each time (a 304 is cheap), so an upgrade is never served stale.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    with_policy(response)
+}
+
+/// A file of this release (cached for a year, `immutable`); a file of another release
+/// (a page loaded before an upgrade) is redirected to this release's; anything else is 404.
+fn file(path: &str, headers: &HeaderMap) -> Response {
+    let (release, name) = path.split_once('/').unwrap_or(("", path));
+    let asset = ASSETS.iter().find(|a| a.path == name && a.path != INDEX.path);
+    let current = self::release();
+    let response = match asset {
+        Some(asset) if release == current => {
+            let mut response = if not_modified(headers, asset.etag()) {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                asset.bytes.into_response()
+            };
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.media_type));
+            if let Ok(tag) = HeaderValue::from_str(asset.etag()) {
+                h.insert(header::ETAG, tag);
+            }
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+            response
+        }
+        Some(asset) if release.len() == 16 && release.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            let mut response = Redirect::temporary(&format!("/ui/{current}/{}", asset.path)).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        _ => (StatusCode::NOT_FOUND, "no such file in the dashboard\n").into_response(),
+    };
     with_policy(response)
 }
 
