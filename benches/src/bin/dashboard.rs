@@ -64,10 +64,10 @@ fn events(account: &AccountId, i: u64, n: u64, end: i64) -> (Vec<Projected>, Vec
         url: url.map(str::to_owned),
         detail: serde_json::json!({}),
     };
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         engagement.push(row(EngagementKind::Opened, None));
     }
-    if i % 20 == 0 {
+    if i.is_multiple_of(20) {
         engagement.push(row(EngagementKind::Clicked, Some("https://shop.example/sale")));
     }
     (out, engagement)
@@ -180,7 +180,10 @@ async fn main() -> Result<()> {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         let ms = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-        (fcp.push(ms("fcp")), drawn.push(ms("rendered")), ttfb.push(ms("ttfb")), api.push(ms("api")));
+        fcp.push(ms("fcp"));
+        drawn.push(ms("rendered"));
+        ttfb.push(ms("ttfb"));
+        api.push(ms("api"));
     }
     let (f50, f90) = summary(&mut fcp);
     let (d50, d90) = summary(&mut drawn);

@@ -15,6 +15,7 @@ function range(params) {
   const to = params.get("to") ? Date.parse(params.get("to") + "T00:00:00Z") + DAY : tomorrow;
   const from = params.get("from") ? Date.parse(params.get("from") + "T00:00:00Z") : to - 30 * DAY;
   const interval = params.get("interval") === "hour" ? "hour" : "day";
+  if (Number.isNaN(from) || Number.isNaN(to)) return { from: tomorrow - 30 * DAY, to: tomorrow, interval, bad: true };
   return { from, to, interval };
 }
 
@@ -67,7 +68,9 @@ function form(r) {
 export async function render(view, { params, stale }) {
   const r = range(params);
   view.append(h("h1", { id: "page-title", tabindex: "-1" }, "Statistics"), form(r));
-  if (!(r.from < r.to)) {
+  if (r.bad) {
+    view.append(h("p", { class: "error", role: "alert" }, "Those dates are not valid (YYYY-MM-DD); showing the last 30 days."));
+  } else if (!(r.from < r.to)) {
     view.append(h("p", { class: "error", role: "alert" }, "The start date must be on or before the end date."));
     return;
   }
