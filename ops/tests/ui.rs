@@ -2,7 +2,7 @@
 //! (`ops/tests/ui/walk.py`) against a real Herald and Knot. The script walks the sender-domain
 //! wizard until Knot publishes what the wizard shows and the domain is verified, loads the
 //! stats page, finds a message by recipient, and checks that a bad key gets a clear error
-//! and that the key never appears in a URL. Screenshots: `target/ui-artifacts/`.
+//! and that the key never appears in a URL. Screenshots: `target/ui-artifacts/<backends>/`. On the embedded backends and on Kafka + CQL.
 //! Also the HTTP side of `/ui`: the security headers, validators and unknown files.
 
 mod support;
@@ -21,15 +21,15 @@ fn artifacts() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("../ui-artifacts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_walks_the_wizard_shows_stats_and_finds_a_message_in_chromium() {
+/// Herald on `backends` and Knot; the walk in Chromium; screenshots under `artifacts()/<name>`.
+async fn walk(backends: Backends, name: &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start(&[
         Zone { origin: "rcpt.test".into(), records: vec!["@ MX 10 mx".into(), "mx A 127.0.0.1".into()] },
         Zone { origin: "sender.test".into(), records: vec![] },
     ]);
     let (_sink, addr) = Sink::start(0).await;
-    let mut c = config(&dir.path().join("data"), knot.port, addr.port(), Backends::Embedded, vec![]);
+    let mut c = config(&dir.path().join("data"), knot.port, addr.port(), backends, vec![]);
     c.dns.enabled = true;
     c.dns.zone = "herald.test".into();
     c.dns.listen = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
@@ -61,7 +61,7 @@ async fn the_dashboard_walks_the_wizard_shows_stats_and_finds_a_message_in_chrom
             .arg(port)
             .arg(RECIPIENT)
             .arg(SENT.to_string())
-            .arg(artifacts())
+            .arg(artifacts().join(name))
             .arg(OPERATOR)
             .output()
             .expect("python3 with selenium, chromium and chromedriver (ops/scripts/install-peers.sh)")
@@ -75,6 +75,16 @@ async fn the_dashboard_walks_the_wizard_shows_stats_and_finds_a_message_in_chrom
     let (code, d) = h.get(KEY, "/v1/domains/sender.test").await;
     assert_eq!((code, d["status"].as_str()), (200, Some("verified")), "{d}");
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_walks_the_wizard_shows_stats_and_finds_a_message_in_chromium() {
+    walk(Backends::Embedded, "embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_on_kafka_and_cql() {
+    walk(Backends::KafkaCql, "kafka-cql").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
