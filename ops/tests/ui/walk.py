@@ -104,6 +104,18 @@ def main():
         key.send_keys(KEY + Keys.ENTER)
         visible(d, "#domain-name")
         a11y(d, "domains")
+        # Focus order: the page's heading has the focus after navigation; Tab goes on to the
+        # first field, Shift+Tab back through the header; the skip link comes first of all.
+        assert d.switch_to.active_element.get_attribute("id") == "page-title", "the h1 has the focus"
+        d.switch_to.active_element.send_keys(Keys.TAB)
+        assert d.switch_to.active_element.get_attribute("id") == "domain-name", "Tab goes to the first field"
+        order = []
+        for _ in range(4):
+            d.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
+            order.append(d.switch_to.active_element.text)
+        assert order == ["Sign out", "Webhooks", "Suppressions", "Messages"], order
+        first = d.execute_script("return document.querySelector('a[href], button, input, select').textContent")
+        assert first == "Skip to content", first
         shot(d, "02-domains")
         d.find_element(By.ID, "domain-name").send_keys("sender.test")
         d.find_element(By.ID, "domain-rua").send_keys("dmarc@sender.test" + Keys.ENTER)
