@@ -32,7 +32,9 @@ export function compact(n) {
 export function lineChart({ id, title, points, series, labelOf }) {
   const W = 760, H = 260, L = 56, R = 12, T = 12, B = 36;
   const iw = W - L - R, ih = H - T - B;
-  const max = niceCeil(Math.max(1, ...points.flatMap((p) => series.map((x) => x.value(p)))));
+  const top = Math.max(1, ...points.flatMap((p) => series.map((x) => x.value(p))));
+  // Counts: small maxima on multiples of 4, so the four grid steps are whole numbers.
+  const max = niceCeil(top) < 8 ? Math.max(4, Math.ceil(top / 4) * 4) : niceCeil(top);
   const n = points.length;
   const x = (i) => L + (n <= 1 ? iw / 2 : (i * iw) / (n - 1));
   const y = (v) => T + ih - (v / max) * ih;
