@@ -150,6 +150,37 @@ async fn api_times(http: u16, runs: usize) -> Result<(f64, f64, serde_json::Valu
     Ok((p50, p90, total))
 }
 
+/// Loads `/ui/#/<route>` `runs` times in Chromium and prints the figures.
+fn browser(http: u16, runs: usize, route: &str, what: &str) -> Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/tests/ui/first_render.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{http}"))
+        .arg(KEY)
+        .arg(runs.to_string())
+        .arg(route)
+        .output()
+        .context("python3 with selenium (ops/scripts/install-peers.sh)")?;
+    anyhow::ensure!(out.status.success(), "first_render.py: {}", String::from_utf8_lossy(&out.stderr));
+    let (mut fcp, mut drawn, mut ttfb, mut api) = (vec![], vec![], vec![], vec![]);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let ms = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        fcp.push(ms("fcp"));
+        drawn.push(ms("rendered"));
+        ttfb.push(ms("ttfb"));
+        api.push(ms("api"));
+    }
+    let (f50, f90) = summary(&mut fcp);
+    let (d50, d90) = summary(&mut drawn);
+    let ((t50, _), (a50, _)) = (summary(&mut ttfb), summary(&mut api));
+    println!("stats page ({what}), {runs} loads in Chromium:");
+    println!("  page's first byte p50 {t50:.0} ms, the series request p50 {a50:.0} ms");
+    println!("  first contentful paint p50 {f50:.0} ms, p90 {f90:.0} ms");
+    println!("  charts drawn p50 {d50:.0} ms, p90 {d90:.0} ms (goal < 300 ms)");
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let n: u64 = arg("--messages").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
@@ -167,29 +198,8 @@ async fn main() -> Result<()> {
     println!("GET /v1/stats/series (30 days, per day): p50 {p50:.1} ms, p90 {p90:.1} ms; total {total}");
     anyhow::ensure!(total["accepted"] == n, "the page's numbers cover the {n} messages");
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/tests/ui/first_render.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{http}"))
-        .arg(KEY)
-        .arg(runs.to_string())
-        .output()
-        .context("python3 with selenium (ops/scripts/install-peers.sh)")?;
-    anyhow::ensure!(out.status.success(), "first_render.py: {}", String::from_utf8_lossy(&out.stderr));
-    let (mut fcp, mut drawn, mut ttfb, mut api) = (vec![], vec![], vec![], vec![]);
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let ms = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-        fcp.push(ms("fcp"));
-        drawn.push(ms("rendered"));
-        ttfb.push(ms("ttfb"));
-        api.push(ms("api"));
+    for (route, what) in [("stats", "30 days per day"), ("stats?interval=hour", "30 days per hour, 720 points")] {
+        browser(http, runs, route, what)?;
     }
-    let (f50, f90) = summary(&mut fcp);
-    let (d50, d90) = summary(&mut drawn);
-    let ((t50, _), (a50, _)) = (summary(&mut ttfb), summary(&mut api));
-    println!("stats page in Chromium: page's first byte p50 {t50:.0} ms, the series request p50 {a50:.0} ms");
-    println!("stats page in Chromium, {runs} loads: first contentful paint p50 {f50:.0} ms, p90 {f90:.0} ms");
-    println!("stats page in Chromium, {runs} loads: charts drawn p50 {d50:.0} ms, p90 {d90:.0} ms (goal < 300 ms)");
     Ok(())
 }

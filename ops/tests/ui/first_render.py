@@ -2,7 +2,8 @@
 a JSON line: first contentful paint and the `herald:stats-rendered` mark (charts drawn),
 in milliseconds from navigation start (Navigation Timing / Paint Timing).
 
-usage: first_render.py BASE_URL API_KEY RUNS"""
+usage: first_render.py BASE_URL API_KEY RUNS [ROUTE]   (ROUTE default `stats`, e.g.
+`stats?interval=hour`)"""
 
 import json
 import sys
@@ -10,6 +11,7 @@ import sys
 from common import browser, visible
 
 BASE, KEY, RUNS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ROUTE = sys.argv[4] if len(sys.argv) > 4 else "stats"
 
 d = browser()
 try:
@@ -24,7 +26,7 @@ try:
     for run in range(RUNS + 1):
         # A new document each time (the query string differs), in the same tab and origin,
         # as when a signed-in user opens the page again.
-        d.get(f"{BASE}/ui/?load={run}#/stats")
+        d.get(f"{BASE}/ui/?load={run}#/{ROUTE}")
         visible(d, "#stats-ready", 30)
         t = d.execute_script("""
             const paint = performance.getEntriesByName('first-contentful-paint')[0];

@@ -161,6 +161,9 @@ def main():
         assert len(charts) == 2, len(charts)
         accepted = d.find_element(By.CSS_SELECTOR, ".totals div:first-child dd").text.split()[0]
         assert int(accepted.replace(",", "")) >= SENT, accepted
+        d.find_element(By.CSS_SELECTOR, "#stats-ready details summary").click()
+        rows = retry("the numbers table", lambda: d.find_elements(By.CSS_SELECTOR, "#stats-ready details tbody tr"))
+        assert len(rows) >= 30, len(rows)
         a11y(d, "stats")
         shot(d, "07-stats")
         # Bad input gets words, not a blank page: dates that do not parse, a range too long.
