@@ -2,8 +2,9 @@
 //! (`ops/tests/ui/walk.py`) against a real Herald and Knot. The script walks the sender-domain
 //! wizard until Knot publishes what the wizard shows and the domain is verified, loads the
 //! stats page, finds a message by recipient, and checks that a bad key gets a clear error
-//! and that the key never appears in a URL. Screenshots: `target/ui-artifacts/<backends>/`. On the embedded backends and on Kafka + CQL.
-//! Also the HTTP side of `/ui`: the security headers, validators and unknown files.
+//! and that the key never appears in a URL; on the embedded backends and on Kafka + CQL.
+//! Screenshots: `$CARGO_TARGET_DIR/ui-artifacts/<backends>/`. Also the HTTP side of `/ui`:
+//! the security headers, caching and unknown files.
 
 mod support;
 
