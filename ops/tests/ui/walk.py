@@ -106,7 +106,8 @@ def main():
         a11y(d, "domains")
         # Focus order: the page's heading has the focus after navigation; Tab goes on to the
         # first field, Shift+Tab back through the header; the skip link comes first of all.
-        assert d.switch_to.active_element.get_attribute("id") == "page-title", "the h1 has the focus"
+        retry("the h1 to have the focus (once the page has loaded)",
+              lambda: d.switch_to.active_element.get_attribute("id") == "page-title")
         d.switch_to.active_element.send_keys(Keys.TAB)
         assert d.switch_to.active_element.get_attribute("id") == "domain-name", "Tab goes to the first field"
         order = []
