@@ -1,7 +1,8 @@
 //! DKIM key pairs: generated with aws-lc-rs (RSA-2048, or Ed25519 as an optional second
-//! signature), private halves kept as PKCS#8 PEM files with mode 0600 under
-//! `<data_dir>/dkim/<domain>/`, never returned by an API. In a cluster that directory must
-//! be shared storage (see `docs/adr/0005-sender-domains.md`).
+//! signature) as PKCS#8 PEM, never returned by an API. Their private halves travel sealed
+//! in the domains topic ([`super::vault`], ADR 0017). [`KeyStore`] is the directory of
+//! private-key files (mode 0600, `<data_dir>/dkim/<domain>/`) that releases before ADR 0017
+//! wrote: read once to migrate them into the log, deleted when their key retires.
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::KeyPair;
