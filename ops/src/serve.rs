@@ -686,22 +686,24 @@ async fn serve(
             ("master keyring", Ok(()))
         });
     }
-    {
-        // Key files from before ADR 0017 into the log, once, on whichever node has them.
-        // It stays until shutdown: the first component to end stops the node.
+    let key_dir = config.storage.data_dir.join("dkim");
+    if key_dir.is_dir() {
+        // Key files from before ADR 0017 into the log, on whichever node has them: every
+        // maintenance interval (a domain may not be projected yet at start) until shutdown.
         let (domains, shutdown) = (domains.clone(), shutdown.clone());
+        let every = Duration::from_secs(config.domains.maintenance_interval_secs.max(1));
         tasks.spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => return ("DKIM key migration", Ok(())),
-                migrated = domains.migrate_key_files() => match migrated {
+            loop {
+                match domains.migrate_key_files().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(domains = n, "DKIM key files sealed into the log"),
-                    Err(e) => tracing::error!(error = %e, "migrating DKIM key files failed; the files still sign here"),
-                },
+                    Err(e) => tracing::warn!(error = %e, "migrating DKIM key files failed; the files still sign here"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return ("DKIM key migration", Ok(())),
+                    _ = tokio::time::sleep(every) => {}
+                }
             }
-            drop(domains);
-            shutdown.cancelled().await;
-            ("DKIM key migration", Ok(()))
         });
     }
     if config.cluster.has(Role::Project) {
