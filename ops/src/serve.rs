@@ -8,7 +8,13 @@ use herald_engine::bodies::{BodySettings, BodyStore};
 use herald_engine::consumer::{Membership, Owned};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
 use herald_engine::domains::vault::Vault;
-use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::ServiceZone, state::RotationPolicy};
+use herald_engine::domains::{
+    self,
+    cache::DomainCache,
+    keys::{KeyStore, PrivateKeys},
+    records::ServiceZone,
+    state::RotationPolicy,
+};
 use herald_engine::log::embedded::{EmbeddedLog, EmbeddedOptions};
 use herald_engine::log::{kafka, EventLog, Retention, Topics};
 use herald_engine::projector::Projector;
@@ -320,9 +326,9 @@ pub fn open_domains(
     vault: Arc<Vault>,
 ) -> anyhow::Result<Arc<domains::Domains>> {
     let router = Router::new(config.backend.partitions, Default::default());
-    let keys = KeyStore::new(config.storage.data_dir.join("dkim"));
+    let keys = PrivateKeys { vault, files: KeyStore::new(config.storage.data_dir.join("dkim")) };
     let topic = topics(config).domains();
-    let service = domains::Domains::new(log, topic, router, store, keys, vault, domain_settings(config), cache)
+    let service = domains::Domains::new(log, topic, router, store, keys, domain_settings(config), cache)
         .map_err(anyhow::Error::msg)
         .context("sender domains")?;
     Ok(Arc::new(service))
@@ -489,7 +495,8 @@ async fn serve(
     let cache = DomainCache::default();
     let key_store = KeyStore::new(config.storage.data_dir.join("dkim"));
     let vault = open_vault(&config)?;
-    let signing = domains::signing::SenderSigning::new(cache.clone(), key_store, vault.clone());
+    let signing =
+        domains::signing::SenderSigning::new(cache.clone(), PrivateKeys { vault: vault.clone(), files: key_store });
     let mut deliverer =
         deliverer.with_sender_domains(Arc::new(signing)).with_rewriter(Arc::new(rewriter(&config, cache.clone())?));
     if config.bounces.enabled {

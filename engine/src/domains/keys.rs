@@ -75,6 +75,14 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// Where a node finds private keys: sealed in the domain's state, opened with the vault's
+/// keyring; or, for keys from before ADR 0017 not migrated yet, this node's files.
+#[derive(Debug, Clone)]
+pub struct PrivateKeys {
+    pub vault: std::sync::Arc<super::vault::Vault>,
+    pub files: KeyStore,
+}
+
 /// The directory of private keys, `<data_dir>/dkim`.
 #[derive(Debug, Clone)]
 pub struct KeyStore {

@@ -5,7 +5,7 @@
 //! the projection: the first `DomainAdded` in the partition wins.
 
 use super::cache::DomainCache;
-use super::keys::{self, KeyStore};
+use super::keys::{self, KeyStore, PrivateKeys};
 use super::name::{self, NameError};
 use super::records::{self, CustomerRecord, ServiceZone};
 use super::state::{self, DomainState, RotationPolicy, Step};
@@ -156,12 +156,12 @@ impl Domains {
         topic: String,
         router: Router,
         store: Arc<dyn ProjectionStore>,
-        keys: KeyStore,
-        vault: Arc<Vault>,
+        keys: PrivateKeys,
         settings: DomainSettings,
         cache: DomainCache,
     ) -> Result<Self, String> {
         let resolver = lookup::resolver(&settings.resolvers, settings.resolver_timeout)?;
+        let PrivateKeys { vault, files: keys } = keys;
         Ok(Domains { log, topic, router, store, keys, vault, settings, resolver, cache })
     }
 

@@ -32,8 +32,9 @@ pub struct SenderSigning {
 }
 
 impl SenderSigning {
-    pub fn new(cache: DomainCache, keys: KeyStore, vault: Arc<Vault>) -> Self {
-        SenderSigning { cache, keys, vault, loaded: Mutex::new(HashMap::new()) }
+    pub fn new(cache: DomainCache, keys: super::keys::PrivateKeys) -> Self {
+        let super::keys::PrivateKeys { vault, files } = keys;
+        SenderSigning { cache, keys: files, vault, loaded: Mutex::new(HashMap::new()) }
     }
 
     /// `None` when `from_domain` is nobody's sender domain (static keys or nothing apply).
