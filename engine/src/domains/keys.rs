@@ -51,10 +51,14 @@ pub fn generate(algorithm: KeyAlgorithm, slot: u8, now: Timestamp) -> Result<Gen
         }
     };
     let selector = selector(algorithm, slot);
+    let mut nonce = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(failed)?;
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(Generated {
         key: DkimKey {
-            key_file: format!("{selector}-{}.pem", now.millis()),
+            // Unique even for two keys made in the same millisecond (two racing claims): a
+            // sealed key is matched to its published key by this name.
+            key_file: format!("{selector}-{}-{}.pem", now.millis(), hex::encode(nonce)),
             selector,
             algorithm,
             public_key: b64.encode(public),
