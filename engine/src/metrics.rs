@@ -155,6 +155,8 @@ pub const ENGINE: &[Metric] = &[
     m("herald_delivery_account_held_total", Counter, &[], "Queued messages of suspended accounts set aside by a worker (no attempt used).", "engine/src/worker.rs"),
     m("herald_domain_events_total", Counter, &[open("type", "a domain event type (`domain.added`, …)")], "Sender-domain events folded by the domain projector (replays included).", "engine/src/domains/projector.rs"),
     m("herald_domain_status_changes_total", Counter, &[fixed("to", &["pending", "verified", "failing"])], "Sender-domain verification status transitions (`failing`: a verified domain's records stopped checking out).", "engine/src/domains/service.rs"),
+    m("herald_domain_keys_sealed_total", Counter, &[fixed("reason", &["new", "migrated", "rewrapped"])], "DKIM private keys sealed under a master key into the domains topic: new keys, key files from before ADR 0017, re-wraps under a newer master key.", "engine/src/domains/service.rs"),
+    m("herald_keys_reloads_total", Counter, &[fixed("outcome", &["changed", "failed"])], "Reloads of the master keyring file that changed it, or failed (the previous keyring stays).", "engine/src/domains/vault.rs"),
     m("herald_dns_queries_total", Counter, &[fixed("answer", &["records", "nodata", "nxdomain", "refused"])], "Queries answered by Herald's DNS server.", "engine/src/domains/dns.rs"),
     m("herald_rewrite_messages_total", Counter, &[], "Messages rewritten before signing (some option asked for it).", "engine/src/rewrite/mod.rs"),
     m("herald_rewrite_bodies_prepared_total", Counter, &[], "Distinct bodies prepared (parsed, inlined, link-scanned): the per-body work.", "engine/src/rewrite/mod.rs"),

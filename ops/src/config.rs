@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod bounces;
+mod keys;
 mod webhooks;
 pub use bounces::Bounces;
+pub use keys::Keys;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 pub use webhooks::Webhooks;
@@ -45,6 +47,8 @@ pub struct Config {
     pub webhooks: Webhooks,
     /// Operators: the admin API, how accounts propagate.
     pub admin: Admin,
+    /// Master keys sealing sender-domain private keys in the log (ADR 0017).
+    pub keys: Keys,
 }
 
 /// `[admin]`: operator keys of `/v1/admin`, and how quickly account changes reach every node.
@@ -772,6 +776,11 @@ impl Config {
             for key in &mut config.dkim {
                 if key.private_key.is_relative() {
                     key.private_key = dir.join(&key.private_key);
+                }
+            }
+            if let Some(p) = &mut config.keys.master_key_file {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
                 }
             }
             if let Some(p) = &mut config.delivery.providers_file {

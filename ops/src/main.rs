@@ -125,6 +125,12 @@ fn main() -> anyhow::Result<()> {
             herald::serve::install_crypto();
             herald::serve::signers(&c)?;
             let rules = herald::feedback::classifier(&c)?;
+            // The master keyring, when one is given (a generated one is made at first start).
+            let env = std::env::var(herald_engine::domains::vault::ENV).ok();
+            if let (source, false) = c.keys.source(&c.storage.data_dir, env) {
+                herald_engine::domains::vault::Vault::load(source)
+                    .map_err(|e| anyhow::anyhow!("[keys] master keys: {e}"))?;
+            }
             let nodes = match (c.backend.log, c.cluster.mode) {
                 (herald::config::LogBackend::Embedded, _) => {
                     "single node (embedded log), owning every partition".to_owned()

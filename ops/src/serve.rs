@@ -7,7 +7,14 @@ use herald_engine::accounts::{self, AccountCache, Accounts};
 use herald_engine::bodies::{BodySettings, BodyStore};
 use herald_engine::consumer::{Membership, Owned};
 use herald_engine::delivery::{dkim, mx::MxResolver, Deliverer, DeliverySettings};
-use herald_engine::domains::{self, cache::DomainCache, keys::KeyStore, records::ServiceZone, state::RotationPolicy};
+use herald_engine::domains::vault::Vault;
+use herald_engine::domains::{
+    self,
+    cache::DomainCache,
+    keys::{KeyStore, PrivateKeys},
+    records::ServiceZone,
+    state::RotationPolicy,
+};
 use herald_engine::log::embedded::{EmbeddedLog, EmbeddedOptions};
 use herald_engine::log::{kafka, EventLog, Retention, Topics};
 use herald_engine::projector::Projector;
@@ -316,14 +323,28 @@ pub fn open_domains(
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
     cache: DomainCache,
+    vault: Arc<Vault>,
 ) -> anyhow::Result<Arc<domains::Domains>> {
     let router = Router::new(config.backend.partitions, Default::default());
-    let keys = KeyStore::new(config.storage.data_dir.join("dkim"));
-    let service =
-        domains::Domains::new(log, topics(config).domains(), router, store, keys, domain_settings(config), cache)
-            .map_err(anyhow::Error::msg)
-            .context("sender domains")?;
+    let keys = PrivateKeys { vault, files: KeyStore::new(config.storage.data_dir.join("dkim")) };
+    let topic = topics(config).domains();
+    let service = domains::Domains::new(log, topic, router, store, keys, domain_settings(config), cache)
+        .map_err(anyhow::Error::msg)
+        .context("sender domains")?;
     Ok(Arc::new(service))
+}
+
+/// Opens the node's master keyring (`[keys]`, ADR 0017).
+pub fn open_vault(config: &Config) -> anyhow::Result<Arc<Vault>> {
+    let (vault, generated) = config.keys.open(&config.storage.data_dir).context("[keys] master keys")?;
+    if generated && config.backend.log == LogBackend::Kafka {
+        tracing::warn!(
+            "no [keys] master_key_file nor HERALD_MASTER_KEYS: this node seals DKIM keys under a master key only it \
+             has ({}/master.keys); give every node of the cluster the same keyring",
+            config.storage.data_dir.display()
+        );
+    }
+    Ok(Arc::new(vault))
 }
 
 /// How this node gets its partitions: the consumer group, or the explicit static mode.
@@ -473,13 +494,15 @@ async fn serve(
     .map_err(anyhow::Error::msg)?;
     let cache = DomainCache::default();
     let key_store = KeyStore::new(config.storage.data_dir.join("dkim"));
-    let mut deliverer = deliverer
-        .with_sender_domains(Arc::new(domains::signing::SenderSigning::new(cache.clone(), key_store)))
-        .with_rewriter(Arc::new(rewriter(&config, cache.clone())?));
+    let vault = open_vault(&config)?;
+    let signing =
+        domains::signing::SenderSigning::new(cache.clone(), PrivateKeys { vault: vault.clone(), files: key_store });
+    let mut deliverer =
+        deliverer.with_sender_domains(Arc::new(signing)).with_rewriter(Arc::new(rewriter(&config, cache.clone())?));
     if config.bounces.enabled {
         deliverer = deliverer.with_return_paths(feedback.return_paths(&config));
     }
-    let domains = open_domains(&config, log.clone(), store.clone(), cache.clone())?;
+    let domains = open_domains(&config, log.clone(), store.clone(), cache.clone(), vault.clone())?;
     let delivery_partitions = Owned::default();
     let shaper = shaper(&config, router.clone(), delivery_partitions.clone(), Some(account_cache.clone()))?;
     let worker = Arc::new(
@@ -660,6 +683,34 @@ async fn serve(
         tasks.spawn(async move {
             cache.run(store, every, shutdown).await;
             ("account cache", Ok(()))
+        });
+    }
+    if config.keys.reload_secs > 0 {
+        let (vault, shutdown) = (vault.clone(), shutdown.clone());
+        let every = Duration::from_secs(config.keys.reload_secs);
+        tasks.spawn(async move {
+            vault.run_reloader(every, shutdown).await;
+            ("master keyring", Ok(()))
+        });
+    }
+    let key_dir = config.storage.data_dir.join("dkim");
+    if key_dir.is_dir() {
+        // Key files from before ADR 0017 into the log, on whichever node has them: every
+        // maintenance interval (a domain may not be projected yet at start) until shutdown.
+        let (domains, shutdown) = (domains.clone(), shutdown.clone());
+        let every = Duration::from_secs(config.domains.maintenance_interval_secs.max(1));
+        tasks.spawn(async move {
+            loop {
+                match domains.migrate_key_files().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(domains = n, "DKIM key files sealed into the log"),
+                    Err(e) => tracing::warn!(error = %e, "migrating DKIM key files failed; the files still sign here"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return ("DKIM key migration", Ok(())),
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
         });
     }
     if config.cluster.has(Role::Project) {

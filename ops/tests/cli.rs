@@ -51,6 +51,40 @@ fn config_check_names_the_problem() {
 }
 
 #[test]
+fn config_check_reads_the_master_keyring() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = "1 MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n";
+    let cases = [
+        ("good.keys", key, 0o600, None),
+        ("open.keys", key, 0o644, Some("chmod 600")),
+        ("short.keys", "1 c2hvcnQ=\n", 0o600, Some("keyring line 1: the key must be 32 bytes")),
+        (
+            "staged.keys",
+            "1 MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= open-only\n",
+            0o600,
+            Some("no key that may seal"),
+        ),
+        ("missing.keys", "", 0, Some("missing.keys")),
+    ];
+    for (name, text, mode, problem) in cases {
+        let keys = dir.path().join(name);
+        if mode != 0 {
+            std::fs::write(&keys, text).unwrap();
+            std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("[keys]\nmaster_key_file = \"{name}\"\n")).unwrap();
+        let (ok, report) = herald(&["config", "check", "--config", path.to_str().unwrap()]);
+        match problem {
+            None => assert!(ok && report.contains(": ok"), "{name}: {report}"),
+            Some(needle) => assert!(!ok && report.contains(needle), "{name}: expected {needle:?} in {report}"),
+        }
+        assert!(!report.contains("MDEyMzQ1"), "no key material in the report: {report}");
+    }
+}
+
+#[test]
 fn config_check_says_how_nodes_share_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [

@@ -557,7 +557,8 @@ fn selector<'a>(domain: &'a Value, name: &str) -> Option<&'a Value> {
     domain["selectors"].as_array().unwrap().iter().find(|s| s["selector"] == name)
 }
 
-/// The private key files of `domain` in `<data_dir>/dkim/<domain>/`, sorted.
+/// The private key files of `domain` in `<data_dir>/dkim/<domain>/`, sorted: none since
+/// ADR 0017 (private keys travel sealed in the log; `ops/tests/keys.rs`).
 fn key_files(w: &World, domain: &str) -> Vec<String> {
     let dir = w.dir.path().join("data/dkim").join(domain);
     let mut names: Vec<String> = match std::fs::read_dir(&dir) {
@@ -603,7 +604,7 @@ async fn cli_add_show_check_rotate_remove() {
         (Some("pending"), Some("mailto:dmarc@sender.test")),
         "{d}"
     );
-    assert_eq!(key_files(&w, "sender.test").len(), 1);
+    assert_eq!(key_files(&w, "sender.test"), Vec::<String>::new(), "keys are sealed in the log, not files");
 
     // add of a domain another account holds: non-zero exit with the 409's code and message.
     let (code, out, err) = cli(h, OTHER_KEY, &["add", "sender.test"]).await;
@@ -612,7 +613,6 @@ async fn cli_add_show_check_rotate_remove() {
     assert_eq!(out, "");
     assert_eq!(h.get(OTHER_KEY, "/v1/domains/sender.test").await.0, 404);
     assert_eq!(h.get(KEY, "/v1/domains/sender.test").await.1, d, "the claim changed nothing");
-    assert_eq!(key_files(&w, "sender.test").len(), 1, "the refused claim left no key behind");
 
     // show: the API's JSON; a Unicode name goes percent-encoded in the path.
     let (code, out, err) = cli(h, KEY, &["show", "sender.test"]).await;
@@ -685,12 +685,11 @@ async fn cli_add_show_check_rotate_remove() {
         format!("sender.test: new keys published; they sign from {}\n", d["activates_at"].as_str().unwrap())
     );
     assert!(kdig(w.dns_port, &["+tcp", "+short", &hd2, "TXT"]).contains("v=DKIM1"), "hd2 served at once");
-    assert_eq!(key_files(&w, "sender.test").len(), 2);
     let (code, _, err) = cli(h, KEY, &["rotate", "sender.test"]).await;
     assert_ne!(code, Some(0));
     assert!(err.contains("rotation_in_progress: cannot rotate now: keys for slot 2 are already published"), "{err}");
 
-    // remove: gone from the API, from Herald's zone and from the key directory.
+    // remove: gone from the API and from Herald's zone.
     let (code, out, err) = cli(h, KEY, &["remove", "sender.test"]).await;
     assert_eq!((code, out.as_str()), (Some(0), "sender.test: removed\n"), "{err}");
     assert_eq!(h.get(KEY, "/v1/domains/sender.test").await.0, 404);
@@ -699,7 +698,6 @@ async fn cli_add_show_check_rotate_remove() {
         list["domains"].as_array().unwrap().iter().map(|d| d["domain"].as_str().unwrap()).collect::<Vec<_>>(),
         vec!["xn--bcher-kva.test"]
     );
-    assert_eq!(key_files(&w, "sender.test"), Vec::<String>::new());
     support::eventually(10, "the keys withdrawn from Herald's DNS", || async {
         (kdig(w.dns_port, &["+tcp", &hd1, "TXT"]).contains("NXDOMAIN")
             && kdig(w.dns_port, &["+tcp", &hd2, "TXT"]).contains("NXDOMAIN"))
@@ -713,7 +711,8 @@ async fn cli_add_show_check_rotate_remove() {
 
 /// Rotation end to end with short timings: the new key is published beside the old one and
 /// signs after the propagation delay; both are served through the grace period; then the
-/// periodic task withdraws the old selector from Herald's zone and deletes its key file.
+/// periodic task withdraws the old selector from Herald's zone (and its sealed key from the
+/// domain's state: `state::tests::sealed_keys_follow_the_published_keys`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_retires_the_old_key_after_the_grace_period() {
     let w = world_with(Backends::Embedded, |c| {
@@ -734,8 +733,6 @@ async fn rotation_retires_the_old_key_after_the_grace_period() {
     let txt = |name: &str| kdig(w.dns_port, &["+tcp", "+short", name, "TXT"]);
     let old_txt = txt(&hd1);
     assert!(old_txt.contains("v=DKIM1"), "{old_txt}");
-    let old_files = key_files(&w, "sender.test");
-    assert!(old_files.len() == 1 && old_files[0].starts_with("hd1-"), "{old_files:?}");
 
     let (code, rotated) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;
     assert_eq!(code, 200, "{rotated}");
@@ -750,9 +747,8 @@ async fn rotation_retires_the_old_key_after_the_grace_period() {
     assert!(d["retires_at"].is_string(), "{d:#}");
     assert_eq!(txt(&hd1), old_txt, "the old key is served during the grace period");
     assert!(txt(&hd2).contains("v=DKIM1"), "the new key is served");
-    assert_eq!(key_files(&w, "sender.test").len(), 2);
 
-    // After it: hd1 withdrawn from the zone and its file deleted; hd2 alone signs.
+    // After it: hd1 withdrawn from the zone; hd2 alone signs.
     support::eventually(10, "hd1 withdrawn from Herald's DNS", || async {
         (!txt(&hd1).contains("v=DKIM1")).then_some(())
     })
@@ -764,12 +760,7 @@ async fn rotation_retires_the_old_key_after_the_grace_period() {
     assert_eq!(d["selectors"].as_array().unwrap().len(), 1, "{d:#}");
     assert_eq!(selector(&d, "hd2").map(|s| &s["state"]), Some(&json!("active")), "{d:#}");
     assert!(d["retires_at"].is_null(), "{d:#}");
-    let files = support::eventually(5, "hd1's key file deleted", || async {
-        let files = key_files(&w, "sender.test");
-        (!files.contains(&old_files[0])).then_some(files)
-    })
-    .await;
-    assert!(files.len() == 1 && files[0].starts_with("hd2-"), "{files:?}");
+    assert_eq!(key_files(&w, "sender.test"), Vec::<String>::new(), "no key files since ADR 0017");
 
     // Slot 1 is free again: the next rotation publishes a fresh key there.
     let (code, rotated) = post(h, KEY, "/v1/domains/sender.test/rotate", json!({})).await;

@@ -26,8 +26,9 @@ impl KeyAlgorithm {
     }
 }
 
-/// One DKIM key as published. The private half is a file named `key_file` under
-/// `<data_dir>/dkim/<domain>/`, never in an event.
+/// One DKIM key as published. The private half is never in this struct: it travels sealed
+/// in a [`DomainKeysSealed`] event (or, before ADR 0017, was a file named `key_file` under
+/// `<data_dir>/dkim/<domain>/`).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub struct DkimKey {
     /// `s=`: the slot's selector for this algorithm (`hd1`/`hd2` RSA, `he1`/`he2` Ed25519).
@@ -35,7 +36,8 @@ pub struct DkimKey {
     pub algorithm: KeyAlgorithm,
     /// Base64 `p=` value: SubjectPublicKeyInfo DER (RSA) or the raw 32-byte key (Ed25519).
     pub public_key: String,
-    /// File name of the PKCS#8 PEM private key under `<data_dir>/dkim/<domain>/`.
+    /// Stable name of the key: names its sealed private half (and, before ADR 0017, the
+    /// PKCS#8 PEM file under `<data_dir>/dkim/<domain>/`).
     pub key_file: String,
     pub created_at: Timestamp,
 }
@@ -166,7 +168,35 @@ pub struct DomainRemoved {
     pub removed_at: Timestamp,
 }
 
-/// Every sender-domain event.
+/// One DKIM private key sealed with AES-256-GCM under a master key (ADR 0017). The
+/// associated data binds it to its domain and `key_file`, so a ciphertext moved to another
+/// domain or key does not open.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct SealedKey {
+    /// The [`DkimKey::key_file`] of the published key this is the private half of.
+    pub key_file: String,
+    /// Id of the master key that sealed it (a positive integer of the node's keyring).
+    pub master_key_id: u32,
+    /// The 96-bit GCM nonce, random per sealing.
+    pub nonce: Vec<u8>,
+    /// The PKCS#8 DER private key, encrypted, followed by the 16-byte tag.
+    pub ciphertext: Vec<u8>,
+}
+
+/// Private keys of a domain's published keys, sealed under a master key, so every node can
+/// sign without a shared disk. Appended right after the `DomainAdded` or
+/// `DomainKeysPublished` that published the keys, again when a key file from before ADR
+/// 0017 is migrated, and again when the keys are re-wrapped under a newer master key. A
+/// later seal of the same `key_file` replaces the earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DomainKeysSealed {
+    pub account: AccountId,
+    pub domain: String,
+    pub keys: Vec<SealedKey>,
+    pub sealed_at: Timestamp,
+}
+
+/// Every sender-domain event. New variants go at the end (old frames keep decoding).
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub enum DomainEvent {
     Added(DomainAdded),
@@ -176,6 +206,7 @@ pub enum DomainEvent {
     Verified(DomainVerified),
     Updated(DomainUpdated),
     Removed(DomainRemoved),
+    KeysSealed(DomainKeysSealed),
 }
 
 impl DomainEvent {
@@ -188,6 +219,7 @@ impl DomainEvent {
             DomainEvent::Verified(_) => "domain.verified",
             DomainEvent::Updated(_) => "domain.updated",
             DomainEvent::Removed(_) => "domain.removed",
+            DomainEvent::KeysSealed(_) => "domain.keys_sealed",
         }
     }
 
@@ -200,6 +232,7 @@ impl DomainEvent {
             DomainEvent::Verified(e) => &e.account,
             DomainEvent::Updated(e) => &e.account,
             DomainEvent::Removed(e) => &e.account,
+            DomainEvent::KeysSealed(e) => &e.account,
         }
     }
 
@@ -213,6 +246,7 @@ impl DomainEvent {
             DomainEvent::Verified(e) => &e.domain,
             DomainEvent::Updated(e) => &e.domain,
             DomainEvent::Removed(e) => &e.domain,
+            DomainEvent::KeysSealed(e) => &e.domain,
         }
     }
 }

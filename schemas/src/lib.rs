@@ -25,7 +25,8 @@ pub use account::{
 pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
 pub use domain::{
     CheckResult, DkimKey, DomainAdded, DomainEvent, DomainKeysActivated, DomainKeysPublished, DomainKeysRetired,
-    DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, VerificationStatus,
+    DomainKeysSealed, DomainRemoved, DomainUpdated, DomainVerified, KeyAlgorithm, RecordCheck, SealedKey,
+    VerificationStatus,
 };
 pub use engagement::{Client, EngagementEvent, LinkClicked, MachineReason, MessageOpened, RecipientUnsubscribed};
 pub use event::{

@@ -128,6 +128,26 @@ fn domain_fixtures() -> Vec<(&'static str, Event)> {
     ]
 }
 
+/// Domain events added in version 2 (ADR 0017).
+fn sealed_fixtures() -> Vec<(&'static str, Event)> {
+    let acme = || AccountId("acme".into());
+    let d = || "xn--bcher-kva.example".to_owned();
+    vec![(
+        "domain_keys_sealed",
+        Event::Domain(DomainEvent::KeysSealed(DomainKeysSealed {
+            account: acme(),
+            domain: d(),
+            keys: vec![SealedKey {
+                key_file: "hd1-1763800000123.pem".into(),
+                master_key_id: 2,
+                nonce: vec![7; 12],
+                ciphertext: vec![0xa5; 48],
+            }],
+            sealed_at: Timestamp(1_763_800_009_500),
+        })),
+    )]
+}
+
 fn account_settings() -> AccountSettings {
     AccountSettings {
         name: "Acme Newsletters".into(),
@@ -360,6 +380,7 @@ fn fixtures(version: u16) -> Vec<(&'static str, Event)> {
         all.extend(body_fixtures());
         all.extend(webhook_fixtures());
         all.extend(account_fixtures());
+        all.extend(sealed_fixtures());
     }
     all
 }

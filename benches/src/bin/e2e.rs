@@ -22,8 +22,14 @@
 //! ratio; `--rate R --seconds S` limits the `default` provider to R msg/s, queues R·(S+15)
 //! messages and counts what the sink receives in the S seconds after the first arrival.
 //!
+//! `--backend kafka-cql` runs Herald on Kafka and Cassandra (`HERALD_TEST_KAFKA`,
+//! `HERALD_TEST_CQL`, default `127.0.0.1:9092` / `127.0.0.1:9042`; a fresh topic prefix and
+//! keyspace per run) instead of the embedded log and store. Every run also prints Herald's
+//! own CPU time per message (user + system of the `herald` process, from `/proc`, between
+//! the first request and the last arrival): the servers it uses are not counted.
+//!
 //! Usage (after `cargo build --release -p herald -p herald-benches`):
-//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--skip-postfix] [--engagement]
+//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--backend embedded|kafka-cql] [--skip-postfix] [--engagement]
 //!   target/release/e2e --compare-providers [--messages N] [--concurrency C]
 //!   target/release/e2e --rate R [--seconds S]
 
@@ -47,6 +53,8 @@ struct Args {
     compare_providers: bool,
     rate: Option<u64>,
     seconds: u64,
+    /// Kafka + Cassandra instead of the embedded log and store.
+    kafka_cql: bool,
 }
 
 /// A providers file with nothing but an unlimited `default`.
@@ -63,6 +71,7 @@ fn args() -> Result<Args> {
         compare_providers: false,
         rate: None,
         seconds: 60,
+        kafka_cql: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -74,6 +83,13 @@ fn args() -> Result<Args> {
             "--compare-providers" => a.compare_providers = true,
             "--rate" => a.rate = Some(it.next().context("--rate R")?.parse()?),
             "--seconds" => a.seconds = it.next().context("--seconds S")?.parse()?,
+            "--backend" => {
+                a.kafka_cql = match it.next().as_deref() {
+                    Some("kafka-cql") => true,
+                    Some("embedded") => false,
+                    _ => bail!("--backend embedded|kafka-cql"),
+                }
+            }
             "--ingest" => {
                 a.smtp = match it.next().as_deref() {
                     Some("smtp") => true,
@@ -176,14 +192,45 @@ struct Payload {
     options: serde_json::Value,
 }
 
-async fn herald(a: &Args, dir: &Path, dns_port: u16, payload: &Payload) -> Result<(f64, f64, String)> {
+/// User + system CPU seconds the process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let out = Command::new("getconf").arg("CLK_TCK").output()?;
+    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0);
+    Ok(ticks / hz)
+}
+
+/// One Herald run: end-to-end rate, acceptance rate, a note, and Herald's CPU µs/message.
+async fn herald(a: &Args, dir: &Path, dns_port: u16, payload: &Payload) -> Result<(f64, f64, String, f64)> {
     let sink_port = free_port();
     let sink = start_sink(sink_port, a.messages)?;
-    let (_herald, http_port, smtp_port) = start_herald(a, dir, dns_port, sink_port)?;
+    let (herald, http_port, smtp_port) = start_herald(a, dir, dns_port, sink_port)?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
-    if a.smtp {
-        return herald_smtp(a, &sink, smtp_port, http_port, &client).await;
-    }
+    let cpu_before = cpu_seconds(herald.0.id())?;
+    let (rate, ingest, note) = if a.smtp {
+        herald_smtp(a, &sink, smtp_port, http_port, &client).await?
+    } else {
+        herald_http(a, &sink, http_port, &client, payload).await?
+    };
+    let cpu = cpu_seconds(herald.0.id())? - cpu_before;
+    let cpu_us = cpu * 1e6 / a.messages as f64;
+    let elapsed = a.messages as f64 / rate;
+    let note = format!("{note}; Herald CPU {cpu_us:.0} µs/msg ({:.0}% of one core)", cpu / elapsed * 100.0);
+    Ok((rate, ingest, note, cpu_us))
+}
+
+/// POSTs over HTTP; returns (end-to-end rate, acceptance rate, note).
+async fn herald_http(
+    a: &Args,
+    sink: &Sink,
+    http_port: u16,
+    client: &reqwest::Client,
+    payload: &Payload,
+) -> Result<(f64, f64, String)> {
     let url = format!("http://127.0.0.1:{http_port}/v1/send");
     let mut request =
         serde_json::json!({"envelope": "bounces@sender.test", "recipient": "b@example.test", "body": payload.body});
@@ -220,7 +267,7 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16, payload: &Payload) -> Resul
         some_id = some_id.or(r??);
     }
     let ingested = started.elapsed();
-    let last = wait_sink(&sink, a.messages, Duration::from_secs(900))?;
+    let last = wait_sink(sink, a.messages, Duration::from_secs(900))?;
     let total = last.duration_since(started).as_secs_f64();
     // Check that what was measured was signed.
     let id = some_id.unwrap_or_default();
@@ -255,10 +302,21 @@ fn start_herald(a: &Args, dir: &Path, dns_port: u16, sink_port: u16) -> Result<(
         }
         None => String::new(),
     };
+    let backend = if a.kafka_cql {
+        let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+        let unique = format!("bench{}_{millis}", std::process::id());
+        let kafka = std::env::var("HERALD_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let cql = std::env::var("HERALD_TEST_CQL").unwrap_or_else(|_| "127.0.0.1:9042".into());
+        format!(
+            "[backend]\nlog = \"kafka\"\nstore = \"cql\"\nkafka_brokers = \"{kafka}\"\ncql_nodes = [\"{cql}\"]\ntopic_prefix = \"{unique}\"\ncql_keyspace = \"{unique}\"\nkafka_replication = 1\nkafka_min_insync_replicas = 1\nkafka_allow_weak_durability = true\n"
+        )
+    } else {
+        String::new()
+    };
     std::fs::write(
         dir.join("herald.toml"),
         format!(
-            "[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[tracking]\nlisten = \"127.0.0.1:0\"\n[bounces]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n{providers}[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\naccounts = [\"bench\"]\n",
+            "{backend}[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[tracking]\nlisten = \"127.0.0.1:0\"\n[bounces]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n{providers}[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\naccounts = [\"bench\"]\n",
             d = dir.display(),
             c = a.concurrency
         ),
@@ -359,14 +417,19 @@ async fn main() -> Result<()> {
         return compare_providers(a, dir.path(), dns_port).await;
     }
     let payload = Payload { body: body_5k(), options: serde_json::json!({}) };
-    let (herald_rate, ingest_rate, dkim) = herald(&a, dir.path(), dns_port, &payload).await?;
+    let (herald_rate, ingest_rate, dkim, cpu_us) = herald(&a, dir.path(), dns_port, &payload).await?;
     let how = if a.smtp {
         "smtp-source start → last arrival; accepted over SMTP at"
     } else {
         "first POST → last arrival; accepted over HTTP at"
     };
     println!("herald  : {herald_rate:8.0} msg/s end to end ({how} {ingest_rate:.0} msg/s); {dkim}");
+    let backend = if a.kafka_cql { "kafka-cql" } else { "embedded" };
     if a.skip_postfix {
+        println!(
+            "{}",
+            serde_json::json!({"backend": backend, "messages": a.messages, "herald_msgs_per_s": herald_rate.round(), "herald_cpu_us_per_msg": cpu_us.round()})
+        );
         return Ok(());
     }
     let postfix_rate = postfix(&a, dir.path())?;
@@ -374,7 +437,7 @@ async fn main() -> Result<()> {
     println!("ratio   : herald/postfix = {:.2}", herald_rate / postfix_rate);
     println!(
         "{}",
-        serde_json::json!({"ingest": if a.smtp { "smtp" } else { "http" }, "messages": a.messages, "concurrency": a.concurrency, "herald_msgs_per_s": herald_rate.round(), "herald_ingest_msgs_per_s": ingest_rate.round(), "postfix_msgs_per_s": postfix_rate.round(), "ratio": (herald_rate / postfix_rate * 100.0).round() / 100.0})
+        serde_json::json!({"backend": backend, "herald_cpu_us_per_msg": cpu_us.round(), "ingest": if a.smtp { "smtp" } else { "http" }, "messages": a.messages, "concurrency": a.concurrency, "herald_msgs_per_s": herald_rate.round(), "herald_ingest_msgs_per_s": ingest_rate.round(), "postfix_msgs_per_s": postfix_rate.round(), "ratio": (herald_rate / postfix_rate * 100.0).round() / 100.0})
     );
     Ok(())
 }
@@ -389,7 +452,7 @@ async fn engagement(a: &Args, dir: &Path, dns_port: u16) -> Result<()> {
     ] {
         let run = dir.join(format!("engagement-{name}"));
         std::fs::create_dir_all(&run)?;
-        let (rate, ingest, note) = herald(a, &run, dns_port, &Payload { body: body.clone(), options }).await?;
+        let (rate, ingest, note, _) = herald(a, &run, dns_port, &Payload { body: body.clone(), options }).await?;
         println!("herald {name:>3}: {rate:8.0} msg/s end to end (accepted over HTTP at {ingest:.0} msg/s); {note}");
         rates.push(rate);
     }
@@ -409,7 +472,7 @@ async fn compare_providers(a: Args, dir: &Path, dns_port: u16) -> Result<()> {
     for (name, args) in [("shipped", &a), ("none", &none)] {
         let run = dir.join(format!("providers-{name}"));
         std::fs::create_dir_all(&run)?;
-        let (rate, ingest, _) = herald(args, &run, dns_port, &payload).await?;
+        let (rate, ingest, _, _) = herald(args, &run, dns_port, &payload).await?;
         println!("herald {name:>7}: {rate:8.0} msg/s end to end (accepted over HTTP at {ingest:.0} msg/s)");
         rates.push(rate);
     }

@@ -1,7 +1,8 @@
 //! DKIM key pairs: generated with aws-lc-rs (RSA-2048, or Ed25519 as an optional second
-//! signature), private halves kept as PKCS#8 PEM files with mode 0600 under
-//! `<data_dir>/dkim/<domain>/`, never returned by an API. In a cluster that directory must
-//! be shared storage (see `docs/adr/0005-sender-domains.md`).
+//! signature) as PKCS#8 PEM, never returned by an API. Their private halves travel sealed
+//! in the domains topic ([`super::vault`], ADR 0017). [`KeyStore`] is the directory of
+//! private-key files (mode 0600, `<data_dir>/dkim/<domain>/`) that releases before ADR 0017
+//! wrote: read once to migrate them into the log, deleted when their key retires.
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::KeyPair;
@@ -50,10 +51,14 @@ pub fn generate(algorithm: KeyAlgorithm, slot: u8, now: Timestamp) -> Result<Gen
         }
     };
     let selector = selector(algorithm, slot);
+    let mut nonce = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(failed)?;
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(Generated {
         key: DkimKey {
-            key_file: format!("{selector}-{}.pem", now.millis()),
+            // Unique even for two keys made in the same millisecond (two racing claims): a
+            // sealed key is matched to its published key by this name.
+            key_file: format!("{selector}-{}-{}.pem", now.millis(), hex::encode(nonce)),
             selector,
             algorithm,
             public_key: b64.encode(public),
@@ -72,6 +77,14 @@ fn pem(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+/// Where a node finds private keys: sealed in the domain's state, opened with the vault's
+/// keyring; or, for keys from before ADR 0017 not migrated yet, this node's files.
+#[derive(Debug, Clone)]
+pub struct PrivateKeys {
+    pub vault: std::sync::Arc<super::vault::Vault>,
+    pub files: KeyStore,
 }
 
 /// The directory of private keys, `<data_dir>/dkim`.

@@ -3,7 +3,8 @@
 //! authoritative zone, and verification.
 //!
 //! - [`name`]: IDN/punycode, syntax, public suffixes;
-//! - [`keys`]: key generation (aws-lc-rs) and the private-key files;
+//! - [`keys`]: key generation (aws-lc-rs), and the private-key files from before ADR 0017;
+//! - [`vault`]: master keys, sealing private keys for the log (ADR 0017);
 //! - [`state`]: the projection of a domain's events, rotation steps (pure);
 //! - [`records`], [`spf`]: what the customer publishes, SPF merging;
 //! - [`zone`], [`dns`]: Herald's zone as data, and the hickory-server that serves it;
@@ -24,7 +25,8 @@ pub mod service;
 pub mod signing;
 pub mod spf;
 pub mod state;
+pub mod vault;
 pub mod verify;
 pub mod zone;
 
-pub use service::{AddDomain, DomainError, DomainSettings, Domains, UpdateDomain};
+pub use service::{AddDomain, DomainError, DomainSettings, Domains, Reseal, UpdateDomain};

@@ -5,10 +5,11 @@
 //! the projection: the first `DomainAdded` in the partition wins.
 
 use super::cache::DomainCache;
-use super::keys::{self, KeyStore};
+use super::keys::{self, KeyStore, PrivateKeys};
 use super::name::{self, NameError};
 use super::records::{self, CustomerRecord, ServiceZone};
 use super::state::{self, DomainState, RotationPolicy, Step};
+use super::vault::Vault;
 use super::{check, lookup, verify};
 use crate::log::{EventLog, Record};
 use crate::routing::Router;
@@ -95,10 +96,21 @@ pub struct Domains {
     topic: String,
     router: Router,
     store: Arc<dyn ProjectionStore>,
+    /// Key files from before ADR 0017 (migrated into the log, removed on retirement).
     keys: KeyStore,
+    vault: Arc<Vault>,
     settings: DomainSettings,
     resolver: hickory_resolver::TokioResolver,
     cache: DomainCache,
+}
+
+/// What [`Domains::reseal`] may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reseal {
+    /// Seal published keys that have no sealed half yet from this node's key files.
+    MigrateFiles,
+    /// Seal again the keys sealed under an older master key.
+    Rewrap,
 }
 
 fn token(domain: &str) -> String {
@@ -144,12 +156,13 @@ impl Domains {
         topic: String,
         router: Router,
         store: Arc<dyn ProjectionStore>,
-        keys: KeyStore,
+        keys: PrivateKeys,
         settings: DomainSettings,
         cache: DomainCache,
     ) -> Result<Self, String> {
         let resolver = lookup::resolver(&settings.resolvers, settings.resolver_timeout)?;
-        Ok(Domains { log, topic, router, store, keys, settings, resolver, cache })
+        let PrivateKeys { vault, files: keys } = keys;
+        Ok(Domains { log, topic, router, store, keys, vault, settings, resolver, cache })
     }
 
     pub fn settings(&self) -> &DomainSettings {
@@ -165,15 +178,34 @@ impl Domains {
     }
 
     async fn append(&self, event: DomainEvent) -> Result<(), DomainError> {
-        let domain = event.domain().to_owned();
-        let record = Record {
-            topic: self.topic.clone(),
-            partition: self.router.key_partition(&domain),
-            key: domain,
-            value: encode(&Event::Domain(event)),
-        };
-        self.log.append(vec![record]).await?;
+        self.append_all(vec![event]).await
+    }
+
+    /// Appends events of one domain in one call: same partition, in order.
+    async fn append_all(&self, events: Vec<DomainEvent>) -> Result<(), DomainError> {
+        let records = events
+            .into_iter()
+            .map(|event| {
+                let domain = event.domain().to_owned();
+                Record {
+                    topic: self.topic.clone(),
+                    partition: self.router.key_partition(&domain),
+                    key: domain,
+                    value: encode(&Event::Domain(event)),
+                }
+            })
+            .collect();
+        self.log.append(records).await?;
         Ok(())
+    }
+
+    fn sealed_event(s: &DomainState, keys: Vec<SealedKey>) -> DomainEvent {
+        DomainEvent::KeysSealed(DomainKeysSealed {
+            account: s.account.clone(),
+            domain: s.domain.clone(),
+            keys,
+            sealed_at: Timestamp::now(),
+        })
     }
 
     /// Waits until the stored state of `domain` satisfies `done`.
@@ -212,15 +244,26 @@ impl Domains {
         Ok(all)
     }
 
-    fn generate(&self, domain: &str, slot: u8, algorithms: &[KeyAlgorithm]) -> Result<Vec<DkimKey>, DomainError> {
+    /// Fresh keys, and their private halves sealed under the current master key.
+    fn generate(
+        &self,
+        domain: &str,
+        slot: u8,
+        algorithms: &[KeyAlgorithm],
+    ) -> Result<(Vec<DkimKey>, Vec<SealedKey>), DomainError> {
         let now = Timestamp::now();
-        let mut out = vec![];
+        let keyring = self.vault.current();
+        let (mut keys, mut sealed) = (vec![], vec![]);
         for alg in algorithms {
             let g = keys::generate(*alg, slot, now).map_err(|e| DomainError::Internal(e.to_string()))?;
-            self.keys.write(domain, &g.key.key_file, &g.pem).map_err(|e| DomainError::Internal(e.to_string()))?;
-            out.push(g.key);
+            let s = keyring
+                .seal(domain, &g.key.key_file, g.pem.as_bytes())
+                .map_err(|e| DomainError::Internal(e.to_string()))?;
+            keys.push(g.key);
+            sealed.push(s);
         }
-        Ok(out)
+        metrics::counter!("herald_domain_keys_sealed_total", "reason" => "new").increment(keys.len() as u64);
+        Ok((keys, sealed))
     }
 
     /// Adds a sender domain. `Ok((state, true))` when this call created it, `(state,
@@ -243,9 +286,9 @@ impl Domains {
         if req.ed25519.unwrap_or(self.settings.ed25519) {
             algorithms.push(KeyAlgorithm::Ed25519Sha256);
         }
-        let keys = self.generate(&n.ascii, 1, &algorithms)?;
+        let (keys, sealed) = self.generate(&n.ascii, 1, &algorithms)?;
         let request_id = MessageId::generate().0;
-        self.append(DomainEvent::Added(DomainAdded {
+        let added = DomainAdded {
             account: account.clone(),
             domain: n.ascii.clone(),
             token: token(&n.ascii),
@@ -253,21 +296,28 @@ impl Domains {
             tracking_label,
             dmarc_rua: req.dmarc_rua,
             bimi_logo: req.bimi_logo,
-            keys: keys.clone(),
+            keys,
             request_id: request_id.clone(),
             added_at: Timestamp::now(),
-        }))
-        .await?;
+        };
+        // The claim and its sealed keys in one append: in order, on the domain's partition.
+        let first = sealed.first().map(|k| k.key_file.clone()).unwrap_or_default();
+        let seal = DomainEvent::KeysSealed(DomainKeysSealed {
+            account: account.clone(),
+            domain: n.ascii.clone(),
+            keys: sealed,
+            sealed_at: added.added_at,
+        });
+        self.append_all(vec![DomainEvent::Added(added), seal]).await?;
         let state = self
-            .wait_for(&n.ascii, |s| s.is_some_and(|s| !s.removed))
+            .wait_for(&n.ascii, |s| {
+                s.is_some_and(|s| !s.removed && (s.request_id != request_id || s.sealed_key(&first).is_some()))
+            })
             .await?
             .ok_or_else(|| DomainError::Lag(n.ascii.clone()))?;
         if state.request_id == request_id {
             tracing::info!(domain = %n.ascii, account = %account, "sender domain added");
             return Ok((state, true));
-        }
-        for k in &keys {
-            self.keys.remove(&n.ascii, &k.key_file);
         }
         if &state.account == account {
             Ok((state, false))
@@ -279,27 +329,28 @@ impl Domains {
     /// Publishes new keys in `slot`; they sign after the propagation delay.
     async fn publish(&self, s: &DomainState, slot: u8) -> Result<DomainState, DomainError> {
         let algorithms = s.algorithms();
-        let keys = self.generate(&s.domain, slot, &algorithms)?;
+        let (keys, sealed) = self.generate(&s.domain, slot, &algorithms)?;
         let now = Timestamp::now();
-        self.append(DomainEvent::KeysPublished(DomainKeysPublished {
+        let published = DomainEvent::KeysPublished(DomainKeysPublished {
             account: s.account.clone(),
             domain: s.domain.clone(),
             slot,
-            keys: keys.clone(),
+            keys,
             published_at: now,
             activate_at: now.saturating_add(self.settings.rotation.propagation_delay),
-        }))
-        .await?;
-        let key_file = keys.first().map(|k| k.key_file.clone()).unwrap_or_default();
+        });
+        let first = sealed.first().map(|k| k.key_file.clone()).unwrap_or_default();
+        self.append_all(vec![published, Self::sealed_event(s, sealed)]).await?;
+        // Done when the new key is published and sealed, or when the publication was refused.
         let done = self
-            .wait_for(&s.domain, |x| x.is_some_and(|x| x.position > s.position))
+            .wait_for(&s.domain, |x| {
+                x.is_some_and(|x| {
+                    x.position > s.position
+                        && (x.sealed_key(&first).is_some() || !x.published().any(|(_, k)| k.key_file == first))
+                })
+            })
             .await?
             .ok_or_else(|| DomainError::Lag(s.domain.clone()))?;
-        if !done.published().any(|(_, k)| k.key_file == key_file) {
-            for k in &keys {
-                self.keys.remove(&s.domain, &k.key_file);
-            }
-        }
         tracing::info!(domain = %s.domain, slot, "DKIM keys published");
         Ok(done)
     }
@@ -456,8 +507,59 @@ impl Domains {
         Ok(check::diagnose(&r, &self.settings.zone, &s, &self.settings.sending_ips).await)
     }
 
+    /// Seals `s`'s published keys again where `how` asks: from this node's key files
+    /// (migration from before ADR 0017), or under the newer master key (re-wrap). Appends
+    /// one `DomainKeysSealed` when something changed and returns the state that shows it.
+    pub async fn reseal(&self, s: &DomainState, how: Reseal) -> Result<Option<DomainState>, DomainError> {
+        let keyring = self.vault.current();
+        let internal = |e: super::vault::VaultError| DomainError::Internal(e.to_string());
+        let mut resealed = vec![];
+        for (_, key) in s.published() {
+            match (s.sealed_key(&key.key_file), how) {
+                (Some(sealed), Reseal::Rewrap) if keyring.needs_rewrap(sealed) => {
+                    let secret = keyring.open(&s.domain, sealed).map_err(internal)?;
+                    resealed.push(keyring.seal(&s.domain, &key.key_file, &secret).map_err(internal)?);
+                }
+                (None, Reseal::MigrateFiles) => match self.keys.read(&s.domain, &key.key_file) {
+                    Ok(pem) => resealed.push(keyring.seal(&s.domain, &key.key_file, pem.as_bytes()).map_err(internal)?),
+                    Err(_) => continue, // another node created it, or it is lost: nothing to migrate here
+                },
+                _ => {}
+            }
+        }
+        if resealed.is_empty() {
+            return Ok(None);
+        }
+        let reason = if how == Reseal::Rewrap { "rewrapped" } else { "migrated" };
+        metrics::counter!("herald_domain_keys_sealed_total", "reason" => reason).increment(resealed.len() as u64);
+        let (files, id) = (resealed.iter().map(|k| k.key_file.clone()).collect::<Vec<_>>(), keyring.sealing_id());
+        self.append(Self::sealed_event(s, resealed)).await?;
+        let done = self
+            .wait_for(&s.domain, |x| {
+                x.is_some_and(|x| x.position > s.position && files.iter().all(|f| x.sealed_key(f).is_some()))
+            })
+            .await?;
+        tracing::info!(domain = %s.domain, keys = ?files, master_key = id, reason, "DKIM keys sealed");
+        Ok(done)
+    }
+
+    /// Migration at start: seals every published key that has no sealed half yet from this
+    /// node's `<data_dir>/dkim` files. Returns how many domains it sealed keys of.
+    pub async fn migrate_key_files(&self) -> Result<usize, DomainError> {
+        let mut migrated = 0;
+        for s in self.store.domains().await? {
+            if s.removed || s.published().all(|(_, k)| s.sealed_key(&k.key_file).is_some()) {
+                continue;
+            }
+            if self.reseal(&s, Reseal::MigrateFiles).await?.is_some() {
+                migrated += 1;
+            }
+        }
+        Ok(migrated)
+    }
+
     /// One pass of the periodic task over the domains whose partition `owns` accepts:
-    /// due rotation steps, then re-verification when due.
+    /// re-wraps under a newer master key, due rotation steps, then re-verification when due.
     pub async fn maintain(&self, owns: impl Fn(u32) -> bool) -> Result<(), DomainError> {
         for s in self.store.domains().await? {
             if s.removed || !owns(self.router.key_partition(&s.domain)) {
@@ -465,6 +567,11 @@ impl Domains {
             }
             let now = Timestamp::now();
             let mut current = s;
+            match self.reseal(&current, Reseal::Rewrap).await {
+                Ok(Some(next)) => current = next,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(domain = %current.domain, error = %e, "re-wrapping DKIM keys failed"),
+            }
             if let Some(step) = state::due_step(&current, now, &self.settings.rotation) {
                 match self.step(&current, step).await {
                     Ok(next) => current = next,

@@ -1,9 +1,13 @@
 //! Signing with sender-domain keys: a message is signed with its From domain's active
 //! key(s) only when that domain is a verified sender domain of the message's account.
-//! Otherwise it goes out unsigned and the attempt event says why.
+//! Otherwise it goes out unsigned and the attempt event says why. Private keys are opened
+//! from their sealed halves in the domain's state with this node's keyring (ADR 0017), so
+//! the node that signs need not be the one that created the key; a key from before ADR 0017
+//! that is not migrated yet is read from this node's key files.
 
 use super::cache::DomainCache;
 use super::keys::KeyStore;
+use super::vault::Vault;
 use crate::delivery::dkim::{KeySpec, Signers};
 use herald_schemas::MessageAccepted;
 use std::collections::HashMap;
@@ -22,13 +26,15 @@ pub struct Signed {
 pub struct SenderSigning {
     cache: DomainCache,
     keys: KeyStore,
-    /// Parsed signers by the key files they use; a rotation changes the files.
+    vault: Arc<Vault>,
+    /// Parsed signers by the keys they use; a rotation changes the keys.
     loaded: Mutex<HashMap<String, Arc<Signers>>>,
 }
 
 impl SenderSigning {
-    pub fn new(cache: DomainCache, keys: KeyStore) -> Self {
-        SenderSigning { cache, keys, loaded: Mutex::new(HashMap::new()) }
+    pub fn new(cache: DomainCache, keys: super::keys::PrivateKeys) -> Self {
+        let super::keys::PrivateKeys { vault, files } = keys;
+        SenderSigning { cache, keys: files, vault, loaded: Mutex::new(HashMap::new()) }
     }
 
     /// `None` when `from_domain` is nobody's sender domain (static keys or nothing apply).
@@ -65,9 +71,16 @@ impl SenderSigning {
         if let Some(s) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(s.clone());
         }
+        let keyring = self.vault.current();
         let pems = keys
             .iter()
-            .map(|k| self.keys.read(&state.domain, &k.key_file).map_err(|e| e.to_string()))
+            .map(|k| match state.sealed_key(&k.key_file) {
+                Some(sealed) => keyring
+                    .open(&state.domain, sealed)
+                    .map_err(|e| e.to_string())
+                    .and_then(|der| String::from_utf8(der).map_err(|_| "the sealed key is not PEM".to_owned())),
+                None => self.keys.read(&state.domain, &k.key_file).map_err(|e| e.to_string()),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let specs: Vec<KeySpec> = keys
             .iter()

@@ -7,7 +7,7 @@
 //! published for the grace period, then are withdrawn. The CNAMEs never change.
 
 use herald_schemas::{
-    AccountId, CheckResult, DkimKey, DomainEvent, KeyAlgorithm, RecordCheck, Timestamp, VerificationStatus,
+    AccountId, CheckResult, DkimKey, DomainEvent, KeyAlgorithm, RecordCheck, SealedKey, Timestamp, VerificationStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -49,6 +49,10 @@ pub struct DomainState {
     pub checked_at: Option<Timestamp>,
     /// A removed domain stays as a tombstone, so replays cannot resurrect it.
     pub removed: bool,
+    /// Private halves of the published keys, sealed under a master key (ADR 0017), one per
+    /// `key_file`. Never leaves the engine: no API view includes it.
+    #[serde(default)]
+    pub sealed: Vec<SealedKey>,
     /// Log offset of the last event applied (events are on one partition, in order).
     pub position: u64,
 }
@@ -77,6 +81,17 @@ impl DomainState {
 
     pub fn tracking_domain(&self) -> String {
         format!("{}.{}", self.tracking_label, self.domain)
+    }
+
+    /// The sealed private half of the published key `key_file`.
+    pub fn sealed_key(&self, key_file: &str) -> Option<&SealedKey> {
+        self.sealed.iter().find(|k| k.key_file == key_file)
+    }
+
+    /// Drops sealed keys whose key is no longer published.
+    fn prune_sealed(&mut self) {
+        let published: Vec<String> = self.published().map(|(_, k)| k.key_file.clone()).collect();
+        self.sealed.retain(|k| published.contains(&k.key_file));
     }
 
     pub fn is_verified(&self) -> bool {
@@ -131,6 +146,7 @@ pub fn apply(current: Option<&DomainState>, event: &DomainEvent, offset: u64) ->
             checks: vec![],
             checked_at: None,
             removed: false,
+            sealed: vec![],
             position: offset,
         });
     }
@@ -149,6 +165,7 @@ pub fn apply(current: Option<&DomainState>, event: &DomainEvent, offset: u64) ->
             }
             s.slots[slot_index(e.slot)] = e.keys.clone();
             s.pending = Some(PendingKeys { slot: e.slot, activate_at: e.activate_at });
+            s.prune_sealed();
         }
         DomainEvent::KeysActivated(e) => {
             if s.pending.map(|p| p.slot) != Some(e.slot) {
@@ -165,6 +182,7 @@ pub fn apply(current: Option<&DomainState>, event: &DomainEvent, offset: u64) ->
             }
             s.slots[slot_index(e.slot)].clear();
             s.retiring = None;
+            s.prune_sealed();
         }
         DomainEvent::Verified(e) => {
             s.status = e.status;
@@ -179,6 +197,16 @@ pub fn apply(current: Option<&DomainState>, event: &DomainEvent, offset: u64) ->
         DomainEvent::Removed(_) => {
             s.removed = true;
             s.status = VerificationStatus::Pending;
+            s.sealed.clear();
+        }
+        DomainEvent::KeysSealed(e) => {
+            for key in &e.keys {
+                if !s.published().any(|(_, k)| k.key_file == key.key_file) {
+                    continue; // not (or no longer) published: nothing signs with it
+                }
+                s.sealed.retain(|k| k.key_file != key.key_file);
+                s.sealed.push(key.clone());
+            }
         }
     }
     Some(s)
@@ -381,6 +409,48 @@ mod tests {
         // A stale step (activating a slot that is not pending) is refused.
         assert!(apply(Some(&s), &activate, 4).is_none());
         assert_eq!(due_step(&s, at_days(61), &RotationPolicy { interval: Duration::ZERO, ..p }), None);
+    }
+
+    fn sealed(key_file: &str, id: u32) -> SealedKey {
+        SealedKey { key_file: key_file.into(), master_key_id: id, nonce: vec![0; 12], ciphertext: vec![1; 20] }
+    }
+
+    fn seal(keys: Vec<SealedKey>) -> DomainEvent {
+        DomainEvent::KeysSealed(DomainKeysSealed {
+            account: acme(),
+            domain: "sender.test".into(),
+            keys,
+            sealed_at: Timestamp(2000),
+        })
+    }
+
+    #[test]
+    fn sealed_keys_follow_the_published_keys() {
+        let s = apply(None, &added("acme"), 0).unwrap();
+        assert!(apply(None, &seal(vec![sealed("hd1.pem", 1)]), 0).is_none(), "nothing to seal before the claim");
+        let s = apply(Some(&s), &seal(vec![sealed("hd1.pem", 1), sealed("unknown.pem", 1)]), 1).unwrap();
+        assert_eq!(s.sealed, vec![sealed("hd1.pem", 1)], "only published keys are kept");
+        let other = DomainEvent::KeysSealed(DomainKeysSealed {
+            account: AccountId("other".into()),
+            domain: "sender.test".into(),
+            keys: vec![sealed("hd1.pem", 9)],
+            sealed_at: Timestamp(2000),
+        });
+        assert!(apply(Some(&s), &other, 2).is_none(), "another account cannot replace a key");
+        let s = apply(Some(&s), &seal(vec![sealed("hd1.pem", 2)]), 3).unwrap();
+        assert_eq!(s.sealed_key("hd1.pem").map(|k| k.master_key_id), Some(2), "a re-wrap replaces");
+        assert_eq!(s.sealed.len(), 1);
+        let json = serde_json::to_value(&s).unwrap();
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("sealed");
+        let read: DomainState = serde_json::from_value(old).unwrap();
+        assert!(read.sealed.is_empty(), "rows written before ADR 0017 still read");
+        let removed = DomainEvent::Removed(DomainRemoved {
+            account: acme(),
+            domain: "sender.test".into(),
+            removed_at: Timestamp(5),
+        });
+        assert!(apply(Some(&s), &removed, 4).unwrap().sealed.is_empty(), "removal forgets the keys");
     }
 
     #[test]
