@@ -8,4 +8,5 @@ pub mod domains_cli;
 pub mod feedback;
 pub mod metrics;
 pub mod replay;
+pub mod reports;
 pub mod serve;
