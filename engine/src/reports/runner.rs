@@ -173,7 +173,7 @@ impl Reporter {
                 }
             }
         }
-        let from = self.from_address(&account.id).await?;
+        let from = self.sender_address(&account.id).await?;
         let raw = digest.message(&from, to, &format!("{}@{}", message_id.0, domain_of(&from)), now);
         let recipient_domain = domain_of(to).to_ascii_lowercase();
         let message = MessageAccepted {
@@ -192,7 +192,6 @@ impl Reporter {
         }
         let done = IdempotencyRecord { done: true, ..record.clone() };
         let _ = self.store.replace_idempotency(&account.id, &key, &record.claim, &done, ttl).await;
-        metrics::counter!("herald_reports_sent_total").increment(1);
         tracing::info!(account = %account.id, message_id = %message_id, bounces = digest.bounces,
             complaints = digest.complaints, "bounce report appended");
         Ok(Outcome::Sent)
@@ -258,7 +257,7 @@ impl Reporter {
     }
 
     /// `reports@<the account's first verified sender domain>`, else `reports@<service domain>`.
-    async fn from_address(&self, account: &AccountId) -> Result<String, StoreError> {
+    async fn sender_address(&self, account: &AccountId) -> Result<String, StoreError> {
         let mut verified: Vec<String> = self
             .store
             .domains()
