@@ -2,11 +2,13 @@
 # Install the real test peers, only what is missing (idempotent, fast on re-run):
 #   apt: postfix (+ libsasl2-modules: SASL PLAIN/LOGIN for the smart-host test), swaks (+TLS/SASL/DNS perl libs), dig, knot, dnsperf, curl,
 #        nginx-light and wrk (the tracking-server redirect figure, benches/src/bin/tracking.rs),
-#        strace (the embedded log test that sees the data directory fsynced)
+#        strace (the embedded log test that sees the data directory fsynced),
+#        chromium and chromium-driver (the dashboard in a real browser, ops/tests/ui.rs)
 #   pip: dkimpy, dnspython, cryptography, pynacl, standardwebhooks; check-jsonschema and PyYAML (the compose file
 #        against the Compose Specification schema, the rendered Helm chart; ops/tests/deploy.rs)
 #   go: helm (helm lint / helm template of ops/deploy/helm, from the Go module proxy) into ~/go/bin
 #   pip: schemathesis (ops/tests/schemathesis.rs)
+#   pip: selenium (drives Debian's chromedriver; ops/tests/ui/*.py)
 #   Maven Central: Apache Kafka and Apache Cassandra jars into $HERALD_CACHE
 # Env: HERALD_CACHE (default ~/.cache/herald), KAFKA_VERSION, CASSANDRA_VERSION.
 set -euo pipefail
@@ -21,7 +23,8 @@ log() { printf '[install-peers] %s\n' "$*"; }
 
 # ---- apt ---------------------------------------------------------------
 APT_PKGS=(postfix libsasl2-modules swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
-  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl prometheus nginx-light wrk strace)
+  libnet-dns-perl bind9-dnsutils knot knot-dnsutils dnsperf curl openssl prometheus nginx-light wrk strace
+  chromium chromium-driver)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
@@ -71,6 +74,13 @@ else
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore dkimpy dnspython cryptography pynacl
 fi
 python3 -c "import dkim, nacl"
+# selenium: drives headless Chromium through Debian's chromedriver (ops/tests/ui.rs).
+if python3 -c "import selenium" 2>/dev/null; then
+  log "pip: selenium present"
+else
+  log "pip: installing selenium"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore selenium
+fi
 # standardwebhooks: an independent verifier of Herald's webhook signatures (ops/tests/webhooks.rs).
 if python3 -c "import standardwebhooks" 2>/dev/null; then
   log "pip: standardwebhooks present"

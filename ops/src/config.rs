@@ -316,6 +316,8 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// Most recipients in one `POST /v1/send` (more: 422 too_many_recipients).
     pub max_recipients: usize,
+    /// Serve the web dashboard at `/ui` (`docs/dashboard.md`); it only calls this API.
+    pub dashboard: bool,
 }
 
 impl Default for Http {
@@ -324,6 +326,7 @@ impl Default for Http {
             listen: "127.0.0.1:8080".parse().expect("valid"),
             max_body_bytes: 25 * 1024 * 1024,
             max_recipients: 1000,
+            dashboard: true,
         }
     }
 }

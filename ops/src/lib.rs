@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod replay;
 pub mod reports;
 pub mod serve;
+pub mod ui;

@@ -740,7 +740,10 @@ async fn serve(
     }
     {
         let shutdown = shutdown.clone();
-        let app = herald_ingest::http::router(state);
+        let mut app = herald_ingest::http::router(state);
+        if config.http.dashboard {
+            app = app.merge(crate::ui::router());
+        }
         tasks.spawn(async move {
             let served =
                 axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;

@@ -293,14 +293,12 @@ async fn three_nodes_share_one_provider_limit() {
     );
     assert!(nodes_delivering >= 2, "the provider's traffic was spread over {nodes_delivering} node(s)");
     // Shared, not per node: nodes that each took the whole limit would reach
-    // `nodes_delivering × LIMIT`. (The documented bound, within 10 % of the limit once the
-    // reports flow, is not met yet: this run's figure is in docs/benchmarks.md.)
-    let per_node = LIMIT * nodes_delivering as f64;
-    assert!(rate < per_node * 0.85, "{rate:.1} msg/s: as if each of {nodes_delivering} nodes had the whole {LIMIT}/s");
-    assert!(
-        (busiest as f64) < per_node * 5.0 * 0.9,
-        "{busiest} messages within 5 s: as if each of {nodes_delivering} nodes had the whole {LIMIT}/s"
-    );
+    // `nodes_delivering × LIMIT`. The documented bound (docs/shaping.md): once the reports
+    // flow, the applied shares add up to at most one, so any 5 s holds the limit's 5 s
+    // within the pacers' bursts and the reporting delay (20 % here); the first 5 s add
+    // at most what each node sent before it saw the others' reports.
+    assert!(rate < LIMIT * 1.2, "{rate:.1} msg/s at the sink for a cluster-wide {LIMIT}/s");
+    assert!((busiest as f64) < LIMIT * 5.0 * 1.2, "{busiest} messages within 5 s for a cluster-wide {LIMIT}/s");
     assert!(rate >= LIMIT * 0.6, "{rate:.1} msg/s: the cluster should use most of its {LIMIT}/s");
     drop((a, b, c));
 }

@@ -35,6 +35,31 @@ struct Pacing {
     /// comes back before its slot (the hold and retry delays are coarser than the line)
     /// keeps its place instead of joining the end again.
     slots: HashMap<String, Instant>,
+    /// Bumped when the rate falls: slots reserved before are void, and the messages
+    /// holding them take new ones at the new rate when they wake.
+    epoch: u64,
+}
+
+impl Pacing {
+    /// A new rate for the slots not yet given. A lower one restarts the line and voids
+    /// the slots given at the old rate (their messages would go faster than the new rate).
+    fn set_rate(&mut self, rate: f64) {
+        if self.rate == Some(rate) {
+            return;
+        }
+        let slower = self.rate.is_some_and(|old| rate < old);
+        match &mut self.pacer {
+            Some(pacer) => {
+                pacer.set_rate(rate);
+                if slower {
+                    pacer.restart();
+                    self.epoch += 1;
+                }
+            }
+            None => self.pacer = Some(Pacer::new(rate, Pacer::default_burst(rate))),
+        }
+        self.rate = Some(rate);
+    }
 }
 
 /// Messages set aside per lane whose place in the line is remembered (beyond this, a
@@ -97,20 +122,42 @@ impl Lane {
     /// Reserves a slot in the rate's line (`None` rate: no limit, `Ok(None)`); see
     /// [`Pacer::reserve`].
     pub fn reserve(&self, rate: Option<f64>, now: Instant, max_wait: Duration) -> Result<Option<Instant>, Duration> {
+        self.reserve_in_epoch(rate, now, max_wait).map(|r| r.map(|(slot, _)| slot))
+    }
+
+    /// [`Lane::reserve`], also saying in which epoch the slot was given: a slot is good
+    /// only while [`Lane::epoch`] is unchanged.
+    pub fn reserve_in_epoch(
+        &self,
+        rate: Option<f64>,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Option<(Instant, u64)>, Duration> {
         *self.last_used.lock().expect("lane poisoned") = now;
         let mut p = self.pacing.lock().expect("lane poisoned");
         let Some(rate) = rate else {
             p.rate = None;
             return Ok(None);
         };
-        if p.rate != Some(rate) {
-            match &mut p.pacer {
-                Some(pacer) => pacer.set_rate(rate),
-                None => p.pacer = Some(Pacer::new(rate, Pacer::default_burst(rate))),
+        p.set_rate(rate);
+        let epoch = p.epoch;
+        p.pacer.as_mut().expect("set above").reserve(now, max_wait).map(|slot| Some((slot, epoch)))
+    }
+
+    /// Applies a lower rate at once (the node's share or a throttle fell), without a
+    /// message asking: the slots reserved at the old rate become void.
+    pub fn slow_to(&self, rate: Option<f64>) {
+        if let Some(rate) = rate {
+            let mut p = self.pacing.lock().expect("lane poisoned");
+            if p.rate.is_some_and(|old| rate < old) {
+                p.set_rate(rate);
             }
-            p.rate = Some(rate);
         }
-        p.pacer.as_mut().expect("set above").reserve(now, max_wait).map(Some)
+    }
+
+    /// The epoch of the slots now given (see [`Lane::reserve_in_epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.pacing.lock().expect("lane poisoned").epoch
     }
 
     /// Gives back a reservation the message will not use.
@@ -270,6 +317,33 @@ mod tests {
         let now = t0 + Duration::from_secs(5) + Duration::from_millis(500);
         assert!((l.current_rate(now) - 20.0).abs() < 1e-9, "{}", l.current_rate(now));
         assert_eq!(l.current_rate(t0 + Duration::from_secs(60)), 0.0);
+    }
+
+    #[test]
+    fn a_lower_rate_voids_the_slots_given_at_the_old_one() {
+        let l = lane();
+        let now = Instant::now();
+        let mut last = now;
+        for _ in 0..20 {
+            let (slot, epoch) = l.reserve_in_epoch(Some(10.0), now, Duration::from_secs(5)).unwrap().unwrap();
+            assert_eq!(epoch, 0);
+            last = slot;
+        }
+        assert_eq!(last - now, Duration::from_millis(1900), "20 slots 100 ms apart");
+        // A higher rate keeps the slots already given.
+        l.slow_to(Some(20.0));
+        assert_eq!(l.epoch(), 0);
+        l.reserve_in_epoch(Some(20.0), now, Duration::from_secs(5)).unwrap();
+        assert_eq!(l.epoch(), 0);
+        // The share halves: the old slots are void, the line starts again at 5 msg/s.
+        l.slow_to(Some(5.0));
+        assert_eq!(l.epoch(), 1);
+        let (a, e) = l.reserve_in_epoch(Some(5.0), now, Duration::from_secs(5)).unwrap().unwrap();
+        let (b, _) = l.reserve_in_epoch(Some(5.0), now, Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!((a - now, b - a, e), (Duration::ZERO, Duration::from_millis(200), 1));
+        // Asking with a lower rate does the same as `slow_to`.
+        l.reserve_in_epoch(Some(2.0), now, Duration::from_secs(5)).unwrap();
+        assert_eq!(l.epoch(), 2);
     }
 
     #[test]

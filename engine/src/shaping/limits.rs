@@ -137,6 +137,11 @@ impl Pacer {
         self.burst = Pacer::default_burst(per_second);
     }
 
+    /// Forgets the reservations made so far: the next message may go now.
+    pub fn restart(&mut self) {
+        self.tat = None;
+    }
+
     pub fn interval(&self) -> Duration {
         self.interval
     }
@@ -229,6 +234,18 @@ pub fn effective(
         e.max_connections = e.max_connections.map(|m| ((m as f64 * share).ceil() as u32).max(1));
     }
     e
+}
+
+/// The share a lane applies next, from the one it applied (`old`) and the one just
+/// `computed`: down at once, up half way. Every node sees the others' demand one report
+/// late; rising slowly keeps the shares' sum from passing one while demand moves, at the
+/// cost of a node taking two or three intervals to grow into a freed share.
+pub fn smooth(old: f64, computed: f64) -> f64 {
+    if computed <= old {
+        computed
+    } else {
+        (old + computed) / 2.0
+    }
 }
 
 /// A node's share of a cluster-wide limit: its own demand over everyone's. `others` are
@@ -379,6 +396,20 @@ mod tests {
         let suspend = throttle(ThrottleAction::Suspend, 7000);
         let e = effective(Some(30.0), None, &[&suspend, &throttle(ThrottleAction::Suspend, 6000)], 1.0, now);
         assert_eq!(e.suspended_until, Some(Timestamp(7000)));
+    }
+
+    #[test]
+    fn shares_fall_at_once_and_rise_half_way() {
+        assert_eq!(smooth(0.8, 0.2), 0.2);
+        assert_eq!(smooth(0.2, 0.8), 0.5);
+        assert_eq!(smooth(0.5, 0.5), 0.5);
+        // Two nodes swapping their demand: the applied shares never add up to more than one.
+        let (mut a, mut b) = (0.9, 0.1);
+        for (ca, cb) in [(0.1, 0.9), (0.9, 0.1), (0.5, 0.5), (0.2, 0.8)] {
+            a = smooth(a, ca);
+            b = smooth(b, cb);
+            assert!(a + b <= 1.0 + 1e-9, "{a} + {b}");
+        }
     }
 
     #[test]

@@ -131,6 +131,8 @@ pub struct Shaper {
     ready: watch::Sender<bool>,
     seq: AtomicU64,
     gauges: Mutex<HashSet<(String, String)>>,
+    /// When the last usage report was built: a report's rate is over the time since.
+    last_report: Mutex<Option<Instant>>,
 }
 
 /// Counts a message waiting in a lane's line, for its lane and its partition.
@@ -199,6 +201,7 @@ impl Shaper {
             ready: watch::channel(false).0,
             seq: AtomicU64::new(0),
             gauges: Mutex::new(HashSet::new()),
+            last_report: Mutex::new(None),
         })
     }
 
@@ -268,13 +271,30 @@ impl Shaper {
         let room =
             self.held.lock().expect("held poisoned").get(partition).copied().unwrap_or(0) < self.settings.window / 2;
         let max_wait = if room { self.rate_wait() } else { Duration::ZERO };
-        match lane.reserve(effective.rate, started, max_wait) {
-            Ok(Some(slot)) if slot > started => {
+        match lane.reserve_in_epoch(effective.rate, started, max_wait) {
+            Ok(Some((mut slot, mut epoch))) if slot > started => {
                 let _waiting = Waiting::new(self, &lane, partition);
-                tokio::time::sleep_until(slot.into()).await;
-                if let Some(until) = self.suspended(&lane, Timestamp::now()) {
-                    self.uncount(&lane, day);
-                    return self.park(provider, &source.label, until, ParkReason::Suspended);
+                loop {
+                    tokio::time::sleep_until(slot.into()).await;
+                    if let Some(until) = self.suspended(&lane, Timestamp::now()) {
+                        self.uncount(&lane, day);
+                        return self.park(provider, &source.label, until, ParkReason::Suspended);
+                    }
+                    if lane.epoch() == epoch {
+                        break;
+                    }
+                    // The lane slowed down while this message waited: its slot was given
+                    // at the old rate, so it takes one at the new rate.
+                    let (now, rate) = (Instant::now(), self.effective(&lane, Timestamp::now()).rate);
+                    match lane.reserve_in_epoch(rate, now, max_wait) {
+                        Ok(Some((s, e))) => (slot, epoch) = (s, e),
+                        Ok(None) => break,
+                        Err(_) => {
+                            self.uncount(&lane, day);
+                            let until = later(Timestamp::now(), lane.park_estimate(message, now));
+                            return self.park(provider, &source.label, until, ParkReason::Rate);
+                        }
+                    }
                 }
                 metrics::histogram!("herald_provider_queue_wait_seconds", "provider" => provider.name.clone())
                     .record(started.elapsed().as_secs_f64());
@@ -389,8 +409,13 @@ impl Shaper {
             return l.clone();
         }
         let lane = Arc::new(Lane::new(key.clone(), provider.clone(), source.clone()));
-        if let Some(domain) = domain {
-            lane.set_share(self.domain_share(domain));
+        match domain {
+            Some(domain) => lane.set_share(self.domain_share(domain)),
+            None => {
+                let state = self.state.read().expect("shaping state poisoned");
+                let others = state.others_demand(&self.me, &provider.name, &source.label, Timestamp::now());
+                lane.set_share(limits::share(1.0, &others));
+            }
         }
         lanes.insert(key, lane.clone());
         lane
@@ -613,12 +638,23 @@ impl Shaper {
     pub fn report(&self) -> Option<UsageReported> {
         let now = Timestamp::now();
         let instant = Instant::now();
-        let interval = self.settings.report_interval;
+        // The rate of admissions is over the time since the last report (a busy node's
+        // timer may tick late), at least the configured interval.
+        let interval = {
+            let mut last = self.last_report.lock().expect("last report poisoned");
+            let since = last.map_or(self.settings.report_interval, |l| instant.duration_since(l));
+            *last = Some(instant);
+            since.max(self.settings.report_interval)
+        };
         let lanes: Vec<Arc<Lane>> = self.lanes.lock().expect("lanes poisoned").values().cloned().collect();
+        // Every (provider, source) with a lane gets a share, whether or not it admitted
+        // anything this interval: a lane whose messages all wait for their slots has
+        // demand, and must not fall back to the whole limit.
+        // A lane's backlog: messages waiting for their slot and those set aside for one.
         let mut waiting: HashMap<(String, String), usize> = HashMap::new();
         for l in &lanes {
             *waiting.entry((l.key.provider.clone(), l.key.source.clone())).or_default() +=
-                l.waiting.load(Ordering::Relaxed);
+                l.waiting.load(Ordering::Relaxed) + l.parked();
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut entries = vec![];
@@ -626,13 +662,17 @@ impl Shaper {
         {
             let state = self.state.read().expect("shaping state poisoned");
             let mut tallies = self.tallies.lock().expect("tallies poisoned");
+            for key in waiting.keys() {
+                tallies.entry(key.clone()).or_default();
+            }
             for ((provider, source), tally) in tallies.iter_mut() {
                 tally.expire(instant);
-                let w = waiting.get(&(provider.clone(), source.clone())).copied().unwrap_or(0) as u32 + tally.parked;
-                let sent = tally.sent();
-                let per_sec = sent as f64 / interval.as_secs_f64().max(0.001);
+                let backlog = waiting.get(&(provider.clone(), source.clone())).copied().unwrap_or(0) as u32;
+                let w = backlog.max(tally.parked);
                 let others = state.others_demand(&self.me, provider, source, now);
-                shares.insert((provider.clone(), source.clone()), limits::share(per_sec + w as f64, &others));
+                let share = limits::share(w as f64, &others);
+                tracing::debug!(%provider, %source, sent = tally.sent(), backlog = w, ?others, share, "cluster share");
+                shares.insert((provider.clone(), source.clone()), share);
                 let mut first = true;
                 for (day, n) in std::mem::take(&mut tally.unreported) {
                     if n == 0 {
@@ -667,9 +707,12 @@ impl Shaper {
             match &l.key.domain {
                 Some(d) => l.set_share(self.domain_share(d)),
                 None => {
-                    l.set_share(shares.get(&(l.key.provider.clone(), l.key.source.clone())).copied().unwrap_or(1.0))
+                    let computed = shares.get(&(l.key.provider.clone(), l.key.source.clone())).copied().unwrap_or(1.0);
+                    l.set_share(limits::smooth(l.share(), computed));
                 }
             }
+            // A smaller share (or a new throttle) applies to the messages already in line.
+            l.slow_to(self.effective(l, now).rate);
             l.connections.sweep();
             l.sweep_slots(instant);
         }
@@ -683,7 +726,7 @@ impl Shaper {
         (!entries.is_empty()).then(|| UsageReported {
             node: self.me.clone(),
             seq,
-            interval_ms: interval.as_millis().min(u32::MAX as u128) as u32,
+            interval_ms: interval.as_millis().clamp(1, u32::MAX as u128) as u32,
             lanes: entries,
             at: now,
         })

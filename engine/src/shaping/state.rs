@@ -125,17 +125,14 @@ impl ShapingState {
         self.usage.get(&(source.to_owned(), provider.to_owned(), day)).map_or(0, |u| u.sent)
     }
 
-    /// The demand (sent + waiting) other nodes reported recently for (provider, source).
+    /// The demand other nodes reported recently for (provider, source): their backlog,
+    /// the messages waiting for a slot or set aside for one (`waiting`).
     pub fn others_demand(&self, me: &str, provider: &str, source: &str, now: Timestamp) -> Vec<f64> {
         self.reports
             .values()
             .filter(|r| r.node != me && now.0 - r.at.0 < REPORT_TTL_MS)
             .filter_map(|r| {
-                let per_sec = 1000.0 / r.interval_ms.max(1) as f64;
-                r.lanes
-                    .iter()
-                    .find(|l| l.provider == provider && l.source == source)
-                    .map(|l| l.sent as f64 * per_sec + l.waiting as f64)
+                r.lanes.iter().find(|l| l.provider == provider && l.source == source).map(|l| l.waiting as f64)
             })
             .collect()
     }
@@ -262,7 +259,7 @@ mod tests {
         assert_eq!(s.used("10.0.0.1", "google", 1), 0);
         let mut d = s.others_demand("b", "google", "10.0.0.1", Timestamp(11_000));
         d.sort_by(f64::total_cmp);
-        assert_eq!(d, vec![105.0], "a's latest report only");
+        assert_eq!(d, vec![100.0], "a's latest report only: its backlog");
         assert!(s.others_demand("b", "google", "10.0.0.1", Timestamp(20_000)).is_empty(), "too old");
         assert_eq!(s.live_nodes("c", Timestamp(11_000)), 2);
     }

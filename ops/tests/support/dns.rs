@@ -114,6 +114,18 @@ impl Knot {
     }
 }
 
+impl Knot {
+    /// Knot's configuration file (for `knotc -c`).
+    pub fn conf_path(&self) -> &std::path::Path {
+        &self.conf
+    }
+
+    /// The file a zone started with [`Knot::start`] is served from.
+    pub fn zone_file(&self, origin: &str) -> PathBuf {
+        self._dir.path().join(format!("{origin}.zone"))
+    }
+}
+
 impl Drop for Knot {
     fn drop(&mut self) {
         let _ = self.child.kill();
