@@ -26,6 +26,7 @@ pub mod log;
 pub mod metrics;
 pub mod projector;
 pub mod replay;
+pub mod reports;
 pub mod retry;
 pub mod rewrite;
 pub mod routing;

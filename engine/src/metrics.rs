@@ -174,6 +174,8 @@ pub const ENGINE: &[Metric] = &[
     m("herald_webhooks_event_to_delivery_seconds", Histogram, &[], "From the event's time to the 2xx of its webhook.", "engine/src/webhooks/dispatch.rs"),
     m("herald_webhooks_set_aside_total", Counter, &[], "First attempts not made because the endpoint is failing (set aside on retry tier 0).", "engine/src/webhooks/dispatch.rs"),
     m("herald_webhooks_poison_records_total", Counter, &[], "Undecodable records skipped by the webhook dispatchers.", "engine/src/webhooks/dispatch.rs"),
+    m("herald_reports_intervals_total", Counter, &[fixed("outcome", &["sent", "empty", "elsewhere"])], "Report intervals settled by this node: its report appended here, nothing to report, or reported by another node (or before a restart).", "engine/src/reports/runner.rs"),
+    m("herald_reports_errors_total", Counter, &[], "Bounce reports that failed (store or log unavailable); tried again at the next tick.", "engine/src/reports/runner.rs"),
 ];
 
 /// Describes `metrics` to the installed recorder and initialises to 0 every series whose

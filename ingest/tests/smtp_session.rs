@@ -65,6 +65,7 @@ fn server(log: Arc<CountingLog>, relay: bool) -> Arc<Server> {
         settings: herald_schemas::AccountSettings { relay_networks, ..Default::default() },
         api_keys: vec![],
         smtp_users: vec![],
+        report_interval_secs: None,
     }]);
     let sender = Arc::new(SenderPolicy::permissive([AccountId("acme".into())]));
     let limits = Arc::new(herald_ingest::limits::Limits::local());

@@ -34,11 +34,21 @@ pub struct Settings {
     /// `verified` or `any`.
     #[arg(long)]
     from_domains: Option<String>,
+    /// Where the bounce and complaint digest goes.
     #[arg(long)]
     report_email: Option<String>,
+    /// How often the digest is sent: `90s`, `30m`, `1h`, `1d` (default: hourly).
+    #[arg(long, value_parser = interval_secs)]
+    report_interval: Option<u32>,
     /// A network allowed to relay over SMTP without AUTH (repeat for several).
     #[arg(long = "relay-network")]
     relay_networks: Vec<String>,
+}
+
+/// A duration as whole seconds (`1h` → 3600).
+fn interval_secs(text: &str) -> Result<u32, String> {
+    let d = herald_engine::shaping::limits::parse_duration(text)?;
+    u32::try_from(d.as_secs()).map_err(|_| format!("`{text}` is too long"))
 }
 
 impl Settings {
@@ -55,6 +65,7 @@ impl Settings {
         put("messages_per_second", json!(self.messages_per_second));
         put("from_domains", json!(self.from_domains));
         put("report_email", json!(self.report_email));
+        put("report_interval_secs", json!(self.report_interval));
         if !self.relay_networks.is_empty() {
             put("relay_networks", json!(self.relay_networks));
         }

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 
 mod bounces;
 mod keys;
+mod reports;
 mod webhooks;
 pub use bounces::Bounces;
 pub use keys::Keys;
+pub use reports::Reports;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 pub use webhooks::Webhooks;
@@ -45,6 +47,8 @@ pub struct Config {
     pub bodies: Bodies,
     /// Webhook endpoints: delivery, retries, the guard against internal targets.
     pub webhooks: Webhooks,
+    /// Bounce reports by email: intervals, the From address.
+    pub reports: Reports,
     /// Operators: the admin API, how accounts propagate.
     pub admin: Admin,
     /// Master keys sealing sender-domain private keys in the log (ADR 0017).
@@ -611,9 +615,13 @@ pub struct Account {
     /// Messages (one per recipient) per second, per node; unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_second: Option<u32>,
-    /// Where reports for the account go.
+    /// Where reports for the account go (the bounce and complaint digest, `[reports]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_email: Option<String>,
+    /// Seconds per bounce report (`[reports] min_interval_secs` to `max_interval_secs`);
+    /// unset: `[reports] interval_secs` (hourly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_interval_secs: Option<u32>,
     /// Options of messages that do not set them (REST fields, `X-Herald-Options`).
     #[serde(default)]
     pub defaults: AccountDefaults,
@@ -797,6 +805,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         self.webhooks.validate().map_err(ConfigError::Invalid)?;
+        self.reports.validate().map_err(ConfigError::Invalid)?;
         if self.backend.partitions == 0 {
             return invalid("backend.partitions must be at least 1".into());
         }
@@ -820,6 +829,10 @@ impl Config {
             }
             herald_engine::accounts::service::check_settings(&self.account_settings(a))
                 .map_err(|e| ConfigError::Invalid(format!("account {}: {e}", a.id)))?;
+            let (min, max) = (self.reports.min_interval_secs, self.reports.max_interval_secs);
+            if a.report_interval_secs.is_some_and(|s| s < min || s > max) {
+                return invalid(format!("account {}: report_interval_secs must be between {min} and {max}", a.id));
+            }
         }
         crate::serve::operators(self).map_err(ConfigError::Invalid)?;
         if self.admin.accounts_refresh_ms == 0 {
@@ -1030,6 +1043,7 @@ impl Config {
                 settings: self.account_settings(a),
                 api_keys: a.api_keys.clone(),
                 smtp_users: a.smtp_users.iter().map(|u| (u.username.clone(), u.password_hash.clone())).collect(),
+                report_interval_secs: a.report_interval_secs,
             })
             .collect()
     }

@@ -8,5 +8,6 @@ pub mod domains_cli;
 pub mod feedback;
 pub mod metrics;
 pub mod replay;
+pub mod reports;
 pub mod serve;
 pub mod ui;

@@ -473,7 +473,7 @@ async fn serve(
         &config,
         log.clone(),
         store.clone(),
-        feedback_store,
+        feedback_store.clone(),
         topics.clone(),
         router.clone(),
     )
@@ -559,18 +559,29 @@ async fn serve(
     let bodies_topic = topics.bodies();
     let submitter = Submitter::new(log.clone(), topics, router).with_bodies(bodies, config.bodies.max_fanout_bytes);
     let store_for_cache = store.clone();
+    let reporter = crate::reports::reporter(
+        &config,
+        account_cache.clone(),
+        feedback_store,
+        webhook_store.clone(),
+        store.clone(),
+        submitter.clone(),
+    );
     let sender = Arc::new(sender_policy(&config, Some(cache.clone())).with_accounts(account_cache.clone()));
     let limits = Arc::new(herald_ingest::limits::Limits::new(store.clone()));
     let smtp =
         smtp_listeners(&config, submitter.clone(), account_cache.clone(), limits.clone(), sender.clone()).await?;
-    let admin = Arc::new(Accounts::new(
-        log.clone(),
-        self::topics(&config).accounts(),
-        Router::new(config.backend.partitions, Default::default()),
-        account_store.clone(),
-        account_cache.clone(),
-        Duration::from_secs(10),
-    ));
+    let admin = Arc::new(
+        Accounts::new(
+            log.clone(),
+            self::topics(&config).accounts(),
+            Router::new(config.backend.partitions, Default::default()),
+            account_store.clone(),
+            account_cache.clone(),
+            Duration::from_secs(10),
+        )
+        .with_report_intervals(config.reports.min_interval_secs, config.reports.max_interval_secs),
+    );
     let state = Arc::new(ApiState {
         submitter,
         store,
@@ -749,6 +760,13 @@ async fn serve(
         );
     }
     webhooks.spawn(&config, log.clone(), webhook_store, &membership, &shutdown, &mut tasks);
+    if let Some(reporter) = reporter {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            reporter.run(shutdown).await;
+            ("bounce reports", Ok(()))
+        });
+    }
     if let Some((listener, tracker, appending)) = tracking {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

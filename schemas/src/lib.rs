@@ -19,8 +19,8 @@ pub mod webhook;
 
 pub use account::{
     AccountCreated, AccountDefaults, AccountDeleted, AccountEvent, AccountLimits, AccountOrigin, AccountResumed,
-    AccountSettings, AccountSuspended, AccountUpdated, ApiKeyCreated, ApiKeyRevoked, FromDomainsPolicy, SmtpUserAdded,
-    SmtpUserRemoved,
+    AccountSettings, AccountSuspended, AccountUpdated, ApiKeyCreated, ApiKeyRevoked, FromDomainsPolicy,
+    ReportIntervalSet, SmtpUserAdded, SmtpUserRemoved,
 };
 pub use codec::{decode, encode, CodecError, SCHEMA_VERSION};
 pub use domain::{

@@ -268,6 +268,24 @@ fn account_fixtures() -> Vec<(&'static str, Event)> {
                 removed_at: Timestamp(1_763_800_007_000),
             })),
         ),
+        (
+            "account_report_interval_set",
+            Event::Account(AccountEvent::ReportIntervalSet(ReportIntervalSet {
+                account: acme(),
+                interval_secs: Some(86_400),
+                actor: actor(),
+                set_at: Timestamp(1_763_800_008_000),
+            })),
+        ),
+        (
+            "account_report_interval_reset",
+            Event::Account(AccountEvent::ReportIntervalSet(ReportIntervalSet {
+                account: acme(),
+                interval_secs: None,
+                actor: "config".into(),
+                set_at: Timestamp(1_763_800_008_500),
+            })),
+        ),
     ]
 }
 

@@ -34,6 +34,8 @@ pub struct Bootstrap {
     pub api_keys: Vec<String>,
     /// `(username, argon2 PHC hash)`.
     pub smtp_users: Vec<(String, String)>,
+    /// Seconds per bounce-report interval; `None`: the default.
+    pub report_interval_secs: Option<u32>,
 }
 
 /// Where the account's current definition comes from.
@@ -59,6 +61,8 @@ pub struct Account {
     pub created_at: Option<Timestamp>,
     /// `settings.relay_networks`, parsed (unparsable entries are left out and logged).
     pub relay_networks: Vec<ipnet::IpNet>,
+    /// Seconds per bounce-report interval; `None`: the default.
+    pub report_interval_secs: Option<u32>,
 }
 
 /// What a valid API key stands for.
@@ -151,6 +155,7 @@ impl Snapshot {
                 origin: row.origin,
                 created_at: Some(row.created_at),
                 relay_networks: networks(&row.id, &row.settings.relay_networks),
+                report_interval_secs: row.report_interval_secs,
             });
             for k in row.live_keys() {
                 let Some(digest) = from_hex(&k.sha256) else { continue };
@@ -177,6 +182,7 @@ impl Snapshot {
                     origin: AccountOrigin::Config,
                     created_at: None,
                     relay_networks: networks(&b.id, &b.settings.relay_networks),
+                    report_interval_secs: b.report_interval_secs,
                 });
             }
             for key in &b.api_keys {
@@ -345,6 +351,7 @@ mod tests {
             settings: AccountSettings { name: id.into(), ..Default::default() },
             api_keys: vec![key.into()],
             smtp_users: vec![(format!("{id}-user"), "$argon2id$config".into())],
+            report_interval_secs: None,
         }
     }
 
@@ -362,6 +369,7 @@ mod tests {
             keys: vec![],
             smtp_users: vec![],
             deleted: false,
+            report_interval_secs: None,
             position: 1,
         }
     }

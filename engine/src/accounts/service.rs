@@ -61,6 +61,9 @@ pub struct AccountPatch {
     pub from_domains: Option<FromDomainsPolicy>,
     pub report_email: Option<Option<String>>,
     pub relay_networks: Option<Vec<String>>,
+    /// Seconds per bounce-report interval (`Some(None)`: back to the default). Recorded by
+    /// its own event (`ReportIntervalSet`), not in the settings.
+    pub report_interval_secs: Option<Option<u32>>,
 }
 
 impl AccountPatch {
@@ -130,6 +133,8 @@ pub struct AccountInfo {
     pub keys: Vec<KeyInfo>,
     /// Live users only.
     pub smtp_users: Vec<UserInfo>,
+    /// Seconds per bounce-report interval; `None`: the default.
+    pub report_interval_secs: Option<u32>,
 }
 
 /// A key just issued: the only time the key is ever shown.
@@ -155,7 +160,12 @@ pub struct Accounts {
     cache: AccountCache,
     /// How long a command waits for the projection to show its event.
     wait: Duration,
+    /// The report intervals an operator may set, in seconds (inclusive).
+    report_intervals: (u32, u32),
 }
+
+/// Report intervals an operator may set unless told otherwise: 5 minutes to 7 days.
+pub const REPORT_INTERVALS: (u32, u32) = (300, 7 * 86_400);
 
 /// Account ids: 1-64 of `a-z 0-9 . _ -`, starting with a letter or digit.
 pub fn check_id(id: &str) -> Result<(), AccountError> {
@@ -228,7 +238,23 @@ impl Accounts {
         cache: AccountCache,
         wait: Duration,
     ) -> Self {
-        Accounts { log, topic, router, store, cache, wait }
+        Accounts { log, topic, router, store, cache, wait, report_intervals: REPORT_INTERVALS }
+    }
+
+    /// Accepts report intervals of `min..=max` seconds (`[reports] min_interval_secs`).
+    pub fn with_report_intervals(mut self, min: u32, max: u32) -> Self {
+        self.report_intervals = (min, max.max(min));
+        self
+    }
+
+    fn check_report_interval(&self, secs: Option<u32>) -> Result<(), AccountError> {
+        let (min, max) = self.report_intervals;
+        match secs {
+            Some(s) if s < min || s > max => Err(AccountError::Invalid(format!(
+                "`report_interval_secs` must be between {min} and {max} seconds (null: the default)"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub fn cache(&self) -> &AccountCache {
@@ -295,15 +321,33 @@ impl Accounts {
         }
         let boot = boot.expect("load checked it");
         let request_id = MessageId::generate().0;
-        self.append(vec![AccountEvent::Created(AccountCreated {
+        let mut events = vec![AccountEvent::Created(AccountCreated {
             account: id.clone(),
             settings: boot.settings.clone(),
             origin: AccountOrigin::Config,
             request_id,
             actor: actor.to_owned(),
             created_at: Timestamp::now(),
-        })])
-        .await?;
+        })];
+        // The config's report interval is not in the settings: recorded beside them, in
+        // the same append (one partition, in order).
+        if boot.report_interval_secs.is_some() {
+            events.push(AccountEvent::ReportIntervalSet(ReportIntervalSet {
+                account: id.clone(),
+                interval_secs: boot.report_interval_secs,
+                actor: actor.to_owned(),
+                set_at: Timestamp::now(),
+            }));
+        }
+        let with_interval = boot.report_interval_secs.is_some();
+        self.append(events).await?;
+        if with_interval {
+            return self
+                .wait_for(id, |r| r.is_some_and(|r| r.deleted || r.report_interval_secs.is_some()))
+                .await?
+                .filter(|r| !r.deleted)
+                .ok_or_else(|| AccountError::NotFound(id.0.clone()));
+        }
         self.wait_for(id, |r| r.is_some())
             .await?
             .filter(|r| !r.deleted)
@@ -367,6 +411,7 @@ impl Accounts {
                 updated_at: Some(r.updated_at),
                 keys,
                 smtp_users: users,
+                report_interval_secs: r.report_interval_secs,
             },
             None => {
                 let b = boot.expect("a config account");
@@ -382,6 +427,7 @@ impl Accounts {
                     updated_at: None,
                     keys,
                     smtp_users: users,
+                    report_interval_secs: b.report_interval_secs,
                 }
             }
         }
@@ -406,34 +452,46 @@ impl Accounts {
         Ok(out)
     }
 
-    /// Creates an account; `id` `None` picks one (`acct_…`).
+    /// Creates an account; `id` `None` picks one (`acct_…`); `report_interval_secs`
+    /// `None`: the default.
     pub async fn create(
         &self,
         actor: &str,
         id: Option<String>,
         settings: AccountSettings,
+        report_interval_secs: Option<u32>,
     ) -> Result<AccountInfo, AccountError> {
         let id = id.unwrap_or_else(|| format!("acct_{}", &MessageId::generate().0[20..]));
         check_id(&id)?;
         check_settings(&settings)?;
+        self.check_report_interval(report_interval_secs)?;
         let id = AccountId(id);
         let existing = self.store.account(&id).await?;
         if existing.as_ref().is_some_and(|r| !r.deleted) || (existing.is_none() && self.bootstrap(&id).is_some()) {
             return Err(AccountError::Exists(id.0));
         }
         let request_id = MessageId::generate().0;
-        self.append(vec![AccountEvent::Created(AccountCreated {
+        let mut events = vec![AccountEvent::Created(AccountCreated {
             account: id.clone(),
             settings,
             origin: AccountOrigin::Api,
             request_id: request_id.clone(),
             actor: actor.to_owned(),
             created_at: Timestamp::now(),
-        })])
-        .await?;
-        let row = self
-            .wait_for(&id, |r| r.is_some_and(|r| !r.deleted && r.request_id == request_id) || raced(r, &request_id))
-            .await?;
+        })];
+        if report_interval_secs.is_some() {
+            events.push(AccountEvent::ReportIntervalSet(ReportIntervalSet {
+                account: id.clone(),
+                interval_secs: report_interval_secs,
+                actor: actor.to_owned(),
+                set_at: Timestamp::now(),
+            }));
+        }
+        self.append(events).await?;
+        let mine = |r: &AccountState| {
+            !r.deleted && r.request_id == request_id && r.report_interval_secs == report_interval_secs
+        };
+        let row = self.wait_for(&id, |r| r.is_some_and(mine) || raced(r, &request_id)).await?;
         match row {
             Some(r) if r.request_id == request_id => {
                 tracing::info!(account = %id, actor, "account created");
@@ -459,8 +517,17 @@ impl Accounts {
             .ok_or_else(|| AccountError::Lag(id.0.clone()))
     }
 
-    pub async fn update(&self, actor: &str, id: &AccountId, patch: AccountPatch) -> Result<AccountInfo, AccountError> {
-        let row = self
+    pub async fn update(
+        &self,
+        actor: &str,
+        id: &AccountId,
+        mut patch: AccountPatch,
+    ) -> Result<AccountInfo, AccountError> {
+        let interval = patch.report_interval_secs.take();
+        if let Some(secs) = interval {
+            self.check_report_interval(secs)?;
+        }
+        let mut row = self
             .change(actor, id, |row| {
                 let settings = patch.apply(row.settings.clone());
                 check_settings(&settings)?;
@@ -475,6 +542,18 @@ impl Accounts {
                 })))
             })
             .await?;
+        if let Some(secs) = interval.filter(|s| *s != row.report_interval_secs) {
+            row = self
+                .change(actor, id, |_| {
+                    Ok(Some(AccountEvent::ReportIntervalSet(ReportIntervalSet {
+                        account: id.clone(),
+                        interval_secs: secs,
+                        actor: actor.to_owned(),
+                        set_at: Timestamp::now(),
+                    })))
+                })
+                .await?;
+        }
         Ok(Self::info(Some(&row), self.bootstrap(id)))
     }
 

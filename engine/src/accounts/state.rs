@@ -57,6 +57,9 @@ pub struct AccountState {
     /// SMTP users, removed ones included.
     pub smtp_users: Vec<SmtpUserState>,
     pub deleted: bool,
+    /// Seconds per bounce-report interval (`ReportIntervalSet`); `None`: the default.
+    #[serde(default)]
+    pub report_interval_secs: Option<u32>,
     /// Log offset of the last event applied (an account's events are on one partition).
     pub position: u64,
 }
@@ -104,6 +107,7 @@ pub fn apply(current: Option<&AccountState>, event: &AccountEvent, offset: u64) 
             keys: vec![],
             smtp_users: vec![],
             deleted: false,
+            report_interval_secs: None,
             position: offset,
         });
     }
@@ -190,6 +194,10 @@ pub fn apply(current: Option<&AccountState>, event: &AccountEvent, offset: u64) 
                 removed_at: Some(e.removed_at),
             }),
         },
+        AccountEvent::ReportIntervalSet(e) => {
+            next.report_interval_secs = e.interval_secs;
+            next.updated_at = e.set_at;
+        }
     }
     Some(next)
 }
@@ -267,6 +275,23 @@ mod tests {
         assert!(apply(Some(&s), &created(AccountOrigin::Config, "r2"), 11).is_none(), "config never revives");
         let revived = apply(Some(&s), &created(AccountOrigin::Api, "r3"), 12).unwrap();
         assert!(!revived.deleted && revived.keys.is_empty() && revived.request_id == "r3");
+    }
+
+    #[test]
+    fn the_report_interval_is_set_and_reset() {
+        let set = |secs: Option<u32>| {
+            AccountEvent::ReportIntervalSet(ReportIntervalSet {
+                account: id(),
+                interval_secs: secs,
+                actor: "t".into(),
+                set_at: Timestamp(4),
+            })
+        };
+        let s = fold(&[created(AccountOrigin::Api, "r1"), set(Some(86_400))]).unwrap();
+        assert_eq!((s.report_interval_secs, s.updated_at), (Some(86_400), Timestamp(4)));
+        let s = fold(&[created(AccountOrigin::Api, "r1"), set(Some(86_400)), set(None)]).unwrap();
+        assert_eq!(s.report_interval_secs, None);
+        assert!(apply(None, &set(Some(60)), 1).is_none(), "no account");
     }
 
     #[test]

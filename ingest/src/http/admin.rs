@@ -133,7 +133,12 @@ pub struct CreateAccount {
     #[schema(minimum = 1)]
     messages_per_second: Option<u32>,
     from_domains: Option<FromDomains>,
+    /// Where the bounce and complaint digest goes.
     report_email: Option<String>,
+    /// Seconds per digest (within `[reports] min_interval_secs..max_interval_secs`);
+    /// default: `[reports] interval_secs` (hourly).
+    #[schema(minimum = 1)]
+    report_interval_secs: Option<u32>,
     /// Networks that may send over SMTP without AUTH, as this account.
     relay_networks: Option<Vec<String>>,
 }
@@ -162,6 +167,10 @@ pub struct UpdateAccount {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     report_email: Option<Option<String>>,
+    /// `null`: back to the default interval.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    report_interval_secs: Option<Option<u32>>,
     relay_networks: Option<Vec<String>>,
 }
 
@@ -217,6 +226,8 @@ pub struct AccountView {
     messages_per_second: Option<u32>,
     from_domains: FromDomains,
     report_email: Option<String>,
+    /// Seconds per bounce digest; `null`: the default (`[reports] interval_secs`).
+    report_interval_secs: Option<u32>,
     relay_networks: Vec<String>,
     keys: Vec<KeyView>,
     smtp_users: Vec<UserView>,
@@ -275,6 +286,7 @@ fn view(a: AccountInfo) -> AccountView {
         messages_per_second: s.limits.messages_per_second,
         from_domains: s.from_domains.into(),
         report_email: s.report_email,
+        report_interval_secs: a.report_interval_secs,
         relay_networks: s.relay_networks,
         keys: a.keys.into_iter().map(key_view).collect(),
         smtp_users: a.smtp_users.into_iter().map(user_view).collect(),
@@ -327,7 +339,7 @@ pub async fn create(
         relay_networks: b.relay_networks.unwrap_or_default(),
     };
     known_pool(&state, settings.pool.as_deref())?;
-    let info = service.create(&actor, b.id, settings).await.map_err(error)?;
+    let info = service.create(&actor, b.id, settings, b.report_interval_secs).await.map_err(error)?;
     Ok((StatusCode::CREATED, Json(view(info))))
 }
 
@@ -415,6 +427,7 @@ pub async fn update(
         from_domains: b.from_domains.map(Into::into),
         report_email: b.report_email,
         relay_networks: b.relay_networks,
+        report_interval_secs: b.report_interval_secs,
     };
     Ok(Json(view(service.update(&actor, &id, patch).await.map_err(error)?)))
 }
