@@ -184,7 +184,7 @@ impl FirstAttempts {
     ) -> Result<(), LogError> {
         let t = &self.0.topics;
         let (group, topics) = (t.group(ROLE), Self::topics(t));
-        let settings = consumer::Settings { window: 2048, concurrency: 1, chunk: 256, drain: Duration::from_secs(20) };
+        let settings = consumer::Settings { window: 4096, concurrency: 1, chunk: 1024, drain: Duration::from_secs(20) };
         consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
     }
 }
