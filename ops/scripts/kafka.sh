@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Single-node Apache Kafka (KRaft, broker+controller) for tests.
 # Usage: kafka.sh start|stop|status DIR
-# Env: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_HEAP (-Xmx512m),
+# Env: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_HEAP (-Xms512m -Xmx2g: a suite run makes thousands of partitions, one topic set per test; 512 MiB ran out of heap),
 #      KAFKA_START_TIMEOUT (120 s), HERALD_CACHE (jars from install-peers.sh).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=peers-lib.sh
@@ -15,7 +15,7 @@ DIR="$(cd "$2" && pwd)"
 
 PORT="${KAFKA_PORT:-9092}"
 CPORT="${KAFKA_CONTROLLER_PORT:-9093}"
-HEAP="${KAFKA_HEAP:--Xmx512m}"
+HEAP="${KAFKA_HEAP:--Xms512m -Xmx2g}"
 TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 PIDF="$DIR/kafka.pid"
 LOG="$DIR/kafka.log"
