@@ -104,7 +104,7 @@ async fn scenario(backends: Backends) {
         send(&h, KEY, to).await;
     }
     send(&h, OTHER_KEY, "ok-other@dest.test").await;
-    let bounced = support::eventually(60, "three bounces listed", || async {
+    let bounced = support::eventually(120, "three bounces listed", || async {
         let (code, v) = h.get(KEY, "/v1/bounces").await;
         let n = v["bounces"].as_array().map_or(0, |b| b.len());
         (code == 200 && n == 3).then_some(v)

@@ -313,10 +313,16 @@ fn start_herald(a: &Args, dir: &Path, dns_port: u16, sink_port: u16) -> Result<(
     } else {
         String::new()
     };
+    // Several nodes could share Kafka: every node must verify every tracking token.
+    let tracking_keys = if a.kafka_cql {
+        "keys = [{ id = \"b1\", secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\" }]\n"
+    } else {
+        ""
+    };
     std::fs::write(
         dir.join("herald.toml"),
         format!(
-            "{backend}[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[tracking]\nlisten = \"127.0.0.1:0\"\n[bounces]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n{providers}[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\naccounts = [\"bench\"]\n",
+            "{backend}[storage]\ndata_dir = \"{d}/data\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[smtp]\nlisten = \"127.0.0.1:{smtp_port}\"\nmax_connections_per_ip = 1000\n[tracking]\nlisten = \"127.0.0.1:0\"\n{tracking_keys}[bounces]\nlisten = \"127.0.0.1:0\"\n[delivery]\ndns_servers = [\"127.0.0.1:{dns_port}\"]\nmx_port = {sink_port}\nhelo_name = \"mta.herald.test\"\ndomain_concurrency = {c}\n{providers}[[accounts]]\nid = \"bench\"\napi_keys = [\"k\"]\nrelay_networks = [\"127.0.0.0/8\"]\n[[dkim]]\ndomain = \"sender.test\"\nselector = \"s1\"\nprivate_key = \"{d}/dkim.pem\"\naccounts = [\"bench\"]\n",
             d = dir.display(),
             c = a.concurrency
         ),
