@@ -176,6 +176,12 @@ async fn the_data_directory_is_fsynced_after_its_files_are_created() {
         .expect("strace (ops/scripts/install-peers.sh installs it)");
     let http = reqwest::Client::new();
     wait_up(&http, &format!("http://127.0.0.1:{http_port}")).await;
+    // `herald` is strace: a killed strace detaches and leaves its tracee running, so the
+    // traced node itself is killed (strace then exits with it).
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", herald.id())).unwrap_or_default();
+    for pid in children.split_whitespace() {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
     herald.kill().unwrap();
     herald.wait().unwrap();
     let data = dir.path().join("data").canonicalize().unwrap();
