@@ -72,7 +72,13 @@ async fn send(h: &Running, key: &str, to: &str) {
     assert_eq!(status, 202, "{reply}");
 }
 
+/// The two scenarios run one after the other: run at the same time in one process, the
+/// embedded one missed its bounces now and then (not understood yet; see the closing note
+/// of stop 21). Each passes on its own and in series.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn scenario(backends: Backends) {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mx = || vec!["@ MX 10 mx".to_owned(), "mx A 127.0.0.1".to_owned()];
     let knot = Knot::start(&[
@@ -107,6 +113,9 @@ async fn scenario(backends: Backends) {
     let bounced = support::eventually(120, "three bounces listed", || async {
         let (code, v) = h.get(KEY, "/v1/bounces").await;
         let n = v["bounces"].as_array().map_or(0, |b| b.len());
+        if n > 3 {
+            eprintln!("more bounces than sent: {v:#}");
+        }
         (code == 200 && n == 3).then_some(v)
     })
     .await;
