@@ -119,15 +119,10 @@ impl Lane {
         self.share.store(share.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
     }
 
-    /// Reserves a slot in the rate's line (`None` rate: no limit, `Ok(None)`); see
-    /// [`Pacer::reserve`].
-    pub fn reserve(&self, rate: Option<f64>, now: Instant, max_wait: Duration) -> Result<Option<Instant>, Duration> {
-        self.reserve_in_epoch(rate, now, max_wait).map(|r| r.map(|(slot, _)| slot))
-    }
-
-    /// [`Lane::reserve`], also saying in which epoch the slot was given: a slot is good
-    /// only while [`Lane::epoch`] is unchanged.
-    pub fn reserve_in_epoch(
+    /// Reserves a slot in the rate's line (`None` rate: no limit, `Ok(None)`; see
+    /// [`Pacer::reserve`]), and says in which epoch it was given: a slot is good only while
+    /// [`Lane::epoch`] is unchanged.
+    pub fn reserve(
         &self,
         rate: Option<f64>,
         now: Instant,
@@ -155,7 +150,7 @@ impl Lane {
         }
     }
 
-    /// The epoch of the slots now given (see [`Lane::reserve_in_epoch`]).
+    /// The epoch of the slots now given (see [`Lane::reserve`]).
     pub fn epoch(&self) -> u64 {
         self.pacing.lock().expect("lane poisoned").epoch
     }
@@ -325,7 +320,7 @@ mod tests {
         let now = Instant::now();
         let mut last = now;
         for _ in 0..20 {
-            let (slot, epoch) = l.reserve_in_epoch(Some(10.0), now, Duration::from_secs(5)).unwrap().unwrap();
+            let (slot, epoch) = l.reserve(Some(10.0), now, Duration::from_secs(5)).unwrap().unwrap();
             assert_eq!(epoch, 0);
             last = slot;
         }
@@ -333,16 +328,16 @@ mod tests {
         // A higher rate keeps the slots already given.
         l.slow_to(Some(20.0));
         assert_eq!(l.epoch(), 0);
-        l.reserve_in_epoch(Some(20.0), now, Duration::from_secs(5)).unwrap();
+        l.reserve(Some(20.0), now, Duration::from_secs(5)).unwrap();
         assert_eq!(l.epoch(), 0);
         // The share halves: the old slots are void, the line starts again at 5 msg/s.
         l.slow_to(Some(5.0));
         assert_eq!(l.epoch(), 1);
-        let (a, e) = l.reserve_in_epoch(Some(5.0), now, Duration::from_secs(5)).unwrap().unwrap();
-        let (b, _) = l.reserve_in_epoch(Some(5.0), now, Duration::from_secs(5)).unwrap().unwrap();
+        let (a, e) = l.reserve(Some(5.0), now, Duration::from_secs(5)).unwrap().unwrap();
+        let (b, _) = l.reserve(Some(5.0), now, Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!((a - now, b - a, e), (Duration::ZERO, Duration::from_millis(200), 1));
         // Asking with a lower rate does the same as `slow_to`.
-        l.reserve_in_epoch(Some(2.0), now, Duration::from_secs(5)).unwrap();
+        l.reserve(Some(2.0), now, Duration::from_secs(5)).unwrap();
         assert_eq!(l.epoch(), 2);
     }
 

@@ -271,7 +271,7 @@ impl Shaper {
         let room =
             self.held.lock().expect("held poisoned").get(partition).copied().unwrap_or(0) < self.settings.window / 2;
         let max_wait = if room { self.rate_wait() } else { Duration::ZERO };
-        match lane.reserve_in_epoch(effective.rate, started, max_wait) {
+        match lane.reserve(effective.rate, started, max_wait) {
             Ok(Some((mut slot, mut epoch))) if slot > started => {
                 let _waiting = Waiting::new(self, &lane, partition);
                 loop {
@@ -286,7 +286,7 @@ impl Shaper {
                     // The lane slowed down while this message waited: its slot was given
                     // at the old rate, so it takes one at the new rate.
                     let (now, rate) = (Instant::now(), self.effective(&lane, Timestamp::now()).rate);
-                    match lane.reserve_in_epoch(rate, now, max_wait) {
+                    match lane.reserve(rate, now, max_wait) {
                         Ok(Some((s, e))) => (slot, epoch) = (s, e),
                         Ok(None) => break,
                         Err(_) => {
