@@ -147,6 +147,26 @@ async fn bounces(store: &dyn FeedbackStore) {
     assert_eq!(first_day.items.len(), 10);
     let none = store.bounces(&a, Timestamp(T0 - 5 * DAY), Timestamp(T0), None, None, 100).await.unwrap();
     assert!(none.items.is_empty() && none.next.is_none());
+
+    // Two messages' synchronous bounces in one millisecond share the id `sync-1` (an id is
+    // unique within its message): both are listed, each with its own message and that id.
+    let same = AccountId("same-ms".into());
+    let sync = |message: &str| {
+        let mut b = bounce("same-ms", "sync-1", T0 + 7, BounceClass::InvalidRecipient);
+        b.message_id = MessageId(message.into());
+        b.recipient = format!("{message}@example.test");
+        b
+    };
+    store.apply_feedback(&[FeedbackChange::Bounce(sync("m1")), FeedbackChange::Bounce(sync("m2"))]).await.unwrap();
+    let both = store.bounces(&same, Timestamp(T0), Timestamp(T0 + DAY), None, None, 100).await.unwrap();
+    let mut got: Vec<(String, String)> = both.items.iter().map(|b| (b.message_id.0.clone(), b.id.clone())).collect();
+    got.sort();
+    assert_eq!(got, vec![("m1".into(), "sync-1".into()), ("m2".into(), "sync-1".into())]);
+    // Paged one at a time, the cursor (on the row key) moves past the first to the second.
+    let first = store.bounces(&same, Timestamp(T0), Timestamp(T0 + DAY), None, None, 1).await.unwrap();
+    let next = store.bounces(&same, Timestamp(T0), Timestamp(T0 + DAY), None, first.next.as_deref(), 1).await.unwrap();
+    assert_eq!(first.items.len() + next.items.len(), 2);
+    assert_ne!(first.items[0].message_id, next.items[0].message_id);
 }
 
 async fn soft_failures(store: &dyn FeedbackStore) {

@@ -118,14 +118,16 @@ async fn idempotency(store: Arc<dyn ProjectionStore>) {
     assert!(matches!(store.claim_idempotency(&a, "k1", &record("x", false), day).await.unwrap(), Claim::Held(_)));
     store.release_idempotency(&a, "k1", &holder).await.unwrap();
     assert_eq!(store.claim_idempotency(&a, "k1", &record("again", false), day).await.unwrap(), Claim::Won);
-    // Time to live: one second, then the key is free again.
-    let second = Duration::from_secs(1);
+    // Time to live: three seconds, then the key is free again. (Cassandra counts a TTL
+    // from the write's whole second, so a TTL of n seconds may end after n - 1: a TTL of 1
+    // could end before the second claim.)
+    let second = Duration::from_secs(3);
     assert_eq!(store.claim_idempotency(&a, "short", &record("s1", false), second).await.unwrap(), Claim::Won);
     assert!(matches!(
         store.claim_idempotency(&a, "short", &record("s2", false), second).await.unwrap(),
         Claim::Held(_)
     ));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     assert_eq!(store.claim_idempotency(&a, "short", &record("s3", false), second).await.unwrap(), Claim::Won);
 }
 

@@ -938,7 +938,7 @@ impl WebhookParts {
             });
         }
         if config.webhooks.enabled && config.cluster.has(Role::Deliver) {
-            let first = Arc::new(webhooks::dispatch::FirstAttempts(self.dispatch.clone()));
+            let first = Arc::new(webhooks::dispatch::FirstAttempts::new(self.dispatch.clone()));
             let (l, m, s) = (log.clone(), membership.clone(), shutdown.clone());
             tasks.spawn(async move { ("webhook dispatch", first.run(l, &m, s).await.map_err(Into::into)) });
             let retries = Arc::new(webhooks::dispatch::Retries(self.dispatch.clone()));

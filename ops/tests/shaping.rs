@@ -289,7 +289,14 @@ async fn no_head_of_line_blocking(backends: Backends) {
     latencies.sort();
     let (p50, p99) = (latencies[latencies.len() / 2], latencies[latencies.len() * 99 / 100]);
     println!("head of line ({backends:?}): unthrottled domain p50 {p50:?} p99 {p99:?}");
-    assert!(p99 < Duration::from_secs(2), "p50 {p50:?} p99 {p99:?}");
+    // Blocked behind the 500 throttled messages (2/s), the fast domain would wait minutes.
+    // Kafka + Cassandra add their own round trips, which on two loaded cores reached
+    // p99 2.6–2.7 s in two of six suite runs: its bound is wider.
+    let bound = match backends {
+        Backends::Embedded => Duration::from_secs(2),
+        Backends::KafkaCql => Duration::from_secs(5),
+    };
+    assert!(p99 < bound, "p50 {p50:?} p99 {p99:?}");
     // The throttled provider kept its rate meanwhile.
     let mut slow_times: Vec<Instant> =
         w.sink.messages().iter().filter(|m| m.to[0].ends_with("@slow-like.test")).map(|m| m.at).collect();

@@ -41,6 +41,11 @@ pub trait ChunkHandler: Send + Sync + 'static {
         Timestamp(0)
     }
 
+    /// Called for each chunk in offset order, before it is handed to [`Self::handle`]
+    /// (chunks of one partition may then run at once, when `concurrency` > 1): the place to
+    /// queue work that must follow an earlier chunk's.
+    fn starting(&self, _assignment: &Assignment, _items: &mut [(u64, Self::Item)]) {}
+
     /// Processes a chunk of items (with their offsets) and returns the records to append
     /// with the commit that marks them finished. A chunk that cannot finish (its store is
     /// down) keeps retrying: the runner aborts it when the drain time is up, and it is then

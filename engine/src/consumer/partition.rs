@@ -259,6 +259,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
                 return;
             }
             let (handler, assignment) = (self.handler.clone(), self.consumer.assignment().clone());
+            handler.starting(&assignment, &mut chunk);
             self.in_flight.spawn(async move {
                 let offsets: Vec<u64> = chunk.iter().map(|(o, _)| *o).collect();
                 let records = handler.handle(&assignment, chunk).await;

@@ -57,6 +57,21 @@ pub struct BounceRow {
     pub at: Timestamp,
 }
 
+impl BounceRow {
+    /// The row's key in the bounce list (after the account and the time): the message and
+    /// the bounce's id, since an id is unique only within its message (`sync-<attempt>`),
+    /// and two messages' bounces may share a millisecond.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.message_id.0, self.id)
+    }
+
+    /// The bounce's id from a row key (keys written before the message was in them are the
+    /// id alone).
+    pub fn id_of_key(key: &str) -> &str {
+        key.split_once('/').map_or(key, |(_, id)| id)
+    }
+}
+
 fn no_account() -> AccountId {
     AccountId(String::new())
 }

@@ -1,8 +1,8 @@
 //! Durable, at-least-once dispatch on the consumer runtime.
 //!
 //! [`FirstAttempts`] (group `<prefix>-webhooks`) reads the topics that hold customer-visible
-//! events (attempts, feedback, engagement, domains), one chunk at a time per partition so
-//! that the events of one message reach an endpoint in log order. For each event and each
+//! events (attempts, feedback, engagement, domains), several chunks at a time per partition,
+//! and the events of one message reach an endpoint in log order (see [`FirstAttempts`]). For each event and each
 //! subscribed endpoint it makes the first attempt, at most `inline_budget` long, within the
 //! endpoint's lane (`endpoint_concurrency` requests at once). An endpoint that failed is
 //! skipped for a few seconds (its new events wait on tier 0), so a dead or slow endpoint
@@ -27,7 +27,7 @@ use herald_schemas::{
     decode, encode, EndpointDisabled, Event, Timestamp, WebhookAttempted, WebhookEvent, WebhookOutcome,
     WebhookScheduled,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -165,12 +165,108 @@ pub struct Source {
     payload: Payload,
     body: Arc<Vec<u8>>,
     webhook_id: String,
+    turn: Option<Arc<Turn>>,
+}
+
+impl Source {
+    /// The key events are ordered by: the message, or the event itself.
+    fn order_key(&self, topic: &str, partition: u32, offset: u64) -> String {
+        match &self.payload.message_id {
+            Some(m) => m.0.clone(),
+            None => payload::webhook_id(topic, partition, offset),
+        }
+    }
 }
 
 /// The first attempts: a [`ChunkHandler`] over the source topics.
-pub struct FirstAttempts(pub Arc<Dispatch>);
+///
+/// Several chunks of a partition are in flight at once (so a chunk's slowest request and its
+/// commit do not stall the partition), and the events of one message still reach each
+/// endpoint in log order: the events of one message in a chunk take a [`Turn`] when the
+/// chunk starts (chunks start in offset order), and wait for the turn of the same message
+/// in an earlier chunk still in flight to end.
+pub struct FirstAttempts {
+    dispatch: Arc<Dispatch>,
+    order: Arc<TurnOrder>,
+}
+
+/// The turns in flight, by (topic, partition, message).
+#[derive(Default)]
+struct TurnOrder {
+    running: std::sync::Mutex<HashMap<TurnKey, (u64, TurnEnd)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+type TurnKey = (String, u32, String);
+type TurnEnd = futures::future::Shared<tokio::sync::oneshot::Receiver<()>>;
+
+/// A message's place in its partition's order, shared by its events in one chunk. It ends
+/// (waking the message's next turn) when the last of them lets go of it: their chains
+/// ended, or the chunk was aborted.
+struct Turn {
+    order: Arc<TurnOrder>,
+    key: TurnKey,
+    id: u64,
+    /// What to wait for first: the message's turn in an earlier chunk.
+    before: std::sync::Mutex<Option<TurnEnd>>,
+    end: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Turn {
+    fn take(order: &Arc<TurnOrder>, key: TurnKey) -> Arc<Turn> {
+        use futures::FutureExt;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = order.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let before = order.running.lock().expect("turn order").insert(key.clone(), (id, rx.shared()));
+        Arc::new(Turn {
+            order: order.clone(),
+            key,
+            id,
+            before: std::sync::Mutex::new(before.map(|(_, end)| end)),
+            end: Some(tx),
+        })
+    }
+
+    /// Waits for the earlier turn (if any) to end.
+    async fn wait(&self) {
+        let before = self.before.lock().expect("turn").clone();
+        if let Some(before) = before {
+            let _ = before.await; // ended, or its chunk was aborted: either way, go on
+            *self.before.lock().expect("turn") = None;
+        }
+    }
+}
+
+impl Drop for Turn {
+    /// Ends the turn, but never before the earlier one: a turn whose chunk had nothing to
+    /// send for its message (or was aborted) passes the wait on to the next.
+    fn drop(&mut self) {
+        let (order, key, id, end) = (self.order.clone(), std::mem::take(&mut self.key), self.id, self.end.take());
+        let finish = move || {
+            let mut running = order.running.lock().expect("turn order");
+            if running.get(&key).is_some_and(|(held, _)| *held == id) {
+                running.remove(&key);
+            }
+            drop(end);
+        };
+        let before = self.before.get_mut().ok().and_then(Option::take).filter(|b| b.peek().is_none());
+        match (before, tokio::runtime::Handle::try_current()) {
+            (Some(before), Ok(runtime)) => {
+                runtime.spawn(async move {
+                    let _ = before.await;
+                    finish();
+                });
+            }
+            _ => finish(),
+        }
+    }
+}
 
 impl FirstAttempts {
+    pub fn new(dispatch: Arc<Dispatch>) -> Self {
+        FirstAttempts { dispatch, order: Arc::default() }
+    }
+
     /// The topics whose events customers hear about.
     pub fn topics(topics: &Topics) -> Vec<String> {
         vec![topics.attempts(), topics.feedback(), topics.engagement(), topics.domains()]
@@ -182,9 +278,9 @@ impl FirstAttempts {
         membership: &Membership,
         shutdown: CancellationToken,
     ) -> Result<(), LogError> {
-        let t = &self.0.topics;
+        let t = &self.dispatch.topics;
         let (group, topics) = (t.group(ROLE), Self::topics(t));
-        let settings = consumer::Settings { window: 4096, concurrency: 1, chunk: 1024, drain: Duration::from_secs(20) };
+        let settings = consumer::Settings { window: 4096, concurrency: 4, chunk: 1024, drain: Duration::from_secs(20) };
         consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
     }
 }
@@ -205,18 +301,34 @@ impl ChunkHandler for FirstAttempts {
         };
         let payload = payload::of(&event)?;
         let body = Arc::new(payload.body());
-        Some(Source { payload, body, webhook_id: String::new() })
+        Some(Source { payload, body, webhook_id: String::new(), turn: None })
+    }
+
+    fn starting(&self, assignment: &Assignment, items: &mut [(u64, Source)]) {
+        let mut turns: HashMap<String, Arc<Turn>> = HashMap::new();
+        for (offset, item) in items.iter_mut() {
+            let key = item.order_key(&assignment.topic, assignment.partition, *offset);
+            let turn = turns.entry(key).or_insert_with_key(|key| {
+                Turn::take(&self.order, (assignment.topic.clone(), assignment.partition, key.clone()))
+            });
+            item.turn = Some(turn.clone());
+        }
     }
 
     async fn handle(&self, assignment: &Assignment, items: Vec<(u64, Source)>) -> Vec<Record> {
-        let d = &self.0;
-        // One chain per (endpoint, message): in order within, concurrent across.
-        let mut chains: BTreeMap<(String, String), Vec<Job>> = BTreeMap::new();
+        let d = &self.dispatch;
+        // One chain per (endpoint, message): in order within, concurrent across, and after
+        // the same message's chain of an earlier chunk still in flight.
+        let mut chains: BTreeMap<(String, String), (Option<Arc<Turn>>, Vec<Job>)> = BTreeMap::new();
         for (offset, mut item) in items {
             item.webhook_id = payload::webhook_id(&assignment.topic, assignment.partition, offset);
             for endpoint in d.registry.subscribers(&item.payload.account, item.payload.event_type) {
-                let key = item.payload.message_id.as_ref().map_or_else(|| item.webhook_id.clone(), |m| m.0.clone());
-                chains.entry((endpoint.endpoint.id.clone(), key)).or_default().push(Job {
+                let key = item.order_key(&assignment.topic, assignment.partition, offset);
+                let (turn, jobs) = chains.entry((endpoint.endpoint.id.clone(), key)).or_default();
+                if turn.is_none() {
+                    turn.clone_from(&item.turn);
+                }
+                jobs.push(Job {
                     endpoint,
                     webhook_id: item.webhook_id.clone(),
                     event_type: item.payload.event_type.to_owned(),
@@ -226,7 +338,10 @@ impl ChunkHandler for FirstAttempts {
                 });
             }
         }
-        let runs = chains.into_values().map(|chain| async move {
+        let runs = chains.into_values().map(|(turn, chain)| async move {
+            if let Some(turn) = &turn {
+                turn.wait().await;
+            }
             let mut out = Vec::new();
             for job in chain {
                 let lane = d.lanes.get(&job.endpoint.endpoint.id);
@@ -238,6 +353,7 @@ impl ChunkHandler for FirstAttempts {
                     None => out.extend(d.attempt(&job, Some(d.settings.inline_budget)).await),
                 }
             }
+            drop(turn); // this chain's part of the message's turn is done
             out
         });
         futures::future::join_all(runs).await.into_iter().flatten().collect()
@@ -315,5 +431,49 @@ impl ChunkHandler for Retries {
             d.attempt(&job, None).await
         });
         futures::future::join_all(runs).await.into_iter().flatten().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    fn key(message: &str) -> TurnKey {
+        ("t.attempts".into(), 0, message.into())
+    }
+
+    #[tokio::test]
+    async fn a_turn_waits_for_the_earlier_turns_of_its_message_only() {
+        let order = Arc::new(TurnOrder::default());
+        let first = Turn::take(&order, key("m1"));
+        let other = Turn::take(&order, key("m2"));
+        let second = Turn::take(&order, key("m1"));
+        // Another message does not wait; the same one does.
+        assert!(other.wait().now_or_never().is_some());
+        let waiting = tokio::spawn({
+            let second = second.clone();
+            async move { second.wait().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        drop((second, other));
+        assert!(order.running.lock().unwrap().is_empty(), "ended turns leave nothing behind");
+    }
+
+    #[tokio::test]
+    async fn a_turn_with_nothing_to_send_passes_the_wait_on() {
+        let order = Arc::new(TurnOrder::default());
+        let first = Turn::take(&order, key("m1"));
+        // The next chunk had no subscriber for m1: its turn ends at once, unwaited.
+        drop(Turn::take(&order, key("m1")));
+        let third = Turn::take(&order, key("m1"));
+        let waiting = tokio::spawn(async move { third.wait().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the third turn must still wait for the first");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
     }
 }

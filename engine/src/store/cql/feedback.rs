@@ -136,7 +136,7 @@ impl CqlStore {
             FeedbackChange::Bounce(b) => {
                 let row = serde_json::to_string(b).map_err(err)?;
                 let day = b.at.millis().div_euclid(DAY_MS) * DAY_MS;
-                let values = (b.account.0.as_str(), day, b.at.millis(), b.id.as_str(), row);
+                let values = (b.account.0.as_str(), day, b.at.millis(), b.key(), row);
                 self.session.execute_unpaged(&st.put_bounce, values).await.map_err(err)?;
             }
         }
@@ -286,8 +286,8 @@ impl FeedbackStore for CqlStore {
                 let (row_at, row_id, json) = row.map_err(err)?;
                 got += 1;
                 scanned += 1;
-                let mut b: BounceRow =
-                    serde_json::from_str(&json).unwrap_or_else(|_| BounceRow::unreadable(&row_id, row_at));
+                let mut b: BounceRow = serde_json::from_str(&json)
+                    .unwrap_or_else(|_| BounceRow::unreadable(BounceRow::id_of_key(&row_id), row_at));
                 b.account = account.clone();
                 (at, id) = (row_at, row_id);
                 if class.is_none_or(|c| b.class == c) {

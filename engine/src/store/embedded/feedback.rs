@@ -51,7 +51,7 @@ impl FeedbackStore for EmbeddedStore {
                         FeedbackChange::Bounce(b) => {
                             let json = serde_json::to_vec(&StoredBounce::from(b)).map_err(err)?;
                             bounces
-                                .insert((b.account.0.as_str(), b.at.millis(), b.id.as_str()), json.as_slice())
+                                .insert((b.account.0.as_str(), b.at.millis(), b.key().as_str()), json.as_slice())
                                 .map_err(err)?;
                         }
                     }
@@ -312,6 +312,7 @@ impl StoredBounce {
     fn into(self, account: AccountId, at: i64, id: &str) -> BounceRow {
         let mut v = self.0;
         v["at"] = serde_json::json!(at);
+        let id = BounceRow::id_of_key(id);
         v["id"] = serde_json::json!(id);
         let mut row: BounceRow = serde_json::from_value(v).unwrap_or_else(|_| BounceRow::unreadable(id, at));
         row.account = account;
