@@ -83,6 +83,9 @@ start() {
       { tail -n 20 "$LOG" >&2; exit 1; }
   fi
   echo "[kafka] starting (log $LOG)"
+  # A suite run makes ~5,000 partitions, each a few open files: raise the soft limit on
+  # open files to the hard one (often 1,024 against a much higher hard limit).
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   # setsid: own session, so the caller's job control or Ctrl-C does not reach it.
   # shellcheck disable=SC2086 # HEAP may hold several flags
   setsid java $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent \
