@@ -5,7 +5,7 @@
 # Herald's bounce MX (embedded log and store, roles = ["project", "bounces"]: every DSN is
 # parsed, classified and its BounceReceived fsynced before the 250, while the feedback
 # projector applies them). A new connection per message, then connections reused (-d).
-# Usage: benches/feedback/inbound.sh
+# Usage: [BOUNCE_NODE=1] [MESSAGES=N] benches/feedback/inbound.sh (BOUNCE_NODE=1: the listener alone, roles = ["bounces"])
 #   (after cargo build --release -p herald -p herald-loadtest -p herald-benches)
 set -euo pipefail
 . "$(dirname "$0")/../../loadtest/scripts/common.sh"
@@ -33,14 +33,18 @@ secret = "$SECRET"
 messages_per_second_per_ip = 0
 max_connections_per_ip = 1000
 [cluster]
-roles = ["project", "bounces"]
+roles = ROLES
 [[accounts]]
 id = "bench"
 api_keys = ["k"]
 from_domains = "any"
 TOML
-RUST_LOG=warn "$HERALD" serve --config "$WORK/herald.toml" > "$WORK/herald.log" 2>&1 & HERALD_PID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BPORT") 2>/dev/null && break; sleep 0.1; done
+serve() { # roles (TOML array)
+  sed "s/^roles = .*/roles = $1/" "$WORK/herald.toml" > "$WORK/node.toml"
+  RUST_LOG=warn "$HERALD" serve --config "$WORK/node.toml" >> "$WORK/herald.log" 2>&1 & HERALD_PID=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BPORT") 2>/dev/null && break; sleep 0.1; done
+}
+serve '["project", "bounces"]'
 
 # A real message (accepted and projected) whose VERP address the DSNs go to.
 id=$(curl -s -H 'Authorization: Bearer k' -H 'Content-Type: application/json' "http://127.0.0.1:$HTTP/v1/send" \
@@ -52,6 +56,12 @@ done
 addr=$("$VERP" "$SECRET" bench "$id" bounces.herald.test)
 tr -d '\r' < "$ROOT/engine/tests/feedback/postfix-user-unknown.eml" |
   sed "s/b-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@bounce.sender.test/$addr/g" > "$WORK/dsn.eml"
+# BOUNCE_NODE=1: the listener alone, as on a bounce MX node of a cluster (roles =
+# ["bounces"]; the BounceReceived events wait in the log for a projector elsewhere).
+if [ "${BOUNCE_NODE:-0}" = 1 ]; then
+  kill "$HERALD_PID"; wait "$HERALD_PID" 2>/dev/null || true
+  serve '["bounces"]'
+fi
 events() { curl -s "http://127.0.0.1:$HTTP/metrics" | awk -F' ' '/^herald_bounce_mx_messages_total\{outcome="events"\}/ {print $2}'; }
 
 source_run() { # port [flags] → msg/s
