@@ -198,6 +198,18 @@ async fn a_node_signs_with_keys_it_never_created_and_the_master_key_rotates() {
     assert_eq!(sealed_ids(store.as_ref(), "sender.test").await, vec![1]);
     assert!(!dir.path().join("a/data/dkim/sender.test").exists(), "no key file for a new domain");
     assert!(!dir.path().join("b/data/dkim").exists(), "B never had a key file");
+    // B signs only for domains its cache (refreshed from the store every `dns.refresh_ms`)
+    // shows verified: wait for the store, then for a few of B's refreshes.
+    support::eventually(30, "both domains verified in the store", || async {
+        let mut verified = true;
+        for domain in ["sender.test", "legacy.test"] {
+            let state: Option<DomainState> = store.domain(domain).await.unwrap();
+            verified &= state.is_some_and(|s| s.status == herald_schemas::VerificationStatus::Verified);
+        }
+        verified.then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     signed_and_verified(&a, &sink, knot.port, dns_port, "news@sender.test", "b-signs-new").await;
     signed_and_verified(&a, &sink, knot.port, dns_port, "news@legacy.test", "b-signs-migrated").await;
 
