@@ -3,9 +3,12 @@
 //!
 //! Idempotence: an event row is looked up before it is written and counted; since every
 //! `(account, message_id, seq)` comes from exactly one log partition, read by exactly one
-//! projector task, there is no race between the look-up and the write. A crash between the
-//! row write and the counter update loses at most that batch's increments (counters may
-//! undercount by one batch per crash; statuses are always exact).
+//! projector task, there is no race between the look-up and the write. The batch's new
+//! events are then counted with one update per (counter, account, hour) cell and batch, not
+//! one per event: every message of an account in one hour increments the same cell, and
+//! counter updates are Cassandra's dearest writes. A crash between the row writes and the
+//! counter updates loses at most that batch's increments (counters may undercount by one
+//! batch per crash; statuses are always exact).
 
 use super::{
     Claim, Counter, DomainState, EngagementKind, EngagementRow, Firsts, HourStats, IdempotencyRecord, Kind, LinkStats,
@@ -83,7 +86,7 @@ impl CqlStore {
             async move { session.prepare(cql).await.map_err(err) }
         };
         let counter =
-            |col: &str| format!("UPDATE {ks}.hourly_counts SET {col} = {col} + 1 WHERE account = ? AND hour = ?");
+            |col: &str| format!("UPDATE {ks}.hourly_counts SET {col} = {col} + ? WHERE account = ? AND hour = ?");
         Ok(CqlStore {
             exists: prepare(format!("SELECT seq FROM {ks}.message_events WHERE account = ? AND message_id = ? AND seq = ?")).await?,
             insert: prepare(format!(
@@ -263,7 +266,7 @@ impl ProjectionStore for CqlStore {
             let found = self.session.execute_unpaged(&self.exists, key).await.map_err(err)?;
             let rows = found.into_rows_result().map_err(err)?;
             if rows.rows_num() > 0 {
-                return Ok(());
+                return Ok(None);
             }
             let detail = serde_json::to_string(&p.detail).map_err(err)?;
             let row = (key.0, key.1, key.2, p.recipient.as_str(), p.kind.as_str(), p.at.millis(), detail);
@@ -273,12 +276,27 @@ impl ProjectionStore for CqlStore {
                 let index = (key.0, r.as_str(), p.at.millis(), key.1);
                 self.session.execute_unpaged(&self.index_recipient, index).await.map_err(err)?;
             }
-            if let Some(counter) = self.counter(p.kind) {
-                self.session.execute_unpaged(counter, (key.0, p.at.hour_bucket())).await.map_err(err)?;
-            }
-            Ok::<(), StoreError>(())
+            Ok::<_, StoreError>(Some(p))
         });
+        // The batch's new events, counted once per (counter, account, hour): one counter
+        // update per cell and batch, not one per event (every message of an account in the
+        // same hour increments the same cell, a hot spot for Cassandra's counters).
+        let mut counts: std::collections::HashMap<(Kind, &str, i64), i64> = std::collections::HashMap::new();
         for result in futures::future::join_all(writes).await {
+            if let Some(p) = result? {
+                if self.counter(p.kind).is_some() {
+                    *counts.entry((p.kind, p.account.0.as_str(), p.at.hour_bucket())).or_default() += 1;
+                }
+            }
+        }
+        let updates = counts.into_iter().filter_map(|((kind, account, hour), n)| {
+            let counter = self.counter(kind)?;
+            Some(async move {
+                let values = (scylla::value::Counter(n), account, hour);
+                self.session.execute_unpaged(counter, values).await.map_err(err).map(|_| ())
+            })
+        });
+        for result in futures::future::join_all(updates).await {
             result?;
         }
         Ok(())

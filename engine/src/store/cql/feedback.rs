@@ -50,7 +50,7 @@ impl Statements {
             (Kind::Suppressed, "suppressed"),
         ] {
             let cql =
-                format!("UPDATE {ks}.hourly_feedback_counts SET {col} = {col} + 1 WHERE account = ? AND hour = ?");
+                format!("UPDATE {ks}.hourly_feedback_counts SET {col} = {col} + ? WHERE account = ? AND hour = ?");
             count.insert(kind.as_str(), p(cql).await?);
         }
         Ok(Statements {
