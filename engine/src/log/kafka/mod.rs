@@ -288,6 +288,8 @@ fn is_retriable(e: &rdkafka::error::KafkaError) -> bool {
                 | C::AllBrokersDown
                 | C::UnknownTopicOrPartition
                 | C::RebalanceInProgress
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
         )
     )
 }

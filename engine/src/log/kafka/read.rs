@@ -33,6 +33,19 @@ pub(super) fn reader(settings: &KafkaSettings) -> Result<BaseConsumer, LogError>
         .create()?)
 }
 
+/// The partition's low and high watermarks, asked again while the broker answers with a
+/// passing error (a partition just created has no leader for a moment), for up to 10 s.
+fn watermarks(consumer: &BaseConsumer, topic: &str, partition: u32) -> Result<(i64, i64), LogError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match consumer.fetch_watermarks(topic, partition as i32, Duration::from_secs(10)) {
+            Ok(w) => return Ok(w),
+            Err(e) if is_retriable(&e) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Reads the record at `offset`: assigns the partition there, polls until that record (or
 /// a later one, when it is gone) arrives, then unassigns. An offset outside the partition's
 /// watermarks is not there.
@@ -44,7 +57,7 @@ pub(super) fn read_one(
 ) -> Result<Option<Stored>, LogError> {
     // An offset at or past the high watermark was never written (a fetch there would wait
     // for it); one below the low watermark is gone.
-    let (low, high) = consumer.fetch_watermarks(topic, partition as i32, Duration::from_secs(10))?;
+    let (low, high) = watermarks(consumer, topic, partition)?;
     if (offset as i64) < low || offset as i64 >= high {
         return Ok(None);
     }
@@ -67,7 +80,7 @@ pub(super) fn read_one(
             Some(Err(e)) => {
                 use rdkafka::types::RDKafkaErrorCode as C;
                 if matches!(e.rdkafka_error_code(), Some(C::OffsetOutOfRange | C::AutoOffsetReset)) {
-                    let (low, high) = consumer.fetch_watermarks(topic, partition as i32, Duration::from_secs(10))?;
+                    let (low, high) = watermarks(consumer, topic, partition)?;
                     if (offset as i64) < low || offset as i64 >= high {
                         break Ok(None);
                     }
