@@ -1,5 +1,5 @@
 //! Peer processes for the benchmark drivers (`src/bin/`): a child stopped on drop, a free
-//! loopback port, and Knot serving `example.test` (MX → 127.0.0.1).
+//! loopback port, waiting for a listener, and Knot serving `example.test` (MX → 127.0.0.1).
 
 use anyhow::Result;
 use std::path::Path;
@@ -28,6 +28,17 @@ impl Drop for Proc {
 /// A loopback port nothing listens on (at the time of asking).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something listens on loopback `port` (up to 30 s).
+pub fn wait_port(port: u16) -> Result<()> {
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("nothing listens on {port}")
 }
 
 /// Knot serving `example.test` (MX `mx.example.test` → 127.0.0.1) from `dir`; its port.

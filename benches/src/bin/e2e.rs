@@ -34,7 +34,7 @@
 //!   target/release/e2e --rate R [--seconds S]
 
 use anyhow::{bail, Context, Result};
-use herald_benches::procs::{free_port, knot, Proc};
+use herald_benches::procs::{free_port, knot, wait_port, Proc};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -146,16 +146,6 @@ fn start_sink(port: u16, target: u64) -> Result<Sink> {
     });
     wait_port(port)?;
     Ok(Sink { _proc: Proc(child), count, reached })
-}
-
-fn wait_port(port: u16) -> Result<()> {
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("nothing listens on {port}")
 }
 
 fn wait_sink(sink: &Sink, target: u64, limit: Duration) -> Result<Instant> {

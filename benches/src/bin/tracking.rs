@@ -15,7 +15,7 @@
 //!   target/release/tracking [--seconds S] [--connections C] [--threads T] [--rounds N] [--roles track]
 
 use anyhow::{bail, Context, Result};
-use herald_benches::procs::{free_port, Proc};
+use herald_benches::procs::{free_port, wait_port, Proc};
 use herald_engine::rewrite::token::{self, Claims, Keys};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -51,16 +51,6 @@ fn args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-fn wait_port(port: u16) -> Result<()> {
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("nothing listens on {port}")
 }
 
 fn herald(dir: &Path, http: u16, tracking: u16, roles: Option<&str>) -> Result<Proc> {

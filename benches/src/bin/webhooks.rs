@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use herald_benches::procs::{free_port, knot, Proc};
+use herald_benches::procs::{free_port, knot, wait_port, Proc};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,16 +136,6 @@ fn loadtest(target: &str, connections: usize, extra: &[&str]) -> Result<()> {
         bail!("herald-loadtest failed against {target}");
     }
     Ok(())
-}
-
-fn wait_port(port: u16) -> Result<()> {
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("nothing listens on {port}")
 }
 
 /// Writes the config and starts `herald serve` (webhooks on or off); its HTTP port.

@@ -4,6 +4,7 @@
 
 use super::interval::Interval;
 use crate::projector::rfc3339;
+use crate::rewrite::escape_html;
 use herald_schemas::{AccountId, Timestamp};
 use mail_builder::headers::raw::Raw;
 use mail_builder::MessageBuilder;
@@ -131,17 +132,17 @@ impl Digest {
         let _ = write!(
             h,
             "<h1>Bounce report for {}</h1><p>{} to {} (UTC)</p>",
-            escape(&self.account.0),
+            escape_html(&self.account.0),
             rfc3339(self.interval.from),
             rfc3339(self.interval.to)
         );
         let _ = write!(h, "<h2>Bounces: {}</h2><table>", self.bounces);
         for (class, n) in &self.bounce_classes {
-            let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", escape(class));
+            let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", escape_html(class));
         }
         let _ = write!(h, "</table><h2>Complaints: {}</h2><table>", self.complaints);
         for (kind, n) in &self.complaint_types {
-            let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", escape(kind));
+            let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", escape_html(kind));
         }
         h.push_str("</table>");
         if self.total() > self.lines.len() as u64 {
@@ -154,9 +155,9 @@ impl Digest {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 rfc3339(l.at),
                 kind(l.kind),
-                escape(&l.recipient),
-                escape(&l.class),
-                escape(&l.diagnostic)
+                escape_html(&l.recipient),
+                escape_html(&l.class),
+                escape_html(&l.diagnostic)
             );
         }
         h.push_str("</table></body></html>");
@@ -199,21 +200,6 @@ fn kind(k: Kind) -> &'static str {
         Kind::Bounce => "bounce",
         Kind::Complaint => "complaint",
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -372,6 +372,22 @@ impl Done {
 }
 
 /// Ties link tokens to one prepared body: bytes of its cache key.
+/// `s` as HTML text or a quoted attribute value: `&`, `<`, `>`, `"` and `'` escaped.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn bind(key: &cache::Key) -> [u8; token::BIND] {
     let h = xxhash_rust::xxh3::xxh3_128_with_seed(
         &[key.hash.to_le_bytes().as_slice(), &[key.flags]].concat(),

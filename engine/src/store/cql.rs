@@ -284,9 +284,7 @@ impl ProjectionStore for CqlStore {
         let mut counts: std::collections::HashMap<(Kind, &str, i64), i64> = std::collections::HashMap::new();
         for result in futures::future::join_all(writes).await {
             if let Some(p) = result? {
-                if self.counter(p.kind).is_some() {
-                    *counts.entry((p.kind, p.account.0.as_str(), p.at.hour_bucket())).or_default() += 1;
-                }
+                *counts.entry((p.kind, p.account.0.as_str(), p.at.hour_bucket())).or_default() += 1;
             }
         }
         let updates = counts.into_iter().filter_map(|((kind, account, hour), n)| {

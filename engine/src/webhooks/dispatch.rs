@@ -169,12 +169,9 @@ pub struct Source {
 }
 
 impl Source {
-    /// The key events are ordered by: the message, or the event itself.
-    fn order_key(&self, topic: &str, partition: u32, offset: u64) -> String {
-        match &self.payload.message_id {
-            Some(m) => m.0.clone(),
-            None => payload::webhook_id(topic, partition, offset),
-        }
+    /// The key events are ordered by: the message, or the event itself (its `webhook_id`).
+    fn order_key(&self, webhook_id: impl FnOnce() -> String) -> String {
+        self.payload.message_id.as_ref().map_or_else(webhook_id, |m| m.0.clone())
     }
 }
 
@@ -208,7 +205,7 @@ struct Turn {
     key: TurnKey,
     id: u64,
     /// What to wait for first: the message's turn in an earlier chunk.
-    before: std::sync::Mutex<Option<TurnEnd>>,
+    before: Option<TurnEnd>,
     end: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -218,21 +215,13 @@ impl Turn {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let id = order.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let before = order.running.lock().expect("turn order").insert(key.clone(), (id, rx.shared()));
-        Arc::new(Turn {
-            order: order.clone(),
-            key,
-            id,
-            before: std::sync::Mutex::new(before.map(|(_, end)| end)),
-            end: Some(tx),
-        })
+        Arc::new(Turn { order: order.clone(), key, id, before: before.map(|(_, end)| end), end: Some(tx) })
     }
 
     /// Waits for the earlier turn (if any) to end.
     async fn wait(&self) {
-        let before = self.before.lock().expect("turn").clone();
-        if let Some(before) = before {
+        if let Some(before) = self.before.clone() {
             let _ = before.await; // ended, or its chunk was aborted: either way, go on
-            *self.before.lock().expect("turn") = None;
         }
     }
 }
@@ -249,7 +238,7 @@ impl Drop for Turn {
             }
             drop(end);
         };
-        let before = self.before.get_mut().ok().and_then(Option::take).filter(|b| b.peek().is_none());
+        let before = self.before.take().filter(|b| b.peek().is_none());
         match (before, tokio::runtime::Handle::try_current()) {
             (Some(before), Ok(runtime)) => {
                 runtime.spawn(async move {
@@ -307,7 +296,7 @@ impl ChunkHandler for FirstAttempts {
     fn starting(&self, assignment: &Assignment, items: &mut [(u64, Source)]) {
         let mut turns: HashMap<String, Arc<Turn>> = HashMap::new();
         for (offset, item) in items.iter_mut() {
-            let key = item.order_key(&assignment.topic, assignment.partition, *offset);
+            let key = item.order_key(|| payload::webhook_id(&assignment.topic, assignment.partition, *offset));
             let turn = turns.entry(key).or_insert_with_key(|key| {
                 Turn::take(&self.order, (assignment.topic.clone(), assignment.partition, key.clone()))
             });
@@ -322,9 +311,9 @@ impl ChunkHandler for FirstAttempts {
         let mut chains: BTreeMap<(String, String), (Option<Arc<Turn>>, Vec<Job>)> = BTreeMap::new();
         for (offset, mut item) in items {
             item.webhook_id = payload::webhook_id(&assignment.topic, assignment.partition, offset);
+            let key = item.order_key(|| item.webhook_id.clone());
             for endpoint in d.registry.subscribers(&item.payload.account, item.payload.event_type) {
-                let key = item.order_key(&assignment.topic, assignment.partition, offset);
-                let (turn, jobs) = chains.entry((endpoint.endpoint.id.clone(), key)).or_default();
+                let (turn, jobs) = chains.entry((endpoint.endpoint.id.clone(), key.clone())).or_default();
                 if turn.is_none() {
                     turn.clone_from(&item.turn);
                 }

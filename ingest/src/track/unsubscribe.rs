@@ -9,6 +9,7 @@ use super::{not_found, Common, Peer, Tracker};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use herald_engine::rewrite::escape_html;
 use herald_engine::rewrite::token;
 use herald_schemas::{EngagementEvent, RecipientUnsubscribed, Timestamp};
 use std::sync::Arc;
@@ -24,10 +25,6 @@ fn html(status: StatusCode, body: String) -> Response {
         ),
     ];
     (status, headers, body).into_response()
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#222}\
@@ -46,7 +43,7 @@ pub async fn page(State(t): State<Arc<Tracker>>, Path(tok): Path<String>) -> Res
              <p>Stop receiving these emails at <strong>{}</strong>?</p>\
              <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
              <button type=\"submit\">Unsubscribe</button></form></body></html>",
-            escape(&claims.recipient)
+            escape_html(&claims.recipient)
         ),
     )
 }
@@ -105,7 +102,7 @@ pub async fn handle(
         format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>Unsubscribed</title><style>{STYLE}</style></head>\
              <body><h1>Unsubscribed</h1><p><strong>{}</strong> will not receive these emails any more.</p></body></html>",
-            escape(&recipient)
+            escape_html(&recipient)
         ),
     )
 }
@@ -124,6 +121,6 @@ mod tests {
         multi.insert(header::CONTENT_TYPE, "multipart/form-data; boundary=x".parse().unwrap());
         let body = b"--x\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--x--\r\n";
         assert!(one_click(&multi, body));
-        assert_eq!(escape("<a&\">"), "&lt;a&amp;&quot;&gt;");
+        assert_eq!(escape_html("<a&\">"), "&lt;a&amp;&quot;&gt;");
     }
 }
