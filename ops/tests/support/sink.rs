@@ -219,7 +219,9 @@ impl Sink {
                 "250 2.1.0 ok".into()
             } else if upper.starts_with("RCPT TO:") {
                 let rcpt = between(&cmd);
-                let n = self.rcpts.lock().unwrap().len() + 1;
+                // Held until this RCPT is recorded: sessions at once must not take one number.
+                let mut rcpts = self.rcpts.lock().unwrap();
+                let n = rcpts.len() + 1;
                 let every = self.every.lock().unwrap().clone().filter(|e| n.is_multiple_of(e.every));
                 let reply = if rcpt.starts_with("always451") || self.defer_all.load(Ordering::SeqCst) {
                     "451 4.3.0 mailbox busy".into()
@@ -233,7 +235,8 @@ impl Sink {
                     self.script.lock().unwrap().pop_front().unwrap_or_else(|| "250 2.1.5 ok".into())
                 };
                 let at = std::time::Instant::now();
-                self.rcpts.lock().unwrap().push(Rcpt { at, to: rcpt.clone(), reply: reply.clone() });
+                rcpts.push(Rcpt { at, to: rcpt.clone(), reply: reply.clone() });
+                drop(rcpts);
                 if reply.starts_with('2') {
                     to.push(rcpt);
                 }
