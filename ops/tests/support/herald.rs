@@ -89,19 +89,34 @@ pub struct Running {
     pub http: reqwest::Client,
 }
 
-pub async fn start(config: Config) -> Running {
-    let tracking_host = config.tracking.listen.to_string();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let mut task = tokio::spawn(herald::serve::run(config, None, shutdown.clone(), Some(tx)));
-    let addr = match rx.await {
-        Ok(addr) => addr,
-        Err(_) => match (&mut task).await {
-            Ok(Err(e)) => panic!("herald failed to start: {e:#}"),
-            other => panic!("herald failed to start: {other:?}"),
-        },
-    };
-    Running { base: format!("http://{addr}"), tracking_host, shutdown, task, http: reqwest::Client::new() }
+pub async fn start(mut config: Config) -> Running {
+    for attempt in 1.. {
+        let tracking_host = config.tracking.listen.to_string();
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+        let mut task = tokio::spawn(herald::serve::run(config.clone(), None, shutdown.clone(), Some(tx)));
+        let addr = match rx.await {
+            Ok(addr) => addr,
+            Err(_) => match (&mut task).await {
+                // The tracking port was free when `config` picked it, and another test took
+                // it since: pick another one.
+                Ok(Err(e))
+                    if attempt < 5
+                        && format!("{e:#}").contains("binding the tracking listener")
+                        && format!("{e:#}").contains("Address already in use") =>
+                {
+                    let port = super::free_port();
+                    config.tracking.listen = format!("127.0.0.1:{port}").parse().unwrap();
+                    config.tracking.default_host = format!("127.0.0.1:{port}");
+                    continue;
+                }
+                Ok(Err(e)) => panic!("herald failed to start: {e:#}"),
+                other => panic!("herald failed to start: {other:?}"),
+            },
+        };
+        return Running { base: format!("http://{addr}"), tracking_host, shutdown, task, http: reqwest::Client::new() };
+    }
+    unreachable!("the loop returns or panics")
 }
 
 impl Running {
