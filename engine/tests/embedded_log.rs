@@ -173,3 +173,27 @@ async fn space_freed_by_retention_goes_back_to_the_disk() {
     assert_eq!(kept, vec![38]);
     log.append(vec![record("t.bodies", 0, 7, 100)]).await.unwrap();
 }
+
+/// Records of several partitions and topics interleaved in one append (the writer takes the
+/// next offset per run of one partition) get each partition's own consecutive offsets, the
+/// next append goes on from there, and a crash copy replays the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_partitions_in_one_group_get_their_own_offsets() {
+    let (dir, copy) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (names()[0].clone(), names()[1].clone());
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open_with(&dir.path().join("log.redb"), &names(), PARTITIONS, no_checkpoints()).unwrap());
+    let first = [(&a, 0, 1), (&a, 1, 2), (&a, 0, 3), (&b, 0, 4), (&a, 1, 5), (&a, 0, 6)];
+    log.append(first.iter().map(|(t, p, f)| record(t, *p, *f, 10)).collect()).await.unwrap();
+    log.append(vec![record(&a, 0, 7, 10), record(&a, 1, 8, 10)]).await.unwrap();
+    let expect = |fills: &[u8]| fills.iter().enumerate().map(|(i, f)| (i as u64, *f, 10)).collect::<Vec<_>>();
+    for log in [log.clone(), {
+        crash_copy(dir.path(), copy.path());
+        Arc::new(EmbeddedLog::open(&copy.path().join("log.redb"), &names(), PARTITIONS).unwrap()) as Arc<dyn EventLog>
+    }] {
+        assert_eq!(records(&log, &a, 0).await, expect(&[1, 3, 6, 7]));
+        assert_eq!(records(&log, &a, 1).await, expect(&[2, 5, 8]));
+        assert_eq!(records(&log, &b, 0).await, expect(&[4]));
+        assert_eq!(records(&log, &b, 1).await, expect(&[]));
+    }
+}

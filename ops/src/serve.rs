@@ -540,6 +540,7 @@ async fn serve(
             appender,
             topics: topics.clone(),
             partitions: router.clone(),
+            counters: track::Counters::new(),
             settings: track::Settings {
                 too_soon_secs: config.tracking.min_click_secs,
                 trusted_proxies: config
@@ -903,6 +904,7 @@ pub fn webhooks(
         router: Router::new(log.partitions(), Default::default()),
         topics: topics.clone(),
         settings,
+        hot: Default::default(),
     });
     Ok(WebhookParts { service, dispatch, registry })
 }

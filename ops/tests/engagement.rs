@@ -249,6 +249,10 @@ async fn engagement(backends: Backends) {
         format!("http://{host}/c/x.y?url=https://evil.example/"),
         format!("http://{host}/redirect?url=https://evil.example/"),
         pixel.replace("/o/", "/c/"),
+        // Not a bare token: left to the router (which decodes the segment), still a 404.
+        format!("{}/extra", links[0]),
+        format!("{}%2F", links[0]),
+        format!("{pixel}/extra"),
     ] {
         let (status, location, _) = curl(&["-A", BROWSER], &bad);
         assert_eq!((status, location), (404, None), "{bad}");

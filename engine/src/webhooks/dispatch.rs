@@ -44,6 +44,16 @@ pub struct Dispatch {
     pub settings: Settings,
     pub topics: Topics,
     pub router: Router,
+    /// What every attempt uses, made at the first (`Default::default()` when built).
+    pub hot: std::sync::OnceLock<Hot>,
+}
+
+/// The topic name and metric handles every attempt uses, looked up once.
+pub struct Hot {
+    webhooks_topic: String,
+    request_seconds: metrics::Histogram,
+    event_to_delivery: metrics::Histogram,
+    delivered: metrics::Counter,
 }
 
 /// One delivery to make: an event for one endpoint.
@@ -51,12 +61,21 @@ struct Job {
     endpoint: Arc<Live>,
     webhook_id: String,
     event_type: String,
-    body: Arc<Vec<u8>>,
+    body: bytes::Bytes,
     occurred_at: Timestamp,
     attempt: u32,
 }
 
 impl Dispatch {
+    fn hot(&self) -> &Hot {
+        self.hot.get_or_init(|| Hot {
+            webhooks_topic: self.topics.webhooks(),
+            request_seconds: metrics::histogram!("herald_webhooks_request_seconds"),
+            event_to_delivery: metrics::histogram!("herald_webhooks_event_to_delivery_seconds"),
+            delivered: metrics::counter!("herald_webhooks_attempts_total", "outcome" => "delivered"),
+        })
+    }
+
     fn record(&self, topic: String, endpoint_id: &str, event: WebhookEvent) -> Record {
         let partition = self.router.key_partition(endpoint_id);
         Record { topic, partition, key: endpoint_id.to_owned(), value: encode(&Event::Webhook(event)) }
@@ -68,7 +87,7 @@ impl Dispatch {
         let lane = self.lanes.get(&e.id);
         let (answer, took) = {
             let _slot = lane.slots.acquire().await;
-            let sent = self.sender.send(e, &job.webhook_id, &job.body);
+            let sent = self.sender.send(&job.endpoint, &job.webhook_id, job.body.clone());
             match limit {
                 None => sent.await,
                 Some(limit) => match tokio::time::timeout(limit, sent).await {
@@ -84,7 +103,8 @@ impl Dispatch {
                 },
             }
         };
-        metrics::histogram!("herald_webhooks_request_seconds").record(took.as_secs_f64());
+        let hot = self.hot();
+        hot.request_seconds.record(took.as_secs_f64());
         let now = Timestamp::now();
         let attempted = |status, error, outcome| WebhookAttempted {
             account: e.account.clone(),
@@ -98,13 +118,13 @@ impl Dispatch {
             duration_ms: took.as_millis() as u64,
             attempted_at: now,
         };
-        let webhooks = self.topics.webhooks();
+        let webhooks = hot.webhooks_topic.clone();
         match answer {
             Answer::Delivered(status) => {
                 lane.succeeded();
-                metrics::counter!("herald_webhooks_attempts_total", "outcome" => "delivered").increment(1);
+                hot.delivered.increment(1);
                 let latency = (now.millis() - job.occurred_at.millis()).max(0) as f64 / 1000.0;
-                metrics::histogram!("herald_webhooks_event_to_delivery_seconds").record(latency);
+                hot.event_to_delivery.record(latency);
                 let a = attempted(Some(status), None, WebhookOutcome::Delivered);
                 vec![self.record(webhooks, &e.id, WebhookEvent::Attempted(a))]
             }
@@ -163,7 +183,7 @@ impl Dispatch {
 /// An event from a source topic, ready to fan out.
 pub struct Source {
     payload: Payload,
-    body: Arc<Vec<u8>>,
+    body: bytes::Bytes,
     webhook_id: String,
     turn: Option<Arc<Turn>>,
 }
@@ -289,7 +309,7 @@ impl ChunkHandler for FirstAttempts {
             }
         };
         let payload = payload::of(&event)?;
-        let body = Arc::new(payload.body());
+        let body = bytes::Bytes::from(payload.body());
         Some(Source { payload, body, webhook_id: String::new(), turn: None })
     }
 
@@ -413,7 +433,7 @@ impl ChunkHandler for Retries {
                 endpoint,
                 webhook_id: s.webhook_id,
                 event_type: s.event_type,
-                body: Arc::new(s.payload),
+                body: s.payload.into(),
                 occurred_at: s.occurred_at,
                 attempt: s.attempt,
             };

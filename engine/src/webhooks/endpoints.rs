@@ -33,17 +33,6 @@ impl Endpoint {
     pub fn wants(&self, event_type: &str) -> bool {
         self.enabled && (self.events.is_empty() || self.events.iter().any(|e| e == event_type))
     }
-
-    /// The secrets that sign at `now`: the current one, and the previous during the overlap.
-    pub fn secrets(&self, now: Timestamp) -> Vec<Secret> {
-        let mut out: Vec<Secret> = Secret::parse(&self.secret).into_iter().collect();
-        if let (Some(prev), Some(until)) = (&self.previous_secret, self.previous_until) {
-            if until > now {
-                out.extend(Secret::parse(prev));
-            }
-        }
-        out
-    }
 }
 
 /// Applies one event to the endpoint's state; `None`: the endpoint does not exist (never
@@ -103,10 +92,33 @@ pub fn apply(state: Option<Endpoint>, event: &WebhookEvent) -> Option<Endpoint> 
     }
 }
 
-/// An endpoint ready to send to: its state and parsed secrets.
+/// An endpoint ready to send to: its state, its secrets parsed once, and (made by the
+/// sender at its first request) its URL checked and parsed as a request target.
 #[derive(Debug)]
 pub struct Live {
     pub endpoint: Endpoint,
+    current: Option<Secret>,
+    previous: Option<(Secret, Timestamp)>,
+    /// The checked request target, or why the URL is refused (`super::sender`).
+    pub(super) target: std::sync::OnceLock<Result<http::Uri, String>>,
+}
+
+impl Live {
+    pub fn new(endpoint: Endpoint) -> Live {
+        let current = Secret::parse(&endpoint.secret).ok();
+        let previous = endpoint
+            .previous_secret
+            .as_deref()
+            .zip(endpoint.previous_until)
+            .and_then(|(s, until)| Some((Secret::parse(s).ok()?, until)));
+        Live { endpoint, current, previous, target: std::sync::OnceLock::new() }
+    }
+
+    /// The secrets that sign at `now`: the current one, and the previous during the overlap.
+    pub fn secrets(&self, now: Timestamp) -> impl Iterator<Item = &Secret> {
+        let previous = self.previous.as_ref().filter(|(_, until)| *until > now).map(|(s, _)| s);
+        self.current.iter().chain(previous)
+    }
 }
 
 #[derive(Default)]
@@ -124,7 +136,7 @@ impl Registry {
     pub fn replace(&self, endpoints: Vec<Endpoint>) {
         let mut snap = Snapshot::default();
         for e in endpoints {
-            let live = Arc::new(Live { endpoint: e });
+            let live = Arc::new(Live::new(e));
             snap.by_account.entry(live.endpoint.account.clone()).or_default().push(live.clone());
             snap.by_id.insert(live.endpoint.id.clone(), live);
         }
@@ -143,7 +155,7 @@ impl Registry {
             }
         }
         if let Some(e) = endpoint {
-            let live = Arc::new(Live { endpoint: e });
+            let live = Arc::new(Live::new(e));
             s.by_account.entry(live.endpoint.account.clone()).or_default().push(live.clone());
             s.by_id.insert(id.to_owned(), live);
         }
@@ -216,8 +228,9 @@ mod tests {
         });
         let s = apply(Some(s), &rot).unwrap();
         assert_eq!(s.previous_secret.as_deref(), Some(first.as_str()));
-        assert_eq!(s.secrets(Timestamp(50)).len(), 2, "both sign during the overlap");
-        assert_eq!(s.secrets(Timestamp(100)).len(), 1, "only the new one after it");
+        let live = Live::new(s.clone());
+        assert_eq!(live.secrets(Timestamp(50)).count(), 2, "both sign during the overlap");
+        assert_eq!(live.secrets(Timestamp(100)).count(), 1, "only the new one after it");
         let other = WebhookEvent::EndpointDeleted(EndpointDeleted {
             account: AccountId("other".into()),
             endpoint_id: "ep_1".into(),

@@ -1,7 +1,7 @@
 //! One webhook request: signed, with a timeout, never following a redirect, through the
 //! guarded resolver; and what its answer means (pure: [`classify`]).
 
-use super::endpoints::Endpoint;
+use super::endpoints::Live;
 use super::signing::signature_header;
 use super::ssrf;
 use herald_schemas::Timestamp;
@@ -102,27 +102,36 @@ impl Sender {
     }
 
     /// One signed POST of `body` to the endpoint; the answer and how long it took.
-    pub async fn send(&self, endpoint: &Endpoint, webhook_id: &str, body: &[u8]) -> (Answer, Duration) {
+    pub async fn send(&self, endpoint: &Live, webhook_id: &str, body: bytes::Bytes) -> (Answer, Duration) {
+        use http::header::{HeaderValue, CONTENT_TYPE, USER_AGENT};
         let started = Instant::now();
         let failed = |error: String| Answer::Failed { status: None, error, retry_after: None };
-        let url = match ssrf::check_url(&endpoint.url, self.allow_private) {
-            Ok(u) => u,
-            Err(e) => return (failed(e.to_string()), started.elapsed()),
+        // The URL is checked and parsed once per endpoint version (`Live` is replaced when
+        // the endpoint changes); names are checked again at each connection by the resolver.
+        let target = endpoint.target.get_or_init(|| {
+            let url = ssrf::check_url(&endpoint.endpoint.url, self.allow_private).map_err(|e| e.to_string())?;
+            url.as_str().parse::<http::Uri>().map_err(|e| format!("request failed: {e}"))
+        });
+        let uri = match target {
+            Ok(u) => u.clone(),
+            Err(e) => return (failed(e.clone()), started.elapsed()),
         };
         let now = Timestamp::now();
         let ts = now.millis().div_euclid(1000);
-        let secrets = endpoint.secrets(now);
-        let request = http::Request::post(url.as_str())
-            .header("content-type", "application/json")
-            .header("user-agent", concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .header("webhook-id", webhook_id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", signature_header(&secrets, webhook_id, ts, body))
-            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body)));
-        let request = match request {
-            Ok(r) => r,
-            Err(e) => return (failed(format!("request failed: {e}")), started.elapsed()),
+        let signature = signature_header(endpoint.secrets(now), webhook_id, ts, &body);
+        let mut request = http::Request::new(http_body_util::Full::new(body));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION"))));
+        let (id, signature) = (HeaderValue::from_str(webhook_id), HeaderValue::try_from(signature));
+        let (Ok(id), Ok(signature)) = (id, signature) else {
+            return (failed("request failed: a header value is not valid".into()), started.elapsed());
         };
+        headers.insert("webhook-id", id);
+        headers.insert("webhook-timestamp", HeaderValue::from(ts));
+        headers.insert("webhook-signature", signature);
         let exchange = async {
             let resp = self.client.request(request).await?;
             let status = resp.status().as_u16();

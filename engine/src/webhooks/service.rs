@@ -253,7 +253,8 @@ impl Webhooks {
             "data": { "endpoint_id": e.id, "account": e.account },
         }))
         .unwrap_or_default();
-        let (answer, took) = self.sender.send(&e, &webhook_id, &body).await;
+        let live = super::endpoints::Live::new(e);
+        let (answer, took) = self.sender.send(&live, &webhook_id, body.into()).await;
         let (delivered, status, error) = match answer {
             Answer::Delivered(s) => (true, Some(s), None),
             Answer::Gone => (false, Some(410), Some("the endpoint answered 410 Gone".to_owned())),

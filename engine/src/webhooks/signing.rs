@@ -65,8 +65,20 @@ impl Secret {
 }
 
 /// The `webhook-signature` header: one signature per secret, current first.
-pub fn signature_header(secrets: &[Secret], id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets.iter().map(|s| s.sign(id, timestamp, body)).collect::<Vec<_>>().join(" ")
+pub fn signature_header<'a>(
+    secrets: impl IntoIterator<Item = &'a Secret>,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    let mut header = String::new();
+    for s in secrets {
+        if !header.is_empty() {
+            header.push(' ');
+        }
+        header.push_str(&s.sign(id, timestamp, body));
+    }
+    header
 }
 
 #[cfg(test)]

@@ -61,32 +61,34 @@ impl Appender {
 }
 
 async fn run(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<Item>) {
-    let mut batch: Vec<Item> = Vec::with_capacity(256);
+    let mut records: Vec<Record> = Vec::with_capacity(256);
+    let mut acks: Vec<oneshot::Sender<bool>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            records.push(item.record);
+            acks.extend(item.ack);
+            if records.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        let records: Vec<Record> = batch.iter().map(|i| i.record.clone()).collect();
+        let batch = std::mem::take(&mut records);
+        let appended = batch.len() as u64;
         let mut backoff = Duration::from_millis(50);
-        loop {
-            match log.append(records.clone()).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, events = records.len(), "appending engagement events failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        // The batch is moved into the append; a copy is kept only to retry after a failure.
+        let mut pending = Some(batch);
+        while let Some(batch) = pending.take() {
+            let copy = batch.clone();
+            if let Err(e) = log.append(batch).await {
+                tracing::error!(error = %e, events = copy.len(), "appending engagement events failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                pending = Some(copy);
             }
         }
-        metrics::counter!("herald_tracking_events_appended_total").increment(records.len() as u64);
-        for item in batch.drain(..) {
-            if let Some(ack) = item.ack {
-                let _ = ack.send(true);
-            }
+        metrics::counter!("herald_tracking_events_appended_total").increment(appended);
+        for ack in acks.drain(..) {
+            let _ = ack.send(true);
         }
     }
 }

@@ -2,30 +2,24 @@
 //! carries it; records `LinkClicked`. Answered before the event is appended ([`super::appender`]).
 
 use super::machine::{self, Target};
-use super::{not_found, now_secs, Common, Peer, Tracker};
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use super::{not_found, now_secs, Common, Tracker};
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use herald_engine::rewrite::token;
 use herald_schemas::{EngagementEvent, LinkClicked, Timestamp};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
-pub async fn handle(
-    State(t): State<Arc<Tracker>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    method: Method,
-    headers: HeaderMap,
-    Path(tok): Path<String>,
-) -> Response {
-    let Some((claims, index, url)) = token::verify_click(&t.keys, &tok) else {
+/// The answer to a click on `tok` from `peer` (`head` for a `HEAD` request).
+pub fn answer(t: &Tracker, head: bool, headers: &HeaderMap, peer: SocketAddr, tok: &str) -> Response {
+    let Some((claims, index, url)) = token::verify_click(&t.keys, tok) else {
         return not_found();
     };
     // Tokens only carry what a browser could have followed; the header check is a backstop.
     let Ok(location) = HeaderValue::from_str(&url) else { return not_found() };
-    let (user_agent, ip) = t.client(&headers, peer);
+    let (user_agent, ip) = t.client(headers, peer);
     let age = now_secs() - claims.issued_at as i64;
-    let machine =
-        machine::classify(method == Method::HEAD, &user_agent, ip, Target::Click { age }, t.settings.too_soon_secs);
+    let machine = machine::classify(head, &user_agent, ip, Target::Click { age }, t.settings.too_soon_secs);
     let c = Common::new(claims, user_agent, ip, machine);
     let event = EngagementEvent::LinkClicked(LinkClicked {
         event_id: c.event_id,
@@ -38,8 +32,11 @@ pub async fn handle(
         clicked_at: Timestamp::now(),
     });
     t.appender.queue(t.record(event));
-    let outcome = if machine.is_some() { "machine" } else { "ok" };
-    metrics::counter!("herald_tracking_requests_total", "route" => "click", "outcome" => outcome).increment(1);
-    (StatusCode::FOUND, [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))])
-        .into_response()
+    t.counters.click(machine.is_some()).increment(1);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    let h = response.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }

@@ -2,9 +2,6 @@
 //! TLS. TLS handshakes run in their own tasks (at most 10 s each), so a slow client never
 //! holds up `accept`.
 
-use super::Peer;
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -61,11 +58,9 @@ impl Listener {
     }
 }
 
-impl axum::serve::Listener for Listener {
-    type Io = Box<dyn Io>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl Listener {
+    /// The next connection and its peer's address (errors are logged and waited out).
+    pub async fn accept(&mut self) -> (Box<dyn Io>, SocketAddr) {
         match &mut self.inner {
             Inner::Plain(l) => loop {
                 match TcpListener::accept(l).await {
@@ -86,13 +81,7 @@ impl axum::serve::Listener for Listener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
-}
-
-impl Connected<IncomingStream<'_, Listener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
-        Peer(*stream.remote_addr())
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 }

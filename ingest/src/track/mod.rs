@@ -6,7 +6,8 @@
 //! `Cache-Control: no-store`. Events go to `<prefix>.engagement` through [`appender`].
 //!
 //! A file per route: [`click`], [`open`], [`unsubscribe`]; [`machine`] tells machines from
-//! people; [`listener`] serves plain HTTP or TLS. `GET /tls-allowed?domain=` answers `200`
+//! people; [`listener`] accepts plain HTTP or TLS; [`serve`] runs HTTP/1 on each connection and
+//! answers `GET`/`HEAD` of `/c/` and `/o/` (nearly every request) without the router. `GET /tls-allowed?domain=` answers `200`
 //! for the hosts Herald's links use (`default_host` and the tracking domain of every sender
 //! domain), `404` otherwise: the `ask` hook of a proxy that obtains certificates on demand
 //! (`docs/engagement.md#deploying-the-tracking-server`).
@@ -18,7 +19,8 @@ pub mod machine;
 pub mod open;
 pub mod unsubscribe;
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -26,8 +28,14 @@ use herald_engine::log::{Record, Topics};
 use herald_engine::rewrite::token::{Claims, Keys};
 use herald_engine::routing::Router as Partitions;
 use herald_schemas::{encode, Client, EngagementEvent, Event, MachineReason};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Settings of the tracking server (`[tracking]`).
 #[derive(Debug, Clone)]
@@ -48,22 +56,82 @@ pub struct Tracker {
     pub topics: Topics,
     pub partitions: Partitions,
     pub settings: Settings,
+    pub counters: Counters,
+}
+
+/// `herald_tracking_requests_total` of clicks and opens, registered once (a lookup by name
+/// and labels per request was measurable at tens of thousands of requests per second).
+pub struct Counters {
+    click_ok: metrics::Counter,
+    click_machine: metrics::Counter,
+    open_ok: metrics::Counter,
+    open_machine: metrics::Counter,
+}
+
+impl Counters {
+    /// Registers the counters with the metrics recorder installed now.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let c = |route: &'static str, outcome: &'static str| metrics::counter!("herald_tracking_requests_total", "route" => route, "outcome" => outcome);
+        Counters {
+            click_ok: c("click", "ok"),
+            click_machine: c("click", "machine"),
+            open_ok: c("open", "ok"),
+            open_machine: c("open", "machine"),
+        }
+    }
+
+    pub fn click(&self, machine: bool) -> &metrics::Counter {
+        if machine {
+            &self.click_machine
+        } else {
+            &self.click_ok
+        }
+    }
+
+    pub fn open(&self, machine: bool) -> &metrics::Counter {
+        if machine {
+            &self.open_machine
+        } else {
+            &self.open_ok
+        }
+    }
 }
 
 /// The client address a connection came from, for `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// The tracking routes.
+/// The tracking routes, every one of them ([`serve`] answers most requests before the router).
 pub fn router(tracker: Arc<Tracker>) -> Router {
     Router::new()
-        .route("/c/{token}", get(click::handle))
-        .route("/o/{token}", get(open::handle))
+        .route("/c/{token}", get(click_route))
+        .route("/o/{token}", get(open_route))
         .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::handle))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/tls-allowed", get(tls_allowed))
         .fallback(|| async { not_found() })
         .with_state(tracker)
+}
+
+async fn click_route(
+    State(t): State<Arc<Tracker>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    method: Method,
+    headers: HeaderMap,
+    Path(tok): Path<String>,
+) -> Response {
+    click::answer(&t, method == Method::HEAD, &headers, peer, &tok)
+}
+
+async fn open_route(
+    State(t): State<Arc<Tracker>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    method: Method,
+    headers: HeaderMap,
+    Path(tok): Path<String>,
+) -> Response {
+    open::answer(&t, method == Method::HEAD, &headers, peer, &tok)
 }
 
 #[derive(serde::Deserialize)]
@@ -160,14 +228,81 @@ pub fn now_secs() -> i64 {
     herald_schemas::Timestamp::now().millis() / 1000
 }
 
-/// Serves the tracking routes on `listener` until `shutdown`.
+/// How long a connection may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connections may take to finish their requests at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves the tracking routes on `listener` until `shutdown`: HTTP/1.1 with keep-alive on
+/// each connection, its own task. `GET` and `HEAD` of `/c/<token>` and `/o/<token>` are
+/// answered directly; everything else goes through [`router`]. At `shutdown` it stops
+/// accepting, lets each connection finish the request it is on, and waits up to [`DRAIN`].
 pub async fn serve(
-    listener: listener::Listener,
+    mut listener: listener::Listener,
     tracker: Arc<Tracker>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(tracker).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let router = router(tracker.clone());
+    // Every connection task holds a receiver; all are gone once `closed` resolves.
+    let (open, live) = tokio::sync::watch::channel(());
+    loop {
+        let (io, peer) = tokio::select! {
+            conn = listener.accept() => conn,
+            _ = shutdown.cancelled() => break,
+        };
+        let service = Connection { tracker: tracker.clone(), router: router.clone(), peer };
+        let (shutdown, live) = (shutdown.clone(), live.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            let mut conn = std::pin::pin!(http.serve_connection(TokioIo::new(io), service));
+            tokio::select! {
+                _ = conn.as_mut() => return drop(live),
+                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+            drop(live);
+        });
+    }
+    drop((listener, live));
+    let _ = tokio::time::timeout(DRAIN, open.closed()).await;
+    Ok(())
+}
+
+/// The service of one connection.
+struct Connection {
+    tracker: Arc<Tracker>,
+    router: Router,
+    peer: SocketAddr,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::Either<Ready<Result<Response, Infallible>>, Answer>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        use futures::future::Either;
+        let head = request.method() == Method::HEAD;
+        if head || request.method() == Method::GET {
+            let path = request.uri().path();
+            // A token never holds '/' or '%' (URL-safe base64 and '.'); anything else is the
+            // router's (which decodes the path segment).
+            let token = |prefix: &str| path.strip_prefix(prefix).filter(|t| !t.contains(['/', '%']));
+            if let Some(tok) = token("/c/") {
+                return Either::Left(ready(Ok(click::answer(&self.tracker, head, request.headers(), self.peer, tok))));
+            }
+            if let Some(tok) = token("/o/") {
+                return Either::Left(ready(Ok(open::answer(&self.tracker, head, request.headers(), self.peer, tok))));
+            }
+        }
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(ConnectInfo(Peer(self.peer)));
+        let mut router = self.router.clone();
+        Either::Right(Box::pin(async move { tower_service::Service::call(&mut router, request).await }))
+    }
 }
 
 #[cfg(test)]

@@ -2,26 +2,21 @@
 //! before the event is appended ([`super::appender`]).
 
 use super::machine::{self, Target};
-use super::{not_found, Common, Peer, Tracker};
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use super::{not_found, Common, Tracker};
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use herald_engine::rewrite::{pixel, token};
 use herald_schemas::{EngagementEvent, MessageOpened, Timestamp};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
-pub async fn handle(
-    State(t): State<Arc<Tracker>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    method: Method,
-    headers: HeaderMap,
-    Path(tok): Path<String>,
-) -> Response {
-    let Some(claims) = token::verify_recipient(&t.keys, &tok) else {
+/// The answer to an open of `tok` from `peer` (`head` for a `HEAD` request).
+pub fn answer(t: &Tracker, head: bool, headers: &HeaderMap, peer: SocketAddr, tok: &str) -> Response {
+    let Some(claims) = token::verify_recipient(&t.keys, tok) else {
         return not_found();
     };
-    let (user_agent, ip) = t.client(&headers, peer);
-    let machine = machine::classify(method == Method::HEAD, &user_agent, ip, Target::Open, t.settings.too_soon_secs);
+    let (user_agent, ip) = t.client(headers, peer);
+    let machine = machine::classify(head, &user_agent, ip, Target::Open, t.settings.too_soon_secs);
     let c = Common::new(claims, user_agent, ip, machine);
     let event = EngagementEvent::MessageOpened(MessageOpened {
         event_id: c.event_id,
@@ -32,8 +27,11 @@ pub async fn handle(
         opened_at: Timestamp::now(),
     });
     t.appender.queue(t.record(event));
-    let outcome = if machine.is_some() { "machine" } else { "ok" };
-    metrics::counter!("herald_tracking_requests_total", "route" => "open", "outcome" => outcome).increment(1);
-    (StatusCode::OK, [(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store")], pixel::GIF)
-        .into_response()
+    t.counters.open(machine.is_some()).increment(1);
+    let mut response = Response::new(Body::from(pixel::GIF));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    *response.status_mut() = StatusCode::OK;
+    response
 }

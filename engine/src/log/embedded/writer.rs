@@ -99,6 +99,7 @@ pub(super) fn spawn(
         last_write: Instant::now(),
         compact_checked: false,
         failed: None,
+        frame: Vec::new(),
     };
     std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || writer.run()).map_err(storage)
 }
@@ -126,6 +127,8 @@ struct Writer {
     /// Whether compaction was considered since the last write.
     compact_checked: bool,
     failed: Option<Failed>,
+    /// The write-ahead frame's buffer, reused by every group.
+    frame: Vec<u8>,
 }
 
 impl Writer {
@@ -251,13 +254,20 @@ impl Writer {
         let wal = self.wal.as_mut().ok_or(LogError::Closed)?;
         let mut txn = db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::None).map_err(storage)?;
-        let mut frame = Vec::new();
+        // The frame is this writer's buffer, kept between groups (a group's frame can be
+        // megabytes: a fresh one would be grown, copied and faulted in every time).
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame.reserve(batch.iter().map(Command::bytes).sum::<usize>() + batch.len() * 64);
         let mut new_heads: HashMap<(String, u32), u64> = HashMap::new();
         let mut offsets = Vec::new();
         {
             let mut tables = HashMap::new();
             let now = super::now_ms();
             let mut buf = Vec::new();
+            // The (topic, partition) of the previous record and its next offset: a group's
+            // records mostly come in runs of one partition, so the maps are visited per run.
+            let mut run: Option<(&str, u32, u64)> = None;
             for cmd in batch {
                 let records = match cmd {
                     Command::Append { records, .. } | Command::Commit { records, .. } => records,
@@ -265,21 +275,34 @@ impl Writer {
                 };
                 let mut given = Vec::with_capacity(records.len());
                 for r in records {
-                    let head = self.shared.head(&r.topic, r.partition)?;
-                    let next = new_heads.entry((r.topic.clone(), r.partition)).or_insert_with(|| *head.borrow());
-                    if !tables.contains_key(&r.topic) {
-                        let name = table_name(&r.topic);
-                        tables.insert(r.topic.clone(), txn.open_table(table(&name)).map_err(storage)?);
-                    }
-                    let t = tables.get_mut(&r.topic).expect("inserted above");
+                    let mut next = match run {
+                        Some((topic, partition, next)) if topic == r.topic && partition == r.partition => next,
+                        _ => {
+                            if let Some((topic, partition, next)) = run {
+                                new_heads.insert((topic.to_owned(), partition), next);
+                            }
+                            let head = self.shared.head(&r.topic, r.partition)?;
+                            let next = new_heads.get(&(r.topic.clone(), r.partition)).copied();
+                            if !tables.contains_key(&r.topic) {
+                                let name = table_name(&r.topic);
+                                tables.insert(r.topic.clone(), txn.open_table(table(&name)).map_err(storage)?);
+                            }
+                            next.unwrap_or_else(|| *head.borrow())
+                        }
+                    };
+                    let t = tables.get_mut(&r.topic).expect("opened when the run began");
                     buf.clear();
                     super::encode_stored(&mut buf, now, &r.key, &r.value);
-                    t.insert((r.partition, *next), buf.as_slice()).map_err(storage)?;
-                    wal::put_record(&mut frame, &r.topic, r.partition, *next, &buf);
-                    given.push(*next);
-                    *next += 1;
+                    t.insert((r.partition, next), buf.as_slice()).map_err(storage)?;
+                    wal::put_record(&mut frame, &r.topic, r.partition, next, &buf);
+                    given.push(next);
+                    next += 1;
+                    run = Some((&r.topic, r.partition, next));
                 }
                 offsets.push(given);
+            }
+            if let Some((topic, partition, next)) = run {
+                new_heads.insert((topic.to_owned(), partition), next);
             }
             let mut table = txn.open_table(OFFSETS).map_err(storage)?;
             let mut metas = txn.open_table(OFFSET_META).map_err(storage)?;
@@ -293,8 +316,11 @@ impl Writer {
             }
         }
         let before = wal.len();
-        wal.append(&frame).map_err(storage)?;
-        metrics::counter!("herald_log_written_bytes_total").increment(frame.len() as u64);
+        let appended = wal.append(&frame);
+        let frame_len = frame.len();
+        self.frame = frame;
+        appended.map_err(storage)?;
+        metrics::counter!("herald_log_written_bytes_total").increment(frame_len as u64);
         if let Err(e) = txn.commit() {
             // Not acknowledged, so it must not come back at the next replay either.
             let _ = wal.erase_from(before);
