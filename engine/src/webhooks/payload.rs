@@ -46,8 +46,16 @@ pub struct Payload {
 impl Payload {
     /// The request body: `{"type":…,"timestamp":…,"data":{…}}`.
     pub fn body(&self) -> Vec<u8> {
-        let v = json!({ "type": self.event_type, "timestamp": rfc3339(self.at), "data": self.data });
-        serde_json::to_vec(&v).unwrap_or_default()
+        // Serialized from borrowed fields: the data is not copied into a new tree first.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            timestamp: String,
+            data: &'a Value,
+        }
+        let body = Body { event_type: self.event_type, timestamp: rfc3339(self.at), data: &self.data };
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 }
 
