@@ -6,11 +6,12 @@
 //! `Cache-Control: no-store`. Events go to `<prefix>.engagement` through [`appender`].
 //!
 //! A file per route: [`click`], [`open`], [`unsubscribe`]; [`machine`] tells machines from
-//! people; [`listener`] accepts plain HTTP or TLS; [`serve`] runs HTTP/1 on each connection and
-//! answers `GET`/`HEAD` of `/c/` and `/o/` (nearly every request) without the router. `GET /tls-allowed?domain=` answers `200`
-//! for the hosts Herald's links use (`default_host` and the tracking domain of every sender
-//! domain), `404` otherwise: the `ask` hook of a proxy that obtains certificates on demand
-//! (`docs/engagement.md#deploying-the-tracking-server`).
+//! people; [`listener`] accepts plain HTTP or TLS; [`serve`] runs HTTP/1 on each connection
+//! and answers `GET`/`HEAD` of `/c/` and `/o/` (nearly every request) without the router.
+//!
+//! `GET /tls-allowed?domain=` answers `200` for the hosts Herald's links use (`default_host`
+//! and the tracking domain of every sender domain), `404` otherwise: the `ask` hook of a proxy
+//! that obtains certificates on demand (`docs/engagement.md#deploying-the-tracking-server`).
 
 pub mod appender;
 pub mod click;

@@ -26,6 +26,8 @@ use tokio::sync::oneshot;
 
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 8192;
+/// Largest frame buffer kept between groups.
+const KEEP_FRAME: usize = 4 << 20;
 /// Longest wait between two recovery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Compaction is worth it from this much free space (and a quarter of the file).
@@ -318,7 +320,10 @@ impl Writer {
         let before = wal.len();
         let appended = wal.append(&frame);
         let frame_len = frame.len();
-        self.frame = frame;
+        // Kept for the next group unless a rare large group grew it: that memory goes back.
+        if frame.capacity() <= KEEP_FRAME {
+            self.frame = frame;
+        }
         appended.map_err(storage)?;
         metrics::counter!("herald_log_written_bytes_total").increment(frame_len as u64);
         if let Err(e) = txn.commit() {
