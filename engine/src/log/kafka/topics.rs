@@ -40,21 +40,7 @@ pub(super) async fn ensure(
     for topic in topics {
         match existing.get(topic) {
             Some(&(have, replicas)) => {
-                if have != settings.partitions {
-                    return Err(LogError::Topic {
-                        topic: topic.clone(),
-                        problem: format!("has {have} partitions, config says {}", settings.partitions),
-                    });
-                }
-                if replicas < settings.replication {
-                    return Err(LogError::Topic {
-                        topic: topic.clone(),
-                        problem: format!(
-                            "has {replicas} replicas, config asks for {} (backend.kafka_replication)",
-                            settings.replication
-                        ),
-                    });
-                }
+                check_shape(settings, topic, have, replicas)?;
                 if let Some(bodies) = settings.bodies.as_ref().filter(|b| &b.topic == topic) {
                     check_bodies_topic(&admin, bodies).await?;
                 }
@@ -89,8 +75,10 @@ pub(super) async fn ensure(
             Ok(_) => {}
             Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
                 // Created meanwhile, or created just before and not yet in the metadata we
-                // read: either way an existing bodies topic must pass the same check.
+                // read: either way it must pass the same checks as a topic we saw.
                 tracing::debug!(%topic, "topic created concurrently");
+                let (have, replicas) = shape_of(producer, &topic).await?;
+                check_shape(settings, &topic, have, replicas)?;
                 if let Some(bodies) = settings.bodies.as_ref().filter(|b| b.topic == topic) {
                     check_bodies_topic(&admin, bodies).await?;
                 }
@@ -101,6 +89,50 @@ pub(super) async fn ensure(
     tracing::info!(topics = ?missing, partitions = settings.partitions, replication = settings.replication,
         min_insync = settings.min_insync_replicas, "created kafka topics");
     Ok(())
+}
+
+/// Refuses a topic whose partition count differs from the configured one, or that has fewer
+/// replicas than configured.
+fn check_shape(settings: &KafkaSettings, topic: &str, have: u32, replicas: i32) -> Result<(), LogError> {
+    if have != settings.partitions {
+        return Err(LogError::Topic {
+            topic: topic.to_owned(),
+            problem: format!("has {have} partitions, config says {}", settings.partitions),
+        });
+    }
+    if replicas < settings.replication {
+        return Err(LogError::Topic {
+            topic: topic.to_owned(),
+            problem: format!(
+                "has {replicas} replicas, config asks for {} (backend.kafka_replication)",
+                settings.replication
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Partition count and fewest replicas of an existing `topic`. Its metadata can lag just
+/// after it was created (missing, or with an error such as `LeaderNotAvailable`): asked
+/// again for up to 10 s.
+async fn shape_of(producer: &FutureProducer, topic: &str) -> Result<(u32, i32), LogError> {
+    for _ in 0..40 {
+        let shape = {
+            let metadata = producer.client().fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).and_then(|t| {
+                let replicas = t.partitions().iter().map(|p| p.replicas().len()).min()? as i32;
+                Some((t.partitions().len() as u32, replicas))
+            })
+        };
+        if let Some(shape) = shape {
+            return Ok(shape);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(LogError::Topic {
+        topic: topic.to_owned(),
+        problem: "exists, but its metadata was not available within 10 s".into(),
+    })
 }
 
 /// Checks that an existing bodies topic keeps its records long enough, and only deletes by
