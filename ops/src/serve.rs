@@ -411,9 +411,9 @@ async fn tracking_listener(config: &Config) -> anyhow::Result<track::listener::L
         Some(cert_key) => {
             let tls = smtp::starttls::acceptor(Some(cert_key), &config.storage.data_dir, &t.default_host)
                 .context("tracking TLS certificate")?;
-            track::listener::Listener::tls(tcp, tls)?
+            track::listener::Listener::tls(tcp, tls)
         }
-        None => track::listener::Listener::plain(tcp)?,
+        None => track::listener::Listener::plain(tcp),
     })
 }
 

@@ -71,14 +71,7 @@ pub fn signature_header<'a>(
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    let mut header = String::new();
-    for s in secrets {
-        if !header.is_empty() {
-            header.push(' ');
-        }
-        header.push_str(&s.sign(id, timestamp, body));
-    }
-    header
+    secrets.into_iter().map(|s| s.sign(id, timestamp, body)).collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -68,42 +68,35 @@ async fn run(log: Arc<dyn EventLog>, mut rx: mpsc::Receiver<Item>) {
     let mut records: Vec<Record> = Vec::with_capacity(256);
     let mut acks: Vec<oneshot::Sender<bool>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut lingered = false;
-        loop {
-            while let Some(item) = next.take() {
-                records.push(item.record);
-                acks.extend(item.ack);
-                if records.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
-                }
-            }
-            // Busy (a large batch queued while the last append ran): wait a moment for more,
-            // so the log takes fewer, larger appends. Quiet traffic is appended at once.
-            if lingered || records.len() < LINGER_FROM || records.len() >= MAX_BATCH {
-                break;
-            }
-            lingered = true;
+        records.push(first.record);
+        acks.extend(first.ack);
+        take_queued(&mut rx, &mut records, &mut acks);
+        // Busy (a large batch queued while the last append ran): wait a moment for more, so
+        // the log takes fewer, larger appends. Quiet traffic is appended at once.
+        if (LINGER_FROM..MAX_BATCH).contains(&records.len()) {
             tokio::time::sleep(LINGER).await;
-            next = rx.try_recv().ok();
+            take_queued(&mut rx, &mut records, &mut acks);
         }
         let batch = std::mem::take(&mut records);
-        let appended = batch.len() as u64;
         let mut backoff = Duration::from_millis(50);
-        // The batch is moved into the append; a copy is kept only to retry after a failure.
-        let mut pending = Some(batch);
-        while let Some(batch) = pending.take() {
-            let copy = batch.clone();
-            if let Err(e) = log.append(batch).await {
-                tracing::error!(error = %e, events = copy.len(), "appending engagement events failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                pending = Some(copy);
-            }
+        // The append takes its records: each attempt gets a copy, the batch stays for a retry.
+        while let Err(e) = log.append(batch.clone()).await {
+            tracing::error!(error = %e, events = batch.len(), "appending engagement events failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        metrics::counter!("herald_tracking_events_appended_total").increment(appended);
+        metrics::counter!("herald_tracking_events_appended_total").increment(batch.len() as u64);
         for ack in acks.drain(..) {
             let _ = ack.send(true);
         }
+    }
+}
+
+/// Moves whatever is queued now into the batch, up to [`MAX_BATCH`] records.
+fn take_queued(rx: &mut mpsc::Receiver<Item>, records: &mut Vec<Record>, acks: &mut Vec<oneshot::Sender<bool>>) {
+    while records.len() < MAX_BATCH {
+        let Ok(item) = rx.try_recv() else { break };
+        records.push(item.record);
+        acks.extend(item.ack);
     }
 }

@@ -32,7 +32,7 @@ pub fn answer(t: &Tracker, head: bool, headers: &HeaderMap, peer: SocketAddr, to
         clicked_at: Timestamp::now(),
     });
     t.appender.queue(t.record(event));
-    t.counters.click(machine.is_some()).increment(1);
+    t.counters.click.of(machine.is_some()).increment(1);
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::FOUND;
     let h = response.headers_mut();

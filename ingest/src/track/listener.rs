@@ -14,7 +14,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// A listener of plain or TLS connections.
 pub struct Listener {
-    local: SocketAddr,
     inner: Inner,
 }
 
@@ -24,13 +23,12 @@ enum Inner {
 }
 
 impl Listener {
-    pub fn plain(listener: TcpListener) -> std::io::Result<Self> {
-        Ok(Listener { local: listener.local_addr()?, inner: Inner::Plain(listener) })
+    pub fn plain(listener: TcpListener) -> Self {
+        Listener { inner: Inner::Plain(listener) }
     }
 
     /// Accepts on `listener` and completes handshakes with `tls` in the background.
-    pub fn tls(listener: TcpListener, tls: TlsAcceptor) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
+    pub fn tls(listener: TcpListener, tls: TlsAcceptor) -> Self {
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             loop {
@@ -54,7 +52,7 @@ impl Listener {
                 }
             }
         });
-        Ok(Listener { local, inner: Inner::Tls(rx) })
+        Listener { inner: Inner::Tls(rx) }
     }
 }
 
@@ -79,9 +77,5 @@ impl Listener {
                 None => std::future::pending().await,
             },
         }
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
     }
 }

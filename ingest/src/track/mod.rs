@@ -63,39 +63,38 @@ pub struct Tracker {
 /// `herald_tracking_requests_total` of clicks and opens, registered once (a lookup by name
 /// and labels per request was measurable at tens of thousands of requests per second).
 pub struct Counters {
-    click_ok: metrics::Counter,
-    click_machine: metrics::Counter,
-    open_ok: metrics::Counter,
-    open_machine: metrics::Counter,
+    pub click: Outcomes,
+    pub open: Outcomes,
+}
+
+/// A route's counters by outcome.
+pub struct Outcomes {
+    ok: metrics::Counter,
+    machine: metrics::Counter,
+}
+
+impl Outcomes {
+    fn new(route: &'static str) -> Self {
+        let outcome =
+            |o: &'static str| metrics::counter!("herald_tracking_requests_total", "route" => route, "outcome" => o);
+        Outcomes { ok: outcome("ok"), machine: outcome("machine") }
+    }
+
+    /// The counter of a request from a person, or (`machine`) from a machine.
+    pub fn of(&self, machine: bool) -> &metrics::Counter {
+        if machine {
+            &self.machine
+        } else {
+            &self.ok
+        }
+    }
 }
 
 impl Counters {
     /// Registers the counters with the metrics recorder installed now.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        let c = |route: &'static str, outcome: &'static str| metrics::counter!("herald_tracking_requests_total", "route" => route, "outcome" => outcome);
-        Counters {
-            click_ok: c("click", "ok"),
-            click_machine: c("click", "machine"),
-            open_ok: c("open", "ok"),
-            open_machine: c("open", "machine"),
-        }
-    }
-
-    pub fn click(&self, machine: bool) -> &metrics::Counter {
-        if machine {
-            &self.click_machine
-        } else {
-            &self.click_ok
-        }
-    }
-
-    pub fn open(&self, machine: bool) -> &metrics::Counter {
-        if machine {
-            &self.open_machine
-        } else {
-            &self.open_ok
-        }
+        Counters { click: Outcomes::new("click"), open: Outcomes::new("open") }
     }
 }
 
@@ -105,9 +104,10 @@ pub struct Peer(pub SocketAddr);
 
 /// The tracking routes, every one of them ([`serve`] answers most requests before the router).
 pub fn router(tracker: Arc<Tracker>) -> Router {
+    let [(click, answer_click), (open, answer_open)] = DIRECT;
     Router::new()
-        .route("/c/{token}", get(click_route))
-        .route("/o/{token}", get(open_route))
+        .route(&format!("{click}{{token}}"), direct_route(answer_click))
+        .route(&format!("{open}{{token}}"), direct_route(answer_open))
         .route("/u/{token}", get(unsubscribe::page).post(unsubscribe::handle))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/tls-allowed", get(tls_allowed))
@@ -115,24 +115,21 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
         .with_state(tracker)
 }
 
-async fn click_route(
-    State(t): State<Arc<Tracker>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    method: Method,
-    headers: HeaderMap,
-    Path(tok): Path<String>,
-) -> Response {
-    click::answer(&t, method == Method::HEAD, &headers, peer, &tok)
-}
+/// How a click or an open is answered: (tracker, `HEAD`?, headers, peer, token).
+type DirectAnswer = fn(&Tracker, bool, &HeaderMap, SocketAddr, &str) -> Response;
 
-async fn open_route(
-    State(t): State<Arc<Tracker>>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
-    method: Method,
-    headers: HeaderMap,
-    Path(tok): Path<String>,
-) -> Response {
-    open::answer(&t, method == Method::HEAD, &headers, peer, &tok)
+/// The routes [`serve`] answers without the router (`GET` and `HEAD` of `<prefix><token>`).
+const DIRECT: [(&str, DirectAnswer); 2] = [("/c/", click::answer), ("/o/", open::answer)];
+
+/// The router's way to the same answer, for requests [`serve`] leaves to it.
+fn direct_route(answer: DirectAnswer) -> axum::routing::MethodRouter<Arc<Tracker>> {
+    get(
+        move |State(t): State<Arc<Tracker>>,
+              ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+              method: Method,
+              headers: HeaderMap,
+              Path(tok): Path<String>| async move { answer(&t, method == Method::HEAD, &headers, peer, &tok) },
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -291,12 +288,10 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
             let path = request.uri().path();
             // A token never holds '/' or '%' (URL-safe base64 and '.'); anything else is the
             // router's (which decodes the path segment).
-            let token = |prefix: &str| path.strip_prefix(prefix).filter(|t| !t.contains(['/', '%']));
-            if let Some(tok) = token("/c/") {
-                return Either::Left(ready(Ok(click::answer(&self.tracker, head, request.headers(), self.peer, tok))));
-            }
-            if let Some(tok) = token("/o/") {
-                return Either::Left(ready(Ok(open::answer(&self.tracker, head, request.headers(), self.peer, tok))));
+            for (prefix, answer) in DIRECT {
+                if let Some(tok) = path.strip_prefix(prefix).filter(|t| !t.contains(['/', '%'])) {
+                    return Either::Left(ready(Ok(answer(&self.tracker, head, request.headers(), self.peer, tok))));
+                }
             }
         }
         let mut request = request.map(axum::body::Body::new);

@@ -27,7 +27,7 @@ pub fn answer(t: &Tracker, head: bool, headers: &HeaderMap, peer: SocketAddr, to
         opened_at: Timestamp::now(),
     });
     t.appender.queue(t.record(event));
-    t.counters.open(machine.is_some()).increment(1);
+    t.counters.open.of(machine.is_some()).increment(1);
     let mut response = Response::new(Body::from(pixel::GIF));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));

@@ -26,15 +26,7 @@ pub(super) async fn ensure(
     // not `Sync`, so it cannot be held across the awaits below).
     let existing: HashMap<String, (u32, i32)> = {
         let metadata = producer.client().fetch_metadata(None, Duration::from_secs(10))?;
-        metadata
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| {
-                let replicas = t.partitions().iter().map(|p| p.replicas().len()).min().unwrap_or(0) as i32;
-                (t.name().to_owned(), (t.partitions().len() as u32, replicas))
-            })
-            .collect()
+        metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| (t.name().to_owned(), shape(t))).collect()
     };
     let mut missing = Vec::new();
     for topic in topics {
@@ -91,6 +83,12 @@ pub(super) async fn ensure(
     Ok(())
 }
 
+/// Partition count and fewest replicas of a topic as the metadata lists it.
+fn shape(t: &rdkafka::metadata::MetadataTopic) -> (u32, i32) {
+    let replicas = t.partitions().iter().map(|p| p.replicas().len()).min().unwrap_or(0) as i32;
+    (t.partitions().len() as u32, replicas)
+}
+
 /// Refuses a topic whose partition count differs from the configured one, or that has fewer
 /// replicas than configured.
 fn check_shape(settings: &KafkaSettings, topic: &str, have: u32, replicas: i32) -> Result<(), LogError> {
@@ -119,10 +117,8 @@ async fn shape_of(producer: &FutureProducer, topic: &str) -> Result<(u32, i32), 
     for _ in 0..40 {
         let shape = {
             let metadata = producer.client().fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).and_then(|t| {
-                let replicas = t.partitions().iter().map(|p| p.replicas().len()).min()? as i32;
-                Some((t.partitions().len() as u32, replicas))
-            })
+            let listed = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none());
+            listed.filter(|t| !t.partitions().is_empty()).map(shape)
         };
         if let Some(shape) = shape {
             return Ok(shape);
