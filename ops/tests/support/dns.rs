@@ -30,12 +30,25 @@ pub fn txt(value: &str) -> String {
 
 impl Knot {
     pub fn start(zones: &[Zone]) -> Knot {
-        Knot::start_on("127.0.0.1", super::free_port(), zones)
+        // A free port can be taken by another test before knotd binds it: then another port.
+        let mut why = String::new();
+        for _ in 0..3 {
+            match Knot::try_start_on("127.0.0.1", super::free_port(), zones) {
+                Ok(knot) => return knot,
+                Err(e) => why = e,
+            }
+        }
+        panic!("{why}");
     }
 
     /// Listens on `ip@port` (a loopback address of the test's own, port 53, lets a libc
     /// stub resolver in a private mount namespace use it).
     pub fn start_on(ip: &str, port: u16, zones: &[Zone]) -> Knot {
+        Knot::try_start_on(ip, port, zones).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts knotd and waits (up to 30 s) until it answers; why not, if it exits or never does.
+    fn try_start_on(ip: &str, port: u16, zones: &[Zone]) -> Result<Knot, String> {
         let dir = tempfile::tempdir().unwrap();
         let mut conf = format!(
             "server:\n  rundir: \"{d}\"\n  listen: {ip}@{port}\ndatabase:\n  storage: \"{d}\"\nzone:\n",
@@ -57,18 +70,21 @@ impl Knot {
             .expect("knotd (ops/scripts/install-peers.sh installs Knot)");
         // Ready when it answers the first zone's SOA over TCP.
         let first = format!("{}.", zones[0].origin);
-        for _ in 0..100 {
+        for _ in 0..300 {
             let out = Command::new("kdig")
                 .args([&format!("@{ip}"), "-p", &port.to_string(), "+tcp", "+short", &first, "SOA"])
                 .output();
             if out.is_ok_and(|o| !o.stdout.is_empty()) {
-                return Knot { ip: ip.to_owned(), port, child, _dir: dir, conf: conf_path, serial: 1.into() };
+                return Ok(Knot { ip: ip.to_owned(), port, child, _dir: dir, conf: conf_path, serial: 1.into() });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("knotd exited ({status}) before answering on port {port}"));
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("knotd did not start on port {port}");
+        Err(format!("knotd did not start on port {port}"))
     }
 }
 
