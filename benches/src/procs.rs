@@ -64,3 +64,15 @@ pub fn knot(dir: &Path) -> Result<(Proc, u16)> {
     std::thread::sleep(Duration::from_millis(500));
     Ok((Proc(child), port))
 }
+
+/// User + system CPU seconds the process `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').ok_or_else(|| anyhow::anyhow!("/proc/PID/stat"))?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let out = Command::new("getconf").arg("CLK_TCK").output()?;
+    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0);
+    Ok(ticks / hz)
+}

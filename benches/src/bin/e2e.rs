@@ -34,7 +34,7 @@
 //!   target/release/e2e --rate R [--seconds S]
 
 use anyhow::{bail, Context, Result};
-use herald_benches::procs::{free_port, knot, wait_port, Proc};
+use herald_benches::procs::{cpu_seconds, free_port, knot, wait_port, Proc};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -180,18 +180,6 @@ fn body_5k() -> String {
 struct Payload {
     body: String,
     options: serde_json::Value,
-}
-
-/// User + system CPU seconds the process `pid` has used so far.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    let out = Command::new("getconf").arg("CLK_TCK").output()?;
-    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0);
-    Ok(ticks / hz)
 }
 
 /// One Herald run: end-to-end rate, acceptance rate, a note, and Herald's CPU µs/message.

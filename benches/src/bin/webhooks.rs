@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use herald_benches::procs::{free_port, knot, wait_port, Proc};
+use herald_benches::procs::{cpu_seconds, free_port, knot, wait_port, Proc};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -198,10 +198,16 @@ async fn main() -> Result<()> {
 
     // 1. The load generator straight to the receiver.
     let target = format!("http://127.0.0.1:{rport}");
+    let me = std::process::id();
+    let receiver_cpu = cpu_seconds(me)?;
     tokio::task::block_in_place(|| loadtest(&target, a.connections, &["-n", &n]))?;
     tokio::task::block_in_place(|| seen.wait(a.events, Duration::from_secs(60)))?;
+    let receiver_us = (cpu_seconds(me)? - receiver_cpu) * 1e6 / a.events as f64;
     let baseline = seen.rate();
-    println!("loadtest → receiver : {baseline:9.0} req/s ({} requests, {} connections)", a.events, a.connections);
+    println!(
+        "loadtest → receiver : {baseline:9.0} req/s ({} requests, {} connections; receiver CPU {receiver_us:.1} µs/request)",
+        a.events, a.connections
+    );
 
     // 2. N events waiting in the log, then drained by the dispatcher.
     let http = reqwest::Client::new();
@@ -226,11 +232,15 @@ async fn main() -> Result<()> {
     }
     drop(herald);
     seen.reset();
-    let (_herald, port) = start_herald(dir.path(), dns_port, sink_port, true, a.connections)?;
+    let receiver_cpu = cpu_seconds(me)?;
+    let (herald, port) = start_herald(dir.path(), dns_port, sink_port, true, a.connections)?;
     tokio::task::block_in_place(|| seen.wait(a.events, Duration::from_secs(600)))?;
+    // Herald's CPU from its start (a small part) to the last webhook, per webhook.
+    let herald_us = cpu_seconds(herald.0.id())? * 1e6 / a.events as f64;
+    let receiver_us = (cpu_seconds(me)? - receiver_cpu) * 1e6 / a.events as f64;
     let webhooks = seen.rate();
     println!(
-        "herald → receiver   : {webhooks:9.0} webhooks/s ({} events drained, endpoint_concurrency {})",
+        "herald → receiver   : {webhooks:9.0} webhooks/s ({} events drained, endpoint_concurrency {}; Herald CPU {herald_us:.1} µs/webhook from its start, receiver {receiver_us:.1} µs/request)",
         a.events, a.connections
     );
     println!("ratio               : webhooks/loadtest = {:.2} (goal ≥ 0.5)", webhooks / baseline);

@@ -87,21 +87,7 @@ impl Dispatch {
         let lane = self.lanes.get(&e.id);
         let (answer, took) = {
             let _slot = lane.slots.acquire().await;
-            let sent = self.sender.send(&job.endpoint, &job.webhook_id, job.body.clone());
-            match limit {
-                None => sent.await,
-                Some(limit) => match tokio::time::timeout(limit, sent).await {
-                    Ok(done) => done,
-                    Err(_) => (
-                        Answer::Failed {
-                            status: None,
-                            error: format!("no answer within {} ms; continued on the retry tiers", limit.as_millis()),
-                            retry_after: None,
-                        },
-                        limit,
-                    ),
-                },
-            }
+            self.sender.send(&job.endpoint, &lane.idle, &job.webhook_id, job.body.clone(), limit).await
         };
         let hot = self.hot();
         hot.request_seconds.record(took.as_secs_f64());
@@ -290,7 +276,14 @@ impl FirstAttempts {
         let t = &self.dispatch.topics;
         let (group, topics) = (t.group(ROLE), Self::topics(t));
         let settings = consumer::Settings { window: 4096, concurrency: 4, chunk: 1024, drain: Duration::from_secs(20) };
-        consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await
+        let lanes = self.dispatch.lanes.clone();
+        let sweeping = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { lanes.sweep_until(shutdown).await }
+        });
+        let ran = consumer::run(log, &group, &topics, membership, self, settings, Owned::default(), shutdown).await;
+        sweeping.abort();
+        ran
     }
 }
 

@@ -100,7 +100,20 @@ pub struct Live {
     current: Option<Secret>,
     previous: Option<(Secret, Timestamp)>,
     /// The checked request target, or why the URL is refused (`super::sender`).
-    pub(super) target: std::sync::OnceLock<Result<http::Uri, String>>,
+    pub(super) target: std::sync::OnceLock<Result<Target, String>>,
+}
+
+/// Where an endpoint's requests go, parsed once (`super::sender`).
+#[derive(Debug)]
+pub(super) struct Target {
+    /// The URL, for connecting.
+    pub uri: http::Uri,
+    /// `scheme://authority`: which idle connections can take its requests.
+    pub origin: String,
+    /// The `Host` header.
+    pub host: http::HeaderValue,
+    /// The request target: path and query.
+    pub path: http::Uri,
 }
 
 impl Live {

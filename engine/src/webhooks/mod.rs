@@ -90,9 +90,10 @@ pub fn tier_of(attempt: u32) -> u32 {
     attempt.saturating_sub(2).min(MAX_TIERS - 1)
 }
 
-/// One endpoint's lane: its concurrency and whether it is failing.
+/// One endpoint's lane: its concurrency, its idle connections and whether it is failing.
 pub struct Lane {
     pub slots: tokio::sync::Semaphore,
+    pub idle: sender::Idle,
     /// Until this instant (ms) new first attempts skip the endpoint and wait on tier 0.
     failing_until: AtomicI64,
 }
@@ -131,10 +132,29 @@ impl Lanes {
             .or_insert_with(|| {
                 Arc::new(Lane {
                     slots: tokio::sync::Semaphore::new(self.concurrency),
+                    idle: Default::default(),
                     failing_until: AtomicI64::new(0),
                 })
             })
             .clone()
+    }
+
+    /// Closes every lane's connections that were unused for [`sender::IDLE_TIMEOUT`].
+    pub fn sweep(&self) {
+        let lanes: Vec<Arc<Lane>> = self.lanes.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for lane in lanes {
+            lane.idle.sweep();
+        }
+    }
+
+    /// Sweeps idle connections every few seconds until `shutdown`.
+    pub async fn sweep_until(&self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(sender::IDLE_TIMEOUT / 3) => self.sweep(),
+            }
+        }
     }
 }
 

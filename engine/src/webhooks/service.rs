@@ -254,7 +254,7 @@ impl Webhooks {
         }))
         .unwrap_or_default();
         let live = super::endpoints::Live::new(e);
-        let (answer, took) = self.sender.send(&live, &webhook_id, body.into()).await;
+        let (answer, took) = self.sender.send(&live, &Default::default(), &webhook_id, body.into(), None).await;
         let (delivered, status, error) = match answer {
             Answer::Delivered(s) => (true, Some(s), None),
             Answer::Gone => (false, Some(410), Some("the endpoint answered 410 Gone".to_owned())),
