@@ -76,3 +76,18 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0);
     Ok(ticks / hz)
 }
+
+/// User + system CPU seconds of `pid` and its direct children (nginx's master and workers).
+pub fn tree_cpu_seconds(pid: u32) -> Result<f64> {
+    let mut total = cpu_seconds(pid)?;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // The parent's pid is the second field after the parenthesised command name.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            total += cpu_seconds(child).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}

@@ -400,21 +400,21 @@ pub fn rewriter(config: &Config, cache: DomainCache) -> anyhow::Result<Rewriter>
     Ok(Rewriter::new(settings, Some(cache)))
 }
 
-/// The tracking server's listener, bound (TLS when configured).
-async fn tracking_listener(config: &Config) -> anyhow::Result<track::listener::Listener> {
+/// The tracking server's socket, bound (TLS when configured).
+async fn tracking_listener(config: &Config) -> anyhow::Result<track::listener::Bound> {
     let t = &config.tracking;
     let tcp = tokio::net::TcpListener::bind(t.listen)
         .await
         .with_context(|| format!("binding the tracking listener on {}", t.listen))?;
     tracing::info!(addr = %tcp.local_addr()?, tls = t.tls_cert.is_some(), "tracking listening");
-    Ok(match t.tls_cert.as_deref().zip(t.tls_key.as_deref()) {
-        Some(cert_key) => {
-            let tls = smtp::starttls::acceptor(Some(cert_key), &config.storage.data_dir, &t.default_host)
-                .context("tracking TLS certificate")?;
-            track::listener::Listener::tls(tcp, tls)
-        }
-        None => track::listener::Listener::plain(tcp),
-    })
+    let tls = match t.tls_cert.as_deref().zip(t.tls_key.as_deref()) {
+        Some(cert_key) => Some(
+            smtp::starttls::acceptor(Some(cert_key), &config.storage.data_dir, &t.default_host)
+                .context("tracking TLS certificate")?,
+        ),
+        None => None,
+    };
+    Ok(track::listener::Bound::new(tcp, tls))
 }
 
 /// Runs until `shutdown` is cancelled. `ready` receives the bound HTTP address. Returns
@@ -771,7 +771,7 @@ async fn serve(
     if let Some((listener, tracker, appending)) = tracking {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let served = track::serve(listener, tracker, shutdown).await;
+            let served = track::serve_threads(listener, tracker, shutdown, 0).await;
             // The server is done and its queue handles are gone: wait for the last append.
             let _ = appending.await;
             ("tracking server", served.map_err(Into::into))

@@ -396,3 +396,54 @@ async fn embedded_engagement_with_real_peers() {
 async fn kafka_cql_engagement_with_real_peers() {
     engagement(Backends::KafkaCql).await;
 }
+
+/// The tracking server on TLS (`[tracking] tls_cert`/`tls_key`): connections handed to the
+/// serving threads complete their handshake there and are answered; plain HTTP on the TLS
+/// port is not; many connections at once (spread over the threads) are all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let mut c =
+        config(&dir.path().join("data"), support::free_port(), support::free_port(), Backends::Embedded, vec![]);
+    c.tracking.tls_cert = Some(cert.clone());
+    c.tracking.tls_key = Some(key);
+    let h = start(c).await;
+    let port = h.tracking_host.rsplit_once(':').unwrap().1.to_owned();
+    let url = format!("https://localhost:{port}/healthz");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let ok =
+        Command::new("curl").args(["-sS", "--cacert"]).arg(&cert).args(["--resolve", &resolve, &url]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+    // A forged click over TLS: 404 with no-store (curl() checks the header).
+    let (status, location, _) = curl(
+        &["--cacert", cert.to_str().unwrap(), "--resolve", &resolve],
+        &format!("https://localhost:{port}/c/AAAA.BBBB"),
+    );
+    assert_eq!((status, location), (404, None));
+    let plain =
+        Command::new("curl").args(["-sS", "-m", "5", &format!("http://127.0.0.1:{port}/healthz")]).output().unwrap();
+    assert!(!plain.status.success(), "plain HTTP on the TLS port must fail");
+    // Sixteen connections at once, each answered.
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            Command::new("curl")
+                .args(["-sS", "-m", "20", "--cacert"])
+                .arg(&cert)
+                .args(["--resolve", &resolve, &url])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for client in clients {
+        let out = client.wait_with_output().unwrap();
+        assert!(out.status.success() && out.stdout == b"ok\n", "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    h.stop().await;
+}

@@ -15,7 +15,7 @@
 //!   target/release/tracking [--seconds S] [--connections C] [--threads T] [--rounds N] [--roles track]
 
 use anyhow::{bail, Context, Result};
-use herald_benches::procs::{free_port, wait_port, Proc};
+use herald_benches::procs::{cpu_seconds, free_port, tree_cpu_seconds, wait_port, Proc};
 use herald_engine::rewrite::token::{self, Claims, Keys};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -142,8 +142,9 @@ fn main() -> Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
     let (http, tracking, nginx_port) = (free_port(), free_port(), free_port());
-    let _herald = herald(dir.path(), http, tracking, a.roles.as_deref())?;
-    let _nginx = nginx(dir.path(), nginx_port)?;
+    let herald_proc = herald(dir.path(), http, tracking, a.roles.as_deref())?;
+    let nginx_proc = nginx(dir.path(), nginx_port)?;
+    let nginx_pid = nginx_proc.0.id();
     let keys = Keys::new(&[("b1".into(), SECRET.to_vec())], None).map_err(anyhow::Error::msg)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as u32;
     let claims = Claims {
@@ -168,23 +169,31 @@ fn main() -> Result<()> {
         }
     }
     let (mut h, mut n) = (vec![], vec![]);
+    // CPU seconds each server used during its runs, and the requests it answered.
+    let (mut h_cpu, mut n_cpu) = (0.0, 0.0);
     for _ in 0..a.rounds {
+        let before = tree_cpu_seconds(nginx_pid)?;
         n.push(wrk(&a, &nginx_url)?);
+        n_cpu += tree_cpu_seconds(nginx_pid)? - before;
+        let before = cpu_seconds(herald_proc.0.id())?;
         h.push(wrk(&a, &herald_url)?);
+        h_cpu += cpu_seconds(herald_proc.0.id())? - before;
     }
+    let per_request = |cpu: f64, rps: &[f64]| cpu * 1e6 / (rps.iter().sum::<f64>() * a.seconds as f64);
+    let (h_us, n_us) = (per_request(h_cpu, &h), per_request(n_cpu, &n));
     std::thread::sleep(Duration::from_secs(1)); // let the last batch reach the log
     let appended = metric(http, "herald_tracking_events_appended_total ");
     let dropped = metric(http, "herald_tracking_events_dropped_total ");
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (herald_rps, nginx_rps) = (mean(&h), mean(&n));
     println!(
-        "herald : {herald_rps:8.0} redirects/s (runs {h:.0?}); {appended} click events appended, {dropped} dropped"
+        "herald : {herald_rps:8.0} redirects/s (runs {h:.0?}); {appended} click events appended, {dropped} dropped; CPU {h_us:.1} µs/request"
     );
-    println!("nginx  : {nginx_rps:8.0} redirects/s (runs {n:.0?}), return 302");
+    println!("nginx  : {nginx_rps:8.0} redirects/s (runs {n:.0?}), return 302; CPU {n_us:.1} µs/request");
     println!("ratio  : herald/nginx = {:.2}", herald_rps / nginx_rps);
     println!(
         "{}",
-        serde_json::json!({"figure": "tracking_redirects", "roles": a.roles.as_deref().unwrap_or("all"), "seconds": a.seconds, "connections": a.connections, "threads": a.threads, "herald_rps": herald_rps.round(), "nginx_rps": nginx_rps.round(), "ratio": (herald_rps / nginx_rps * 100.0).round() / 100.0, "events_appended": appended, "events_dropped": dropped})
+        serde_json::json!({"figure": "tracking_redirects", "roles": a.roles.as_deref().unwrap_or("all"), "seconds": a.seconds, "connections": a.connections, "threads": a.threads, "herald_rps": herald_rps.round(), "nginx_rps": nginx_rps.round(), "ratio": (herald_rps / nginx_rps * 100.0).round() / 100.0, "events_appended": appended, "events_dropped": dropped, "herald_cpu_us_per_request": (h_us * 10.0).round() / 10.0, "nginx_cpu_us_per_request": (n_us * 10.0).round() / 10.0})
     );
     Ok(())
 }

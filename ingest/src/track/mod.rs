@@ -6,8 +6,9 @@
 //! `Cache-Control: no-store`. Events go to `<prefix>.engagement` through [`appender`].
 //!
 //! A file per route: [`click`], [`open`], [`unsubscribe`]; [`machine`] tells machines from
-//! people; [`listener`] accepts plain HTTP or TLS; [`serve`] runs HTTP/1 on each connection
-//! and answers `GET`/`HEAD` of `/c/` and `/o/` (nearly every request) without the router.
+//! people; [`listener`] accepts plain HTTP or TLS; [`serve_threads`] runs HTTP/1 on each
+//! connection, on a thread per core, and answers `GET`/`HEAD` of `/c/` and `/o/` (nearly
+//! every request) without the router.
 //!
 //! `GET /tls-allowed?domain=` answers `200` for the hosts Herald's links use (`default_host`
 //! and the tracking domain of every sender domain), `404` otherwise: the `ask` hook of a proxy
@@ -102,7 +103,7 @@ impl Counters {
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// The tracking routes, every one of them ([`serve`] answers most requests before the router).
+/// The tracking routes, every one of them ([`serve_threads`] answers most requests before the router).
 pub fn router(tracker: Arc<Tracker>) -> Router {
     let [(click, answer_click), (open, answer_open)] = DIRECT;
     Router::new()
@@ -118,10 +119,10 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
 /// How a click or an open is answered: (tracker, `HEAD`?, headers, peer, token).
 type DirectAnswer = fn(&Tracker, bool, &HeaderMap, SocketAddr, &str) -> Response;
 
-/// The routes [`serve`] answers without the router (`GET` and `HEAD` of `<prefix><token>`).
+/// The routes [`serve_threads`] answers without the router (`GET` and `HEAD` of `<prefix><token>`).
 const DIRECT: [(&str, DirectAnswer); 2] = [("/c/", click::answer), ("/o/", open::answer)];
 
-/// The router's way to the same answer, for requests [`serve`] leaves to it.
+/// The router's way to the same answer, for requests [`serve_threads`] leaves to it.
 fn direct_route(answer: DirectAnswer) -> axum::routing::MethodRouter<Arc<Tracker>> {
     get(
         move |State(t): State<Arc<Tracker>>,
@@ -231,26 +232,72 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connections may take to finish their requests at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves the tracking routes on `listener` until `shutdown`: HTTP/1.1 with keep-alive on
-/// each connection, its own task. `GET` and `HEAD` of `/c/<token>` and `/o/<token>` are
-/// answered directly; everything else goes through [`router`]. At `shutdown` it stops
-/// accepting, lets each connection finish the request it is on, and waits up to [`DRAIN`].
-pub async fn serve(
-    mut listener: listener::Listener,
+/// Serves the tracking routes until `shutdown` on `threads` threads (one per core when 0),
+/// each with its own single-threaded runtime, the way nginx runs a worker per core: this
+/// task accepts and hands each connection, in turn, to a thread, where it stays, so a
+/// request costs no hand-off between threads. Each connection is HTTP/1.1 with keep-alive,
+/// in its own task; `GET` and `HEAD` of `/c/<token>` and `/o/<token>` are answered directly,
+/// everything else goes through [`router`]. At `shutdown` accepting stops, each connection
+/// finishes the request it is on, and the threads wait up to [`DRAIN`] for them.
+pub async fn serve_threads(
+    bound: listener::Bound,
     tracker: Arc<Tracker>,
     shutdown: tokio_util::sync::CancellationToken,
+    threads: usize,
 ) -> std::io::Result<()> {
+    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let (mut handoff, mut finished) = (Vec::new(), Vec::new());
+    for i in 0..threads {
+        let (to, conns) = tokio::sync::mpsc::unbounded_channel();
+        let (tls, tracker, shutdown) = (bound.tls.clone(), tracker.clone(), shutdown.clone());
+        let (done, ended) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new().name(format!("tracking-{i}")).spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(serve_handed(conns, tls, tracker, shutdown)));
+            let _ = done.send(served);
+        })?;
+        handoff.push(to);
+        finished.push(ended);
+    }
+    for turn in (0..threads).cycle() {
+        let (tcp, peer) = tokio::select! {
+            conn = bound.accept() => conn,
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = handoff[turn].send((tcp, peer));
+    }
+    drop((bound, handoff));
+    let mut result = Ok(());
+    for ended in finished {
+        match ended.await {
+            Ok(served) => result = result.and(served),
+            Err(_) => result = Err(std::io::Error::other("a tracking thread panicked")),
+        }
+    }
+    result
+}
+
+/// One serving thread: the connections handed to it, until `shutdown`, then the drain.
+async fn serve_handed(
+    mut conns: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tracker: Arc<Tracker>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let router = router(tracker.clone());
     // Every connection task holds a receiver; all are gone once `closed` resolves.
     let (open, live) = tokio::sync::watch::channel(());
     loop {
-        let (io, peer) = tokio::select! {
-            conn = listener.accept() => conn,
+        let (tcp, peer) = tokio::select! {
+            conn = conns.recv() => match conn { Some(c) => c, None => break },
             _ = shutdown.cancelled() => break,
         };
         let service = Connection { tracker: tracker.clone(), router: router.clone(), peer };
-        let (shutdown, live) = (shutdown.clone(), live.clone());
+        let (tls, shutdown, live) = (tls.clone(), shutdown.clone(), live.clone());
         tokio::spawn(async move {
+            let Some(io) = listener::ready(tcp, tls.as_ref()).await else { return drop(live) };
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
             let mut conn = std::pin::pin!(http.serve_connection(TokioIo::new(io), service));
@@ -262,9 +309,8 @@ pub async fn serve(
             drop(live);
         });
     }
-    drop((listener, live));
+    drop((conns, live));
     let _ = tokio::time::timeout(DRAIN, open.closed()).await;
-    Ok(())
 }
 
 /// The service of one connection.
