@@ -178,9 +178,28 @@ async fn failover_after_kill_9_and_handover_on_sigterm() {
     let mut a = Node::start(&cluster, dir.path(), "a").await;
     let b = Node::start(&cluster, dir.path(), "b").await;
     // Both own partitions once deliveries flow on every partition.
-    let warm = one_per_domain(&b.base, domains, "warm").await;
+    let warm: Vec<String> = (0..domains).map(|d| format!("warm{d}@d{d}.test")).collect();
+    let warm_ids = spread(std::slice::from_ref(&b.base), warm.clone(), domains).await;
+    assert_eq!(warm_ids.len(), domains);
     wait_all_at_sink(&sink, &warm, 90, "warm-up deliveries").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing in flight on `a` at the kill: every warm-up attempt is committed (the
+    // projection reads committed transactions only), however loaded the machine is.
+    let http = reqwest::Client::new();
+    for (id, _) in &warm_ids {
+        support::eventually(60, &format!("{id} delivered"), || async {
+            let v: serde_json::Value = http
+                .get(format!("{}/v1/messages/{id}", b.base))
+                .bearer_auth("k")
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["status"] == "delivered").then_some(())
+        })
+        .await;
+    }
 
     a.kill();
     let killed = Instant::now();

@@ -115,15 +115,31 @@ pub struct Node {
 impl Node {
     /// Starts node `name` and waits until it answers `/healthz`.
     pub async fn start(cluster: &Cluster, dir: &Path, name: &str) -> Node {
-        let (config, base) = cluster.node_config(dir, name);
-        let mut node = Node { name: name.to_owned(), base, config, child: None };
-        node.restart().await;
-        node
+        // The HTTP port is picked free, but another test may bind it before the node does:
+        // then the node exits at once, and it starts again on another port.
+        for attempt in 1.. {
+            let (config, base) = cluster.node_config(dir, name);
+            let mut node = Node { name: name.to_owned(), base, config, child: None };
+            match node.try_restart().await {
+                Ok(()) => return node,
+                Err(log) if attempt < 3 && log.contains("in use") => continue,
+                Err(log) => panic!("{name} exited before answering /healthz:\n{log}"),
+            }
+        }
+        unreachable!()
     }
 
     /// Starts the process again with the same config (after a kill or a stop).
     pub async fn restart(&mut self) {
-        let log = std::fs::File::create(self.config.with_extension("log")).unwrap();
+        if let Err(log) = self.try_restart().await {
+            panic!("{} exited before answering /healthz:\n{log}", self.name);
+        }
+    }
+
+    /// Starts the process and waits (60 s) until it answers `/healthz`; its log if it exited.
+    async fn try_restart(&mut self) -> Result<(), String> {
+        let log_path = self.config.with_extension("log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -132,13 +148,25 @@ impl Node {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.child = Some(child);
+        let child = std::sync::Mutex::new(child);
         let http = reqwest::Client::new();
         let url = format!("{}/healthz", self.base);
-        super::eventually(60, &format!("{} to answer /healthz", self.name), || async {
-            http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        let up = super::eventually(60, &format!("{} to answer /healthz", self.name), || async {
+            if let Ok(Some(status)) = child.lock().unwrap().try_wait() {
+                return Some(Err(status));
+            }
+            http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| Ok(()))
         })
         .await;
+        match up {
+            Ok(()) => {
+                self.child = Some(child.into_inner().unwrap());
+                Ok(())
+            }
+            Err(status) => {
+                Err(format!("{status}; its log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default()))
+            }
+        }
     }
 
     /// `kill -9`.
