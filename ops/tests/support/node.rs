@@ -205,6 +205,13 @@ impl Node {
         .await;
     }
 
+    /// The last `n` lines of the node's log (its stderr), for a failure's message.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
