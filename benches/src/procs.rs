@@ -72,8 +72,12 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let rest = stat.rsplit_once(')').ok_or_else(|| anyhow::anyhow!("/proc/PID/stat"))?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    let out = Command::new("getconf").arg("CLK_TCK").output()?;
-    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0);
+    // Clock ticks per second, asked once.
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = *HZ.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().map(|o| o.stdout).unwrap_or_default();
+        String::from_utf8_lossy(&out).trim().parse().unwrap_or(100.0)
+    });
     Ok(ticks / hz)
 }
 

@@ -407,13 +407,15 @@ async fn tracking_listener(config: &Config) -> anyhow::Result<track::listener::B
         .await
         .with_context(|| format!("binding the tracking listener on {}", t.listen))?;
     tracing::info!(addr = %tcp.local_addr()?, tls = t.tls_cert.is_some(), "tracking listening");
-    let tls = match t.tls_cert.as_deref().zip(t.tls_key.as_deref()) {
-        Some(cert_key) => Some(
+    let tls = t
+        .tls_cert
+        .as_deref()
+        .zip(t.tls_key.as_deref())
+        .map(|cert_key| {
             smtp::starttls::acceptor(Some(cert_key), &config.storage.data_dir, &t.default_host)
-                .context("tracking TLS certificate")?,
-        ),
-        None => None,
-    };
+                .context("tracking TLS certificate")
+        })
+        .transpose()?;
     Ok(track::listener::Bound::new(tcp, tls))
 }
 
@@ -771,7 +773,7 @@ async fn serve(
     if let Some((listener, tracker, appending)) = tracking {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let served = track::serve_threads(listener, tracker, shutdown, 0).await;
+            let served = track::serve_threads(listener, tracker, shutdown).await;
             // The server is done and its queue handles are gone: wait for the last append.
             let _ = appending.await;
             ("tracking server", served.map_err(Into::into))

@@ -102,13 +102,7 @@ async fn three_nodes_kill_one_start_a_fourth() {
     let http = reqwest::Client::new();
     let apis = bases(&[&b, &c, &d]);
     for (i, (id, _)) in acked.iter().enumerate() {
-        let base = &apis[i % apis.len()];
-        support::eventually(60, &format!("{id} delivered"), || async {
-            let v: serde_json::Value =
-                http.get(format!("{base}/v1/messages/{id}")).bearer_auth("k").send().await.ok()?.json().await.ok()?;
-            (v["status"] == "delivered").then_some(())
-        })
-        .await;
+        support::node::wait_delivered(&http, &apis[i % apis.len()], id).await;
     }
     drop((b, c, d));
 }
@@ -186,19 +180,7 @@ async fn failover_after_kill_9_and_handover_on_sigterm() {
     // projection reads committed transactions only), however loaded the machine is.
     let http = reqwest::Client::new();
     for (id, _) in &warm_ids {
-        support::eventually(60, &format!("{id} delivered"), || async {
-            let v: serde_json::Value = http
-                .get(format!("{}/v1/messages/{id}", b.base))
-                .bearer_auth("k")
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["status"] == "delivered").then_some(())
-        })
-        .await;
+        support::node::wait_delivered(&http, &b.base, id).await;
     }
 
     a.kill();

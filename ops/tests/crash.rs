@@ -116,12 +116,7 @@ from_domains = "any"
     })
     .await;
     for id in &ids {
-        support::eventually(60, "delivered status", || async {
-            let v: serde_json::Value =
-                http.get(format!("{base}/v1/messages/{id}")).bearer_auth("k").send().await.ok()?.json().await.ok()?;
-            (v["status"] == "delivered").then_some(())
-        })
-        .await;
+        support::node::wait_delivered(&http, &base, id).await;
     }
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     for name in ["herald_delivery_attempts_total", "herald_consumer_commit_seconds", "herald_log_commit_seconds"] {

@@ -441,10 +441,7 @@ async fn crash_kafka_cql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_endpoints() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = support::self_signed(dir.path());
     let mut c =
         config(&dir.path().join("data"), support::free_port(), support::free_port(), Backends::Embedded, vec![]);
     c.webhooks.allow_private_targets = true;

@@ -84,7 +84,7 @@ impl Idle {
     fn take(&self, origin: &str) -> Option<Conn> {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(mut conn) = idle.pop() {
-            if conn.origin == origin && conn.idle_since.elapsed() < IDLE_TIMEOUT && conn.open() {
+            if conn.origin == origin && conn.reusable() {
                 return Some(conn);
             }
         }
@@ -99,7 +99,7 @@ impl Idle {
     /// Closes the connections unused for [`IDLE_TIMEOUT`] or closed by the other side.
     pub fn sweep(&self) {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain_mut(|c| c.idle_since.elapsed() < IDLE_TIMEOUT && c.open());
+        idle.retain_mut(Conn::reusable);
     }
 }
 
@@ -114,11 +114,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Whether the connection can take a request: polling it once lets it notice that the
-    /// other side closed it while it was idle.
-    fn open(&mut self) -> bool {
+    /// Whether the idle connection can take a request: not idle for [`IDLE_TIMEOUT`], and
+    /// still open (polling it once lets it notice that the other side closed it meanwhile).
+    fn reusable(&mut self) -> bool {
         use futures::FutureExt;
-        self.conn.as_mut().now_or_never().is_none() && !self.send.is_closed()
+        self.idle_since.elapsed() < IDLE_TIMEOUT
+            && self.conn.as_mut().now_or_never().is_none()
+            && !self.send.is_closed()
     }
 
     /// One request and its answer (status, `Retry-After`); whether the connection can be

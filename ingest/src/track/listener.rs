@@ -25,10 +25,6 @@ impl Bound {
         Bound { tcp, tls }
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
-
     /// The next connection, for another runtime (errors are logged and waited out).
     pub(super) async fn accept(&self) -> (std::net::TcpStream, SocketAddr) {
         loop {

@@ -232,8 +232,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connections may take to finish their requests at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves the tracking routes until `shutdown` on `threads` threads (one per core when 0),
-/// each with its own single-threaded runtime, the way nginx runs a worker per core: this
+/// Serves the tracking routes until `shutdown` on a thread per core, each with its own
+/// single-threaded runtime, the way nginx runs a worker per core: this
 /// task accepts and hands each connection, in turn, to a thread, where it stays, so a
 /// request costs no hand-off between threads. Each connection is HTTP/1.1 with keep-alive,
 /// in its own task; `GET` and `HEAD` of `/c/<token>` and `/o/<token>` are answered directly,
@@ -243,9 +243,8 @@ pub async fn serve_threads(
     bound: listener::Bound,
     tracker: Arc<Tracker>,
     shutdown: tokio_util::sync::CancellationToken,
-    threads: usize,
 ) -> std::io::Result<()> {
-    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (mut handoff, mut finished) = (Vec::new(), Vec::new());
     for i in 0..threads {
         let (to, conns) = tokio::sync::mpsc::unbounded_channel();

@@ -13,31 +13,32 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-/// A port free on loopback right now.
 /// A loopback port free now, for a server a test configures. It is picked below the kernel's
 /// ephemeral range (`ip_local_port_range`), where `bind(0)` and outgoing connections (to
 /// Kafka, Cassandra, between tests' clients) never take it in the meantime, at random so
 /// tests running at once rarely pick the same one.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    let (from, span) = (low.saturating_sub(12_000).max(1024), 11_000.min(low.saturating_sub(1024)).max(1));
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-        ^ (u64::from(std::process::id()) << 20);
+    let below = low.saturating_sub(12_000).max(1024)..low.saturating_sub(1000).max(1025);
     for _ in 0..1000 {
-        // A step of a 64-bit LCG mixed with the seed: spread, and different per process.
-        let n =
-            NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(seed).wrapping_mul(6364136223846793005).rotate_right(29);
-        let port = (from + n % span) as u16;
+        let port = rand::random_range(below.clone());
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A self-signed certificate for `localhost` written under `dir`: (certificate, key) PEM paths.
+pub fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key)
 }
 
 /// A DKIM key made with openssl: the PKCS#8 PEM file and the DNS TXT value.

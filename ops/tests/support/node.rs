@@ -223,6 +223,16 @@ impl Drop for Node {
     }
 }
 
+/// Waits (60 s) until message `id` reads `delivered` through `base`'s API.
+pub async fn wait_delivered(http: &reqwest::Client, base: &str, id: &str) {
+    super::eventually(60, &format!("{id} delivered"), || async {
+        let v: serde_json::Value =
+            http.get(format!("{base}/v1/messages/{id}")).bearer_auth("k").send().await.ok()?.json().await.ok()?;
+        (v["status"] == "delivered").then_some(())
+    })
+    .await;
+}
+
 /// Sends one message to `recipient` through `base`; returns its id, or `None` if not
 /// acknowledged (the node is down).
 pub async fn send(http: &reqwest::Client, base: &str, recipient: &str) -> Option<String> {
