@@ -540,7 +540,7 @@ async fn serve(
             default_host: default_host.trim_matches(['[', ']']).to_ascii_lowercase(),
             domains: Some(cache.clone()),
             appender,
-            topics: topics.clone(),
+            engagement_topic: topics.engagement(),
             partitions: router.clone(),
             counters: track::Counters::new(),
             settings: track::Settings {

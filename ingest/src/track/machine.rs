@@ -10,7 +10,7 @@
 //! - clicks within `too_soon` seconds of the token's issue (the delivery attempt): gateways
 //!   that follow every link when the message arrives.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use herald_schemas::MachineReason;
 use std::net::IpAddr;
 use std::sync::LazyLock;
@@ -81,6 +81,10 @@ static FRAGMENTS: LazyLock<(AhoCorasick, Vec<Kind>)> = LazyLock::new(|| {
     let automaton = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
+        // A full DFA: ~60 short patterns make a small one, and it walks a user agent with one
+        // table lookup per byte (the default, a contiguous NFA, took 2 % of a tracking
+        // node's CPU per request).
+        .kind(Some(AhoCorasickKind::DFA))
         .build(&patterns)
         .expect("fixed patterns build");
     (automaton, kinds)

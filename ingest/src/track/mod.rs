@@ -26,7 +26,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use herald_engine::log::{Record, Topics};
+use herald_engine::log::Record;
 use herald_engine::rewrite::token::{Claims, Keys};
 use herald_engine::routing::Router as Partitions;
 use herald_schemas::{encode, Client, EngagementEvent, Event, MachineReason};
@@ -55,7 +55,8 @@ pub struct Tracker {
     /// Sender domains, for `/tls-allowed`.
     pub domains: Option<herald_engine::domains::cache::DomainCache>,
     pub appender: appender::Appender,
-    pub topics: Topics,
+    /// `<prefix>.engagement`, named once (a `format!` per event was measurable).
+    pub engagement_topic: String,
     pub partitions: Partitions,
     pub settings: Settings,
     pub counters: Counters,
@@ -180,7 +181,12 @@ impl Tracker {
     pub fn record(&self, event: EngagementEvent) -> Record {
         let domain = event.recipient().rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
         let partition = self.partitions.partition(&domain, &event.message_id().0);
-        Record { topic: self.topics.engagement(), partition, key: domain, value: encode(&Event::Engagement(event)) }
+        Record {
+            topic: self.engagement_topic.clone(),
+            partition,
+            key: domain,
+            value: encode(&Event::Engagement(event)),
+        }
     }
 }
 
@@ -194,7 +200,7 @@ pub struct Common {
 impl Common {
     pub fn new(claims: Claims, user_agent: String, ip: IpAddr, machine: Option<MachineReason>) -> Self {
         Common {
-            event_id: uuid::Uuid::now_v7().simple().to_string(),
+            event_id: uuid::Uuid::now_v7().simple().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned(),
             claims,
             client: Client { user_agent, ip: ip.to_string(), machine },
         }
@@ -332,9 +338,10 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
         if head || request.method() == Method::GET {
             let path = request.uri().path();
             // A token never holds '/' or '%' (URL-safe base64 and '.'); anything else is the
-            // router's (which decodes the path segment).
+            // router's (which decodes the path segment). A byte scan: `str::contains` with a
+            // set of chars decodes every character.
             for (prefix, answer) in DIRECT {
-                if let Some(tok) = path.strip_prefix(prefix).filter(|t| !t.contains(['/', '%'])) {
+                if let Some(tok) = path.strip_prefix(prefix).filter(|t| !t.bytes().any(|b| b == b'/' || b == b'%')) {
                     return Either::Left(ready(Ok(answer(&self.tracker, head, request.headers(), self.peer, tok))));
                 }
             }
