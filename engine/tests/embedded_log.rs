@@ -197,3 +197,81 @@ async fn interleaved_partitions_in_one_group_get_their_own_offsets() {
         assert_eq!(records(&log, &b, 1).await, expect(&[]));
     }
 }
+
+/// Records are stored as runs: each partition's records of a group in entries of at most
+/// 64 KiB, a larger record alone (`docs/adr/0020-log-runs.md`). Every offset reads back
+/// from the middle of a run, by position and by a consumer starting anywhere, after a
+/// crash, and retention removes whole runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_read_back_from_any_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let log: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open_with(&path, &names(), PARTITIONS, no_checkpoints()).unwrap());
+    // One append interleaving both partitions, with a 200 KB record amid 700 small ones
+    // (over 64 KiB of them, so partition 0 needs several runs).
+    let mut batch = Vec::new();
+    for i in 0..700u32 {
+        batch.push(record("t.messages", i % 2, (i % 251) as u8, 150 + (i as usize % 7)));
+        if i == 301 {
+            batch.push(record("t.messages", 0, 0xEE, 200_000));
+        }
+    }
+    let offsets = log.append_with_offsets(batch.clone()).await.unwrap();
+    let mut expected: [Vec<(u64, u8, usize)>; 2] = Default::default();
+    for (r, &o) in batch.iter().zip(&offsets) {
+        assert_eq!(o, expected[r.partition as usize].len() as u64, "offsets are consecutive per partition");
+        expected[r.partition as usize].push((o, r.value[0], r.value.len()));
+    }
+    // A second group continues each partition's offsets.
+    let more =
+        log.append_with_offsets(vec![record("t.messages", 0, 7, 10), record("t.messages", 1, 8, 11)]).await.unwrap();
+    assert_eq!(more, vec![expected[0].len() as u64, expected[1].len() as u64]);
+    expected[0].push((more[0], 7, 10));
+    expected[1].push((more[1], 8, 11));
+    for p in 0..PARTITIONS {
+        assert_eq!(records(&log, "t.messages", p).await, expected[p as usize]);
+        for &(offset, first, len) in &expected[p as usize] {
+            let r = log.read_at("t.messages", p, offset).await.unwrap().expect("every offset reads back");
+            assert_eq!((r.offset, r.value[0], r.value.len(), r.key.as_str()), (offset, first, len, "k"));
+        }
+        let end = expected[p as usize].len() as u64;
+        assert!(log.read_at("t.messages", p, end).await.unwrap().is_none(), "nothing past the head");
+    }
+    // A consumer that committed an offset in the middle of a run starts exactly there.
+    let group = "mid";
+    let a = Assignment { topic: "t.messages".into(), partition: 0 };
+    let mut c = log.consume(group, std::slice::from_ref(&a)).await.unwrap().pop().unwrap();
+    let first = c.poll(123, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(first.len(), 123, "a poll returns at most what it asked for, across runs");
+    c.commit(Vec::new(), herald_engine::log::position::Position::at(123)).await.unwrap();
+    let mut c = log.consume(group, std::slice::from_ref(&a)).await.unwrap().pop().unwrap();
+    let next = c.poll(5, Duration::from_millis(200)).await.unwrap();
+    assert_eq!(next.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![123, 124, 125, 126, 127]);
+
+    // After a crash (no checkpoint: the runs come back from the write-ahead file) the same.
+    let copy = tempfile::tempdir().unwrap();
+    crash_copy(dir.path(), copy.path());
+    let reopened: Arc<dyn EventLog> =
+        Arc::new(EmbeddedLog::open(&copy.path().join("log.redb"), &names(), PARTITIONS).unwrap());
+    for p in 0..PARTITIONS {
+        assert_eq!(records(&reopened, "t.messages", p).await, expected[p as usize]);
+    }
+    assert_eq!(
+        reopened.append_with_offsets(vec![record("t.messages", 0, 1, 1)]).await.unwrap(),
+        vec![expected[0].len() as u64]
+    );
+
+    // Retention by age removes whole runs below the partition's last record, never the
+    // run holding it, and counts records.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let retention = Retention {
+        consumed: Duration::from_secs(3600),
+        by_age: vec![("t.messages".into(), Duration::from_millis(1))],
+    };
+    let removed = reopened.enforce_retention(&retention).await.unwrap();
+    assert!(removed >= expected[0].len() as u64, "removed {removed}");
+    let left = records(&reopened, "t.messages", 0).await;
+    assert_eq!(left.last().map(|r| r.0), Some(expected[0].len() as u64), "the last record stays");
+    assert!(reopened.read_at("t.messages", 0, 0).await.unwrap().is_none(), "trimmed offsets are gone");
+}

@@ -401,8 +401,14 @@ async fn embedded_retention_keeps_what_is_not_consumed() {
     let topic = topics(&prefix).messages();
     {
         let log = open().await;
-        log.append((0..10).map(|i| record(&topic, 1, "k.test", format!("r{i}"))).collect()).await.unwrap();
-        log.append((0..3).map(|i| record(&topic, 2, "k.test", format!("s{i}"))).collect()).await.unwrap();
+        // One append per record: a group's records of a partition are one entry (a run),
+        // and retention removes whole entries.
+        for i in 0..10 {
+            log.append(vec![record(&topic, 1, "k.test", format!("r{i}"))]).await.unwrap();
+        }
+        for i in 0..3 {
+            log.append(vec![record(&topic, 2, "k.test", format!("s{i}"))]).await.unwrap();
+        }
         let (mut fast, mut slow) = (one(&log, "fast", &topic, 1).await, one(&log, "slow", &topic, 1).await);
         read_n(&mut fast, 10).await;
         fast.commit(vec![], Position::at(8)).await.unwrap();

@@ -298,11 +298,89 @@ fn now_ms() -> i64 {
     herald_schemas::Timestamp::now().millis()
 }
 
+#[cfg(test)]
 fn encode_stored(buf: &mut Vec<u8>, ts: i64, key: &str, value: &[u8]) {
     buf.extend_from_slice(&ts.to_le_bytes());
     buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
     buf.extend_from_slice(key.as_bytes());
     buf.extend_from_slice(value);
+}
+
+/// Where a single record's entry has its timestamp (never negative), a run of records has
+/// this marker: `mark | timestamp i64 | count u32 | (key length u32 | key | value length u32
+/// | value) × count`, under the key of its last record (`docs/adr/0020-log-runs.md`).
+const RUN_MARK: [u8; 8] = i64::MIN.to_le_bytes();
+const RUN_HEADER: usize = 20;
+/// A run is closed once it holds this many bytes; a record as large is a run of its own.
+pub(crate) const RUN_BYTES: usize = 64 << 10;
+
+/// Starts a run of records written at `ts` in `buf` (cleared); its count is set by
+/// [`close_run`].
+fn start_run(buf: &mut Vec<u8>, ts: i64) {
+    buf.clear();
+    buf.extend_from_slice(&RUN_MARK);
+    buf.extend_from_slice(&ts.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+}
+
+fn push_run(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
+    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    buf.extend_from_slice(value);
+}
+
+fn close_run(buf: &mut [u8], count: u32) {
+    buf[16..RUN_HEADER].copy_from_slice(&count.to_le_bytes());
+}
+
+/// The timestamp of an entry (a run or a single record); `None` if it is too short.
+fn entry_ts(raw: &[u8]) -> Option<i64> {
+    let at = if raw.starts_with(&RUN_MARK) { 8 } else { 0 };
+    raw.get(at..at + 8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// How many records an entry holds.
+fn entry_records(raw: &[u8]) -> u64 {
+    match raw.starts_with(&RUN_MARK) {
+        true => raw.get(16..RUN_HEADER).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64),
+        false => 1,
+    }
+}
+
+/// Appends to `out` the records of the entry stored under `last` whose offsets are `from` or
+/// later, until `out` holds `max`.
+fn decode_entry(last: u64, raw: &[u8], from: u64, out: &mut Vec<Stored>, max: usize) -> Result<(), LogError> {
+    if !raw.starts_with(&RUN_MARK) {
+        if last >= from && out.len() < max {
+            out.push(decode_stored(last, raw)?);
+        }
+        return Ok(());
+    }
+    let bad = || LogError::Storage(format!("corrupt log run ending at offset {last}"));
+    let u32_at = |at: usize| -> Result<usize, LogError> {
+        Ok(u32::from_le_bytes(raw.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize)
+    };
+    let ts = entry_ts(raw).ok_or_else(bad)?;
+    let count = u32_at(16)? as u64;
+    let first = (last + 1).checked_sub(count).filter(|_| count > 0).ok_or_else(bad)?;
+    let mut at = RUN_HEADER;
+    for offset in first..=last {
+        if out.len() >= max {
+            break;
+        }
+        let klen = u32_at(at)?;
+        let key_at = at + 4;
+        let vlen = u32_at(key_at + klen)?;
+        let value_at = key_at + klen + 4;
+        let end = value_at.checked_add(vlen).filter(|&e| e <= raw.len()).ok_or_else(bad)?;
+        if offset >= from {
+            let key = std::str::from_utf8(&raw[key_at..key_at + klen]).map_err(|_| bad())?;
+            out.push(Stored { offset, key: key.to_owned(), value: raw[value_at..end].to_vec(), timestamp_ms: ts });
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 fn decode_stored(offset: u64, raw: &[u8]) -> Result<Stored, LogError> {
@@ -342,10 +420,14 @@ impl EventLog for EmbeddedLog {
             let db = shared.db()?;
             let read = db.begin_read().map_err(storage)?;
             let t = read.open_table(table(&name)).map_err(storage)?;
-            match t.get((partition, offset)).map_err(storage)? {
-                Some(v) => Ok(Some(decode_stored(offset, v.value())?)),
-                None => Ok(None),
-            }
+            // The entry holding `offset` is the first one stored under it or later.
+            let Some(entry) = t.range((partition, offset)..=(partition, u64::MAX)).map_err(storage)?.next() else {
+                return Ok(None);
+            };
+            let (k, v) = entry.map_err(storage)?;
+            let mut out = Vec::with_capacity(1);
+            decode_entry(k.value().1, v.value(), offset, &mut out, 1)?;
+            Ok(out.pop().filter(|r| r.offset == offset))
         })
         .await
         .map_err(storage)?
@@ -446,9 +528,9 @@ fn trim(shared: &Shared, consumed_cutoff_ms: i64, by_age: &[(String, i64)]) -> R
         let Ok(head) = shared.head(&topic, partition) else { continue };
         let limit = floor.min(head.borrow().saturating_sub(1));
         loop {
-            let n = trim_chunk(&*shared.db()?, &topic, partition, limit, cutoff_ms)?;
-            removed += n as u64;
-            if n < TRIM_CHUNK {
+            let (entries, records) = trim_chunk(&*shared.db()?, &topic, partition, limit, cutoff_ms)?;
+            removed += records;
+            if entries < TRIM_CHUNK {
                 break;
             }
         }
@@ -457,28 +539,34 @@ fn trim(shared: &Shared, consumed_cutoff_ms: i64, by_age: &[(String, i64)]) -> R
     Ok(removed)
 }
 
-/// Deletes up to `TRIM_CHUNK` records of `partition` below `limit` and older than
-/// `cutoff_ms`, in one transaction.
-fn trim_chunk(db: &Database, topic: &str, partition: u32, limit: u64, cutoff_ms: i64) -> Result<usize, LogError> {
+/// Deletes up to `TRIM_CHUNK` entries (runs or single records) of `partition` wholly below
+/// `limit` and older than `cutoff_ms`, in one transaction: (entries, records) deleted.
+fn trim_chunk(
+    db: &Database,
+    topic: &str,
+    partition: u32,
+    limit: u64,
+    cutoff_ms: i64,
+) -> Result<(usize, u64), LogError> {
     let mut txn = db.begin_write().map_err(storage)?;
     // Made durable by the writer's next checkpoint; losing a trim is harmless.
     txn.set_durability(Durability::None).map_err(storage)?;
     let n = {
         let name = table_name(topic);
         let mut t = txn.open_table(table(&name)).map_err(storage)?;
-        let mut doomed = Vec::new();
+        let (mut doomed, mut records) = (Vec::new(), 0);
         for entry in t.range((partition, 0)..(partition, limit)).map_err(storage)?.take(TRIM_CHUNK) {
             let (k, v) = entry.map_err(storage)?;
-            let ts = v.value().get(..8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")));
-            if ts.is_none_or(|ts| ts >= cutoff_ms) {
+            if entry_ts(v.value()).is_none_or(|ts| ts >= cutoff_ms) {
                 break; // records are in time order: the rest are newer
             }
+            records += entry_records(v.value());
             doomed.push(k.value().1);
         }
         for offset in &doomed {
             t.remove((partition, *offset)).map_err(storage)?;
         }
-        doomed.len()
+        (doomed.len(), records)
     };
     txn.commit().map_err(storage)?;
     Ok(n)
@@ -520,9 +608,12 @@ impl PartitionConsumer for Consumer {
             let name = table_name(&topic);
             let t = read.open_table(table(&name)).map_err(storage)?;
             let mut out = Vec::new();
-            for entry in t.range((partition, position)..=(partition, u64::MAX)).map_err(storage)?.take(max) {
+            for entry in t.range((partition, position)..=(partition, u64::MAX)).map_err(storage)? {
+                if out.len() >= max {
+                    break;
+                }
                 let (k, v) = entry.map_err(storage)?;
-                out.push(decode_stored(k.value().1, v.value())?);
+                decode_entry(k.value().1, v.value(), position, &mut out, max)?;
             }
             Ok(out)
         })
@@ -557,5 +648,77 @@ impl PartitionConsumer for Consumer {
             })
             .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log written before runs (one entry per record, under its own offset) reads back
+    /// with the runs written after it, and continues its offsets.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_record_entries_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let topics = vec!["t.messages".to_owned()];
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(table(&table_name("t.messages"))).unwrap();
+                for offset in 0..3u64 {
+                    let mut buf = Vec::new();
+                    encode_stored(&mut buf, 1_700_000_000_000 + offset as i64, "old.example", &[offset as u8; 5]);
+                    t.insert((1, offset), buf.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let log = EmbeddedLog::open(&path, &topics, 2).unwrap();
+        let record = |fill: u8| Record {
+            topic: "t.messages".into(),
+            partition: 1,
+            key: "new.example".into(),
+            value: vec![fill; 4],
+        };
+        assert_eq!(log.append_with_offsets(vec![record(3), record(4)]).await.unwrap(), vec![3, 4]);
+        let old = log.read_at("t.messages", 1, 1).await.unwrap().unwrap();
+        assert_eq!(
+            (old.key.as_str(), old.value.as_slice(), old.timestamp_ms),
+            ("old.example", &[1u8; 5][..], 1_700_000_000_001)
+        );
+        let a = Assignment { topic: "t.messages".into(), partition: 1 };
+        let mut c = log.consume("g", &[a]).await.unwrap().pop().unwrap();
+        c.commit(Vec::new(), Position::at(2)).await.unwrap();
+        let mut c =
+            log.consume("g", &[Assignment { topic: "t.messages".into(), partition: 1 }]).await.unwrap().pop().unwrap();
+        let got: Vec<(u64, String, u8)> = c
+            .poll(10, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.offset, r.key, r.value[0]))
+            .collect();
+        assert_eq!(got, vec![(2, "old.example".into(), 2), (3, "new.example".into(), 3), (4, "new.example".into(), 4)]);
+    }
+
+    #[test]
+    fn a_corrupt_run_is_an_error_not_a_panic() {
+        let mut buf = Vec::new();
+        start_run(&mut buf, 5);
+        push_run(&mut buf, "k", b"value");
+        close_run(&mut buf, 2); // says two records, holds one
+        let mut out = Vec::new();
+        assert!(decode_entry(9, &buf, 0, &mut out, 10).is_err());
+        close_run(&mut buf, 11); // more records than offsets before it
+        assert!(decode_entry(9, &buf, 0, &mut out, 10).is_err());
+        close_run(&mut buf, 1);
+        out.clear();
+        decode_entry(9, &buf, 0, &mut out, 10).unwrap();
+        assert_eq!(
+            (out[0].offset, out[0].key.as_str(), out[0].value.as_slice(), out[0].timestamp_ms),
+            (9, "k", &b"value"[..], 5)
+        );
     }
 }

@@ -15,10 +15,14 @@
 //! to `MAX_BACKOFF`), every append and commit fails at once with the reason, which
 //! [`EventLog::failure`](crate::log::EventLog::failure) and `/healthz` report.
 
-use super::{open_files, storage, table, table_name, Opened, Shared, MAX_GROUP_BYTES, META, OFFSETS, OFFSET_META};
+use super::{
+    close_run, open_files, push_run, start_run, storage, table, table_name, Opened, Shared, MAX_GROUP_BYTES, META,
+    OFFSETS, OFFSET_META, RUN_BYTES,
+};
 use crate::log::wal::{self, Wal};
 use crate::log::{LogError, Record};
 use redb::{Database, Durability};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -32,6 +36,50 @@ const KEEP_FRAME: usize = 4 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Compaction is worth it from this much free space (and a quarter of the file).
 const COMPACT_MIN_FREE: u64 = 16 << 20;
+
+/// The records of one partition being gathered into an entry of the group.
+struct Run {
+    /// The offset the next record gets.
+    next: u64,
+    count: u32,
+    buf: Vec<u8>,
+}
+
+impl Run {
+    fn new(next: u64, ts: i64) -> Self {
+        let mut buf = Vec::new();
+        start_run(&mut buf, ts);
+        Run { next, count: 0, buf }
+    }
+
+    fn push(&mut self, key: &str, value: &[u8]) {
+        push_run(&mut self.buf, key, value);
+        self.count += 1;
+        self.next += 1;
+    }
+
+    /// Stores the run (if it holds records) under its last offset, in the transaction and
+    /// the write-ahead frame, and starts the next one.
+    fn close(
+        &mut self,
+        table: &mut redb::Table<(u32, u64), &'static [u8]>,
+        frame: &mut Vec<u8>,
+        topic: &str,
+        partition: u32,
+        ts: i64,
+    ) -> Result<(), LogError> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        close_run(&mut self.buf, self.count);
+        let last = self.next - 1;
+        table.insert((partition, last), self.buf.as_slice()).map_err(storage)?;
+        wal::put_record(frame, topic, partition, last, &self.buf);
+        start_run(&mut self.buf, ts);
+        self.count = 0;
+        Ok(())
+    }
+}
 
 pub(super) enum Command {
     Append {
@@ -266,10 +314,11 @@ impl Writer {
         {
             let mut tables = HashMap::new();
             let now = super::now_ms();
-            let mut buf = Vec::new();
-            // The (topic, partition) of the previous record and its next offset: a group's
-            // records mostly come in runs of one partition, so the maps are visited per run.
-            let mut run: Option<(&str, u32, u64)> = None;
+            // The open run of each (topic, partition) in this group: its records' offsets
+            // are consecutive however the group interleaves partitions, so each partition's
+            // records become a few entries of at most `RUN_BYTES` (a larger record is an
+            // entry of its own), not one B-tree insert apiece.
+            let mut runs: HashMap<(&str, u32), Run> = HashMap::new();
             for cmd in batch {
                 let records = match cmd {
                     Command::Append { records, .. } | Command::Commit { records, .. } => records,
@@ -277,34 +326,33 @@ impl Writer {
                 };
                 let mut given = Vec::with_capacity(records.len());
                 for r in records {
-                    let mut next = match run {
-                        Some((topic, partition, next)) if topic == r.topic && partition == r.partition => next,
-                        _ => {
-                            if let Some((topic, partition, next)) = run {
-                                new_heads.insert((topic.to_owned(), partition), next);
-                            }
-                            let head = self.shared.head(&r.topic, r.partition)?;
-                            let next = new_heads.get(&(r.topic.clone(), r.partition)).copied();
+                    let run = match runs.entry((r.topic.as_str(), r.partition)) {
+                        Entry::Occupied(open) => open.into_mut(),
+                        Entry::Vacant(none) => {
+                            let next = *self.shared.head(&r.topic, r.partition)?.borrow();
                             if !tables.contains_key(&r.topic) {
                                 let name = table_name(&r.topic);
                                 tables.insert(r.topic.clone(), txn.open_table(table(&name)).map_err(storage)?);
                             }
-                            next.unwrap_or_else(|| *head.borrow())
+                            none.insert(Run::new(next, now))
                         }
                     };
-                    let t = tables.get_mut(&r.topic).expect("opened when the run began");
-                    buf.clear();
-                    super::encode_stored(&mut buf, now, &r.key, &r.value);
-                    t.insert((r.partition, next), buf.as_slice()).map_err(storage)?;
-                    wal::put_record(&mut frame, &r.topic, r.partition, next, &buf);
-                    given.push(next);
-                    next += 1;
-                    run = Some((&r.topic, r.partition, next));
+                    let t = tables.get_mut(&r.topic).expect("opened with the run");
+                    if run.buf.len() + 8 + r.key.len() + r.value.len() > RUN_BYTES {
+                        run.close(t, &mut frame, &r.topic, r.partition, now)?;
+                    }
+                    given.push(run.next);
+                    run.push(&r.key, &r.value);
+                    if run.buf.len() >= RUN_BYTES {
+                        run.close(t, &mut frame, &r.topic, r.partition, now)?;
+                    }
                 }
                 offsets.push(given);
             }
-            if let Some((topic, partition, next)) = run {
-                new_heads.insert((topic.to_owned(), partition), next);
+            for ((topic, partition), mut run) in runs {
+                let t = tables.get_mut(topic).expect("opened with the run");
+                run.close(t, &mut frame, topic, partition, now)?;
+                new_heads.insert((topic.to_owned(), partition), run.next);
             }
             let mut table = txn.open_table(OFFSETS).map_err(storage)?;
             let mut metas = txn.open_table(OFFSET_META).map_err(storage)?;
