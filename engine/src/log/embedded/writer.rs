@@ -46,8 +46,10 @@ struct Run {
 }
 
 impl Run {
-    fn new(next: u64, ts: i64) -> Self {
-        let mut buf = Vec::new();
+    /// A run whose buffer is sized for `bytes` (at most [`RUN_BYTES`]): grown from empty,
+    /// it was copied at every doubling.
+    fn new(next: u64, ts: i64, bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes.min(RUN_BYTES) + 64);
         start_run(&mut buf, ts);
         Run { next, count: 0, buf }
     }
@@ -308,7 +310,8 @@ impl Writer {
         // megabytes: a fresh one would be grown, copied and faulted in every time).
         let mut frame = std::mem::take(&mut self.frame);
         frame.clear();
-        frame.reserve(batch.iter().map(Command::bytes).sum::<usize>() + batch.len() * 64);
+        let group_bytes = batch.iter().map(Command::bytes).sum::<usize>();
+        frame.reserve(group_bytes + batch.len() * 64);
         let mut new_heads: HashMap<(String, u32), u64> = HashMap::new();
         let mut offsets = Vec::new();
         {
@@ -334,7 +337,7 @@ impl Writer {
                                 let name = table_name(&r.topic);
                                 tables.insert(r.topic.clone(), txn.open_table(table(&name)).map_err(storage)?);
                             }
-                            none.insert(Run::new(next, now))
+                            none.insert(Run::new(next, now, group_bytes))
                         }
                     };
                     let t = tables.get_mut(&r.topic).expect("opened with the run");
