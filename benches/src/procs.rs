@@ -65,20 +65,31 @@ pub fn knot(dir: &Path) -> Result<(Proc, u16)> {
     Ok((Proc(child), port))
 }
 
-/// User + system CPU seconds the process `pid` has used so far.
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
+/// The fields of `/proc/<pid>/stat` after the parenthesised command name: the state is
+/// `[0]`, the parent's pid `[1]`, utime `[11]`, stime `[12]`.
+fn stat_fields(pid: u32) -> Result<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').ok_or_else(|| anyhow::anyhow!("/proc/PID/stat"))?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// User + system CPU seconds in `fields` ([`stat_fields`]).
+fn fields_cpu_seconds(fields: &[String]) -> Result<f64> {
+    let tick = |i: usize| -> Result<f64> {
+        Ok(fields.get(i).ok_or_else(|| anyhow::anyhow!("/proc/PID/stat too short"))?.parse::<f64>()?)
+    };
     // Clock ticks per second, asked once.
     static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let hz = *HZ.get_or_init(|| {
         let out = Command::new("getconf").arg("CLK_TCK").output().map(|o| o.stdout).unwrap_or_default();
         String::from_utf8_lossy(&out).trim().parse().unwrap_or(100.0)
     });
-    Ok(ticks / hz)
+    Ok((tick(11)? + tick(12)?) / hz)
+}
+
+/// User + system CPU seconds the process `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    fields_cpu_seconds(&stat_fields(pid)?)
 }
 
 /// User + system CPU seconds of `pid` and its direct children (nginx's master and workers).
@@ -86,11 +97,9 @@ pub fn tree_cpu_seconds(pid: u32) -> Result<f64> {
     let mut total = cpu_seconds(pid)?;
     for entry in std::fs::read_dir("/proc")?.flatten() {
         let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
-        // The parent's pid is the second field after the parenthesised command name.
-        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            total += cpu_seconds(child).unwrap_or(0.0);
+        let Ok(fields) = stat_fields(child) else { continue };
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            total += fields_cpu_seconds(&fields).unwrap_or(0.0);
         }
     }
     Ok(total)

@@ -310,6 +310,8 @@ fn encode_stored(buf: &mut Vec<u8>, ts: i64, key: &str, value: &[u8]) {
 /// this marker: `mark | timestamp i64 | count u32 | (key length u32 | key | value length u32
 /// | value) × count`, under the key of its last record (`docs/adr/0020-log-runs.md`).
 const RUN_MARK: [u8; 8] = i64::MIN.to_le_bytes();
+/// Where a run's record count is, and where its first record starts.
+const RUN_COUNT_AT: usize = 16;
 const RUN_HEADER: usize = 20;
 /// A run is closed once it holds this many bytes; a record as large is a run of its own.
 pub(crate) const RUN_BYTES: usize = 64 << 10;
@@ -331,19 +333,24 @@ fn push_run(buf: &mut Vec<u8>, key: &str, value: &[u8]) {
 }
 
 fn close_run(buf: &mut [u8], count: u32) {
-    buf[16..RUN_HEADER].copy_from_slice(&count.to_le_bytes());
+    buf[RUN_COUNT_AT..RUN_HEADER].copy_from_slice(&count.to_le_bytes());
+}
+
+/// The little-endian `N` bytes of `raw` at `at`, if it has them.
+fn le_at<const N: usize>(raw: &[u8], at: usize) -> Option<[u8; N]> {
+    raw.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
 /// The timestamp of an entry (a run or a single record); `None` if it is too short.
 fn entry_ts(raw: &[u8]) -> Option<i64> {
-    let at = if raw.starts_with(&RUN_MARK) { 8 } else { 0 };
-    raw.get(at..at + 8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+    let at = if raw.starts_with(&RUN_MARK) { RUN_MARK.len() } else { 0 };
+    le_at(raw, at).map(i64::from_le_bytes)
 }
 
 /// How many records an entry holds.
 fn entry_records(raw: &[u8]) -> u64 {
     match raw.starts_with(&RUN_MARK) {
-        true => raw.get(16..RUN_HEADER).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64),
+        true => le_at(raw, RUN_COUNT_AT).map_or(0, |b| u32::from_le_bytes(b) as u64),
         false => 1,
     }
 }
@@ -358,11 +365,9 @@ fn decode_entry(last: u64, raw: &[u8], from: u64, out: &mut Vec<Stored>, max: us
         return Ok(());
     }
     let bad = || LogError::Storage(format!("corrupt log run ending at offset {last}"));
-    let u32_at = |at: usize| -> Result<usize, LogError> {
-        Ok(u32::from_le_bytes(raw.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize)
-    };
+    let u32_at = |at: usize| le_at(raw, at).map(|b| u32::from_le_bytes(b) as usize).ok_or_else(bad);
     let ts = entry_ts(raw).ok_or_else(bad)?;
-    let count = u32_at(16)? as u64;
+    let count = u32_at(RUN_COUNT_AT)? as u64;
     let first = (last + 1).checked_sub(count).filter(|_| count > 0).ok_or_else(bad)?;
     let mut at = RUN_HEADER;
     for offset in first..=last {
@@ -385,8 +390,8 @@ fn decode_entry(last: u64, raw: &[u8], from: u64, out: &mut Vec<Stored>, max: us
 
 fn decode_stored(offset: u64, raw: &[u8]) -> Result<Stored, LogError> {
     let bad = || LogError::Storage(format!("corrupt log entry at offset {offset}"));
-    let ts = i64::from_le_bytes(raw.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-    let klen = u32::from_le_bytes(raw.get(8..12).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+    let ts = i64::from_le_bytes(le_at(raw, 0).ok_or_else(bad)?);
+    let klen = u32::from_le_bytes(le_at(raw, 8).ok_or_else(bad)?) as usize;
     let key = raw.get(12..12 + klen).ok_or_else(bad)?;
     let key = String::from_utf8(key.to_vec()).map_err(|_| bad())?;
     Ok(Stored { offset, key, value: raw[12 + klen..].to_vec(), timestamp_ms: ts })

@@ -42,6 +42,8 @@ struct Run {
     /// The offset the next record gets.
     next: u64,
     count: u32,
+    /// When the group was written: every run of it has this time.
+    ts: i64,
     buf: Vec<u8>,
 }
 
@@ -51,7 +53,7 @@ impl Run {
     fn new(next: u64, ts: i64, bytes: usize) -> Self {
         let mut buf = Vec::with_capacity(bytes.min(RUN_BYTES) + 64);
         start_run(&mut buf, ts);
-        Run { next, count: 0, buf }
+        Run { next, count: 0, ts, buf }
     }
 
     fn push(&mut self, key: &str, value: &[u8]) {
@@ -68,7 +70,6 @@ impl Run {
         frame: &mut Vec<u8>,
         topic: &str,
         partition: u32,
-        ts: i64,
     ) -> Result<(), LogError> {
         if self.count == 0 {
             return Ok(());
@@ -77,7 +78,7 @@ impl Run {
         let last = self.next - 1;
         table.insert((partition, last), self.buf.as_slice()).map_err(storage)?;
         wal::put_record(frame, topic, partition, last, &self.buf);
-        start_run(&mut self.buf, ts);
+        start_run(&mut self.buf, self.ts);
         self.count = 0;
         Ok(())
     }
@@ -340,21 +341,24 @@ impl Writer {
                             none.insert(Run::new(next, now, group_bytes))
                         }
                     };
-                    let t = tables.get_mut(&r.topic).expect("opened with the run");
+                    // A record that would take the run past `RUN_BYTES` closes it first; a
+                    // run that reached it is closed at once.
                     if run.buf.len() + 8 + r.key.len() + r.value.len() > RUN_BYTES {
-                        run.close(t, &mut frame, &r.topic, r.partition, now)?;
+                        let t = tables.get_mut(&r.topic).expect("opened with the run");
+                        run.close(t, &mut frame, &r.topic, r.partition)?;
                     }
                     given.push(run.next);
                     run.push(&r.key, &r.value);
                     if run.buf.len() >= RUN_BYTES {
-                        run.close(t, &mut frame, &r.topic, r.partition, now)?;
+                        let t = tables.get_mut(&r.topic).expect("opened with the run");
+                        run.close(t, &mut frame, &r.topic, r.partition)?;
                     }
                 }
                 offsets.push(given);
             }
             for ((topic, partition), mut run) in runs {
                 let t = tables.get_mut(topic).expect("opened with the run");
-                run.close(t, &mut frame, topic, partition, now)?;
+                run.close(t, &mut frame, topic, partition)?;
                 new_heads.insert((topic.to_owned(), partition), run.next);
             }
             let mut table = txn.open_table(OFFSETS).map_err(storage)?;
