@@ -246,7 +246,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
     fn start_due(&mut self) {
         let now = Timestamp::now();
         while self.in_flight.len() < self.settings.concurrency {
-            let mut chunk = Vec::new();
+            let mut chunk = Vec::with_capacity(self.settings.chunk.min(self.waiting.len()));
             while chunk.len() < self.settings.chunk {
                 match self.waiting.front() {
                     Some((_, item)) if self.handler.due(item) <= now => {

@@ -307,7 +307,7 @@ impl ChunkHandler for FirstAttempts {
     }
 
     fn starting(&self, assignment: &Assignment, items: &mut [(u64, Source)]) {
-        let mut turns: HashMap<String, Arc<Turn>> = HashMap::new();
+        let mut turns: HashMap<String, Arc<Turn>> = HashMap::with_capacity(items.len());
         for (offset, item) in items.iter_mut() {
             let key = item.order_key(|| payload::webhook_id(&assignment.topic, assignment.partition, *offset));
             let turn = turns.entry(key).or_insert_with_key(|key| {
@@ -340,25 +340,42 @@ impl ChunkHandler for FirstAttempts {
                 });
             }
         }
-        let runs = chains.into_values().map(|(turn, chain)| async move {
-            if let Some(turn) = &turn {
-                turn.wait().await;
-            }
-            let mut out = Vec::new();
-            for job in chain {
-                let lane = d.lanes.get(&job.endpoint.endpoint.id);
-                match lane.failing(Timestamp::now().millis()) {
-                    Some(until) => {
-                        metrics::counter!("herald_webhooks_set_aside_total").increment(1);
-                        out.push(d.schedule(&job, 1, Timestamp(until)));
-                    }
-                    None => out.extend(d.attempt(&job, Some(d.settings.inline_budget)).await),
+        // Each chain is a task of its own, so the chunk's requests (and the connections they
+        // drive) run on every worker thread, not all inside this one task. Dropping the set
+        // (the chunk aborted at the end of a drain) aborts them.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (turn, chain) in chains.into_values() {
+            let d = self.dispatch.clone();
+            tasks.spawn(async move {
+                if let Some(turn) = &turn {
+                    turn.wait().await;
                 }
+                let mut out = Vec::with_capacity(chain.len());
+                for job in chain {
+                    let lane = d.lanes.get(&job.endpoint.endpoint.id);
+                    match lane.failing(Timestamp::now().millis()) {
+                        Some(until) => {
+                            metrics::counter!("herald_webhooks_set_aside_total").increment(1);
+                            out.push(d.schedule(&job, 1, Timestamp(until)));
+                        }
+                        None => out.extend(d.attempt(&job, Some(d.settings.inline_budget)).await),
+                    }
+                }
+                drop(turn); // this chain's part of the message's turn is done
+                out
+            });
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(records) => out.extend(records),
+                // A chain that panicked (or was cancelled by the runtime's shutdown) leaves
+                // its outcomes unknown: the chunk must not finish, so it is processed again.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("a webhook chain ended early: {e}"),
             }
-            drop(turn); // this chain's part of the message's turn is done
-            out
-        });
-        futures::future::join_all(runs).await.into_iter().flatten().collect()
+        }
+        out
     }
 }
 
