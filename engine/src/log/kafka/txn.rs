@@ -96,6 +96,17 @@ impl Committer {
 }
 
 async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    // Start the transactional producer now, not at the first commit: `init_transactions`
+    // can take seconds, and every attempt that finishes meanwhile waits uncommitted (made
+    // again if the node dies before it commits; its events unseen by `read_committed`
+    // readers). A failure here is retried by the first transaction.
+    let started = Instant::now();
+    match inner.producer().await {
+        Ok(_) => tracing::debug!(group = %inner.group, took = ?started.elapsed(), "transactional producer ready"),
+        Err(e) => {
+            tracing::warn!(group = %inner.group, error = %e, "starting the transactional producer failed; retried at the first commit")
+        }
+    }
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
