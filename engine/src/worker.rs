@@ -158,6 +158,7 @@ impl Worker {
             concurrency: self.settings.batch_size,
             chunk: 1,
             drain: self.settings.drain,
+            appends: true,
         };
         if let Some(f) = &self.feedback {
             tokio::select! {

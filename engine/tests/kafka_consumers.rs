@@ -78,7 +78,8 @@ fn member(
     seen: &Arc<Mutex<HashMap<String, Vec<&'static str>>>>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let handler = Arc::new(Counting { member: name, output_topic: t.attempts(), seen: seen.clone() });
-    let settings = consumer::Settings { window: 16, concurrency: 4, chunk: 1, drain: Duration::from_secs(5) };
+    let settings =
+        consumer::Settings { window: 16, concurrency: 4, chunk: 1, drain: Duration::from_secs(5), appends: true };
     let stop = CancellationToken::new();
     let (log, group, topic, s) = (log.clone() as Arc<dyn EventLog>, group.to_owned(), t.messages(), stop.clone());
     let task = tokio::spawn(async move {

@@ -99,7 +99,7 @@ async fn three_nodes_kill_one_start_a_fourth() {
     // finished but not yet committed on the killed node, at most `delivery.batch_size` (256)
     // per partition it owned; one of three nodes owns at most 3 of the 8 partitions. Earlier
     // runs saw 0; a faster machine saw 66–423 (stop 26) while the transactional producer
-    // was only started at the first commit, 0–1 since it starts with the membership.
+    // was only started at the first commit, 0–1 since it starts when the member subscribes.
     let bound = 256 * PARTITIONS.div_ceil(3) as usize;
     assert!(duplicates <= bound, "{duplicates} duplicates after one kill -9 (bound {bound})");
     // Every message is `delivered` through any node's API.

@@ -64,13 +64,16 @@ pub struct Settings {
     pub chunk: usize,
     /// How long a stopping task waits for its chunks in flight before aborting them.
     pub drain: Duration,
+    /// Whether chunks return records to append with the commit (the log gets ready for that
+    /// when the member subscribes: [`EventLog::will_append`]).
+    pub appends: bool,
 }
 
 impl Settings {
     /// A projector's settings: one chunk of up to `chunk` records at a time per partition,
     /// so its store sees the partition's events in log order.
     pub fn in_order(chunk: usize) -> Self {
-        Settings { window: chunk, concurrency: 1, chunk, drain: Duration::from_secs(10) }
+        Settings { window: chunk, concurrency: 1, chunk, drain: Duration::from_secs(10), appends: false }
     }
 }
 
@@ -155,6 +158,9 @@ pub async fn run<H: ChunkHandler>(
             Box::new(crate::log::FixedSubscription::new(log.consume(group, &assignments).await?))
         }
     };
+    if settings.appends {
+        log.will_append(group).await;
+    }
     run_subscription(subscription, group, handler, settings, owned, shutdown).await;
     Ok(())
 }

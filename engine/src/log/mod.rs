@@ -151,6 +151,11 @@ pub trait EventLog: Send + Sync + 'static {
         Ok(Box::new(FixedSubscription::new(self.consume(group, &assignments).await?)))
     }
 
+    /// Says that `group`'s members (subscribed already) append records with their commits, so
+    /// the backend can get ready for that before the first commit. Kafka starts the
+    /// membership's transactional producer; the default does nothing.
+    async fn will_append(&self, _group: &str) {}
+
     /// Deletes records older than `retention.consumed` that every consumer group has
     /// committed past, and records of the `retention.by_age` topics (which no group reads)
     /// older than their own limit. Returns how many were deleted. Kafka enforces

@@ -275,7 +275,13 @@ impl FirstAttempts {
     ) -> Result<(), LogError> {
         let t = &self.dispatch.topics;
         let (group, topics) = (t.group(ROLE), Self::topics(t));
-        let settings = consumer::Settings { window: 4096, concurrency: 4, chunk: 1024, drain: Duration::from_secs(20) };
+        let settings = consumer::Settings {
+            window: 4096,
+            concurrency: 4,
+            chunk: 1024,
+            drain: Duration::from_secs(20),
+            appends: true,
+        };
         let lanes = self.dispatch.lanes.clone();
         let sweeping = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -391,7 +397,13 @@ impl Retries {
     ) -> Result<(), LogError> {
         let t = &self.0.topics;
         let topics: Vec<String> = (0..super::MAX_TIERS).map(|i| t.webhook_retry(i)).collect();
-        let settings = consumer::Settings { window: 1024, concurrency: 64, chunk: 8, drain: Duration::from_secs(20) };
+        let settings = consumer::Settings {
+            window: 1024,
+            concurrency: 64,
+            chunk: 8,
+            drain: Duration::from_secs(20),
+            appends: true,
+        };
         consumer::run(log, &t.group(RETRY_ROLE), &topics, membership, self, settings, Owned::default(), shutdown).await
     }
 }

@@ -263,6 +263,13 @@ impl EventLog for KafkaLog {
         Ok(subscription)
     }
 
+    async fn will_append(&self, group: &str) {
+        let all = self.committers.lock().expect("committers lock");
+        for c in all.iter().filter_map(std::sync::Weak::upgrade).filter(|c| c.group() == group) {
+            c.start_producer();
+        }
+    }
+
     async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<super::PartitionLag>, LogError> {
         lag::lag(&self.settings.brokers, group, assignments).await
     }

@@ -43,8 +43,15 @@ struct Request {
     done: oneshot::Sender<Result<(), LogError>>,
 }
 
+/// What the committer's loop is asked to do.
+enum Message {
+    /// Start the transactional producer now (see [`Committer::start_producer`]).
+    StartProducer,
+    Commit(Request),
+}
+
 pub(crate) struct Committer {
-    queue: mpsc::UnboundedSender<Request>,
+    queue: mpsc::UnboundedSender<Message>,
     inner: Arc<Inner>,
 }
 
@@ -70,6 +77,20 @@ impl Committer {
         Arc::new(Committer { queue, inner })
     }
 
+    /// The group this committer commits for.
+    pub(super) fn group(&self) -> &str {
+        &self.inner.group
+    }
+
+    /// Starts the transactional producer now rather than at the first commit with records:
+    /// `init_transactions` can take seconds, and every attempt that finishes meanwhile waits
+    /// uncommitted (made again if the node dies first; unseen by `read_committed` readers).
+    /// For groups that append records with their commits; a failure is retried at the
+    /// first commit.
+    pub(super) fn start_producer(&self) {
+        let _ = self.queue.send(Message::StartProducer);
+    }
+
     pub(super) fn bind(&self, consumer: Weak<GroupConsumer>) {
         let _ = self.inner.consumer.set(consumer);
     }
@@ -90,28 +111,32 @@ impl Committer {
         }
         let (done, rx) = oneshot::channel();
         let request = Request { records, offsets: vec![(assignment.clone(), position)], done };
-        self.queue.send(request).map_err(|_| LogError::Closed)?;
+        self.queue.send(Message::Commit(request)).map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?
     }
 }
 
-async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Request>) {
-    // Start the transactional producer now, not at the first commit: `init_transactions`
-    // can take seconds, and every attempt that finishes meanwhile waits uncommitted (made
-    // again if the node dies before it commits; its events unseen by `read_committed`
-    // readers). A failure here is retried by the first transaction.
-    let started = Instant::now();
-    match inner.producer().await {
-        Ok(_) => tracing::debug!(group = %inner.group, took = ?started.elapsed(), "transactional producer ready"),
-        Err(e) => {
-            tracing::warn!(group = %inner.group, error = %e, "starting the transactional producer failed; retried at the first commit")
-        }
-    }
-    while let Some(first) = rx.recv().await {
+async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Message>) {
+    while let Some(message) = rx.recv().await {
+        let first = match message {
+            Message::Commit(r) => r,
+            Message::StartProducer => {
+                let started = Instant::now();
+                match inner.producer().await {
+                    Ok(_) => {
+                        tracing::debug!(group = %inner.group, took = ?started.elapsed(), "transactional producer ready")
+                    }
+                    Err(e) => tracing::warn!(group = %inner.group, error = %e,
+                        "starting the transactional producer failed; retried at the first commit"),
+                }
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(Message::Commit(r)) => batch.push(r),
+                Ok(Message::StartProducer) => {} // the transaction starts it anyway
                 Err(_) => break,
             }
         }
