@@ -32,6 +32,8 @@ use tokio::sync::oneshot;
 const MAX_GROUP: usize = 8192;
 /// Largest frame buffer kept between groups.
 const KEEP_FRAME: usize = 4 << 20;
+/// Most run buffers kept between groups (each at most twice [`RUN_BYTES`]).
+const KEEP_RUN_BUFS: usize = KEEP_FRAME / RUN_BYTES;
 /// Longest wait between two recovery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Compaction is worth it from this much free space (and a quarter of the file).
@@ -48,10 +50,9 @@ struct Run {
 }
 
 impl Run {
-    /// A run whose buffer is sized for `bytes` (at most [`RUN_BYTES`]): grown from empty,
-    /// it was copied at every doubling.
-    fn new(next: u64, ts: i64, bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(bytes.min(RUN_BYTES) + 64);
+    /// A run in `buf`, a buffer of an earlier group's run (so it is not grown and copied
+    /// again) or a new one.
+    fn new(next: u64, ts: i64, mut buf: Vec<u8>) -> Self {
         start_run(&mut buf, ts);
         Run { next, count: 0, ts, buf }
     }
@@ -153,6 +154,7 @@ pub(super) fn spawn(
         compact_checked: false,
         failed: None,
         frame: Vec::new(),
+        run_bufs: Vec::new(),
     };
     std::thread::Builder::new().name("herald-log-writer".into()).spawn(move || writer.run()).map_err(storage)
 }
@@ -182,6 +184,8 @@ struct Writer {
     failed: Option<Failed>,
     /// The write-ahead frame's buffer, reused by every group.
     frame: Vec<u8>,
+    /// The buffers of the last group's runs, reused by the next.
+    run_bufs: Vec<Vec<u8>>,
 }
 
 impl Writer {
@@ -338,7 +342,7 @@ impl Writer {
                                 let name = table_name(&r.topic);
                                 tables.insert(r.topic.clone(), txn.open_table(table(&name)).map_err(storage)?);
                             }
-                            none.insert(Run::new(next, now, group_bytes))
+                            none.insert(Run::new(next, now, self.run_bufs.pop().unwrap_or_default()))
                         }
                     };
                     // A record that would take the run past `RUN_BYTES` closes it first; a
@@ -360,6 +364,10 @@ impl Writer {
                 let t = tables.get_mut(topic).expect("opened with the run");
                 run.close(t, &mut frame, topic, partition)?;
                 new_heads.insert((topic.to_owned(), partition), run.next);
+                // Kept unless a large record grew it, as the frame is.
+                if run.buf.capacity() <= 2 * RUN_BYTES && self.run_bufs.len() < KEEP_RUN_BUFS {
+                    self.run_bufs.push(run.buf);
+                }
             }
             let mut table = txn.open_table(OFFSETS).map_err(storage)?;
             let mut metas = txn.open_table(OFFSET_META).map_err(storage)?;
