@@ -53,14 +53,34 @@ async fn spread(nodes: &[String], recipients: Vec<String>, parallel: usize) -> V
     acked
 }
 
-async fn wait_all_at_sink(sink: &Sink, recipients: &[String], secs: u64, what: &str) -> Duration {
+/// Waits until every one of `recipients` reached the sink. On a timeout the panic says how
+/// many arrived, which domains the missing ones are for, and the end of each node's log.
+async fn wait_all_at_sink(sink: &Sink, recipients: &[String], secs: u64, what: &str, nodes: &[&Node]) -> Duration {
     let started = Instant::now();
-    support::eventually(secs, what, || async {
+    loop {
         let got = arrivals(sink);
-        recipients.iter().all(|r| got.contains_key(r)).then_some(())
-    })
-    .await;
-    started.elapsed()
+        let missing: Vec<&String> = recipients.iter().filter(|r| !got.contains_key(*r)).collect();
+        if missing.is_empty() {
+            return started.elapsed();
+        }
+        if started.elapsed() >= Duration::from_secs(secs) {
+            let mut domains: Vec<&str> = missing.iter().filter_map(|r| r.split('@').nth(1)).collect();
+            domains.sort();
+            domains.dedup();
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("--- {} (running: {}):\n{}", n.name, n.is_running(), n.log_tail(40)))
+                .collect();
+            panic!(
+                "timed out after {secs}s waiting for {what}: {} of {} missing (domains {domains:?}; e.g. {:?})\n{}",
+                missing.len(),
+                recipients.len(),
+                &missing[..missing.len().min(5)],
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn bases(nodes: &[&Node]) -> Vec<String> {
@@ -86,7 +106,7 @@ async fn three_nodes_kill_one_start_a_fourth() {
     acked.extend(spread(&bases(&[&a, &b, &c, &d]), all[2000..].to_vec(), 30).await);
     assert_eq!(acked.len(), all.len(), "every send was acknowledged by a running node");
     let recipients: Vec<String> = acked.iter().map(|(_, r)| r.clone()).collect();
-    wait_all_at_sink(&sink, &recipients, 240, "every acknowledged message at the sink").await;
+    wait_all_at_sink(&sink, &recipients, 240, "every acknowledged message at the sink", &[&a, &b, &c, &d]).await;
     eprintln!(
         "FIGURE 3 nodes + kill -9 + a 4th: all 3000 delivered {:.1} s after the kill",
         killed_at.elapsed().as_secs_f64()
@@ -147,7 +167,14 @@ async fn rolling_restart_under_load_loses_nothing() {
     }
     let recipients: Vec<String> = acked.iter().map(|(_, r)| r.clone()).collect();
     assert_eq!(recipients.len(), all.len(), "every send was acknowledged by a running node");
-    wait_all_at_sink(&sink, &recipients, 240, "every acknowledged message at the sink").await;
+    wait_all_at_sink(
+        &sink,
+        &recipients,
+        240,
+        "every acknowledged message at the sink",
+        &nodes.iter().collect::<Vec<_>>(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = arrivals(&sink);
     let duplicates: usize = got.values().map(|n| n - 1).sum();
@@ -179,7 +206,7 @@ async fn failover_after_kill_9_and_handover_on_sigterm() {
     let warm: Vec<String> = (0..domains).map(|d| format!("warm{d}@d{d}.test")).collect();
     let warm_ids = spread(std::slice::from_ref(&b.base), warm.clone(), domains).await;
     assert_eq!(warm_ids.len(), domains);
-    wait_all_at_sink(&sink, &warm, 90, "warm-up deliveries").await;
+    wait_all_at_sink(&sink, &warm, 90, "warm-up deliveries", &[&a, &b]).await;
     // Nothing in flight on `a` at the kill: every warm-up attempt is committed (the
     // projection reads committed transactions only), however loaded the machine is.
     let http = reqwest::Client::new();
@@ -190,12 +217,12 @@ async fn failover_after_kill_9_and_handover_on_sigterm() {
     a.kill();
     let killed = Instant::now();
     let after_kill = one_per_domain(&b.base, domains, "kill").await;
-    wait_all_at_sink(&sink, &after_kill, 60, "deliveries on every partition after kill -9").await;
+    wait_all_at_sink(&sink, &after_kill, 60, "deliveries on every partition after kill -9", &[&a, &b]).await;
     let failover = killed.elapsed();
 
     a.restart().await;
     let rejoin = one_per_domain(&b.base, domains, "rejoin").await;
-    wait_all_at_sink(&sink, &rejoin, 90, "deliveries after the node rejoined").await;
+    wait_all_at_sink(&sink, &rejoin, 90, "deliveries after the node rejoined", &[&a, &b]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let stopping = Instant::now();
@@ -205,7 +232,7 @@ async fn failover_after_kill_9_and_handover_on_sigterm() {
         one_per_domain(&b.base, domains, "stop").await
     };
     let (stop_took, after_stop) = tokio::join!(stop, after_stop);
-    wait_all_at_sink(&sink, &after_stop, 60, "deliveries on every partition after SIGTERM").await;
+    wait_all_at_sink(&sink, &after_stop, 60, "deliveries on every partition after SIGTERM", &[&b]).await;
     let handover = stopping.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let duplicates: usize = arrivals(&sink).values().map(|n| n - 1).sum();
@@ -272,7 +299,7 @@ async fn three_nodes_share_one_provider_limit() {
     let all: Vec<String> = (0..900).map(|i| format!("r{i}@p{}.test", i % 24)).collect();
     let acked = spread(&bases(&[&a, &b, &c]), all.clone(), 30).await;
     assert_eq!(acked.len(), all.len());
-    wait_all_at_sink(&sink, &all, 240, "every message at the sink").await;
+    wait_all_at_sink(&sink, &all, 240, "every message at the sink", &[&a, &b, &c]).await;
     let mut times: Vec<Instant> = sink.messages().iter().map(|m| m.at).collect();
     times.sort();
     let span = (*times.last().unwrap() - times[0]).as_secs_f64();

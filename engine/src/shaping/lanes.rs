@@ -38,6 +38,11 @@ struct Pacing {
     /// Bumped when the rate falls: slots reserved before are void, and the messages
     /// holding them take new ones at the new rate when they wake.
     epoch: u64,
+    /// The rate the line of messages set aside was laid out at. When a message is set
+    /// aside at another rate, the line (its end and every place in it) is first stretched
+    /// or shrunk to that rate, so places given while the rate was low do not stay an hour
+    /// away once it is higher, nor make the next messages join behind them.
+    line_rate: Option<f64>,
 }
 
 impl Pacing {
@@ -68,6 +73,18 @@ const MAX_SLOTS: usize = 200_000;
 /// A remembered place is forgotten this long after its time (the message went through
 /// another node, or failed).
 const SLOT_TTL: Duration = Duration::from_secs(600);
+/// No place in the line of messages set aside is further away than this (a rate of one
+/// message a day behind a long line).
+const MAX_LINE: Duration = Duration::from_secs(30 * 86_400);
+
+/// `t`, a time after `now` laid out at one rate, laid out at a rate `1 / factor` times it.
+fn stretch(t: &mut Instant, now: Instant, factor: f64) {
+    if *t > now {
+        let ahead = (*t - now).as_secs_f64() * factor;
+        let ahead = Duration::try_from_secs_f64(ahead).unwrap_or(MAX_LINE).min(MAX_LINE);
+        *t = now.checked_add(ahead).unwrap_or(*t);
+    }
+}
 
 /// Admissions per second over the last ten seconds.
 #[derive(Debug, Default)]
@@ -164,16 +181,32 @@ impl Lane {
 
     /// How long message `id`, set aside now, should stay away: until its place in the
     /// line of messages set aside (kept from an earlier time it was set aside, while that
-    /// place is still ahead), else the end of the line, one interval further.
-    pub fn park_estimate(&self, id: &str, now: Instant) -> Duration {
+    /// place is still ahead), else the end of the line, one interval further. The line is
+    /// laid out at `rate` (the lane's pacer rate when `None`): a rate other than the one it
+    /// was laid out at stretches or shrinks it first.
+    pub fn park_estimate(&self, id: &str, now: Instant, rate: Option<f64>) -> Duration {
         let mut guard = self.pacing.lock().expect("lane poisoned");
         let p = &mut *guard;
         let Some(pacer) = &p.pacer else { return Duration::ZERO };
+        let interval = match rate.filter(|r| *r > 0.0 && r.is_finite()) {
+            Some(r) => Duration::try_from_secs_f64(1.0 / r).unwrap_or(MAX_LINE).min(MAX_LINE),
+            None => pacer.interval(),
+        };
+        let head = pacer.next_slot(now);
+        let rate = 1.0 / interval.as_secs_f64().max(1e-9);
+        if let Some(old) = p.line_rate.filter(|old| *old != rate) {
+            let factor = old / rate;
+            if let Some(end) = &mut p.parked_until {
+                stretch(end, now, factor);
+            }
+            for slot in p.slots.values_mut() {
+                stretch(slot, now, factor);
+            }
+        }
+        p.line_rate = Some(rate);
         if let Some(slot) = p.slots.get(id).filter(|s| **s > now) {
             return *slot - now;
         }
-        let interval = pacer.interval();
-        let head = pacer.next_slot(now);
         let end = p.parked_until.map_or(head, |t| t.max(head)) + interval;
         p.parked_until = Some(end);
         if p.slots.len() < MAX_SLOTS || p.slots.contains_key(id) {
@@ -349,20 +382,45 @@ mod tests {
             l.reserve(Some(2.0), now, Duration::from_secs(5)).unwrap(); // slots 0, 0.5 s, ... 5 s
         }
         assert!(l.reserve(Some(2.0), now, Duration::from_secs(5)).is_err());
-        let first = l.park_estimate("m1", now);
-        let second = l.park_estimate("m2", now);
+        let first = l.park_estimate("m1", now, None);
+        let second = l.park_estimate("m2", now, None);
         assert_eq!(first, Duration::from_millis(6000));
         assert_eq!(second - first, Duration::from_millis(500));
         // m1 comes back early (a coarser delay): it keeps its place, the line does not grow.
         let back = now + Duration::from_secs(4);
-        assert_eq!(l.park_estimate("m1", back), Duration::from_millis(2000));
-        assert_eq!(l.park_estimate("m3", now) - second, Duration::from_millis(500));
+        assert_eq!(l.park_estimate("m1", back, None), Duration::from_millis(2000));
+        assert_eq!(l.park_estimate("m3", now, None) - second, Duration::from_millis(500));
         assert_eq!(l.parked(), 3);
         l.admitted("m1");
         assert_eq!(l.parked(), 2);
         l.sweep_slots(now + Duration::from_secs(3600));
         assert_eq!(l.parked(), 0);
         assert_eq!(l.reserve(None, now, Duration::ZERO), Ok(None));
+    }
+
+    #[test]
+    fn the_parked_line_follows_the_rate_it_is_timed_at() {
+        let l = lane();
+        let now = Instant::now();
+        // A share of 1/500 of 30 msg/s: one message every 16.7 s.
+        let slow = 30.0 / 500.0;
+        l.reserve(Some(slow), now, Duration::ZERO).unwrap();
+        assert!(l.reserve(Some(slow), now, Duration::ZERO).is_err());
+        let mut last = Duration::ZERO;
+        for i in 0..300 {
+            last = l.park_estimate(&format!("m{i}"), now, Some(slow));
+        }
+        assert!(last > Duration::from_secs(4000), "300 places 16.7 s apart: {last:?}");
+        // The share recovers to a half: the line shrinks 250-fold, for the places already
+        // given and for the next message.
+        let fast = 15.0;
+        let back = l.park_estimate("m299", now, Some(fast));
+        assert!(back < Duration::from_secs(21), "m299 keeps its place, 250 times nearer: {back:?}");
+        let next = l.park_estimate("m300", now, Some(fast));
+        assert!(next > back && next - back < Duration::from_millis(100), "{back:?} then {next:?}");
+        // And stretches back when the rate falls again.
+        let again = l.park_estimate("m300", now, Some(slow));
+        assert!(again > Duration::from_secs(4000), "{again:?}");
     }
 
     #[test]

@@ -261,6 +261,15 @@ pub fn share(own: f64, others: &[f64]) -> f64 {
     own / (own + rest)
 }
 
+/// A new lane's share, before its own backlog is known: an equal part among this node and
+/// the nodes that reported demand (`others`). From its own demand of one message it would
+/// be 1/500 next to a node with 499 waiting, and everything it set aside in the second
+/// before its first report would be timed at that (see `Shaper::park_rate`).
+pub fn fair_share(others: &[f64]) -> f64 {
+    let busy = others.iter().filter(|d| d.is_finite() && **d > 0.0).count();
+    1.0 / (busy as f64 + 1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +436,9 @@ mod tests {
             })
             .sum();
         assert!((total - 1.0).abs() < 1e-9);
+        // A new lane: an equal part among the nodes with demand, whatever their backlog.
+        assert_eq!(fair_share(&[]), 1.0);
+        assert_eq!(fair_share(&[499.0, 0.0]), 0.5);
+        assert!((fair_share(&[499.0, 3.0]) - 1.0 / 3.0).abs() < 1e-9);
     }
 }

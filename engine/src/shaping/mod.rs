@@ -291,7 +291,8 @@ impl Shaper {
                         Ok(None) => break,
                         Err(_) => {
                             self.uncount(&lane, day);
-                            let until = later(Timestamp::now(), lane.park_estimate(message, now));
+                            let estimate = self.park_rate(&lane, rate);
+                            let until = later(Timestamp::now(), lane.park_estimate(message, now, estimate));
                             return self.park(provider, &source.label, until, ParkReason::Rate);
                         }
                     }
@@ -302,13 +303,34 @@ impl Shaper {
             Ok(_) => {}
             Err(_) => {
                 self.uncount(&lane, day);
-                let until = later(now, lane.park_estimate(message, started));
+                let estimate = self.park_rate(&lane, effective.rate);
+                let until = later(now, lane.park_estimate(message, started, estimate));
                 return self.park(provider, &source.label, until, ParkReason::Rate);
             }
         }
         lane.admitted(message);
         lane.tick(Instant::now());
         Admission::Go(Ticket { lane, deadline: Instant::now() + self.settings.queue_wait })
+    }
+
+    /// The rate a message set aside for the rate is timed at: the lane's `rate`, but for
+    /// a lane sharing a cluster-wide limit at least a fair share of it (the limit over the
+    /// nodes with demand). A share follows demand a report or two late, so a node that
+    /// just joined a busy lane, or whose backlog dipped, holds a share far below its
+    /// demand for a moment; its messages set aside then would stay away (on a retry tier,
+    /// whose delay cannot be taken back) for as long as that share implies, an hour for
+    /// 1/500 of 30 msg/s, long after the share recovered. With the floor they come back
+    /// no later than a fair share would serve them, and at worst are set aside again.
+    fn park_rate(&self, lane: &Lane, rate: Option<f64>) -> Option<f64> {
+        let rate = rate?;
+        let share = lane.share();
+        if lane.key.domain.is_some() || share >= 1.0 || share <= 0.0 {
+            return Some(rate);
+        }
+        let state = self.state.read().expect("shaping state poisoned");
+        let others = state.others_demand(&self.me, &lane.key.provider, &lane.key.source, Timestamp::now());
+        let fair = limits::fair_share(&others);
+        Some(if share < fair { rate / share * fair } else { rate })
     }
 
     /// Longest wait in line for a rate slot: `queue_wait`, but never less than the hold
@@ -414,7 +436,7 @@ impl Shaper {
             None => {
                 let state = self.state.read().expect("shaping state poisoned");
                 let others = state.others_demand(&self.me, &provider.name, &source.label, Timestamp::now());
-                lane.set_share(limits::share(1.0, &others));
+                lane.set_share(limits::fair_share(&others));
             }
         }
         lanes.insert(key, lane.clone());
@@ -835,4 +857,57 @@ fn describe(reply: &SmtpReply) -> String {
         text.truncate(cut);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_schemas::{AccountId, LaneUsage, UsageReported};
+
+    /// A node whose first message for a shared lane comes after another node reported 466
+    /// waiting (ops/tests/cluster.rs saw it under load): its messages set aside come back
+    /// as a fair share would serve them, not as a share of 1/467 would (an hour and more
+    /// away, on retry tiers, long after the share recovered).
+    #[tokio::test]
+    async fn a_node_joining_a_busy_shared_lane_sets_messages_aside_for_a_fair_share() {
+        let file = "[providers.shared]\nmx_suffixes = [\".provider.test\"]\nmessages_per_second = 30\n";
+        let providers = Providers::load(file, None).unwrap();
+        let pools = Pools::new(&[], "h.test", &[]).unwrap();
+        // A window of 0: no message waits in line, each one past the burst is set aside.
+        let settings = Settings {
+            queue_wait: Duration::from_secs(2),
+            hold: Duration::from_secs(5),
+            report_interval: Duration::from_secs(1),
+            window: 0,
+        };
+        let shaper = Shaper::new(Arc::new(providers), pools, settings, None);
+        let now = Timestamp::now();
+        let lanes =
+            vec![LaneUsage { provider: "shared".into(), source: "default".into(), sent: 0, waiting: 466, day: 0 }];
+        shaper.apply(
+            &ShapingEvent::UsageReported(UsageReported { node: "b".into(), seq: 1, interval_ms: 1000, lanes, at: now }),
+            now,
+        );
+        let provider = shaper.provider_for("p1.test", Some(&["mx.provider.test".to_owned()]));
+        assert_eq!(provider.name, "shared");
+        let partition = Assignment { topic: "t".into(), partition: 0 };
+        let account = AccountId("a".into());
+        let mut furthest = 0;
+        let mut parked = 0;
+        for i in 0..300 {
+            match shaper.admit(&partition, &format!("m{i}"), &account, "p1.test", &provider).await {
+                Admission::Go(_) => {}
+                Admission::Park { until, reason } => {
+                    assert_eq!(reason, ParkReason::Rate);
+                    parked += 1;
+                    furthest = furthest.max(until.0 - now.0);
+                }
+            }
+        }
+        assert!(parked >= 290, "{parked} set aside");
+        // Half of 30 msg/s (two nodes with demand): 300 places ≈ 20 s. At 1/467 of it,
+        // the last would be 78 minutes away.
+        assert!(furthest < 30_000, "the last message set aside comes back after {furthest} ms");
+        assert!(furthest > 15_000, "{furthest} ms: the line is timed at a half share, not the whole limit");
+    }
 }

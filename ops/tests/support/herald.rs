@@ -90,6 +90,13 @@ pub struct Running {
 }
 
 pub async fn start(mut config: Config) -> Running {
+    // Herald's warnings go to the test's captured output, shown when the test fails
+    // (`HERALD_TEST_LOG` takes an `EnvFilter` for more).
+    let filter = std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
     for attempt in 1.. {
         let tracking_host = config.tracking.listen.to_string();
         let shutdown = CancellationToken::new();

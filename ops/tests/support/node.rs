@@ -143,7 +143,10 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["serve", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "warn,herald_engine::consumer=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("HERALD_TEST_NODE_LOG").unwrap_or_else(|_| "warn,herald_engine::consumer=info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -205,10 +208,11 @@ impl Node {
         .await;
     }
 
-    /// The last `n` lines of the node's log (its stderr), for a failure's message.
+    /// The last `n` lines of the node's log (its stderr), for a failure's message; the
+    /// lines that list each partition assigned are left out.
     pub fn log_tail(&self, n: usize) -> String {
         let log = std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains("partition assigned")).collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
