@@ -266,3 +266,22 @@ pub fn arrivals(sink: &super::sink::Sink) -> std::collections::HashMap<String, u
     }
     n
 }
+
+/// Messages that reached the sink more than once with the same `Message-ID` (one message
+/// delivered twice), as against [`arrivals`], which also counts a recipient whose send
+/// the client made twice (a REST request that timed out and went to another node: two
+/// messages, each with its own `Message-ID`).
+pub fn redeliveries(sink: &super::sink::Sink) -> usize {
+    let mut n = std::collections::HashMap::new();
+    for m in sink.messages() {
+        let text = String::from_utf8_lossy(&m.data);
+        let id = text
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.strip_prefix("Message-ID:").or_else(|| l.strip_prefix("Message-Id:")))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default();
+        *n.entry(id).or_insert(0usize) += 1;
+    }
+    n.values().map(|c| c - 1).sum()
+}
