@@ -88,7 +88,7 @@ pub trait WebhookStore: Send + Sync + 'static {
     /// Every endpoint of every account (each node's registry).
     async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError>;
     /// Records deliveries (idempotent by endpoint, time, webhook id and attempt).
-    async fn put_deliveries(&self, rows: &[DeliveryRow]) -> Result<(), StoreError>;
+    async fn put_deliveries(&self, rows: Vec<DeliveryRow>) -> Result<(), StoreError>;
     /// The endpoint's deliveries before `before` (exclusive; `None`: now), newest first.
     async fn deliveries(
         &self,

@@ -50,7 +50,7 @@ impl WebhookProjector {
 
     async fn apply(&self, events: &[WebhookEvent]) -> Result<(), StoreError> {
         let mut states: HashMap<String, Option<Endpoint>> = HashMap::new();
-        let mut rows = Vec::new();
+        let mut rows = Vec::with_capacity(events.len());
         for event in events {
             if let WebhookEvent::Attempted(a) = event {
                 rows.push(DeliveryRow {
@@ -82,7 +82,7 @@ impl WebhookProjector {
             self.store.put_endpoint(id, state.as_ref()).await?;
         }
         if !rows.is_empty() {
-            self.store.put_deliveries(&rows).await?;
+            self.store.put_deliveries(rows).await?;
         }
         Ok(())
     }

@@ -104,7 +104,7 @@ impl WebhookStore for CqlStore {
         Ok(out)
     }
 
-    async fn put_deliveries(&self, rows: &[DeliveryRow]) -> Result<(), StoreError> {
+    async fn put_deliveries(&self, rows: Vec<DeliveryRow>) -> Result<(), StoreError> {
         let writes = rows.iter().map(|r| async move {
             let json = serde_json::to_string(r).map_err(err)?;
             let day = r.at.millis().div_euclid(DAY_MS) * DAY_MS;

@@ -69,8 +69,7 @@ impl WebhookStore for EmbeddedStore {
         .await
     }
 
-    async fn put_deliveries(&self, rows: &[DeliveryRow]) -> Result<(), StoreError> {
-        let rows = rows.to_vec();
+    async fn put_deliveries(&self, rows: Vec<DeliveryRow>) -> Result<(), StoreError> {
         self.blocking(move |db| {
             let mut txn = db.begin_write().map_err(err)?;
             txn.set_durability(Durability::Immediate).map_err(err)?;
