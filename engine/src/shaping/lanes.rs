@@ -38,11 +38,11 @@ struct Pacing {
     /// Bumped when the rate falls: slots reserved before are void, and the messages
     /// holding them take new ones at the new rate when they wake.
     epoch: u64,
-    /// The rate the line of messages set aside was laid out at. When a message is set
-    /// aside at another rate, the line (its end and every place in it) is first stretched
-    /// or shrunk to that rate, so places given while the rate was low do not stay an hour
-    /// away once it is higher, nor make the next messages join behind them.
-    line_rate: Option<f64>,
+    /// The interval (one over the rate) the line of messages set aside was laid out at.
+    /// When a message is set aside at another one, the line (its end and every place in
+    /// it) is first stretched or shrunk to it, so places given while the rate was low do
+    /// not stay an hour away once it is higher, nor make the next messages join behind them.
+    line_interval: Option<Duration>,
 }
 
 impl Pacing {
@@ -77,7 +77,7 @@ const SLOT_TTL: Duration = Duration::from_secs(600);
 /// message a day behind a long line).
 const MAX_LINE: Duration = Duration::from_secs(30 * 86_400);
 
-/// `t`, a time after `now` laid out at one rate, laid out at a rate `1 / factor` times it.
+/// `t`, a time after `now` laid out at one interval, laid out at one `factor` times it.
 fn stretch(t: &mut Instant, now: Instant, factor: f64) {
     if *t > now {
         let ahead = (*t - now).as_secs_f64() * factor;
@@ -193,9 +193,8 @@ impl Lane {
             None => pacer.interval(),
         };
         let head = pacer.next_slot(now);
-        let rate = 1.0 / interval.as_secs_f64().max(1e-9);
-        if let Some(old) = p.line_rate.filter(|old| *old != rate) {
-            let factor = old / rate;
+        if let Some(old) = p.line_interval.filter(|old| *old != interval && !old.is_zero()) {
+            let factor = interval.as_secs_f64() / old.as_secs_f64();
             if let Some(end) = &mut p.parked_until {
                 stretch(end, now, factor);
             }
@@ -203,7 +202,7 @@ impl Lane {
                 stretch(slot, now, factor);
             }
         }
-        p.line_rate = Some(rate);
+        p.line_interval = Some(interval);
         if let Some(slot) = p.slots.get(id).filter(|s| **s > now) {
             return *slot - now;
         }

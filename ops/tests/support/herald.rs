@@ -162,20 +162,18 @@ impl Running {
     }
 
     /// Waits until message `id`, seen with `key`, has `status`; returns its view. On a
-    /// timeout the panic shows the last view, so a failure in CI
-    /// says where the message stood.
+    /// timeout the panic shows the last view, so a failure in CI says where the message
+    /// stood.
     pub async fn wait_status_with(&self, key: &str, id: &str, status: &str, secs: u64) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        loop {
+        super::until(secs, &format!("message {id} to be {status}"), || async {
             let (code, v) = self.get(key, &format!("/v1/messages/{id}")).await;
             if code == 200 && v["status"] == status {
-                return v;
+                Ok(v)
+            } else {
+                Err(format!("last view ({code}) {v}"))
             }
-            if std::time::Instant::now() >= deadline {
-                panic!("timed out after {secs}s waiting for message {id} to be {status}: last view ({code}) {v}");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     pub async fn stats(&self, key: &str) -> Value {

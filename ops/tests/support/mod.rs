@@ -102,12 +102,33 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    until(secs, what, || {
+        let checked = check();
+        async move { checked.await.ok_or("") }
+    })
+    .await
+}
+
+/// Polls `check` every 100 ms until it returns `Ok`, or panics after `secs` with what its
+/// last `Err` says (formatted only then), so a wait that times out in CI says where things
+/// stood.
+pub async fn until<T, E, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
-        if let Some(v) = check().await {
-            return v;
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        if std::time::Instant::now() >= deadline {
+            let last = last.to_string();
+            let sep = if last.is_empty() { "" } else { ": " };
+            panic!("timed out after {secs}s waiting for {what}{sep}{last}");
         }
-        assert!(std::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -278,8 +278,8 @@ pub fn redeliveries(sink: &super::sink::Sink) -> usize {
         let id = text
             .lines()
             .take_while(|l| !l.is_empty())
-            .find_map(|l| l.strip_prefix("Message-ID:").or_else(|| l.strip_prefix("Message-Id:")))
-            .map(|v| v.trim().to_owned())
+            .find_map(|l| l.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("message-id")))
+            .map(|(_, v)| v.trim().to_owned())
             .unwrap_or_default();
         *n.entry(id).or_insert(0usize) += 1;
     }
