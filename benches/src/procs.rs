@@ -78,13 +78,29 @@ fn fields_cpu_seconds(fields: &[String]) -> Result<f64> {
     let tick = |i: usize| -> Result<f64> {
         Ok(fields.get(i).ok_or_else(|| anyhow::anyhow!("/proc/PID/stat too short"))?.parse::<f64>()?)
     };
-    // Clock ticks per second, asked once.
+    Ok((tick(11)? + tick(12)?) / clock_ticks())
+}
+
+/// CPU seconds the whole machine has spent busy (every state of `/proc/stat`'s `cpu` line
+/// but idle and iowait) and idle, so far.
+pub fn machine_cpu_seconds() -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().ok_or_else(|| anyhow::anyhow!("/proc/stat is empty"))?;
+    let ticks: Vec<f64> = line.split_whitespace().skip(1).map(|t| t.parse().unwrap_or(0.0)).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    let busy: f64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    let hz = clock_ticks();
+    Ok((busy / hz, idle / hz))
+}
+
+/// Clock ticks per second, asked once.
+fn clock_ticks() -> f64 {
     static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let hz = *HZ.get_or_init(|| {
+    *HZ.get_or_init(|| {
         let out = Command::new("getconf").arg("CLK_TCK").output().map(|o| o.stdout).unwrap_or_default();
         String::from_utf8_lossy(&out).trim().parse().unwrap_or(100.0)
-    });
-    Ok((tick(11)? + tick(12)?) / hz)
+    })
 }
 
 /// User + system CPU seconds the process `pid` has used so far.

@@ -4,11 +4,12 @@
 
 use crate::consumer::{self, ChunkHandler, Membership, Owned};
 use crate::log::{Assignment, EventLog, Record, Stored, Topics};
-use crate::store::{Kind, Projected, ProjectionStore};
+use crate::store::{Kind, Projected, ProjectedThrough, ProjectionStore};
 use async_trait::async_trait;
 use herald_schemas::{decode, Event, Outcome, Timestamp};
 use serde_json::json;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// The role in the projector consumer group's name ([`Topics::group`]).
@@ -77,15 +78,77 @@ pub fn project(event: &Event) -> Option<Projected> {
     }
 }
 
+/// How far past the last event of a chunk the projection mark is set, so that it is
+/// written once per this many offsets rather than once per chunk.
+const MARK_STEP: u64 = 8192;
+/// Offsets checked after the start of an ownership when the store cannot say how far the
+/// partition was applied (it was projected into before it kept marks): more than a
+/// projector ever applies beyond its last commit (one chunk of up to 1,024 records).
+const UNKNOWN_MARK_WINDOW: u64 = 4096;
+
+/// What this member knows of a partition's projection mark (`docs/adr/0021-projection-marks.md`).
+#[derive(Debug, Default, Clone, Copy)]
+struct Mark {
+    /// Read at this ownership's first chunk: events at or below it may have been applied
+    /// by an earlier owner (`Some(None)`: none was). `None`: not read yet.
+    loaded: Option<Option<u64>>,
+    /// The mark as this ownership last wrote it.
+    written: Option<u64>,
+}
+
 pub struct Projector {
     log: Arc<dyn EventLog>,
     store: Arc<dyn ProjectionStore>,
     topics: Topics,
+    marks: Mutex<HashMap<Assignment, Mark>>,
 }
 
 impl Projector {
     pub fn new(log: Arc<dyn EventLog>, store: Arc<dyn ProjectionStore>, topics: Topics) -> Self {
-        Projector { log, store, topics }
+        Projector { log, store, topics, marks: Mutex::new(HashMap::new()) }
+    }
+
+    fn mark(&self, a: &Assignment) -> Mark {
+        self.marks.lock().expect("marks lock").get(a).copied().unwrap_or_default()
+    }
+
+    fn update_mark(&self, a: &Assignment, f: impl FnOnce(&mut Mark)) {
+        f(self.marks.lock().expect("marks lock").entry(a.clone()).or_default());
+    }
+
+    /// The index of the first event of a chunk (`offsets`, ascending) that no projector has
+    /// applied before: the ones after the partition's mark as it stood when this member was
+    /// assigned the partition. Before returning, the mark is moved past the chunk if it is
+    /// not there yet, so a later owner knows this chunk may have been applied.
+    async fn unseen_from(&self, a: &Assignment, offsets: &[u64]) -> usize {
+        let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else { return 0 };
+        let mark = self.mark(a);
+        let loaded = match mark.loaded {
+            Some(loaded) => loaded,
+            None => {
+                let stored =
+                    consumer::until_ok("projection mark read", || self.store.projected_through(&a.topic, a.partition))
+                        .await;
+                let loaded = match stored {
+                    ProjectedThrough::Never => None,
+                    ProjectedThrough::Through(through) => Some(through),
+                    // A projector without marks (an earlier version) may have applied the
+                    // events after its last commit: the first ones are checked.
+                    ProjectedThrough::Unknown => Some(first.saturating_add(UNKNOWN_MARK_WINDOW)),
+                };
+                self.update_mark(a, |m| m.loaded = Some(loaded));
+                loaded
+            }
+        };
+        if mark.written.or(loaded).is_none_or(|through| last > through) {
+            let through = last.saturating_add(MARK_STEP);
+            consumer::until_ok("projection mark write", || {
+                self.store.set_projected_through(&a.topic, a.partition, through)
+            })
+            .await;
+            self.update_mark(a, |m| m.written = Some(through));
+        }
+        loaded.map_or(0, |through| offsets.partition_point(|o| *o <= through))
     }
 
     pub async fn run(
@@ -116,11 +179,28 @@ impl ChunkHandler for Projector {
         }
     }
 
+    fn assigned(&self, assignment: &Assignment) {
+        // Whatever happened to the partition since an earlier ownership: read the mark again.
+        self.marks.lock().expect("marks lock").remove(assignment);
+    }
+
     /// Applies the chunk, retrying until the store takes it (the runner aborts it when a
     /// stop's drain time is up; it is then applied again by the next owner, idempotently).
-    async fn handle(&self, _: &Assignment, items: Vec<(u64, Projected)>) -> Vec<Record> {
+    async fn handle(&self, assignment: &Assignment, items: Vec<(u64, Projected)>) -> Vec<Record> {
+        let unseen_from = if self.store.skips_reads() {
+            let offsets: Vec<u64> = items.iter().map(|(o, _)| *o).collect();
+            self.unseen_from(assignment, &offsets).await
+        } else {
+            items.len()
+        };
         let batch: Vec<Projected> = items.into_iter().map(|(_, p)| p).collect();
-        consumer::until_ok("projection store write", || self.store.apply(&batch)).await;
+        // A retry checks every event: part of the failed try may have been applied.
+        let mut from = unseen_from;
+        consumer::until_ok("projection store write", || {
+            let checked = std::mem::replace(&mut from, batch.len());
+            self.store.apply_from(&batch, checked)
+        })
+        .await;
         metrics::counter!("herald_projector_events_total").increment(batch.len() as u64);
         Vec::new()
     }

@@ -288,3 +288,82 @@ async fn cql_backend() {
     let keyspace = format!("herald_test_{}", &herald_schemas::MessageId::generate().0[20..]);
     suite(Arc::new(CqlStore::connect(&[node], &keyspace).await.unwrap())).await;
 }
+
+/// The messages projector on CQL (`docs/adr/0021-projection-marks.md`): events past the
+/// partition's mark are written without the idempotence read, and a chunk applied again
+/// by the next owner (a crash before the commit) is still counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cql_projector_marks() {
+    use herald_engine::consumer::ChunkHandler;
+    use herald_engine::log::{embedded::EmbeddedLog, Assignment, EventLog, Topics};
+    use herald_engine::projector::Projector;
+    use herald_engine::store::ProjectedThrough;
+
+    let node = std::env::var("HERALD_TEST_CQL")
+        .expect("HERALD_TEST_CQL=host:port must name a real CQL server (ops/scripts/test.sh starts Cassandra)");
+    let keyspace = format!("herald_test_{}", &herald_schemas::MessageId::generate().0[20..]);
+    let store: Arc<dyn ProjectionStore> =
+        Arc::new(CqlStore::connect(std::slice::from_ref(&node), &keyspace).await.unwrap());
+    assert!(store.skips_reads());
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&dir.path().join("log"), &[], 1).unwrap());
+    let topics = Topics { prefix: "marks".into(), retry_tiers: 1 };
+    let projector = |store: &Arc<dyn ProjectionStore>| Projector::new(log.clone(), store.clone(), topics.clone());
+    let a = Assignment { topic: "marks.messages".into(), partition: 0 };
+    let acme = AccountId("acme".into());
+    let accepted = |store: Arc<dyn ProjectionStore>| {
+        let acme = acme.clone();
+        async move { store.stats(&acme, Timestamp(T0), Timestamp(T0 + HOUR)).await.unwrap().accepted }
+    };
+    let chunk = |items: &[(u64, &str)]| -> Vec<(u64, Projected)> {
+        items.iter().map(|(o, id)| (*o, event("acme", id, 0, Kind::Accepted, T0 + (*o % 100_000) as i64))).collect()
+    };
+
+    // A new store, a partition never projected: nothing to check; the first chunk sets a mark.
+    assert_eq!(store.projected_through(&a.topic, a.partition).await.unwrap(), ProjectedThrough::Never);
+    let first = projector(&store);
+    first.assigned(&a);
+    first.handle(&a, chunk(&[(10, "m1"), (11, "m2")])).await;
+    assert_eq!(accepted(store.clone()).await, 2);
+    let ProjectedThrough::Through(mark) = store.projected_through(&a.topic, a.partition).await.unwrap() else {
+        panic!("no mark after a chunk")
+    };
+    assert!(mark >= 11, "the mark covers the applied chunk: {mark}");
+
+    // The owner died before committing: the next one applies the same chunk and more.
+    let next = projector(&store);
+    next.assigned(&a);
+    next.handle(&a, chunk(&[(10, "m1"), (11, "m2"), (12, "m3")])).await;
+    assert_eq!(accepted(store.clone()).await, 3, "events at or below the mark are checked, not counted again");
+
+    // Far past the mark: applied, and the mark moved past it first.
+    next.handle(&a, chunk(&[(mark + 50_000, "m4")])).await;
+    assert_eq!(accepted(store.clone()).await, 4);
+    let moved = store.projected_through(&a.topic, a.partition).await.unwrap();
+    assert!(matches!(moved, ProjectedThrough::Through(t) if t >= mark + 50_000), "{moved:?}");
+
+    // Events past the mark are truly written without the read: the same event given as
+    // unseen twice is counted twice (what the mark exists to rule out).
+    let unseen = [event("acme", "m5", 0, Kind::Accepted, T0 + 5)];
+    store.apply_from(&unseen, 0).await.unwrap();
+    store.apply_from(&unseen, 0).await.unwrap();
+    assert_eq!(accepted(store.clone()).await, 6);
+
+    // A store projected into before it kept marks (an earlier version: events, no sentinel
+    // row): a partition without a mark is unknown, and its first chunk is checked.
+    let session =
+        scylla::client::session_builder::SessionBuilder::new().known_nodes([node.as_str()]).build().await.unwrap();
+    session
+        .query_unpaged(format!("DELETE FROM {keyspace}.projection_marks WHERE topic = '' AND partition = -1"), &[])
+        .await
+        .unwrap();
+    let upgraded: Arc<dyn ProjectionStore> = Arc::new(CqlStore::connect(&[node], &keyspace).await.unwrap());
+    let b = Assignment { topic: "marks.messages".into(), partition: 1 };
+    assert_eq!(upgraded.projected_through(&b.topic, b.partition).await.unwrap(), ProjectedThrough::Unknown);
+    upgraded.apply(&[event("acme", "m6", 0, Kind::Accepted, T0 + 6)]).await.unwrap();
+    assert_eq!(accepted(upgraded.clone()).await, 7);
+    let after_upgrade = projector(&upgraded);
+    after_upgrade.assigned(&b);
+    after_upgrade.handle(&b, chunk(&[(100, "m6"), (101, "m7")])).await;
+    assert_eq!(accepted(upgraded.clone()).await, 8, "m6 again is not counted; m7 is");
+}

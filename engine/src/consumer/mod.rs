@@ -41,6 +41,10 @@ pub trait ChunkHandler: Send + Sync + 'static {
         Timestamp(0)
     }
 
+    /// Called when this member is given `assignment`, before any of its records is
+    /// prepared: per-partition state of an earlier ownership is stale from here on.
+    fn assigned(&self, _assignment: &Assignment) {}
+
     /// Called for each chunk in offset order, before it is handed to [`Self::handle`]
     /// (chunks of one partition may then run at once, when `concurrency` > 1): the place to
     /// queue work that must follow an earlier chunk's.
@@ -194,6 +198,7 @@ async fn run_subscription<H: ChunkHandler>(
                     tracing::info!(group, topic = %a.topic, partition = a.partition, "partition assigned");
                     metrics::counter!("herald_consumer_assignments_total", "group" => group.to_owned()).increment(1);
                     owned.set(&a, true);
+                    handler.assigned(&a);
                     let stop = CancellationToken::new();
                     let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
                     let task = partition::PartitionTask::new(

@@ -12,7 +12,7 @@
 
 use super::{
     Claim, Counter, DomainState, EngagementKind, EngagementRow, Firsts, HourStats, IdempotencyRecord, Kind, LinkStats,
-    MessageView, Projected, ProjectionStore, Stats, StoreError,
+    MessageView, Projected, ProjectedThrough, ProjectionStore, Stats, StoreError,
 };
 use async_trait::async_trait;
 use herald_schemas::{AccountId, MessageId, Timestamp};
@@ -50,6 +50,11 @@ pub struct CqlStore {
     release_key: PreparedStatement,
     index_recipient: PreparedStatement,
     select_recipient: PreparedStatement,
+    select_mark: PreparedStatement,
+    insert_mark: PreparedStatement,
+    /// Whether this store has kept projection marks since its first event (a partition
+    /// without a mark was then never applied).
+    marks_since_start: bool,
     accounts: accounts::Statements,
     engagement: Engagement,
 }
@@ -87,7 +92,7 @@ impl CqlStore {
         };
         let counter =
             |col: &str| format!("UPDATE {ks}.hourly_counts SET {col} = {col} + ? WHERE account = ? AND hour = ?");
-        Ok(CqlStore {
+        CqlStore {
             exists: prepare(format!("SELECT seq FROM {ks}.message_events WHERE account = ? AND message_id = ? AND seq = ?")).await?,
             insert: prepare(format!(
                 "INSERT INTO {ks}.message_events (account, message_id, seq, recipient, kind, at, detail) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -130,12 +135,48 @@ impl CqlStore {
                 "SELECT message_id FROM {ks}.messages_by_recipient WHERE account = ? AND recipient = ? AND at < ? LIMIT ?"
             ))
             .await?,
+            select_mark: prepare(format!("SELECT through FROM {ks}.projection_marks WHERE topic = ? AND partition = ?"))
+                .await?,
+            insert_mark: prepare(format!("INSERT INTO {ks}.projection_marks (topic, partition, through) VALUES (?, ?, ?)"))
+                .await?,
+            marks_since_start: false,
             accounts: accounts::Statements::prepare(&session, ks).await?,
             engagement: Engagement::prepare(&session, ks).await?,
             session,
-        })
+        }
+        .with_marks_state(ks)
+        .await
+    }
+
+    /// A partition's projection mark, if it has one.
+    async fn mark(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        let result = self.session.execute_unpaged(&self.select_mark, (topic, partition)).await.map_err(err)?;
+        let rows = result.into_rows_result().map_err(err)?;
+        Ok(rows.maybe_first_row::<(i64,)>().map_err(err)?.map(|(t,)| t))
+    }
+
+    /// Finds out whether marks were kept since the store's first event: a store with no
+    /// event yet gets the sentinel row (`topic` '', `partition` -1) that says so for good;
+    /// one projected into by an earlier version has events and no sentinel.
+    async fn with_marks_state(mut self, ks: &str) -> Result<Self, StoreError> {
+        if self.mark(MARKS_SENTINEL, -1).await?.is_none() {
+            let any = self
+                .session
+                .query_unpaged(format!("SELECT seq FROM {ks}.message_events LIMIT 1"), &[])
+                .await
+                .map_err(err)?;
+            if any.into_rows_result().map_err(err)?.rows_num() > 0 {
+                return Ok(self);
+            }
+            self.session.execute_unpaged(&self.insert_mark, (MARKS_SENTINEL, -1i32, 0i64)).await.map_err(err)?;
+        }
+        self.marks_since_start = true;
+        Ok(self)
     }
 }
+
+/// The topic of the row that says the store has kept marks since it was created.
+const MARKS_SENTINEL: &str = "";
 
 /// `[applied]` of a lightweight transaction's result, and the `record` column it returns
 /// when not applied (the row that is there).
@@ -258,15 +299,28 @@ impl CqlStore {
 #[async_trait]
 impl ProjectionStore for CqlStore {
     async fn apply(&self, batch: &[Projected]) -> Result<(), StoreError> {
+        self.apply_from(batch, batch.len()).await
+    }
+
+    fn skips_reads(&self) -> bool {
+        true
+    }
+
+    /// Events from `unseen_from` on were never applied (`docs/adr/0021-projection-marks.md`):
+    /// they are written without the read that keeps a re-applied event from being counted
+    /// twice.
+    async fn apply_from(&self, batch: &[Projected], unseen_from: usize) -> Result<(), StoreError> {
         // Copies of one event inside a batch (redelivery) must not race each other.
         let mut seen = std::collections::HashSet::new();
-        let unique = batch.iter().filter(|p| seen.insert((&p.account, &p.message_id, p.seq)));
-        let writes = unique.map(|p| async move {
+        let unique = batch.iter().enumerate().filter(|(_, p)| seen.insert((&p.account, &p.message_id, p.seq)));
+        let writes = unique.map(|(i, p)| async move {
             let key = (p.account.0.as_str(), p.message_id.0.as_str(), p.seq as i32);
-            let found = self.session.execute_unpaged(&self.exists, key).await.map_err(err)?;
-            let rows = found.into_rows_result().map_err(err)?;
-            if rows.rows_num() > 0 {
-                return Ok(None);
+            if i < unseen_from {
+                let found = self.session.execute_unpaged(&self.exists, key).await.map_err(err)?;
+                let rows = found.into_rows_result().map_err(err)?;
+                if rows.rows_num() > 0 {
+                    return Ok(None);
+                }
             }
             let detail = serde_json::to_string(&p.detail).map_err(err)?;
             let row = (key.0, key.1, key.2, p.recipient.as_str(), p.kind.as_str(), p.at.millis(), detail);
@@ -298,6 +352,19 @@ impl ProjectionStore for CqlStore {
             result?;
         }
         Ok(())
+    }
+
+    async fn projected_through(&self, topic: &str, partition: u32) -> Result<ProjectedThrough, StoreError> {
+        Ok(match self.mark(topic, partition as i32).await? {
+            Some(through) => ProjectedThrough::Through(through.max(0) as u64),
+            None if self.marks_since_start => ProjectedThrough::Never,
+            None => ProjectedThrough::Unknown,
+        })
+    }
+
+    async fn set_projected_through(&self, topic: &str, partition: u32, through: u64) -> Result<(), StoreError> {
+        let values = (topic, partition as i32, through.min(i64::MAX as u64) as i64);
+        self.session.execute_unpaged(&self.insert_mark, values).await.map_err(err).map(|_| ())
     }
 
     async fn message(&self, account: &AccountId, id: &MessageId) -> Result<Option<MessageView>, StoreError> {

@@ -441,11 +441,53 @@ pub enum Claim {
     Held(IdempotencyRecord),
 }
 
+/// How far a log partition's events may have been applied to the messages projection
+/// ([`ProjectionStore::projected_through`], `docs/adr/0021-projection-marks.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectedThrough {
+    /// Nothing of the partition was ever applied (a store that has kept marks since it was
+    /// created, and none for this partition).
+    Never,
+    /// Events at offsets up to this one may have been applied; none after it.
+    Through(u64),
+    /// Not known: the store was projected into before it kept marks.
+    Unknown,
+}
+
 /// Read models of the log.
 #[async_trait]
 pub trait ProjectionStore: Send + Sync + 'static {
     /// Applies a batch; idempotent per `(account, message_id, seq)`. Durable on return.
     async fn apply(&self, batch: &[Projected]) -> Result<(), StoreError>;
+
+    /// Whether [`Self::apply_from`] saves work for events known never to have been applied
+    /// (a store whose idempotence check is a read over the network). The projector then
+    /// keeps a mark per log partition ([`Self::set_projected_through`]) to know which those
+    /// are (`docs/adr/0021-projection-marks.md`).
+    fn skips_reads(&self) -> bool {
+        false
+    }
+
+    /// Applies a batch whose events from index `unseen_from` on were never applied before
+    /// (no read needed to keep them from being counted twice); the ones before it may have
+    /// been. The default checks every event.
+    async fn apply_from(&self, batch: &[Projected], unseen_from: usize) -> Result<(), StoreError> {
+        let _ = unseen_from;
+        self.apply(batch).await
+    }
+
+    /// How far some projector may have applied `topic`/`partition`.
+    async fn projected_through(&self, topic: &str, partition: u32) -> Result<ProjectedThrough, StoreError> {
+        let _ = (topic, partition);
+        Ok(ProjectedThrough::Unknown)
+    }
+
+    /// Records, before applying anything beyond it, that events of `topic`/`partition`
+    /// through `through` may have been applied.
+    async fn set_projected_through(&self, topic: &str, partition: u32, through: u64) -> Result<(), StoreError> {
+        let _ = (topic, partition, through);
+        Ok(())
+    }
 
     /// One message of one account; `None` if the account has no such message.
     async fn message(&self, account: &AccountId, id: &MessageId) -> Result<Option<MessageView>, StoreError>;
