@@ -26,10 +26,15 @@
 //! `HERALD_TEST_CQL`, default `127.0.0.1:9092` / `127.0.0.1:9042`; a fresh topic prefix and
 //! keyspace per run) instead of the embedded log and store. Every run also prints Herald's
 //! own CPU time per message (user + system of the `herald` process, from `/proc`, between
-//! the first request and the last arrival): the servers it uses are not counted.
+//! the first request and the last arrival): the servers it uses are not counted. It also
+//! prints the whole machine's busy CPU per message in each phase (`/proc/stat`), and with
+//! `E2E_WATCH=kafka=PID,cassandra=PID` those servers' own; `E2E_METRICS=FILE` keeps
+//! Herald's `/metrics` after its phase. `--settle S` syncs and waits S seconds before each
+//! phase, so that neither pays for the write-back the other left (runs back to back make
+//! Postfix, which fsyncs every queue file, slower than it is).
 //!
 //! Usage (after `cargo build --release -p herald -p herald-benches`):
-//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--backend embedded|kafka-cql] [--skip-postfix] [--engagement]
+//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--backend embedded|kafka-cql] [--skip-postfix] [--settle S] [--engagement]
 //!   target/release/e2e --compare-providers [--messages N] [--concurrency C]
 //!   target/release/e2e --rate R [--seconds S]
 
@@ -55,6 +60,9 @@ struct Args {
     seconds: u64,
     /// Kafka + Cassandra instead of the embedded log and store.
     kafka_cql: bool,
+    /// Seconds to wait before each phase, so that neither pays for the other's aftermath
+    /// (the kernel writing back what the last phase left dirty, the servers' flushes).
+    settle: u64,
 }
 
 /// A providers file with nothing but an unlimited `default`.
@@ -72,6 +80,7 @@ fn args() -> Result<Args> {
         rate: None,
         seconds: 60,
         kafka_cql: false,
+        settle: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -83,6 +92,7 @@ fn args() -> Result<Args> {
             "--compare-providers" => a.compare_providers = true,
             "--rate" => a.rate = Some(it.next().context("--rate R")?.parse()?),
             "--seconds" => a.seconds = it.next().context("--seconds S")?.parse()?,
+            "--settle" => a.settle = it.next().context("--settle SECONDS")?.parse()?,
             "--backend" => {
                 a.kafka_cql = match it.next().as_deref() {
                     Some("kafka-cql") => true,
@@ -387,6 +397,8 @@ fn postfix(a: &Args, dir: &Path) -> Result<f64> {
     if !ok.success() {
         bail!("postfix-relay.sh start failed");
     }
+    let servers = watched_servers();
+    let servers_before: Vec<f64> = servers.iter().map(|(_, pid)| cpu_seconds(*pid).unwrap_or(0.0)).collect();
     let machine_before = machine_cpu_seconds()?;
     let started = Instant::now();
     let source = Command::new("smtp-source")
@@ -402,8 +414,23 @@ fn postfix(a: &Args, dir: &Path) -> Result<f64> {
     let machine = machine_cpu_seconds()?;
     let _ = Command::new("bash").arg(&script).arg("stop").arg(&pf).status();
     let last = result?;
-    println!("postfix : {}", machine_note(machine_before, machine, a.messages));
+    let mut note = machine_note(machine_before, machine, a.messages);
+    // The servers Herald used are still running: their background work (flushes,
+    // compaction) in this phase takes CPU from Postfix.
+    for ((name, pid), before) in servers.iter().zip(servers_before) {
+        let used = cpu_seconds(*pid).unwrap_or(before) - before;
+        note.push_str(&format!("; {name} CPU {:.0} µs/msg", used * 1e6 / a.messages as f64));
+    }
+    println!("postfix : {note}");
     Ok(a.messages as f64 / last.duration_since(started).as_secs_f64())
+}
+
+/// Waits `--settle` seconds (after a `sync`), so that a phase starts on a quiet machine.
+fn settle(a: &Args) {
+    if a.settle > 0 {
+        let _ = Command::new("sync").status();
+        std::thread::sleep(Duration::from_secs(a.settle));
+    }
 }
 
 /// The whole machine's CPU over a phase: busy µs per message (every process: the MTA, the
@@ -444,6 +471,7 @@ async fn main() -> Result<()> {
         return compare_providers(a, dir.path(), dns_port).await;
     }
     let payload = Payload { body: body_5k(), options: serde_json::json!({}) };
+    settle(&a);
     let (herald_rate, ingest_rate, dkim, cpu_us) = herald(&a, dir.path(), dns_port, &payload).await?;
     let how = if a.smtp {
         "smtp-source start → last arrival; accepted over SMTP at"
@@ -459,6 +487,7 @@ async fn main() -> Result<()> {
         );
         return Ok(());
     }
+    settle(&a);
     let postfix_rate = postfix(&a, dir.path())?;
     println!("postfix : {postfix_rate:8.0} msg/s end to end (smtp-source start → last arrival), unsigned");
     println!("ratio   : herald/postfix = {:.2}", herald_rate / postfix_rate);
