@@ -31,10 +31,11 @@
 //! `E2E_WATCH=kafka=PID,cassandra=PID` those servers' own; `E2E_METRICS=FILE` keeps
 //! Herald's `/metrics` after its phase. `--settle S` syncs and waits S seconds before each
 //! phase, so that neither pays for the write-back the other left (runs back to back make
-//! Postfix, which fsyncs every queue file, slower than it is).
+//! Postfix, which fsyncs every queue file, slower than it is). `--warmup N` runs N Herald
+//! phases first and does not report them (Kafka and Cassandra just started are slower).
 //!
 //! Usage (after `cargo build --release -p herald -p herald-benches`):
-//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--backend embedded|kafka-cql] [--skip-postfix] [--settle S] [--engagement]
+//!   target/release/e2e [--messages N] [--concurrency C] [--ingest http|smtp] [--backend embedded|kafka-cql] [--skip-postfix] [--warmup N] [--settle S] [--engagement]
 //!   target/release/e2e --compare-providers [--messages N] [--concurrency C]
 //!   target/release/e2e --rate R [--seconds S]
 
@@ -63,6 +64,9 @@ struct Args {
     /// Seconds to wait before each phase, so that neither pays for the other's aftermath
     /// (the kernel writing back what the last phase left dirty, the servers' flushes).
     settle: u64,
+    /// Herald phases run first and not reported: servers just started (Kafka's and
+    /// Cassandra's JIT compilers) cost two to three times more per message.
+    warmup: u32,
 }
 
 /// A providers file with nothing but an unlimited `default`.
@@ -81,6 +85,7 @@ fn args() -> Result<Args> {
         seconds: 60,
         kafka_cql: false,
         settle: 0,
+        warmup: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -93,6 +98,7 @@ fn args() -> Result<Args> {
             "--rate" => a.rate = Some(it.next().context("--rate R")?.parse()?),
             "--seconds" => a.seconds = it.next().context("--seconds S")?.parse()?,
             "--settle" => a.settle = it.next().context("--settle SECONDS")?.parse()?,
+            "--warmup" => a.warmup = it.next().context("--warmup RUNS")?.parse()?,
             "--backend" => {
                 a.kafka_cql = match it.next().as_deref() {
                     Some("kafka-cql") => true,
@@ -471,6 +477,12 @@ async fn main() -> Result<()> {
         return compare_providers(a, dir.path(), dns_port).await;
     }
     let payload = Payload { body: body_5k(), options: serde_json::json!({}) };
+    for i in 0..a.warmup {
+        let warm = dir.path().join(format!("warmup-{i}"));
+        std::fs::create_dir_all(&warm)?;
+        let (rate, _, _, _) = herald(&a, &warm, dns_port, &payload).await?;
+        println!("warmup  : {rate:8.0} msg/s (not reported)");
+    }
     settle(&a);
     let (herald_rate, ingest_rate, dkim, cpu_us) = herald(&a, dir.path(), dns_port, &payload).await?;
     let how = if a.smtp {
