@@ -86,14 +86,14 @@ const MARK_STEP: u64 = 8192;
 /// projector ever applies beyond its last commit (one chunk of up to 1,024 records).
 const UNKNOWN_MARK_WINDOW: u64 = 4096;
 
-/// What this member knows of a partition's projection mark (`docs/adr/0021-projection-marks.md`).
-#[derive(Debug, Default, Clone, Copy)]
+/// What this member knows of a partition's projection mark (`docs/adr/0021-projection-marks.md`),
+/// from the ownership's first chunk on (no entry: not read yet).
+#[derive(Debug, Clone, Copy)]
 struct Mark {
-    /// Read at this ownership's first chunk: events at or below it may have been applied
-    /// by an earlier owner (`Some(None)`: none was). `None`: not read yet.
-    loaded: Option<Option<u64>>,
-    /// The mark as this ownership last wrote it.
-    written: Option<u64>,
+    /// Events at or below this may have been applied by an earlier owner (`None`: none was).
+    checked_through: Option<u64>,
+    /// The mark as it is in the store.
+    stored: Option<u64>,
 }
 
 pub struct Projector {
@@ -108,47 +108,42 @@ impl Projector {
         Projector { log, store, topics, marks: Mutex::new(HashMap::new()) }
     }
 
-    fn mark(&self, a: &Assignment) -> Mark {
-        self.marks.lock().expect("marks lock").get(a).copied().unwrap_or_default()
-    }
-
-    fn update_mark(&self, a: &Assignment, f: impl FnOnce(&mut Mark)) {
-        f(self.marks.lock().expect("marks lock").entry(a.clone()).or_default());
-    }
-
-    /// The index of the first event of a chunk (`offsets`, ascending) that no projector has
+    /// The index of the first item of a chunk (in offset order) that no projector has
     /// applied before: the ones after the partition's mark as it stood when this member was
     /// assigned the partition. Before returning, the mark is moved past the chunk if it is
     /// not there yet, so a later owner knows this chunk may have been applied.
-    async fn unseen_from(&self, a: &Assignment, offsets: &[u64]) -> usize {
-        let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else { return 0 };
-        let mark = self.mark(a);
-        let loaded = match mark.loaded {
-            Some(loaded) => loaded,
+    async fn unseen_from(&self, a: &Assignment, items: &[(u64, Projected)]) -> usize {
+        let (Some((first, _)), Some((last, _))) = (items.first(), items.last()) else { return 0 };
+        let known = self.marks.lock().expect("marks lock").get(a).copied();
+        let mut mark = match known {
+            Some(mark) => mark,
             None => {
                 let stored =
                     consumer::until_ok("projection mark read", || self.store.projected_through(&a.topic, a.partition))
                         .await;
-                let loaded = match stored {
-                    ProjectedThrough::Never => None,
-                    ProjectedThrough::Through(through) => Some(through),
+                match stored {
+                    ProjectedThrough::Never => Mark { checked_through: None, stored: None },
+                    ProjectedThrough::Through(through) => {
+                        Mark { checked_through: Some(through), stored: Some(through) }
+                    }
                     // A projector without marks (an earlier version) may have applied the
                     // events after its last commit: the first ones are checked.
-                    ProjectedThrough::Unknown => Some(first.saturating_add(UNKNOWN_MARK_WINDOW)),
-                };
-                self.update_mark(a, |m| m.loaded = Some(loaded));
-                loaded
+                    ProjectedThrough::Unknown => {
+                        Mark { checked_through: Some(first.saturating_add(UNKNOWN_MARK_WINDOW)), stored: None }
+                    }
+                }
             }
         };
-        if mark.written.or(loaded).is_none_or(|through| last > through) {
+        if mark.stored.is_none_or(|through| *last > through) {
             let through = last.saturating_add(MARK_STEP);
             consumer::until_ok("projection mark write", || {
                 self.store.set_projected_through(&a.topic, a.partition, through)
             })
             .await;
-            self.update_mark(a, |m| m.written = Some(through));
+            mark.stored = Some(through);
         }
-        loaded.map_or(0, |through| offsets.partition_point(|o| *o <= through))
+        self.marks.lock().expect("marks lock").insert(a.clone(), mark);
+        mark.checked_through.map_or(0, |through| items.partition_point(|(o, _)| *o <= through))
     }
 
     pub async fn run(
@@ -187,12 +182,8 @@ impl ChunkHandler for Projector {
     /// Applies the chunk, retrying until the store takes it (the runner aborts it when a
     /// stop's drain time is up; it is then applied again by the next owner, idempotently).
     async fn handle(&self, assignment: &Assignment, items: Vec<(u64, Projected)>) -> Vec<Record> {
-        let unseen_from = if self.store.skips_reads() {
-            let offsets: Vec<u64> = items.iter().map(|(o, _)| *o).collect();
-            self.unseen_from(assignment, &offsets).await
-        } else {
-            items.len()
-        };
+        let unseen_from =
+            if self.store.skips_reads() { self.unseen_from(assignment, &items).await } else { items.len() };
         let batch: Vec<Projected> = items.into_iter().map(|(_, p)| p).collect();
         // A retry checks every event: part of the failed try may have been applied.
         let mut from = unseen_from;

@@ -204,9 +204,7 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16, payload: &Payload) -> Resul
     let sink = start_sink(sink_port, a.messages)?;
     let (herald, http_port, smtp_port) = start_herald(a, dir, dns_port, sink_port)?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build()?;
-    let servers = watched_servers();
-    let servers_before: Vec<f64> = servers.iter().map(|(_, pid)| cpu_seconds(*pid).unwrap_or(0.0)).collect();
-    let machine_before = machine_cpu_seconds()?;
+    let watch = Watch::start()?;
     let cpu_before = cpu_seconds(herald.0.id())?;
     let (rate, ingest, note) = if a.smtp {
         herald_smtp(a, &sink, smtp_port, http_port, &client).await?
@@ -214,22 +212,14 @@ async fn herald(a: &Args, dir: &Path, dns_port: u16, payload: &Payload) -> Resul
         herald_http(a, &sink, http_port, &client, payload).await?
     };
     let cpu = cpu_seconds(herald.0.id())? - cpu_before;
-    let machine = machine_cpu_seconds()?;
+    let machine = watch.note(a.messages)?;
     let cpu_us = cpu * 1e6 / a.messages as f64;
     let elapsed = a.messages as f64 / rate;
-    let mut note = format!(
-        "{note}; Herald CPU {cpu_us:.0} µs/msg ({:.0}% of one core); {}",
-        cpu / elapsed * 100.0,
-        machine_note(machine_before, machine, a.messages)
-    );
+    let note = format!("{note}; Herald CPU {cpu_us:.0} µs/msg ({:.0}% of one core); {machine}", cpu / elapsed * 100.0);
     if let Ok(path) = std::env::var("E2E_METRICS") {
         // Herald's own counters after the run (commits, transactions, chunk sizes).
         let text = client.get(format!("http://127.0.0.1:{http_port}/metrics")).send().await?.text().await?;
         std::fs::write(path, text)?;
-    }
-    for ((name, pid), before) in servers.iter().zip(servers_before) {
-        let used = cpu_seconds(*pid).unwrap_or(before) - before;
-        note.push_str(&format!("; {name} CPU {:.0} µs/msg", used * 1e6 / a.messages as f64));
     }
     Ok((rate, ingest, note, cpu_us))
 }
@@ -403,9 +393,7 @@ fn postfix(a: &Args, dir: &Path) -> Result<f64> {
     if !ok.success() {
         bail!("postfix-relay.sh start failed");
     }
-    let servers = watched_servers();
-    let servers_before: Vec<f64> = servers.iter().map(|(_, pid)| cpu_seconds(*pid).unwrap_or(0.0)).collect();
-    let machine_before = machine_cpu_seconds()?;
+    let watch = Watch::start()?;
     let started = Instant::now();
     let source = Command::new("smtp-source")
         .args(["-l", "5120", "-m", &a.messages.to_string(), "-s", &a.concurrency.to_string()])
@@ -417,16 +405,11 @@ fn postfix(a: &Args, dir: &Path) -> Result<f64> {
         }
         wait_sink(&sink, a.messages, Duration::from_secs(900))
     });
-    let machine = machine_cpu_seconds()?;
-    let _ = Command::new("bash").arg(&script).arg("stop").arg(&pf).status();
-    let last = result?;
-    let mut note = machine_note(machine_before, machine, a.messages);
     // The servers Herald used are still running: their background work (flushes,
     // compaction) in this phase takes CPU from Postfix.
-    for ((name, pid), before) in servers.iter().zip(servers_before) {
-        let used = cpu_seconds(*pid).unwrap_or(before) - before;
-        note.push_str(&format!("; {name} CPU {:.0} µs/msg", used * 1e6 / a.messages as f64));
-    }
+    let note = watch.note(a.messages)?;
+    let _ = Command::new("bash").arg(&script).arg("stop").arg(&pf).status();
+    let last = result?;
     println!("postfix : {note}");
     Ok(a.messages as f64 / last.duration_since(started).as_secs_f64())
 }
@@ -439,27 +422,41 @@ fn settle(a: &Args) {
     }
 }
 
-/// The whole machine's CPU over a phase: busy µs per message (every process: the MTA, the
-/// servers, the sink, the driver) and the share of the cores that was idle.
-fn machine_note(before: (f64, f64), after: (f64, f64), messages: u64) -> String {
-    let (busy, idle) = (after.0 - before.0, after.1 - before.1);
-    format!(
-        "machine CPU {:.0} µs/msg, {:.0}% idle",
-        busy * 1e6 / messages as f64,
-        idle / (busy + idle).max(1e-9) * 100.0
-    )
+/// The CPU used over a phase: the whole machine's (every process: the MTA, the servers,
+/// the sink, the driver) and that of the servers named in `E2E_WATCH=kafka=PID,cassandra=PID`.
+struct Watch {
+    machine: (f64, f64),
+    servers: Vec<(String, u32, f64)>,
 }
 
-/// Server processes whose CPU the Herald phase reports (`E2E_WATCH=kafka=PID,cassandra=PID`).
-fn watched_servers() -> Vec<(String, u32)> {
-    std::env::var("E2E_WATCH")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|kv| {
-            let (name, pid) = kv.split_once('=')?;
-            Some((name.to_owned(), pid.trim().parse().ok()?))
-        })
-        .collect()
+impl Watch {
+    fn start() -> Result<Watch> {
+        let servers = std::env::var("E2E_WATCH")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|kv| {
+                let (name, pid) = kv.split_once('=')?;
+                let pid: u32 = pid.trim().parse().ok()?;
+                Some((name.to_owned(), pid, cpu_seconds(pid).unwrap_or(0.0)))
+            })
+            .collect();
+        Ok(Watch { machine: machine_cpu_seconds()?, servers })
+    }
+
+    /// Busy µs per message and the share of the cores that was idle since the start, then
+    /// each watched server's µs per message.
+    fn note(&self, messages: u64) -> Result<String> {
+        let now = machine_cpu_seconds()?;
+        let (busy, idle) = (now.0 - self.machine.0, now.1 - self.machine.1);
+        let per_message = |seconds: f64| seconds * 1e6 / messages as f64;
+        let mut note =
+            format!("machine CPU {:.0} µs/msg, {:.0}% idle", per_message(busy), idle / (busy + idle).max(1e-9) * 100.0);
+        for (name, pid, before) in &self.servers {
+            let used = cpu_seconds(*pid).unwrap_or(*before) - before;
+            note.push_str(&format!("; {name} CPU {:.0} µs/msg", per_message(used)));
+        }
+        Ok(note)
+    }
 }
 
 #[tokio::main]
