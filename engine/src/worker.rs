@@ -159,6 +159,7 @@ impl Worker {
             chunk: 1,
             drain: self.settings.drain,
             appends: true,
+            commit_interval: Duration::ZERO,
         };
         if let Some(f) = &self.feedback {
             tokio::select! {

@@ -7,7 +7,8 @@
 //! - a fatal producer error (librdkafka's fatal-error injection) rebuilds the producer:
 //!   appends and transactional commits go on;
 //! - a committed offset that retention deleted is an error and a metric, not a silent skip
-//!   (`auto.offset.reset=error`).
+//!   (`auto.offset.reset=error`);
+//! - a busy partition folds its commits into a transaction per commit interval.
 //!
 //! The prefetch bound has its own binary (`kafka_prefetch.rs`): it measures the process.
 
@@ -78,8 +79,14 @@ fn member(
     seen: &Arc<Mutex<HashMap<String, Vec<&'static str>>>>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let handler = Arc::new(Counting { member: name, output_topic: t.attempts(), seen: seen.clone() });
-    let settings =
-        consumer::Settings { window: 16, concurrency: 4, chunk: 1, drain: Duration::from_secs(5), appends: true };
+    let settings = consumer::Settings {
+        window: 16,
+        concurrency: 4,
+        chunk: 1,
+        drain: Duration::from_secs(5),
+        appends: true,
+        commit_interval: Duration::ZERO,
+    };
     let stop = CancellationToken::new();
     let (log, group, topic, s) = (log.clone() as Arc<dyn EventLog>, group.to_owned(), t.messages(), stop.clone());
     let task = tokio::spawn(async move {
@@ -216,4 +223,76 @@ async fn an_offset_lost_to_retention_is_an_error_not_a_skip() {
             other => panic!("expected an out-of-range error, got {other:?}"),
         }
     }
+}
+
+/// Records when it handled each record, and appends one output record per input.
+struct Timed {
+    output_topic: String,
+    handled: Arc<Mutex<Vec<Instant>>>,
+}
+
+#[async_trait]
+impl ChunkHandler for Timed {
+    type Item = String;
+    fn prepare(&self, record: &Stored) -> Option<String> {
+        Some(String::from_utf8(record.value.clone()).unwrap())
+    }
+    async fn handle(&self, a: &Assignment, items: Vec<(u64, String)>) -> Vec<Record> {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        self.handled.lock().unwrap().extend(items.iter().map(|_| Instant::now()));
+        items.into_iter().map(|(_, v)| record(&self.output_topic, a.partition, format!("out-{v}"))).collect()
+    }
+}
+
+/// A busy partition commits at most every `commit_interval` (100 ms by default on Kafka):
+/// the chunks that finish meanwhile share one transaction. Every transaction leaves one
+/// commit marker in the output partition, so the partition's end offset minus its records
+/// counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_partition_folds_its_commits_into_few_transactions() {
+    let prefix = unique("fold");
+    let t = topics(&prefix);
+    let log = open(&prefix, PARTITIONS).await;
+    assert_eq!(log.commit_interval(), Duration::from_millis(100));
+    let total = 400;
+    log.append((0..total).map(|i| record(&t.messages(), 2, format!("r{i}"))).collect()).await.unwrap();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let handler = Arc::new(Timed { output_topic: t.attempts(), handled: handled.clone() });
+    // Chunks of one record, 8 at a time: without the interval, a commit follows every few.
+    let settings = consumer::Settings {
+        window: 64,
+        concurrency: 8,
+        chunk: 1,
+        drain: Duration::from_secs(5),
+        appends: true,
+        commit_interval: Duration::ZERO,
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (log, group, topic, s) = (log.clone() as Arc<dyn EventLog>, unique("g"), t.messages(), stop.clone());
+        async move {
+            consumer::run(log, &group, &[topic], &Membership::Group, handler, settings, Owned::default(), s)
+                .await
+                .unwrap();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handled.lock().unwrap().len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let times = handled.lock().unwrap().clone();
+    assert_eq!(times.len(), total, "every record handled");
+    let busy = times[times.len() - 1].duration_since(times[0]);
+    stop.cancel();
+    task.await.unwrap();
+    let output = Assignment { topic: t.attempts(), partition: 2 };
+    let end = log.lag(&unique("probe"), &[output]).await.unwrap()[0].end;
+    let transactions = end - total as u64;
+    // One per 100 ms of work, the first, and the one at the stop.
+    let most = busy.as_millis() as u64 / 100 + 2;
+    assert!(transactions >= 1, "the output records were committed");
+    assert!(
+        transactions <= most,
+        "{transactions} transactions for {total} records handled over {busy:?}: at most {most} expected"
+    );
 }

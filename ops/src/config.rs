@@ -505,6 +505,19 @@ pub struct Backend {
     /// Records prefetched per assigned partition, in KiB (librdkafka's
     /// `queued.max.messages.kbytes`, which applies per partition with Herald's queues).
     pub kafka_prefetch_kib: u32,
+    /// librdkafka properties for every Kafka client Herald opens (TLS, SASL:
+    /// `"security.protocol" = "sasl_ssl"`, `"sasl.mechanisms"`, `"ssl.ca.location"`, ...).
+    /// Properties Herald's guarantees rest on are refused (`docs/config.md`).
+    pub kafka_options: BTreeMap<String, KafkaProperty>,
+    /// Least time between two commits of a busy partition, in milliseconds (each commit
+    /// that carries records is a Kafka transaction). Longer: fewer transactions, more
+    /// work redone after a crash. 0 commits whenever a chunk finishes.
+    pub kafka_commit_interval_ms: u64,
+    /// librdkafka properties for Herald's producers only (`"linger.ms"`, `"batch.size"`, ...).
+    pub kafka_producer_options: BTreeMap<String, KafkaProperty>,
+    /// librdkafka properties for Herald's group consumers only (`"fetch.min.bytes"`,
+    /// `"fetch.wait.max.ms"`, ...).
+    pub kafka_consumer_options: BTreeMap<String, KafkaProperty>,
     pub cql_nodes: Vec<String>,
     pub cql_keyspace: String,
     /// Partitions of every topic. Changing it re-routes domains: drain first.
@@ -515,6 +528,41 @@ pub struct Backend {
     /// is past them); 0 keeps them for ever. Set as `retention.ms` on Kafka topics Herald
     /// creates. Must cover `delivery.max_age_secs`.
     pub log_retention_hours: u64,
+}
+
+/// A librdkafka property's value: TOML strings, integers, floats and booleans are all
+/// passed to librdkafka as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KafkaProperty {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Flag(bool),
+}
+
+impl std::fmt::Display for KafkaProperty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KafkaProperty::Text(s) => f.write_str(s),
+            KafkaProperty::Integer(n) => write!(f, "{n}"),
+            KafkaProperty::Float(x) => write!(f, "{x}"),
+            KafkaProperty::Flag(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+impl Backend {
+    /// The operator's librdkafka properties, as the Kafka log takes them.
+    pub fn kafka_client_options(&self) -> herald_engine::log::kafka::ClientOptions {
+        let list =
+            |m: &BTreeMap<String, KafkaProperty>| m.iter().map(|(k, v)| (k.trim().to_owned(), v.to_string())).collect();
+        herald_engine::log::kafka::ClientOptions {
+            common: list(&self.kafka_options),
+            producer: list(&self.kafka_producer_options),
+            consumer: list(&self.kafka_consumer_options),
+        }
+    }
 }
 
 impl Default for Backend {
@@ -528,6 +576,10 @@ impl Default for Backend {
             kafka_allow_weak_durability: false,
             kafka_session_timeout_ms: 10_000,
             kafka_prefetch_kib: 4096,
+            kafka_options: BTreeMap::new(),
+            kafka_commit_interval_ms: 100,
+            kafka_producer_options: BTreeMap::new(),
+            kafka_consumer_options: BTreeMap::new(),
             cql_nodes: vec!["127.0.0.1:9042".into()],
             cql_keyspace: "herald".into(),
             partitions: 16,
@@ -860,6 +912,7 @@ impl Config {
         if self.backend.kafka_min_insync_replicas > self.backend.kafka_replication {
             return invalid("backend.kafka_min_insync_replicas cannot exceed backend.kafka_replication".into());
         }
+        self.backend.kafka_client_options().check().map_err(|e| ConfigError::Invalid(format!("backend: {e}")))?;
         if self.backend.kafka_session_timeout_ms < 1000 {
             return invalid("backend.kafka_session_timeout_ms must be at least 1000".into());
         }
@@ -1128,6 +1181,33 @@ mod tests {
         assert!(unknown.validate().unwrap_err().to_string().contains("no account `nobody`"));
         let plain: Config = toml::from_str("[[accounts]]\nid = \"solo\"\n").unwrap();
         assert_eq!(plain.from_domains(&plain.accounts[0]), FromDomains::Verified);
+    }
+
+    #[test]
+    fn kafka_options_pass_through_and_reserved_ones_are_refused() {
+        let c: Config = toml::from_str(
+            "[backend]\nkafka_options = { \"security.protocol\" = \"sasl_ssl\", \"socket.keepalive.enable\" = true }\nkafka_producer_options = { \"linger.ms\" = 20, \"batch.size\" = 1000000 }\nkafka_consumer_options = { \"fetch.min.bytes\" = \"65536\" }\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let o = c.backend.kafka_client_options();
+        assert_eq!(
+            o.common,
+            vec![("security.protocol".into(), "sasl_ssl".into()), ("socket.keepalive.enable".into(), "true".into())]
+        );
+        assert_eq!(o.producer, vec![("batch.size".into(), "1000000".into()), ("linger.ms".into(), "20".into())]);
+        assert_eq!(o.consumer, vec![("fetch.min.bytes".into(), "65536".into())]);
+        for (table, key) in [
+            ("kafka_producer_options", "acks"),
+            ("kafka_producer_options", "enable.idempotence"),
+            ("kafka_consumer_options", "isolation.level"),
+            ("kafka_consumer_options", "enable.auto.commit"),
+            ("kafka_options", "bootstrap.servers"),
+        ] {
+            let c: Config = toml::from_str(&format!("[backend]\n{table} = {{ \"{key}\" = \"x\" }}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("may not be overridden"), "{err}");
+        }
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub async fn open_log(config: &Config) -> anyhow::Result<Arc<dyn EventLog>> {
                     topic: self::topics(config).bodies(),
                     retention: bodies_retention(config),
                 }),
+                options: b.kafka_client_options(),
+                commit_interval: Duration::from_millis(b.kafka_commit_interval_ms),
             };
             Arc::new(kafka::KafkaLog::connect(settings, &topics).await?)
         }

@@ -28,7 +28,9 @@
 //! own CPU time per message (user + system of the `herald` process, from `/proc`, between
 //! the first request and the last arrival): the servers it uses are not counted. It also
 //! prints the whole machine's busy CPU per message in each phase (`/proc/stat`), and with
-//! `E2E_WATCH=kafka=PID,cassandra=PID` those servers' own; `E2E_METRICS=FILE` keeps
+//! `E2E_WATCH=kafka=PID,cassandra=PID` those servers' own; `E2E_BACKEND_EXTRA` adds lines to
+//! the `[backend]` section of Herald's config on Kafka + CQL (librdkafka options, for
+//! example); `E2E_METRICS=FILE` keeps
 //! Herald's `/metrics` after its phase. `--settle S` syncs and waits S seconds before each
 //! phase, so that neither pays for the write-back the other left (runs back to back make
 //! Postfix, which fsyncs every queue file, slower than it is). `--warmup N` runs N Herald
@@ -309,7 +311,8 @@ fn start_herald(a: &Args, dir: &Path, dns_port: u16, sink_port: u16) -> Result<(
         let kafka = std::env::var("HERALD_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
         let cql = std::env::var("HERALD_TEST_CQL").unwrap_or_else(|_| "127.0.0.1:9042".into());
         format!(
-            "[backend]\nlog = \"kafka\"\nstore = \"cql\"\nkafka_brokers = \"{kafka}\"\ncql_nodes = [\"{cql}\"]\ntopic_prefix = \"{unique}\"\ncql_keyspace = \"{unique}\"\nkafka_replication = 1\nkafka_min_insync_replicas = 1\nkafka_allow_weak_durability = true\n"
+            "[backend]\nlog = \"kafka\"\nstore = \"cql\"\nkafka_brokers = \"{kafka}\"\ncql_nodes = [\"{cql}\"]\ntopic_prefix = \"{unique}\"\ncql_keyspace = \"{unique}\"\nkafka_replication = 1\nkafka_min_insync_replicas = 1\nkafka_allow_weak_durability = true\n{extra}\n",
+            extra = std::env::var("E2E_BACKEND_EXTRA").unwrap_or_default()
         )
     } else {
         String::new()

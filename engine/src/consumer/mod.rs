@@ -4,8 +4,10 @@
 //! [`run`] joins a consumer group ([`crate::log::EventLog::subscribe`]) and runs one task
 //! per partition it is assigned (`partition.rs`). A task keeps a window of records in
 //! flight, hands them to the handler in chunks (several at once for the worker, one at a
-//! time for the projectors), and whenever chunks finish it commits their output records
-//! and the partition's new [`Position`](crate::log::Position) in one atomic step. The
+//! time for the projectors), and as chunks finish it commits their output records and the
+//! partition's new [`Position`](crate::log::Position) in one atomic step: at once on the
+//! embedded log, at most every commit interval on Kafka, where each such step is a
+//! transaction (`docs/adr/0022-commit-interval.md`). The
 //! position is the lowest unfinished offset plus the finished offsets above it, so a stop
 //! or a crash redoes only records that were truly unfinished.
 //!
@@ -71,13 +73,24 @@ pub struct Settings {
     /// Whether chunks return records to append with the commit (the log gets ready for that
     /// when the member subscribes: [`EventLog::will_append`]).
     pub appends: bool,
+    /// Least time between two commits of a partition while it works (a stop or a handover
+    /// commits at once): several finished chunks then share one commit. [`run`] takes the
+    /// longer of this and the log's [`EventLog::commit_interval`].
+    pub commit_interval: Duration,
 }
 
 impl Settings {
     /// A projector's settings: one chunk of up to `chunk` records at a time per partition,
     /// so its store sees the partition's events in log order.
     pub fn in_order(chunk: usize) -> Self {
-        Settings { window: chunk, concurrency: 1, chunk, drain: Duration::from_secs(10), appends: false }
+        Settings {
+            window: chunk,
+            concurrency: 1,
+            chunk,
+            drain: Duration::from_secs(10),
+            appends: false,
+            commit_interval: Duration::ZERO,
+        }
     }
 }
 
@@ -165,6 +178,7 @@ pub async fn run<H: ChunkHandler>(
     if settings.appends {
         log.will_append(group).await;
     }
+    let settings = Settings { commit_interval: settings.commit_interval.max(log.commit_interval()), ..settings };
     run_subscription(subscription, group, handler, settings, owned, shutdown).await;
     Ok(())
 }

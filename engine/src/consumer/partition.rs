@@ -42,6 +42,10 @@ pub(super) struct PartitionTask<H: ChunkHandler> {
     committed: Position,
     /// Offsets the previous owner had finished above its committed offset.
     done_before: Position,
+    /// Records finished since the last commit: a window's worth makes a commit due before
+    /// the commit interval is up, so a crash redoes at most a window in flight and a
+    /// window finished.
+    uncommitted: usize,
 }
 
 impl<H: ChunkHandler> PartitionTask<H> {
@@ -69,6 +73,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
             end: start.next_offset,
             committed: start.clone(),
             done_before: start,
+            uncommitted: 0,
         }
     }
 
@@ -124,6 +129,8 @@ impl<H: ChunkHandler> PartitionTask<H> {
         let mut deadline: Option<Instant> = None;
         let mut poll_backoff = Duration::from_millis(100);
         let mut commit_backoff = Duration::from_millis(100);
+        let interval = self.settings.commit_interval;
+        let mut last_commit = Instant::now();
         loop {
             if self.lost.load(Ordering::SeqCst) {
                 self.in_flight.abort_all();
@@ -136,9 +143,17 @@ impl<H: ChunkHandler> PartitionTask<H> {
                     sampled = Some(Instant::now());
                 }
             }
-            if self.dirty() {
+            // While the partition works, commits come at most every `interval`, or once a
+            // window's worth of records finished; a stop or a handover (a deadline) commits
+            // at once.
+            let commit_due =
+                deadline.is_some() || last_commit.elapsed() >= interval || self.uncommitted >= self.settings.window;
+            if self.dirty() && commit_due {
                 match self.commit().await {
-                    Ok(()) => commit_backoff = Duration::from_millis(100),
+                    Ok(()) => {
+                        commit_backoff = Duration::from_millis(100);
+                        last_commit = Instant::now();
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, group = %self.group, topic = %self.consumer.assignment().topic,
                             partition = self.consumer.assignment().partition, "commit failed; retrying");
@@ -163,6 +178,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
             }
             let room = self.settings.window.saturating_sub(self.unfinished.len());
             let head_wait = self.head_wait();
+            let commit_at = (self.dirty() && deadline.is_none()).then(|| last_commit + interval);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled(), if deadline.is_none() => {
@@ -181,6 +197,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
                     while self.in_flight.join_next().await.is_some() {}
                     // Whatever finished meanwhile is committed by the next turn; nothing is in flight.
                 }
+                _ = sleep_until_opt(commit_at), if commit_at.is_some() => {} // a commit is due
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     self.finish(done);
                     while let Some(done) = self.in_flight.try_join_next() {
@@ -271,6 +288,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
     fn finish(&mut self, done: Result<(Vec<u64>, Vec<Record>), tokio::task::JoinError>) {
         match done {
             Ok((offsets, records)) => {
+                self.uncommitted += offsets.len();
                 for o in offsets {
                     self.unfinished.remove(&o);
                     self.finished.insert(o);
@@ -292,6 +310,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
         metrics::histogram!("herald_consumer_commit_seconds", "group" => self.group.clone())
             .record(started.elapsed().as_secs_f64());
         self.output.clear();
+        self.uncommitted = 0;
         let below = position.next_offset;
         self.finished = self.finished.split_off(&below);
         self.committed = position;

@@ -156,6 +156,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// membership's transactional producer; the default does nothing.
     async fn will_append(&self, _group: &str) {}
 
+    /// Least time between two commits of one partition while it works: a log whose commits
+    /// cost a round of broker requests each (Kafka's transactions) folds the chunks that
+    /// finish meanwhile into one. Zero (the default): commit whenever a chunk finishes.
+    fn commit_interval(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Deletes records older than `retention.consumed` that every consumer group has
     /// committed past, and records of the `retention.by_age` topics (which no group reads)
     /// older than their own limit. Returns how many were deleted. Kafka enforces

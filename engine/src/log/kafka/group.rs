@@ -117,9 +117,8 @@ fn assignments(tpl: &TopicPartitionList) -> Vec<Assignment> {
 
 fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
     let session = settings.session_timeout.as_millis().max(1000);
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.brokers)
-        .set("group.id", group)
+    let mut c = super::client_config(settings);
+    c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // A committed offset that retention deleted is an error, never a silent skip.
@@ -132,6 +131,7 @@ fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
         .set("queued.min.messages", "1000")
         .set("max.partition.fetch.bytes", "1048576")
         .set("fetch.max.bytes", MAX_MESSAGE_BYTES);
+    super::apply(&mut c, &settings.options.consumer);
     c
 }
 

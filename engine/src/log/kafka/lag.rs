@@ -1,20 +1,22 @@
 //! Log lag on Kafka: the high watermarks against a group's committed offsets, asked with a
 //! short-lived consumer of that group that never joins it (no subscription, no commits).
 
+use super::KafkaSettings;
 use crate::log::{Assignment, LogError, PartitionLag};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
-pub(super) async fn lag(brokers: &str, group: &str, assignments: &[Assignment]) -> Result<Vec<PartitionLag>, LogError> {
-    let (brokers, group, assignments) = (brokers.to_owned(), group.to_owned(), assignments.to_vec());
+pub(super) async fn lag(
+    settings: &KafkaSettings,
+    group: &str,
+    assignments: &[Assignment],
+) -> Result<Vec<PartitionLag>, LogError> {
+    let mut config = super::client_config(settings);
+    config.set("group.id", group).set("enable.auto.commit", "false");
+    let assignments = assignments.to_vec();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()?;
+        let consumer: BaseConsumer = config.create()?;
         let mut tpl = TopicPartitionList::new();
         for a in &assignments {
             tpl.add_partition(&a.topic, a.partition as i32);

@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 pub const MAX_MESSAGE_BYTES: &str = "33554432";
 const _: () = assert!(super::MAX_RECORD_BYTES == 33_554_432);
 
+/// Kafka Streams' commit interval under exactly-once, and Herald's default.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Connection and durability settings for the Kafka backend.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -60,6 +63,87 @@ pub struct KafkaSettings {
     /// The topic read only by position (stored bodies), whose records must stay at least
     /// as long as a retry may need them.
     pub bodies: Option<BodiesTopic>,
+    /// librdkafka properties the operator adds (TLS, SASL, batching, fetch sizes).
+    pub options: ClientOptions,
+    /// Least time between two commits of a busy partition ([`EventLog::commit_interval`]):
+    /// each commit that appends records is a Kafka transaction, a round of coordinator
+    /// requests and a marker per partition it wrote.
+    pub commit_interval: Duration,
+}
+
+/// librdkafka properties set on top of Herald's own: `common` on every client (producers,
+/// consumers, the admin client), then `producer` or `consumer`. Keys Herald's guarantees
+/// rest on are refused ([`ClientOptions::check`]).
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    pub common: Vec<(String, String)>,
+    pub producer: Vec<(String, String)>,
+    pub consumer: Vec<(String, String)>,
+}
+
+/// Properties Herald sets itself and that its delivery guarantees (or its own settings)
+/// depend on: an operator option may not change them.
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "message.max.bytes",
+    "message.timeout.ms",
+    "group.id",
+    "group.instance.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "isolation.level",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "queued.max.messages.kbytes",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+    "enable.partition.eof",
+];
+
+impl ClientOptions {
+    /// Refuses a reserved key, with the Herald setting to use where there is one.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, _) in self.common.iter().chain(&self.producer).chain(&self.consumer) {
+            let key = key.trim();
+            if RESERVED_PROPERTIES.contains(&key) {
+                let instead = match key {
+                    "bootstrap.servers" | "metadata.broker.list" => "; use backend.kafka_brokers",
+                    "session.timeout.ms" | "heartbeat.interval.ms" => "; use backend.kafka_session_timeout_ms",
+                    "queued.max.messages.kbytes" => "; use backend.kafka_prefetch_kib",
+                    _ => "",
+                };
+                return Err(format!(
+                    "the librdkafka property {key:?} is set by Herald and may not be overridden{instead}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A client config with the brokers and the operator's common properties.
+fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.brokers);
+    for (k, v) in &settings.options.common {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Applies the operator's producer or consumer properties, after Herald's own.
+fn apply(c: &mut ClientConfig, options: &[(String, String)]) {
+    for (k, v) in options {
+        c.set(k, v);
+    }
 }
 
 /// The bodies topic and how long its records must stay.
@@ -83,6 +167,8 @@ impl KafkaSettings {
             prefetch_kib: 4096,
             drain: Duration::from_secs(20),
             bodies: None,
+            options: ClientOptions::default(),
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }
@@ -98,14 +184,14 @@ pub struct KafkaLog {
 }
 
 fn producer_config(settings: &KafkaSettings) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.brokers)
-        .set("enable.idempotence", "true")
+    let mut c = client_config(settings);
+    c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "zstd")
         .set("linger.ms", "2")
         .set("message.max.bytes", MAX_MESSAGE_BYTES)
         .set("message.timeout.ms", "30000");
+    apply(&mut c, &settings.options.producer);
     c
 }
 
@@ -270,8 +356,12 @@ impl EventLog for KafkaLog {
         }
     }
 
+    fn commit_interval(&self) -> Duration {
+        self.settings.commit_interval
+    }
+
     async fn lag(&self, group: &str, assignments: &[Assignment]) -> Result<Vec<super::PartitionLag>, LogError> {
-        lag::lag(&self.settings.brokers, group, assignments).await
+        lag::lag(&self.settings, group, assignments).await
     }
 
     async fn enforce_retention(&self, _retention: &Retention) -> Result<u64, LogError> {

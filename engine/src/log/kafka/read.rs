@@ -6,7 +6,6 @@
 use super::group::to_stored;
 use super::{is_retriable, KafkaSettings, MAX_MESSAGE_BYTES};
 use crate::log::{LogError, Stored};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
@@ -18,8 +17,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A consumer for reads by position: assigned, never subscribed, never committing.
 pub(super) fn reader(settings: &KafkaSettings) -> Result<BaseConsumer, LogError> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    Ok(super::client_config(settings)
         .set("group.id", "herald-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -10,7 +10,6 @@ use super::{BodiesTopic, KafkaSettings, MAX_MESSAGE_BYTES};
 use crate::log::LogError;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,8 +19,7 @@ pub(super) async fn ensure(
     producer: &FutureProducer,
     topics: &[String],
 ) -> Result<(), LogError> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &settings.brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
     // Partition count and fewest replicas of the topics that exist (the metadata itself is
     // not `Sync`, so it cannot be held across the awaits below).
     let existing: HashMap<String, (u32, i32)> = {
