@@ -393,6 +393,35 @@ async fn kafka_topics_are_created_then_checked() {
     assert!(err.to_string().contains("has 1 replicas, config asks for 2"), "{err}");
 }
 
+/// The operator's librdkafka properties reach the clients: one librdkafka does not know stops
+/// the start with its name; known ones (here a client id, and a producer batching property)
+/// are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_operator_properties_reach_the_clients() {
+    let names = topics(&unique("opt")).all();
+    let with = |common: &[(&str, &str)], producer: &[(&str, &str)]| kafka::KafkaSettings {
+        options: kafka::ClientOptions {
+            common: common.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            producer: producer.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            consumer: Vec::new(),
+        },
+        ..kafka::KafkaSettings::single_broker(kafka_brokers(), PARTITIONS)
+    };
+    let err = kafka::KafkaLog::connect(with(&[("no.such.property", "1")], &[]), &names)
+        .await
+        .err()
+        .expect("an unknown property is refused");
+    assert!(err.to_string().contains("no.such.property"), "{err}");
+    let log = kafka::KafkaLog::connect(with(&[("client.id", "herald-options-test")], &[("linger.ms", "5")]), &names)
+        .await
+        .unwrap();
+    let record = Record { topic: names[0].clone(), partition: 0, key: "k.test".into(), value: b"v".to_vec() };
+    log.append(vec![record]).await.unwrap();
+    assert!(kafka::ClientOptions { producer: vec![("acks".into(), "1".into())], ..Default::default() }
+        .check()
+        .is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_retention_keeps_what_is_not_consumed() {
     let dir = tempfile::tempdir().unwrap();

@@ -1197,6 +1197,15 @@ mod tests {
         );
         assert_eq!(o.producer, vec![("batch.size".into(), "1000000".into()), ("linger.ms".into(), "20".into())]);
         assert_eq!(o.consumer, vec![("fetch.min.bytes".into(), "65536".into())]);
+        // A secret (a SASL password) comes as the whole table through the environment.
+        let mut tree: toml::Table = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        let table = r#"{ "security.protocol" = "sasl_ssl", "sasl.password" = "s3cret" }"#;
+        apply_env(&mut tree, vec![("HERALD__BACKEND__KAFKA_OPTIONS".to_owned(), table.to_owned())]).unwrap();
+        let c: Config = toml::Value::Table(tree).try_into().unwrap();
+        assert_eq!(
+            c.backend.kafka_client_options().common,
+            vec![("sasl.password".into(), "s3cret".into()), ("security.protocol".into(), "sasl_ssl".into())]
+        );
         for (table, key) in [
             ("kafka_producer_options", "acks"),
             ("kafka_producer_options", "enable.idempotence"),
