@@ -159,7 +159,6 @@ impl Worker {
             chunk: 1,
             drain: self.settings.drain,
             appends: true,
-            commit_interval: Duration::ZERO,
         };
         if let Some(f) = &self.feedback {
             tokio::select! {

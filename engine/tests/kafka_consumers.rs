@@ -45,11 +45,14 @@ fn record(topic: &str, partition: u32, value: String) -> Record {
     Record { topic: topic.to_owned(), partition, key: "k.test".into(), value: value.into_bytes() }
 }
 
-/// Counts what it processed and appends one output record per input.
+/// Counts what it processed (by which member, and when), after `delay` per chunk, and
+/// appends one output record per input.
 struct Counting {
     member: &'static str,
     output_topic: String,
+    delay: Duration,
     seen: Arc<Mutex<HashMap<String, Vec<&'static str>>>>,
+    handled: Arc<Mutex<Vec<Instant>>>,
 }
 
 #[async_trait]
@@ -59,12 +62,13 @@ impl ChunkHandler for Counting {
         Some(String::from_utf8(record.value.clone()).unwrap())
     }
     async fn handle(&self, a: &Assignment, items: Vec<(u64, String)>) -> Vec<Record> {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut seen = self.seen.lock().unwrap();
+        tokio::time::sleep(self.delay).await;
+        let (mut seen, mut handled) = (self.seen.lock().unwrap(), self.handled.lock().unwrap());
         items
             .into_iter()
             .map(|(_, v)| {
                 seen.entry(v.clone()).or_default().push(self.member);
+                handled.push(Instant::now());
                 record(&self.output_topic, a.partition, format!("out-{v}"))
             })
             .collect()
@@ -78,15 +82,27 @@ fn member(
     name: &'static str,
     seen: &Arc<Mutex<HashMap<String, Vec<&'static str>>>>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let handler = Arc::new(Counting { member: name, output_topic: t.attempts(), seen: seen.clone() });
-    let settings = consumer::Settings {
-        window: 16,
-        concurrency: 4,
-        chunk: 1,
-        drain: Duration::from_secs(5),
-        appends: true,
-        commit_interval: Duration::ZERO,
+    let handler = Counting {
+        member: name,
+        output_topic: t.attempts(),
+        delay: Duration::from_millis(20),
+        seen: seen.clone(),
+        handled: Default::default(),
     };
+    let settings =
+        consumer::Settings { window: 16, concurrency: 4, chunk: 1, drain: Duration::from_secs(5), appends: true };
+    start(log, t, group, handler, settings)
+}
+
+/// Runs `handler` as a member of `group` on the messages topic until the token is cancelled.
+fn start(
+    log: &Arc<KafkaLog>,
+    t: &Topics,
+    group: &str,
+    handler: Counting,
+    settings: consumer::Settings,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let handler = Arc::new(handler);
     let stop = CancellationToken::new();
     let (log, group, topic, s) = (log.clone() as Arc<dyn EventLog>, group.to_owned(), t.messages(), stop.clone());
     let task = tokio::spawn(async move {
@@ -225,25 +241,6 @@ async fn an_offset_lost_to_retention_is_an_error_not_a_skip() {
     }
 }
 
-/// Records when it handled each record, and appends one output record per input.
-struct Timed {
-    output_topic: String,
-    handled: Arc<Mutex<Vec<Instant>>>,
-}
-
-#[async_trait]
-impl ChunkHandler for Timed {
-    type Item = String;
-    fn prepare(&self, record: &Stored) -> Option<String> {
-        Some(String::from_utf8(record.value.clone()).unwrap())
-    }
-    async fn handle(&self, a: &Assignment, items: Vec<(u64, String)>) -> Vec<Record> {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        self.handled.lock().unwrap().extend(items.iter().map(|_| Instant::now()));
-        items.into_iter().map(|(_, v)| record(&self.output_topic, a.partition, format!("out-{v}"))).collect()
-    }
-}
-
 /// A busy partition commits at most every `commit_interval` (100 ms by default on Kafka):
 /// the chunks that finish meanwhile share one transaction. Every transaction leaves one
 /// commit marker in the output partition, so the partition's end offset minus its records
@@ -257,27 +254,19 @@ async fn a_busy_partition_folds_its_commits_into_few_transactions() {
     let total = 400;
     log.append((0..total).map(|i| record(&t.messages(), 2, format!("r{i}"))).collect()).await.unwrap();
     let handled = Arc::new(Mutex::new(Vec::new()));
-    let handler = Arc::new(Timed { output_topic: t.attempts(), handled: handled.clone() });
+    let handler = Counting {
+        member: "a",
+        output_topic: t.attempts(),
+        delay: Duration::from_millis(10),
+        seen: Default::default(),
+        handled: handled.clone(),
+    };
     // Chunks of one record, 8 at a time: without the interval, a commit follows every few.
     // The window holds every record, so a window's worth of finished records (which also
     // makes a commit due) never comes: only the interval spaces the commits.
-    let settings = consumer::Settings {
-        window: 512,
-        concurrency: 8,
-        chunk: 1,
-        drain: Duration::from_secs(5),
-        appends: true,
-        commit_interval: Duration::ZERO,
-    };
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (log, group, topic, s) = (log.clone() as Arc<dyn EventLog>, unique("g"), t.messages(), stop.clone());
-        async move {
-            consumer::run(log, &group, &[topic], &Membership::Group, handler, settings, Owned::default(), s)
-                .await
-                .unwrap();
-        }
-    });
+    let settings =
+        consumer::Settings { window: 512, concurrency: 8, chunk: 1, drain: Duration::from_secs(5), appends: true };
+    let (stop, task) = start(&log, &t, &unique("g"), handler, settings);
     let deadline = Instant::now() + Duration::from_secs(60);
     while handled.lock().unwrap().len() < total && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -577,7 +577,7 @@ impl Default for Backend {
             kafka_session_timeout_ms: 10_000,
             kafka_prefetch_kib: 4096,
             kafka_options: BTreeMap::new(),
-            kafka_commit_interval_ms: 100,
+            kafka_commit_interval_ms: herald_engine::log::kafka::DEFAULT_COMMIT_INTERVAL.as_millis() as u64,
             kafka_producer_options: BTreeMap::new(),
             kafka_consumer_options: BTreeMap::new(),
             cql_nodes: vec!["127.0.0.1:9042".into()],

@@ -73,24 +73,13 @@ pub struct Settings {
     /// Whether chunks return records to append with the commit (the log gets ready for that
     /// when the member subscribes: [`EventLog::will_append`]).
     pub appends: bool,
-    /// Least time between two commits of a partition while it works (a stop or a handover
-    /// commits at once): several finished chunks then share one commit. [`run`] takes the
-    /// longer of this and the log's [`EventLog::commit_interval`].
-    pub commit_interval: Duration,
 }
 
 impl Settings {
     /// A projector's settings: one chunk of up to `chunk` records at a time per partition,
     /// so its store sees the partition's events in log order.
     pub fn in_order(chunk: usize) -> Self {
-        Settings {
-            window: chunk,
-            concurrency: 1,
-            chunk,
-            drain: Duration::from_secs(10),
-            appends: false,
-            commit_interval: Duration::ZERO,
-        }
+        Settings { window: chunk, concurrency: 1, chunk, drain: Duration::from_secs(10), appends: false }
     }
 }
 
@@ -178,8 +167,7 @@ pub async fn run<H: ChunkHandler>(
     if settings.appends {
         log.will_append(group).await;
     }
-    let settings = Settings { commit_interval: settings.commit_interval.max(log.commit_interval()), ..settings };
-    run_subscription(subscription, group, handler, settings, owned, shutdown).await;
+    run_subscription(subscription, group, handler, settings, log.commit_interval(), owned, shutdown).await;
     Ok(())
 }
 
@@ -194,6 +182,7 @@ async fn run_subscription<H: ChunkHandler>(
     group: &str,
     handler: Arc<H>,
     settings: Settings,
+    commit_interval: Duration,
     owned: Owned,
     shutdown: CancellationToken,
 ) {
@@ -219,6 +208,7 @@ async fn run_subscription<H: ChunkHandler>(
                         consumer,
                         handler.clone(),
                         settings.clone(),
+                        commit_interval,
                         group.to_owned(),
                         stop.clone(),
                         lost.clone(),

@@ -42,6 +42,9 @@ pub(super) struct PartitionTask<H: ChunkHandler> {
     committed: Position,
     /// Offsets the previous owner had finished above its committed offset.
     done_before: Position,
+    /// Least time between two commits while the partition works
+    /// ([`crate::log::EventLog::commit_interval`]).
+    commit_interval: Duration,
     /// Records finished since the last commit: a window's worth makes a commit due before
     /// the commit interval is up, so a crash redoes at most a window in flight and a
     /// window finished.
@@ -53,6 +56,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
         consumer: Box<dyn PartitionConsumer>,
         handler: Arc<H>,
         settings: Settings,
+        commit_interval: Duration,
         group: String,
         stop: CancellationToken,
         lost: Arc<AtomicBool>,
@@ -62,6 +66,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
             consumer,
             handler,
             settings,
+            commit_interval,
             group,
             stop,
             lost,
@@ -129,7 +134,7 @@ impl<H: ChunkHandler> PartitionTask<H> {
         let mut deadline: Option<Instant> = None;
         let mut poll_backoff = Duration::from_millis(100);
         let mut commit_backoff = Duration::from_millis(100);
-        let interval = self.settings.commit_interval;
+        let interval = self.commit_interval;
         let mut last_commit = Instant::now();
         loop {
             if self.lost.load(Ordering::SeqCst) {
@@ -146,9 +151,10 @@ impl<H: ChunkHandler> PartitionTask<H> {
             // While the partition works, commits come at most every `interval`, or once a
             // window's worth of records finished; a stop or a handover (a deadline) commits
             // at once.
+            let dirty = self.dirty();
             let commit_due =
                 deadline.is_some() || last_commit.elapsed() >= interval || self.uncommitted >= self.settings.window;
-            if self.dirty() && commit_due {
+            if dirty && commit_due {
                 match self.commit().await {
                     Ok(()) => {
                         commit_backoff = Duration::from_millis(100);
@@ -178,7 +184,8 @@ impl<H: ChunkHandler> PartitionTask<H> {
             }
             let room = self.settings.window.saturating_sub(self.unfinished.len());
             let head_wait = self.head_wait();
-            let commit_at = (self.dirty() && deadline.is_none()).then(|| last_commit + interval);
+            // Dirty and not due yet (a due commit was made above, or the turn retried it).
+            let commit_at = (dirty && !commit_due).then(|| last_commit + interval);
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled(), if deadline.is_none() => {

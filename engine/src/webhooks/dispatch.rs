@@ -281,7 +281,6 @@ impl FirstAttempts {
             chunk: 1024,
             drain: Duration::from_secs(20),
             appends: true,
-            commit_interval: Duration::ZERO,
         };
         let lanes = self.dispatch.lanes.clone();
         let sweeping = tokio::spawn({
@@ -404,7 +403,6 @@ impl Retries {
             chunk: 8,
             drain: Duration::from_secs(20),
             appends: true,
-            commit_interval: Duration::ZERO,
         };
         consumer::run(log, &t.group(RETRY_ROLE), &topics, membership, self, settings, Owned::default(), shutdown).await
     }

@@ -133,9 +133,7 @@ impl ClientOptions {
 fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.brokers);
-    for (k, v) in &settings.options.common {
-        c.set(k, v);
-    }
+    apply(&mut c, &settings.options.common);
     c
 }
 
