@@ -533,7 +533,7 @@ pub struct Backend {
 /// A librdkafka property's value: TOML strings, integers, floats and booleans are all
 /// passed to librdkafka as text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string, an integer, a float or a boolean as a librdkafka property's value")]
 pub enum KafkaProperty {
     Text(String),
     Integer(i64),
@@ -913,6 +913,9 @@ impl Config {
             return invalid("backend.kafka_min_insync_replicas cannot exceed backend.kafka_replication".into());
         }
         self.backend.kafka_client_options().check().map_err(|e| ConfigError::Invalid(format!("backend: {e}")))?;
+        if self.backend.kafka_commit_interval_ms > 60_000 {
+            return invalid("backend.kafka_commit_interval_ms must be at most 60000 (one minute)".into());
+        }
         if self.backend.kafka_session_timeout_ms < 1000 {
             return invalid("backend.kafka_session_timeout_ms must be at least 1000".into());
         }
@@ -1206,6 +1209,10 @@ mod tests {
             c.backend.kafka_client_options().common,
             vec![("sasl.password".into(), "s3cret".into()), ("security.protocol".into(), "sasl_ssl".into())]
         );
+        let err = toml::from_str::<Config>("[backend]\nkafka_options = { \"client.id\" = [1, 2] }\n").unwrap_err();
+        assert!(err.to_string().contains("a librdkafka property's value"), "{err}");
+        let long: Config = toml::from_str("[backend]\nkafka_commit_interval_ms = 86400000\n").unwrap();
+        assert!(long.validate().unwrap_err().to_string().contains("kafka_commit_interval_ms"));
         for (table, key) in [
             ("kafka_producer_options", "acks"),
             ("kafka_producer_options", "enable.idempotence"),
