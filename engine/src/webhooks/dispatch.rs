@@ -16,9 +16,9 @@
 //! attempts that were in flight, with the same `webhook-id`.
 
 use super::endpoints::{Live, Registry};
-use super::payload::{self, Payload};
+use super::payload::{self, Head};
 use super::sender::{Answer, Sender};
-use super::{tier_of, Lanes, Settings};
+use super::{tier_of, Lane, Lanes, Settings};
 use crate::consumer::{self, ChunkHandler, Membership, Owned};
 use crate::log::{Assignment, EventLog, LogError, Record, Stored, Topics};
 use crate::routing::Router;
@@ -27,8 +27,9 @@ use herald_schemas::{
     decode, encode, EndpointDisabled, Event, Timestamp, WebhookAttempted, WebhookEvent, WebhookOutcome,
     WebhookScheduled,
 };
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -81,10 +82,10 @@ impl Dispatch {
         Record { topic, partition, key: endpoint_id.to_owned(), value: encode(&Event::Webhook(event)) }
     }
 
-    /// Makes one attempt (bounded by `limit`) and returns the records of its outcome.
-    async fn attempt(&self, job: &Job, limit: Option<Duration>) -> Vec<Record> {
+    /// Makes one attempt (bounded by `limit`) in the endpoint's `lane` and returns the
+    /// records of its outcome.
+    async fn attempt(&self, lane: &Lane, job: &Job, limit: Option<Duration>) -> Vec<Record> {
         let e = &job.endpoint.endpoint;
-        let lane = self.lanes.get(&e.id);
         let (answer, took) = {
             let _slot = lane.slots.acquire().await;
             self.sender.send(&job.endpoint, &lane.idle, &job.webhook_id, job.body.clone(), limit).await
@@ -168,17 +169,11 @@ impl Dispatch {
 
 /// An event from a source topic, ready to fan out.
 pub struct Source {
-    payload: Payload,
+    head: Head,
     body: bytes::Bytes,
-    webhook_id: String,
-    turn: Option<Arc<Turn>>,
-}
-
-impl Source {
-    /// The key events are ordered by: the message, or the event itself (its `webhook_id`).
-    fn order_key(&self, webhook_id: impl FnOnce() -> String) -> String {
-        self.payload.message_id.as_ref().map_or_else(webhook_id, |m| m.0.clone())
-    }
+    /// The message's place in the partition's order (set when the chunk starts), if the
+    /// event is about a message; an event about none is in an order of its own.
+    turn: Option<(u64, Arc<Turn>)>,
 }
 
 /// The first attempts: a [`ChunkHandler`] over the source topics.
@@ -193,41 +188,70 @@ pub struct FirstAttempts {
     order: Arc<TurnOrder>,
 }
 
-/// The turns in flight, by (topic, partition, message).
+/// The latest turn in flight of each message, by [`order_key`].
 #[derive(Default)]
 struct TurnOrder {
-    running: std::sync::Mutex<HashMap<TurnKey, (u64, TurnEnd)>>,
-    next: std::sync::atomic::AtomicU64,
+    running: Mutex<HashMap<u64, Arc<TurnEnd>>>,
 }
 
-type TurnKey = (String, u32, String);
-type TurnEnd = futures::future::Shared<tokio::sync::oneshot::Receiver<()>>;
+/// A message's key in the turn order: a hash of (topic, partition, message id). Two
+/// messages with the same key only wait for each other, so a collision costs time, never
+/// order.
+fn order_key(topic: &str, partition: u32, message_id: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(topic.as_bytes());
+    h.update(&partition.to_le_bytes());
+    h.update(message_id.as_bytes());
+    h.digest()
+}
+
+/// The end of a turn, which the next turn of its message waits for.
+#[derive(Default)]
+struct TurnEnd {
+    ended: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl TurnEnd {
+    async fn wait(&self) {
+        loop {
+            // Made before the check: `notify_waiters` wakes every `Notified` made before it.
+            let notified = self.notify.notified();
+            if self.ended.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
 
 /// A message's place in its partition's order, shared by its events in one chunk. It ends
 /// (waking the message's next turn) when the last of them lets go of it: their chains
 /// ended, or the chunk was aborted.
 struct Turn {
     order: Arc<TurnOrder>,
-    key: TurnKey,
-    id: u64,
+    key: u64,
+    end: Arc<TurnEnd>,
     /// What to wait for first: the message's turn in an earlier chunk.
-    before: Option<TurnEnd>,
-    end: Option<tokio::sync::oneshot::Sender<()>>,
+    before: Option<Arc<TurnEnd>>,
 }
 
 impl Turn {
-    fn take(order: &Arc<TurnOrder>, key: TurnKey) -> Arc<Turn> {
-        use futures::FutureExt;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let id = order.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let before = order.running.lock().expect("turn order").insert(key.clone(), (id, rx.shared()));
-        Arc::new(Turn { order: order.clone(), key, id, before: before.map(|(_, end)| end), end: Some(tx) })
+    fn take(order: &Arc<TurnOrder>, key: u64) -> Arc<Turn> {
+        let end = Arc::new(TurnEnd::default());
+        let before = order.running.lock().expect("turn order").insert(key, end.clone());
+        Arc::new(Turn { order: order.clone(), key, end, before })
     }
 
     /// Waits for the earlier turn (if any) to end.
     async fn wait(&self) {
-        if let Some(before) = self.before.clone() {
-            let _ = before.await; // ended, or its chunk was aborted: either way, go on
+        if let Some(before) = &self.before {
+            before.wait().await; // ended, or its chunk was aborted: either way, go on
         }
     }
 }
@@ -236,24 +260,41 @@ impl Drop for Turn {
     /// Ends the turn, but never before the earlier one: a turn whose chunk had nothing to
     /// send for its message (or was aborted) passes the wait on to the next.
     fn drop(&mut self) {
-        let (order, key, id, end) = (self.order.clone(), std::mem::take(&mut self.key), self.id, self.end.take());
+        let (order, key, end) = (self.order.clone(), self.key, self.end.clone());
         let finish = move || {
-            let mut running = order.running.lock().expect("turn order");
-            if running.get(&key).is_some_and(|(held, _)| *held == id) {
-                running.remove(&key);
+            {
+                let mut running = order.running.lock().expect("turn order");
+                if running.get(&key).is_some_and(|latest| Arc::ptr_eq(latest, &end)) {
+                    running.remove(&key);
+                }
             }
-            drop(end);
+            end.end();
         };
-        let before = self.before.take().filter(|b| b.peek().is_none());
+        let before = self.before.take().filter(|b| !b.ended.load(Ordering::Acquire));
         match (before, tokio::runtime::Handle::try_current()) {
             (Some(before), Ok(runtime)) => {
                 runtime.spawn(async move {
-                    let _ = before.await;
+                    before.wait().await;
                     finish();
                 });
             }
             _ => finish(),
         }
+    }
+}
+
+/// The events of one message (or one event about none) for one endpoint, in log order.
+struct Chain {
+    turn: Option<Arc<Turn>>,
+    jobs: Vec<Job>,
+}
+
+/// One endpoint's chains in a chunk, taken in turn by its workers.
+struct Queue(Mutex<VecDeque<Chain>>);
+
+impl Queue {
+    fn next(&self) -> Option<Chain> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
     }
 }
 
@@ -298,7 +339,6 @@ impl ChunkHandler for FirstAttempts {
     type Item = Source;
 
     fn prepare(&self, record: &Stored) -> Option<Source> {
-        // The topic is not in `Stored`; the id is completed in `handle`, which knows it.
         let event = match decode(&record.value) {
             Ok(e) => e,
             Err(e) => {
@@ -307,78 +347,104 @@ impl ChunkHandler for FirstAttempts {
                 return None;
             }
         };
-        let payload = payload::of(&event)?;
-        let body = bytes::Bytes::from(payload.body());
-        Some(Source { payload, body, webhook_id: String::new(), turn: None })
+        let (head, body) = payload::webhook(event)?;
+        Some(Source { head, body: bytes::Bytes::from(body), turn: None })
     }
 
     fn starting(&self, assignment: &Assignment, items: &mut [(u64, Source)]) {
-        let mut turns: HashMap<String, Arc<Turn>> = HashMap::with_capacity(items.len());
-        for (offset, item) in items.iter_mut() {
-            let key = item.order_key(|| payload::webhook_id(&assignment.topic, assignment.partition, *offset));
-            let turn = turns.entry(key).or_insert_with_key(|key| {
-                Turn::take(&self.order, (assignment.topic.clone(), assignment.partition, key.clone()))
-            });
-            item.turn = Some(turn.clone());
+        let mut turns: HashMap<u64, Arc<Turn>> = HashMap::with_capacity(items.len());
+        for (_, item) in items.iter_mut() {
+            let Some(message) = &item.head.message_id else { continue };
+            let key = order_key(&assignment.topic, assignment.partition, &message.0);
+            let turn = turns.entry(key).or_insert_with(|| Turn::take(&self.order, key));
+            item.turn = Some((key, turn.clone()));
         }
     }
 
     async fn handle(&self, assignment: &Assignment, items: Vec<(u64, Source)>) -> Vec<Record> {
         let d = &self.dispatch;
         // One chain per (endpoint, message): in order within, concurrent across, and after
-        // the same message's chain of an earlier chunk still in flight.
-        let mut chains: BTreeMap<(String, String), (Option<Arc<Turn>>, Vec<Job>)> = BTreeMap::new();
-        for (offset, mut item) in items {
-            item.webhook_id = payload::webhook_id(&assignment.topic, assignment.partition, offset);
-            let key = item.order_key(|| item.webhook_id.clone());
-            for endpoint in d.registry.subscribers(&item.payload.account, item.payload.event_type) {
-                let (turn, jobs) = chains.entry((endpoint.endpoint.id.clone(), key.clone())).or_default();
-                if turn.is_none() {
-                    turn.clone_from(&item.turn);
-                }
-                jobs.push(Job {
+        // the same message's chain of an earlier chunk still in flight. Chains are grouped
+        // by endpoint, in the order of their first event.
+        let mut endpoints: Vec<(Arc<Live>, Vec<Chain>)> = Vec::new();
+        let mut endpoint_at: HashMap<String, usize> = HashMap::new();
+        let mut chain_at: HashMap<(usize, u64), usize> = HashMap::new();
+        for (offset, item) in items {
+            let subscribers = d.registry.subscribers(&item.head.account, item.head.event_type);
+            if subscribers.is_empty() {
+                continue;
+            }
+            let webhook_id = payload::webhook_id(&assignment.topic, assignment.partition, offset);
+            for endpoint in subscribers {
+                let at = match endpoint_at.get(endpoint.endpoint.id.as_str()) {
+                    Some(&at) => at,
+                    None => {
+                        endpoint_at.insert(endpoint.endpoint.id.clone(), endpoints.len());
+                        endpoints.push((endpoint.clone(), Vec::new()));
+                        endpoints.len() - 1
+                    }
+                };
+                let chains = &mut endpoints[at].1;
+                let chain = match &item.turn {
+                    Some((key, turn)) => *chain_at.entry((at, *key)).or_insert_with(|| {
+                        chains.push(Chain { turn: Some(turn.clone()), jobs: Vec::new() });
+                        chains.len() - 1
+                    }),
+                    None => {
+                        chains.push(Chain { turn: None, jobs: Vec::new() });
+                        chains.len() - 1
+                    }
+                };
+                chains[chain].jobs.push(Job {
                     endpoint,
-                    webhook_id: item.webhook_id.clone(),
-                    event_type: item.payload.event_type.to_owned(),
+                    webhook_id: webhook_id.clone(),
+                    event_type: item.head.event_type.to_owned(),
                     body: item.body.clone(),
-                    occurred_at: item.payload.at,
+                    occurred_at: item.head.at,
                     attempt: 1,
                 });
             }
         }
-        // Each chain is a task of its own, so the chunk's requests (and the connections they
-        // drive) run on every worker thread, not all inside this one task. Dropping the set
-        // (the chunk aborted at the end of a drain) aborts them.
+        // Each endpoint's chains are taken by as many workers as it may have requests in
+        // flight, each a task of its own, so the chunk's requests (and the connections they
+        // drive) run on every worker thread, and a slow endpoint holds up only its own
+        // workers. Dropping the set (the chunk aborted at the end of a drain) aborts them.
         let mut tasks = tokio::task::JoinSet::new();
-        for (turn, chain) in chains.into_values() {
-            let d = self.dispatch.clone();
-            tasks.spawn(async move {
-                if let Some(turn) = &turn {
-                    turn.wait().await;
-                }
-                let mut out = Vec::with_capacity(chain.len());
-                for job in chain {
-                    let lane = d.lanes.get(&job.endpoint.endpoint.id);
-                    match lane.failing(Timestamp::now().millis()) {
-                        Some(until) => {
-                            metrics::counter!("herald_webhooks_set_aside_total").increment(1);
-                            out.push(d.schedule(&job, 1, Timestamp(until)));
+        for (endpoint, chains) in endpoints {
+            let lane = d.lanes.get(&endpoint.endpoint.id);
+            let workers = chains.len().min(d.settings.endpoint_concurrency.max(1));
+            let queue = Arc::new(Queue(Mutex::new(chains.into())));
+            for _ in 0..workers {
+                let (d, lane, queue) = (self.dispatch.clone(), lane.clone(), queue.clone());
+                tasks.spawn(async move {
+                    let mut out = Vec::new();
+                    while let Some(chain) = queue.next() {
+                        if let Some(turn) = &chain.turn {
+                            turn.wait().await;
                         }
-                        None => out.extend(d.attempt(&job, Some(d.settings.inline_budget)).await),
+                        for job in chain.jobs {
+                            match lane.failing(Timestamp::now().millis()) {
+                                Some(until) => {
+                                    metrics::counter!("herald_webhooks_set_aside_total").increment(1);
+                                    out.push(d.schedule(&job, 1, Timestamp(until)));
+                                }
+                                None => out.extend(d.attempt(&lane, &job, Some(d.settings.inline_budget)).await),
+                            }
+                        }
+                        drop(chain.turn); // this chain's part of the message's turn is done
                     }
-                }
-                drop(turn); // this chain's part of the message's turn is done
-                out
-            });
+                    out
+                });
+            }
         }
-        let mut out = Vec::with_capacity(tasks.len());
+        let mut out = Vec::new();
         while let Some(done) = tasks.join_next().await {
             match done {
                 Ok(records) => out.extend(records),
-                // A chain that panicked (or was cancelled by the runtime's shutdown) leaves
+                // A worker that panicked (or was cancelled by the runtime's shutdown) leaves
                 // its outcomes unknown: the chunk must not finish, so it is processed again.
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => panic!("a webhook chain ended early: {e}"),
+                Err(e) => panic!("a webhook worker ended early: {e}"),
             }
         }
         out
@@ -459,7 +525,8 @@ impl ChunkHandler for Retries {
                 occurred_at: s.occurred_at,
                 attempt: s.attempt,
             };
-            d.attempt(&job, None).await
+            let lane = d.lanes.get(&job.endpoint.endpoint.id);
+            d.attempt(&lane, &job, None).await
         });
         futures::future::join_all(runs).await.into_iter().flatten().collect()
     }
@@ -470,8 +537,8 @@ mod tests {
     use super::*;
     use futures::FutureExt;
 
-    fn key(message: &str) -> TurnKey {
-        ("t.attempts".into(), 0, message.into())
+    fn key(message: &str) -> u64 {
+        order_key("t.attempts", 0, message)
     }
 
     #[tokio::test]

@@ -46,16 +46,76 @@ pub struct Payload {
 impl Payload {
     /// The request body: `{"type":…,"timestamp":…,"data":{…}}`.
     pub fn body(&self) -> Vec<u8> {
-        // Serialized from borrowed fields: the data is not copied into a new tree first.
-        #[derive(serde::Serialize)]
-        struct Body<'a> {
-            #[serde(rename = "type")]
-            event_type: &'a str,
-            timestamp: String,
-            data: &'a Value,
+        body(self.event_type, self.at, &self.data)
+    }
+}
+
+/// `{"type":…,"timestamp":…,"data":{…}}`, serialized from borrowed fields.
+fn body(event_type: &str, at: Timestamp, data: &impl serde::Serialize) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Body<'a, D> {
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        timestamp: String,
+        data: &'a D,
+    }
+    serde_json::to_vec(&Body { event_type, timestamp: rfc3339(at), data }).unwrap_or_default()
+}
+
+/// What dispatch needs of an event besides its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub account: AccountId,
+    pub event_type: &'static str,
+    pub at: Timestamp,
+    /// The message it is about (for per-message order), if any.
+    pub message_id: Option<MessageId>,
+}
+
+/// A delivery's `data`, borrowed from its event: the same JSON as [`of`]'s `Value` (whose
+/// keys are sorted, so these fields are in that order).
+#[derive(serde::Serialize)]
+struct DeliveryData<'a> {
+    attempt: u32,
+    message_id: &'a MessageId,
+    mx_host: &'a Option<String>,
+    mx_ip: &'a Option<String>,
+    next_attempt_at: Option<String>,
+    recipient: &'a str,
+    reply: &'a herald_schemas::SmtpReply,
+    tls: bool,
+}
+
+/// The head and the request body of `event`, if customers are told about it; the body is
+/// [`Payload::body`] of [`of`]. Deliveries, most of the webhooks, are serialized straight
+/// from the event, without building a `Value` first.
+pub fn webhook(event: Event) -> Option<(Head, Vec<u8>)> {
+    match event {
+        Event::DeliveryAttempted(e) => {
+            let event_type = match e.outcome {
+                Outcome::Delivered => "message.delivered",
+                Outcome::Deferred => "message.deferred",
+                Outcome::Failed => "message.failed",
+            };
+            let data = DeliveryData {
+                attempt: e.attempt,
+                message_id: &e.message_id,
+                mx_host: &e.mx_host,
+                mx_ip: &e.mx_ip,
+                next_attempt_at: e.next_attempt_at.map(rfc3339),
+                recipient: &e.recipient,
+                reply: &e.reply,
+                tls: e.tls,
+            };
+            let body = body(event_type, e.attempted_at, &data);
+            let head = Head { account: e.account, event_type, at: e.attempted_at, message_id: Some(e.message_id) };
+            Some((head, body))
         }
-        let body = Body { event_type: self.event_type, timestamp: rfc3339(self.at), data: &self.data };
-        serde_json::to_vec(&body).unwrap_or_default()
+        other => {
+            let p = of(&other)?;
+            let body = p.body();
+            Some((Head { account: p.account, event_type: p.event_type, at: p.at, message_id: p.message_id }, body))
+        }
     }
 }
 
@@ -183,11 +243,20 @@ fn message(
 /// The `webhook-id` of the event stored at `(topic, partition, offset)`: the same for every
 /// delivery and redelivery of that record, so receivers can deduplicate.
 pub fn webhook_id(topic: &str, partition: u32, offset: u64) -> String {
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        format!("{topic}\u{0}{partition}\u{0}{offset}").as_bytes(),
-    );
-    format!("msg_{}", data_encoding::BASE32_NOPAD.encode(&digest.as_ref()[..16]).to_ascii_lowercase())
+    use std::fmt::Write;
+    // SHA-256 of "{topic}\0{partition}\0{offset}", its first 16 bytes in lowercase base32.
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(topic.as_bytes());
+    let mut tail = String::with_capacity(32);
+    let _ = write!(tail, "\u{0}{partition}\u{0}{offset}");
+    ctx.update(tail.as_bytes());
+    let digest = ctx.finish();
+    let b32 = &data_encoding::BASE32_NOPAD;
+    let mut id = vec![0u8; 4 + b32.encode_len(16)];
+    id[..4].copy_from_slice(b"msg_");
+    b32.encode_mut(&digest.as_ref()[..16], &mut id[4..]);
+    id.make_ascii_lowercase();
+    String::from_utf8(id).expect("base32 is ASCII")
 }
 
 #[cfg(test)]
@@ -224,7 +293,41 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_serialized_from_the_event_is_the_payloads_body() {
+        for (outcome, mx_ip, next, enhanced) in [
+            (Outcome::Delivered, None, None, Some("2.0.0")),
+            (Outcome::Deferred, Some("192.0.2.7"), Some(Timestamp(1_700_000_300_000)), None),
+            (Outcome::Failed, Some("2001:db8::1"), None, Some("5.1.1")),
+        ] {
+            let e = Event::DeliveryAttempted(DeliveryAttempted {
+                account: AccountId("acme".into()),
+                message_id: MessageId("m\"1".into()),
+                recipient: "a@example.org".into(),
+                recipient_domain: "example.org".into(),
+                attempt: 3,
+                mx_host: Some("mx.example.org".into()),
+                mx_ip: mx_ip.map(str::to_owned),
+                tls: mx_ip.is_some(),
+                reply: SmtpReply { code: 451, enhanced: enhanced.map(str::to_owned), text: "try \u{e9} later".into() },
+                outcome,
+                next_attempt_at: next,
+                duration_ms: 5,
+                attempted_at: Timestamp(1_700_000_000_123),
+                dkim: String::new(),
+            });
+            let p = of(&e).unwrap();
+            let (head, body) = webhook(e).unwrap();
+            assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(p.body()).unwrap());
+            assert_eq!(head, Head { account: p.account, event_type: p.event_type, at: p.at, message_id: p.message_id });
+        }
+    }
+
+    #[test]
     fn webhook_ids_are_stable_per_record() {
+        // The id of an earlier build's records (receivers deduplicate on it): unchanged.
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"t.attempts\x001\x007");
+        let before = format!("msg_{}", data_encoding::BASE32_NOPAD.encode(&digest.as_ref()[..16]).to_ascii_lowercase());
+        assert_eq!(webhook_id("t.attempts", 1, 7), before);
         assert_eq!(webhook_id("t.attempts", 1, 7), webhook_id("t.attempts", 1, 7));
         assert_ne!(webhook_id("t.attempts", 1, 7), webhook_id("t.attempts", 1, 8));
         assert_ne!(webhook_id("t.attempts", 1, 7), webhook_id("t.feedback", 1, 7));

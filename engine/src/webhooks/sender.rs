@@ -222,6 +222,7 @@ impl Sender {
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = target.path.clone();
         let headers = request.headers_mut();
+        headers.reserve(6); // grown once, not per insert
         headers.insert(HOST, target.host.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION"))));
