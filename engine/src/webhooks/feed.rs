@@ -56,11 +56,11 @@ impl ChunkHandler for FeedProjector {
         let rows: Vec<FeedRow> = items
             .into_iter()
             .map(|(offset, p)| FeedRow {
-                account: p.account,
+                account: p.head.account,
                 id: payload::webhook_id(&assignment.topic, assignment.partition, offset),
-                event_type: p.event_type.to_owned(),
-                at: p.at,
-                message_id: p.message_id.map(|m| m.0),
+                event_type: p.head.event_type.to_owned(),
+                at: p.head.at,
+                message_id: p.head.message_id.map(|m| m.0),
                 recipient: p.recipient,
                 data: p.data,
             })

@@ -34,11 +34,7 @@ pub const EVENT_TYPES: &[&str] = &[
 /// An event as customers see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payload {
-    pub account: AccountId,
-    pub event_type: &'static str,
-    pub at: Timestamp,
-    /// The message it is about (for per-message order), if any.
-    pub message_id: Option<MessageId>,
+    pub head: Head,
     pub recipient: Option<String>,
     pub data: Value,
 }
@@ -46,7 +42,7 @@ pub struct Payload {
 impl Payload {
     /// The request body: `{"type":…,"timestamp":…,"data":{…}}`.
     pub fn body(&self) -> Vec<u8> {
-        body(self.event_type, self.at, &self.data)
+        body(self.head.event_type, self.head.at, &self.data)
     }
 }
 
@@ -62,7 +58,7 @@ fn body(event_type: &str, at: Timestamp, data: &impl serde::Serialize) -> Vec<u8
     serde_json::to_vec(&Body { event_type, timestamp: rfc3339(at), data }).unwrap_or_default()
 }
 
-/// What dispatch needs of an event besides its body.
+/// Whose event it is, what and when: what dispatch needs of it besides its body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
     pub account: AccountId,
@@ -72,8 +68,8 @@ pub struct Head {
     pub message_id: Option<MessageId>,
 }
 
-/// A delivery's `data`, borrowed from its event: the same JSON as [`of`]'s `Value` (whose
-/// keys are sorted, so these fields are in that order).
+/// A delivery's `data`, borrowed from its event; [`of`] makes its `Value` from it (whose
+/// keys are sorted, so the fields are in that order, and both paths give the same bytes).
 #[derive(serde::Serialize)]
 struct DeliveryData<'a> {
     attempt: u32,
@@ -86,35 +82,44 @@ struct DeliveryData<'a> {
     tls: bool,
 }
 
+impl<'a> DeliveryData<'a> {
+    fn of(e: &'a herald_schemas::DeliveryAttempted) -> Self {
+        DeliveryData {
+            attempt: e.attempt,
+            message_id: &e.message_id,
+            mx_host: &e.mx_host,
+            mx_ip: &e.mx_ip,
+            next_attempt_at: e.next_attempt_at.map(rfc3339),
+            recipient: &e.recipient,
+            reply: &e.reply,
+            tls: e.tls,
+        }
+    }
+}
+
+fn delivery_type(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Delivered => "message.delivered",
+        Outcome::Deferred => "message.deferred",
+        Outcome::Failed => "message.failed",
+    }
+}
+
 /// The head and the request body of `event`, if customers are told about it; the body is
 /// [`Payload::body`] of [`of`]. Deliveries, most of the webhooks, are serialized straight
 /// from the event, without building a `Value` first.
 pub fn webhook(event: Event) -> Option<(Head, Vec<u8>)> {
     match event {
         Event::DeliveryAttempted(e) => {
-            let event_type = match e.outcome {
-                Outcome::Delivered => "message.delivered",
-                Outcome::Deferred => "message.deferred",
-                Outcome::Failed => "message.failed",
-            };
-            let data = DeliveryData {
-                attempt: e.attempt,
-                message_id: &e.message_id,
-                mx_host: &e.mx_host,
-                mx_ip: &e.mx_ip,
-                next_attempt_at: e.next_attempt_at.map(rfc3339),
-                recipient: &e.recipient,
-                reply: &e.reply,
-                tls: e.tls,
-            };
-            let body = body(event_type, e.attempted_at, &data);
+            let event_type = delivery_type(e.outcome);
+            let body = body(event_type, e.attempted_at, &DeliveryData::of(&e));
             let head = Head { account: e.account, event_type, at: e.attempted_at, message_id: Some(e.message_id) };
             Some((head, body))
         }
         other => {
             let p = of(&other)?;
             let body = p.body();
-            Some((Head { account: p.account, event_type: p.event_type, at: p.at, message_id: p.message_id }, body))
+            Some((p.head, body))
         }
     }
 }
@@ -123,22 +128,9 @@ pub fn webhook(event: Event) -> Option<(Head, Vec<u8>)> {
 pub fn of(event: &Event) -> Option<Payload> {
     match event {
         Event::DeliveryAttempted(e) => {
-            let event_type = match e.outcome {
-                Outcome::Delivered => "message.delivered",
-                Outcome::Deferred => "message.deferred",
-                Outcome::Failed => "message.failed",
-            };
-            let data = json!({
-                "message_id": e.message_id,
-                "recipient": e.recipient,
-                "attempt": e.attempt,
-                "mx_host": e.mx_host,
-                "mx_ip": e.mx_ip,
-                "tls": e.tls,
-                "reply": e.reply,
-                "next_attempt_at": e.next_attempt_at.map(rfc3339),
-            });
-            Some(message(&e.account, event_type, e.attempted_at, &e.message_id, &e.recipient, data))
+            let data = serde_json::to_value(DeliveryData::of(e)).unwrap_or(Value::Null);
+            let (event_type, m) = (delivery_type(e.outcome), &e.message_id);
+            Some(message(&e.account, event_type, e.attempted_at, m, &e.recipient, data))
         }
         Event::Feedback(f) => feedback(f),
         Event::Engagement(e) => {
@@ -165,14 +157,8 @@ pub fn of(event: &Event) -> Option<Payload> {
                 VerificationStatus::Pending => return None,
             };
             let data = json!({ "domain": v.domain, "status": v.status, "checks": v.checks });
-            Some(Payload {
-                account: v.account.clone(),
-                event_type,
-                at: v.checked_at,
-                message_id: None,
-                recipient: None,
-                data,
-            })
+            let head = Head { account: v.account.clone(), event_type, at: v.checked_at, message_id: None };
+            Some(Payload { head, recipient: None, data })
         }
         _ => None,
     }
@@ -230,14 +216,8 @@ fn message(
     recipient: &str,
     data: Value,
 ) -> Payload {
-    Payload {
-        account: account.clone(),
-        event_type,
-        at,
-        message_id: Some(message_id.clone()),
-        recipient: Some(recipient.to_owned()),
-        data,
-    }
+    let head = Head { account: account.clone(), event_type, at, message_id: Some(message_id.clone()) };
+    Payload { head, recipient: Some(recipient.to_owned()), data }
 }
 
 /// The `webhook-id` of the event stored at `(topic, partition, offset)`: the same for every
@@ -264,9 +244,9 @@ mod tests {
     use super::*;
     use herald_schemas::{DeliveryAttempted, SmtpReply};
 
-    #[test]
-    fn a_delivery_becomes_message_delivered() {
-        let e = Event::DeliveryAttempted(DeliveryAttempted {
+    /// A delivery attempt of message `m1` (first attempt, TLS, 250 2.0.0 ok), changed by `f`.
+    fn attempt(f: impl FnOnce(&mut DeliveryAttempted)) -> Event {
+        let mut e = DeliveryAttempted {
             account: AccountId("acme".into()),
             message_id: MessageId("m1".into()),
             recipient: "a@example.org".into(),
@@ -281,14 +261,29 @@ mod tests {
             duration_ms: 5,
             attempted_at: Timestamp(1_700_000_000_000),
             dkim: String::new(),
-        });
-        let p = of(&e).unwrap();
-        assert_eq!(p.event_type, "message.delivered");
+        };
+        f(&mut e);
+        Event::DeliveryAttempted(e)
+    }
+
+    #[test]
+    fn a_delivery_becomes_message_delivered() {
+        let p = of(&attempt(|_| ())).unwrap();
+        assert_eq!(p.head.event_type, "message.delivered");
         let body: Value = serde_json::from_slice(&p.body()).unwrap();
         assert_eq!(body["type"], "message.delivered");
         assert_eq!(body["timestamp"], "2023-11-14T22:13:20Z");
-        assert_eq!(body["data"]["message_id"], "m1");
-        assert_eq!(body["data"]["reply"]["code"], 250);
+        let data = json!({
+            "message_id": "m1",
+            "recipient": "a@example.org",
+            "attempt": 1,
+            "mx_host": "mx.example.org",
+            "mx_ip": null,
+            "tls": true,
+            "reply": {"code": 250, "enhanced": "2.0.0", "text": "ok"},
+            "next_attempt_at": null,
+        });
+        assert_eq!(body["data"], data, "the documented fields of a delivery event");
         assert_eq!(EVENT_TYPES.len(), 11);
     }
 
@@ -299,26 +294,21 @@ mod tests {
             (Outcome::Deferred, Some("192.0.2.7"), Some(Timestamp(1_700_000_300_000)), None),
             (Outcome::Failed, Some("2001:db8::1"), None, Some("5.1.1")),
         ] {
-            let e = Event::DeliveryAttempted(DeliveryAttempted {
-                account: AccountId("acme".into()),
-                message_id: MessageId("m\"1".into()),
-                recipient: "a@example.org".into(),
-                recipient_domain: "example.org".into(),
-                attempt: 3,
-                mx_host: Some("mx.example.org".into()),
-                mx_ip: mx_ip.map(str::to_owned),
-                tls: mx_ip.is_some(),
-                reply: SmtpReply { code: 451, enhanced: enhanced.map(str::to_owned), text: "try \u{e9} later".into() },
-                outcome,
-                next_attempt_at: next,
-                duration_ms: 5,
-                attempted_at: Timestamp(1_700_000_000_123),
-                dkim: String::new(),
+            let e = attempt(|e| {
+                e.message_id = MessageId("m\"1".into());
+                e.attempt = 3;
+                e.mx_ip = mx_ip.map(str::to_owned);
+                e.tls = mx_ip.is_some();
+                e.reply =
+                    SmtpReply { code: 451, enhanced: enhanced.map(str::to_owned), text: "try \u{e9} later".into() };
+                e.outcome = outcome;
+                e.next_attempt_at = next;
+                e.attempted_at = Timestamp(1_700_000_000_123);
             });
             let p = of(&e).unwrap();
             let (head, body) = webhook(e).unwrap();
             assert_eq!(String::from_utf8(body).unwrap(), String::from_utf8(p.body()).unwrap());
-            assert_eq!(head, Head { account: p.account, event_type: p.event_type, at: p.at, message_id: p.message_id });
+            assert_eq!(head, p.head);
         }
     }
 
