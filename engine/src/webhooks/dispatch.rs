@@ -173,7 +173,7 @@ pub struct Source {
     body: bytes::Bytes,
     /// The message's place in the partition's order (set when the chunk starts), if the
     /// event is about a message; an event about none is in an order of its own.
-    turn: Option<(u64, Arc<Turn>)>,
+    turn: Option<Arc<Turn>>,
 }
 
 /// The first attempts: a [`ChunkHandler`] over the source topics.
@@ -357,7 +357,7 @@ impl ChunkHandler for FirstAttempts {
             let Some(message) = &item.head.message_id else { continue };
             let key = order_key(&assignment.topic, assignment.partition, &message.0);
             let turn = turns.entry(key).or_insert_with(|| Turn::take(&self.order, key));
-            item.turn = Some((key, turn.clone()));
+            item.turn = Some(turn.clone());
         }
     }
 
@@ -385,13 +385,16 @@ impl ChunkHandler for FirstAttempts {
                     }
                 };
                 let chains = &mut endpoints[at].1;
-                let chain = match &item.turn {
-                    Some((key, turn)) => *chain_at.entry((at, *key)).or_insert_with(|| {
-                        chains.push(Chain { turn: Some(turn.clone()), jobs: Vec::new() });
-                        chains.len() - 1
-                    }),
+                // The message's chain for this endpoint, or a new one (always, for an event
+                // about no message).
+                let message = item.turn.as_ref().map(|turn| (at, turn.key));
+                let chain = match message.and_then(|m| chain_at.get(&m)) {
+                    Some(&chain) => chain,
                     None => {
-                        chains.push(Chain { turn: None, jobs: Vec::new() });
+                        chains.push(Chain { turn: item.turn.clone(), jobs: Vec::new() });
+                        if let Some(m) = message {
+                            chain_at.insert(m, chains.len() - 1);
+                        }
                         chains.len() - 1
                     }
                 };
