@@ -113,6 +113,10 @@ async fn crud(h: &Running, port: u16) {
     assert_eq!(status, 422, "{body}");
     let (status, body) = post(h, KEY, "/v1/webhooks", &json!({ "url": url, "colour": "red" })).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed_request")), "{body}");
+    // A body over the JSON routes' 1 MiB is refused, not buffered whole.
+    let huge = json!({ "url": url, "events": ["message.bounced"], "description": "x".repeat(2 << 20) });
+    let (status, body) = post(h, KEY, "/v1/webhooks", &huge).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("body_too_large")), "{body}");
     let (status, body) =
         post(h, KEY, "/v1/webhooks", &json!({ "url": url, "events": ["message.bounced"], "description": "crm" })).await;
     assert_eq!(status, 201, "{body}");

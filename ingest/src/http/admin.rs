@@ -4,7 +4,7 @@
 
 use super::openapi::ErrorBody;
 use super::{ApiError, ApiState};
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -454,10 +454,11 @@ pub async fn suspend(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<AccountView>, ApiError> {
     let (service, actor) = service(&state, &headers)?;
     let id = id(path)?;
+    let body = body.map_err(super::bytes_rejection)?;
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         String::new()
     } else {

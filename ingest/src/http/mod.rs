@@ -178,7 +178,30 @@ pub fn with_document(router: axum::Router, doc: utoipa::openapi::OpenApi) -> axu
         })
         // After the fallbacks, so that unknown paths are counted too (route `unmatched`).
         .layer(axum::middleware::from_fn(observe::track))
-        .layer(axum::extract::DefaultBodyLimit::disable())
+        // For the JSON (and small raw) bodies the extractors read; `POST /v1/send` and the
+        // suppression import read the raw stream with limits of their own.
+        .layer(axum::extract::DefaultBodyLimit::max(JSON_BODY_LIMIT))
+}
+
+/// The largest body a JSON route reads (1 MiB): its fields are short, and an over-long body
+/// is refused without being buffered whole.
+pub const JSON_BODY_LIMIT: usize = 1 << 20;
+
+/// 413 `body_too_large` for a body over [`JSON_BODY_LIMIT`].
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is limited to {JSON_BODY_LIMIT} bytes on this route"),
+    )
+}
+
+/// 413 `body_too_large` or 400 `malformed_request` for a raw body that could not be read.
+pub fn bytes_rejection(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return body_too_large();
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_request", "the request body could not be read")
 }
 
 /// An error reply: `{"error":{"code":"...","message":"..."}}`. Codes are stable API.
@@ -212,6 +235,9 @@ pub fn store_unavailable(e: herald_engine::store::StoreError) -> ApiError {
 /// 400 `malformed_request` for a JSON body axum could not decode, as a sentence.
 pub fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ApiError {
     use axum::extract::rejection::JsonRejection;
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return body_too_large();
+    }
     let message = match &e {
         JsonRejection::MissingJsonContentType(_) => "Content-Type must be application/json".to_owned(),
         JsonRejection::JsonSyntaxError(_) => "the request body is not valid JSON".to_owned(),

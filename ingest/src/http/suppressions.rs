@@ -15,7 +15,7 @@ use super::schemas;
 use super::{authenticate, ApiError, ApiState};
 use crate::address::parse_mailbox;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -209,9 +209,10 @@ pub async fn put(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (service, account) = service(&state, &headers, Scope::Suppressions)?;
+    let body = body.map_err(super::bytes_rejection)?;
     let address = address(&raw)?;
     let b: PutBody = if body.iter().all(u8::is_ascii_whitespace) {
         PutBody::default()
